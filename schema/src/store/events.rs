@@ -1,0 +1,133 @@
+//! Event logs: per agent (what the agent's sockets receive, replayable with `resume_from`) and
+//! per interaction (the interaction's own audit trail).
+//!
+//! Sequence numbers are gap-free: each append bumps the owning row's counter under its row lock
+//! in the caller's transaction, so concurrent writers queue on the lock and a rolled-back
+//! transaction gives its number back.
+
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{Result, StoreError};
+use crate::domain::AgentEvent;
+
+/// Appends one event to `agent`'s stream and returns its `seq`.
+pub async fn append_agent_event(
+    conn: &mut PgConnection,
+    agent: &str,
+    event: &str,
+    data: &serde_json::Value,
+) -> Result<i64> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "WITH bumped AS (
+             UPDATE agents SET last_event_seq = last_event_seq + 1 WHERE login = $1 RETURNING last_event_seq
+         )
+         INSERT INTO agent_events (agent_login, seq, event, data)
+         SELECT $1, last_event_seq, $2, $3 FROM bumped
+         RETURNING seq",
+    )
+    .bind(agent)
+    .bind(event)
+    .bind(data)
+    .fetch_optional(&mut *conn)
+    .await?;
+    seq.ok_or_else(|| StoreError::not_found("agent", agent))
+}
+
+/// Events of `agent` with `seq > after`, oldest first, at most `limit`.
+pub async fn agent_events_after(
+    conn: &mut PgConnection,
+    agent: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AgentEvent>> {
+    let rows = sqlx::query(
+        "SELECT seq, event, data FROM agent_events WHERE agent_login = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(agent)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AgentEvent {
+                seq: r.try_get("seq")?,
+                event: r.try_get("event")?,
+                data: r.try_get("data")?,
+            })
+        })
+        .collect()
+}
+
+/// The last `seq` handed out for `agent` (0 before the first event).
+pub async fn agent_last_seq(conn: &mut PgConnection, agent: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT last_event_seq FROM agents WHERE login = $1")
+        .bind(agent)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("agent", agent))
+}
+
+/// Appends one event to an interaction's log and to its customer's history; returns its `seq`.
+pub async fn append_interaction_event(
+    conn: &mut PgConnection,
+    interaction_id: Uuid,
+    kind: &str,
+    actor: Option<&str>,
+    data: &serde_json::Value,
+) -> Result<i64> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "WITH bumped AS (
+             UPDATE interactions SET last_event_seq = last_event_seq + 1, updated_at = now()
+             WHERE id = $1 RETURNING last_event_seq
+         )
+         INSERT INTO interaction_events (interaction_id, seq, kind, actor, data)
+         SELECT $1, last_event_seq, $2, $3, $4 FROM bumped
+         RETURNING seq",
+    )
+    .bind(interaction_id)
+    .bind(kind)
+    .bind(actor)
+    .bind(data)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let seq = seq.ok_or_else(|| StoreError::not_found("interaction", interaction_id))?;
+    if kind != "message.new" {
+        // messages reach the history through their own entry (see history::record_message)
+        super::history::record_event(conn, interaction_id, kind, actor, data).await?;
+    }
+    Ok(seq)
+}
+
+/// Who sees an interaction's events: its assigned agent and every joined participant.
+pub async fn interaction_audience(
+    conn: &mut PgConnection,
+    interaction_id: Uuid,
+) -> Result<Vec<String>> {
+    let agents: Vec<String> = sqlx::query_scalar(
+        "SELECT agent FROM interactions WHERE id = $1 AND agent IS NOT NULL
+         UNION
+         SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
+         ORDER BY 1",
+    )
+    .bind(interaction_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(agents)
+}
+
+/// Appends `event` to the stream of every agent in the interaction's audience and returns who
+/// they are, so the caller can wake them after the commit.
+pub async fn fan_out(
+    conn: &mut PgConnection,
+    interaction_id: Uuid,
+    event: &str,
+    data: &serde_json::Value,
+) -> Result<Vec<String>> {
+    let audience = interaction_audience(conn, interaction_id).await?;
+    for agent in &audience {
+        append_agent_event(conn, agent, event, data).await?;
+    }
+    Ok(audience)
+}

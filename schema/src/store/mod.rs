@@ -1,0 +1,78 @@
+//! The PostgreSQL store.
+//!
+//! Every function takes `&mut PgConnection` (pass `&mut *tx` for a transaction) so the caller
+//! decides what commits together. Queries are runtime-checked (`sqlx::query`), and the tests in
+//! `schema/tests` run each of them against a real database.
+
+mod directory;
+mod events;
+mod fencing;
+mod history;
+mod inbound;
+mod outbound;
+mod rows;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use directory::*;
+pub use events::*;
+pub use fencing::*;
+pub use history::*;
+pub use inbound::*;
+pub use outbound::*;
+pub use rows::{load_interaction, load_message, load_messages};
+
+/// What can go wrong in the store. Callers map these once, at their API edge.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("fencing token {token} for {key} is stale: {current} has been seen")]
+    StaleFence {
+        key: String,
+        token: i64,
+        current: i64,
+    },
+    #[error("the database holds a value this build does not know: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
+        StoreError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl From<crate::domain::UnknownValue> for StoreError {
+    fn from(e: crate::domain::UnknownValue) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens a pool. `url` is a `postgres://` URL; its password never reaches the logs.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies every pending migration; a no-op when the database is current.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    crate::MIGRATOR.run(pool).await
+}

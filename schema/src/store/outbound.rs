@@ -1,0 +1,177 @@
+//! Outbound messages: an agent's `message.send` becomes a `queued` message plus an outbox row
+//! for the account's leader connector, idempotent on `(agent, client_msg_id)`.
+
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::inbound::attach_files;
+use super::{Result, StoreError};
+use crate::domain::{Keyboard, Message, MessageKind};
+
+/// An agent's message to the customer of an interaction.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub interaction_id: Uuid,
+    pub agent_login: String,
+    pub agent_name: String,
+    pub client_msg_id: String,
+    pub text: Option<String>,
+    pub file_ids: Vec<Uuid>,
+    pub keyboard: Option<Keyboard>,
+    pub reply_to: Option<Uuid>,
+}
+
+/// The result of [`enqueue_outbound`].
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub message: Message,
+    /// False when this `client_msg_id` was used before: `message` is the first one and nothing
+    /// new was queued.
+    pub created: bool,
+    /// Agents whose streams got `message.new`; empty when not created.
+    pub audience: Vec<String>,
+    pub account_id: Uuid,
+}
+
+/// Stores the message as `queued`, adds the outbox row and the events. A second call with the
+/// same `(agent, client_msg_id)` returns the first message and writes nothing.
+pub async fn enqueue_outbound(conn: &mut PgConnection, out: &OutboundMessage) -> Result<Enqueued> {
+    if out.text.as_deref().is_none_or(str::is_empty) && out.file_ids.is_empty() {
+        return Err(StoreError::Invalid(
+            "a message needs text or at least one file".into(),
+        ));
+    }
+    if let Some(existing) =
+        find_by_client_msg_id(conn, &out.agent_login, &out.client_msg_id).await?
+    {
+        let message = super::load_message(conn, existing).await?;
+        let account_id = interaction_account(conn, out.interaction_id).await?.0;
+        return Ok(Enqueued {
+            message,
+            created: false,
+            audience: Vec::new(),
+            account_id,
+        });
+    }
+    let (account_id, chat_id) = interaction_account(conn, out.interaction_id).await?;
+    let kind = kind_for_files(conn, &out.file_ids).await?;
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO messages (id, interaction_id, account_id, direction, author_kind, author_id, author_name,
+             kind, text, reply_to, keyboard, status, client_msg_id, agent_login)
+         VALUES ($1, $2, $3, 'out', 'agent', $4, $5, $6, $7, $8, $9, 'queued', $10, $4)
+         ON CONFLICT (agent_login, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING",
+    )
+    .bind(id)
+    .bind(out.interaction_id)
+    .bind(account_id)
+    .bind(&out.agent_login)
+    .bind(&out.agent_name)
+    .bind(kind.as_str())
+    .bind(&out.text)
+    .bind(out.reply_to)
+    .bind(out.keyboard.as_ref().map(|k| serde_json::to_value(k).expect("keyboard serializes")))
+    .bind(&out.client_msg_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::Invalid("reply_to names no message, or the agent is unknown".into())
+        }
+        other => other.into(),
+    })?;
+    if inserted.rows_affected() == 0 {
+        // a concurrent request with the same client_msg_id won
+        let first = find_by_client_msg_id(conn, &out.agent_login, &out.client_msg_id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("message", &out.client_msg_id))?;
+        let message = super::load_message(conn, first).await?;
+        return Ok(Enqueued {
+            message,
+            created: false,
+            audience: Vec::new(),
+            account_id,
+        });
+    }
+    attach_files(conn, id, &out.file_ids).await?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, account_id, chat_id, action) VALUES ($1, $2, $3, 'send')",
+    )
+    .bind(id)
+    .bind(account_id)
+    .bind(&chat_id)
+    .execute(&mut *conn)
+    .await?;
+    let message = super::load_message(conn, id).await?;
+    let data = serde_json::json!({ "message": message });
+    super::append_interaction_event(
+        conn,
+        out.interaction_id,
+        "message.new",
+        Some(&out.agent_login),
+        &data,
+    )
+    .await?;
+    super::history::record_message(conn, id, out.interaction_id).await?;
+    let audience = super::fan_out(conn, out.interaction_id, "message.new", &data).await?;
+    Ok(Enqueued {
+        message,
+        created: true,
+        audience,
+        account_id,
+    })
+}
+
+async fn find_by_client_msg_id(
+    conn: &mut PgConnection,
+    agent: &str,
+    client_msg_id: &str,
+) -> Result<Option<Uuid>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM messages WHERE agent_login = $1 AND client_msg_id = $2")
+            .bind(agent)
+            .bind(client_msg_id)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+async fn interaction_account(
+    conn: &mut PgConnection,
+    interaction_id: Uuid,
+) -> Result<(Uuid, String)> {
+    let row = sqlx::query("SELECT account_id, chat_id FROM interactions WHERE id = $1")
+        .bind(interaction_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("interaction", interaction_id))?;
+    Ok((row.try_get("account_id")?, row.try_get("chat_id")?))
+}
+
+/// The message kind follows its first file's type; text otherwise.
+async fn kind_for_files(conn: &mut PgConnection, file_ids: &[Uuid]) -> Result<MessageKind> {
+    let Some(first) = file_ids.first() else {
+        return Ok(MessageKind::Text);
+    };
+    let mime: String = sqlx::query_scalar("SELECT mime FROM files WHERE id = $1")
+        .bind(first)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::Invalid(format!("unknown file {first}")))?;
+    Ok(match mime.split('/').next().unwrap_or_default() {
+        "image" => MessageKind::Image,
+        "video" => MessageKind::Video,
+        "audio" => MessageKind::Audio,
+        _ => MessageKind::Document,
+    })
+}
+
+/// How many outbox rows of the account wait to be sent (the backlog gauge).
+pub async fn outbox_backlog(conn: &mut PgConnection, account_id: Uuid) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE account_id = $1 AND state = 'pending'",
+    )
+    .bind(account_id)
+    .fetch_one(&mut *conn)
+    .await?)
+}
