@@ -1,0 +1,442 @@
+//! The ZooKeeper coordinator against the real ZooKeeper that `deploy/services.sh` starts.
+//! Each test works under its own root path, so tests run in parallel without seeing each other.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use coord::{Cas, CoordError, Coordinator, Leadership, ZkConfig, ZkCoordinator};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+const SESSION: Duration = Duration::from_secs(2);
+
+fn root() -> String {
+    format!("/test-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn coordinator(connect: &str, root: &str) -> ZkCoordinator {
+    testenv::init_logging();
+    ZkCoordinator::start(ZkConfig {
+        connect: connect.into(),
+        root: root.into(),
+        session_timeout: SESSION,
+    })
+    .await
+    .expect("ZooKeeper reachable")
+}
+
+/// Polls `check` until it holds or `within` passes.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within {within:?}: {what}");
+}
+
+async fn leaders(campaigns: &[Option<coord::Campaign>]) -> Vec<(usize, i64)> {
+    campaigns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c.as_ref()?.current() {
+            Leadership::Leader { token } => Some((i, token)),
+            Leadership::Candidate => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_leader_of_three_and_a_successor_with_a_larger_token_when_it_goes() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let mut nodes = Vec::new();
+    let mut campaigns = Vec::new();
+    for i in 0..3 {
+        let c = coordinator(&zk, &root).await;
+        campaigns.push(Some(
+            c.campaign("connector/acc-1", &format!("node-{i}"))
+                .await
+                .unwrap(),
+        ));
+        nodes.push(Some(c));
+    }
+    eventually(SESSION, "a leader is elected", || async {
+        leaders(&campaigns).await.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let elected = leaders(&campaigns).await;
+    assert_eq!(elected.len(), 1, "exactly one leader: {elected:?}");
+    let (old, old_token) = elected[0];
+
+    // the leader's process goes away: its session closes and its election node with it
+    nodes[old].take().unwrap().shutdown();
+    eventually(SESSION * 2, "a successor is elected", || async {
+        leaders(&campaigns).await.iter().any(|(i, _)| *i != old)
+    })
+    .await;
+    let successor = leaders(&campaigns)
+        .await
+        .into_iter()
+        .find(|(i, _)| *i != old)
+        .unwrap();
+    assert!(
+        successor.1 > old_token,
+        "fencing tokens grow: {} then {}",
+        old_token,
+        successor.1
+    );
+
+    // the store refuses the deposed leader's token once the successor has written
+    let (_url, pool) = testenv::database().await;
+    let mut conn = pool.acquire().await.unwrap();
+    schema::store::check_fence(&mut conn, "connector/acc-1", old_token)
+        .await
+        .unwrap();
+    schema::store::check_fence(&mut conn, "connector/acc-1", successor.1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        schema::store::check_fence(&mut conn, "connector/acc-1", old_token).await,
+        Err(schema::store::StoreError::StaleFence { .. })
+    ));
+}
+
+#[tokio::test]
+async fn sixteen_racers_for_one_interaction_one_owner() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(coordinator(&zk, &root).await);
+    }
+    let racers: Vec<JoinHandle<bool>> = (0..16)
+        .map(|i| {
+            let c = nodes[i % 4].clone();
+            tokio::spawn(async move {
+                let me = format!("agent-{i}");
+                matches!(
+                    c.compare_and_set("interaction/9f1c", None, me.as_bytes())
+                        .await
+                        .unwrap(),
+                    Cas::Written { .. }
+                )
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for r in racers {
+        winners += r.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1);
+    let owned = nodes[0]
+        .read("interaction/9f1c")
+        .await
+        .unwrap()
+        .expect("record written");
+    // a versioned update: only a writer holding the current version succeeds
+    assert!(matches!(
+        nodes[1]
+            .compare_and_set("interaction/9f1c", Some(owned.version + 1), b"x")
+            .await
+            .unwrap(),
+        Cas::Conflict { current: Some(_) }
+    ));
+    assert!(matches!(
+        nodes[2]
+            .compare_and_set("interaction/9f1c", Some(owned.version), b"transferred")
+            .await
+            .unwrap(),
+        Cas::Written { .. }
+    ));
+    assert!(matches!(
+        nodes[0].compare_and_set("bad//key", None, b"").await,
+        Err(CoordError::InvalidName(_))
+    ));
+}
+
+#[tokio::test]
+async fn membership_and_presence_follow_the_handles() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let a = coordinator(&zk, &root).await;
+    let b = coordinator(&zk, &root).await;
+    let m = a
+        .join("chatserver", "node-a", b"10.0.0.1:8080".to_vec())
+        .await
+        .unwrap();
+    let _p = a
+        .announce_presence("alice", "node-a", b"ready".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.join("chatserver", "node-a", vec![]).await,
+        Err(CoordError::AlreadyMember { .. })
+    ));
+    let members = b.members("chatserver").await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].data, b"10.0.0.1:8080");
+    m.update(b"10.0.0.1:9090".to_vec());
+    eventually(SESSION, "update visible", || async {
+        b.members("chatserver")
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|m| m.data == b"10.0.0.1:9090")
+    })
+    .await;
+    drop(m);
+    eventually(SESSION, "member gone", || async {
+        b.members("chatserver").await.unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(b.presence("alice").await.unwrap()[0].name, "node-a");
+    a.shutdown();
+    eventually(SESSION, "presence ends with the session", || async {
+        b.presence("alice").await.unwrap().is_empty()
+    })
+    .await;
+}
+
+/// A consumer as the product has one: the data lives elsewhere (PostgreSQL in the product, a
+/// counter here); a wake means "read it".
+fn consume(mut sub: coord::Subscription, data: Arc<AtomicU64>) -> (Arc<AtomicU64>, JoinHandle<()>) {
+    let seen = Arc::new(AtomicU64::new(0));
+    let seen2 = seen.clone();
+    let task = tokio::spawn(async move {
+        while sub.wake().await.is_ok() {
+            seen2.store(data.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+    });
+    (seen, task)
+}
+
+#[tokio::test]
+async fn notifications_coalesce_reach_other_processes_and_keep_zookeeper_small() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let subscriber = coordinator(&zk, &root).await;
+    let notifier = coordinator(&zk, &root).await;
+    let data = Arc::new(AtomicU64::new(0));
+    let (seen, _task) = consume(
+        subscriber.subscribe("agent/alice").await.unwrap(),
+        data.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..=5_000u64 {
+        data.store(i, Ordering::SeqCst); // "commit"
+        notifier.notify("agent/alice");
+        if i % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    eventually(
+        Duration::from_secs(5),
+        "the last notification is seen",
+        || async { seen.load(Ordering::SeqCst) == 5_000 },
+    )
+    .await;
+    // one doorbell node per topic, however many notifications went through it
+    let inspector = zookeeper_client::Client::connect(&zk).await.unwrap();
+    let topics = inspector
+        .list_children(&format!("{root}/notify/agent"))
+        .await
+        .unwrap();
+    assert_eq!(topics, vec!["alice".to_string()]);
+    let children = inspector
+        .list_children(&format!("{root}/notify/agent/alice"))
+        .await
+        .unwrap();
+    assert!(children.is_empty());
+    let (_, stat) = inspector
+        .get_data(&format!("{root}/notify/agent/alice"))
+        .await
+        .unwrap();
+    assert!(
+        stat.version < 5_000,
+        "notifications were coalesced ({} writes for 5000)",
+        stat.version
+    );
+}
+
+/// A TCP proxy in front of ZooKeeper that can cut every connection, to partition a client.
+struct Proxy {
+    addr: String,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (upstream, b, c) = (upstream.to_owned(), blocked.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if b.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let upstream = upstream.clone();
+                c.lock().await.push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Proxy {
+            addr,
+            blocked,
+            conns,
+        }
+    }
+
+    async fn cut(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().await.drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.blocked.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_process_recovers_from_session_expiry_by_itself_and_misses_no_notification() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let proxy = Proxy::start(&zk).await;
+    let partitioned = coordinator(&proxy.addr, &root).await;
+    let observer = coordinator(&zk, &root).await;
+
+    let _member = partitioned
+        .join("chatserver", "node-a", b"a".to_vec())
+        .await
+        .unwrap();
+    let mut campaign = partitioned
+        .campaign("connector/acc-1", "node-a")
+        .await
+        .unwrap();
+    let first_token = campaign.leading().await.unwrap();
+    let data = Arc::new(AtomicU64::new(0));
+    let (seen, _task) = consume(
+        partitioned.subscribe("agent/alice").await.unwrap(),
+        data.clone(),
+    );
+    let first_session = partitioned.session_id().unwrap();
+    assert_eq!(observer.members("chatserver").await.unwrap().len(), 1);
+
+    proxy.cut().await;
+    // the server expires the partitioned session: its member node disappears...
+    eventually(SESSION * 4, "the partitioned session expires", || async {
+        observer.members("chatserver").await.unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        campaign.current(),
+        Leadership::Candidate,
+        "a partitioned leader steps down"
+    );
+    // ...and a notification is sent while it is away
+    data.store(1, Ordering::SeqCst);
+    observer.notify("agent/alice");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "nothing can arrive during the partition"
+    );
+
+    proxy.restore();
+    eventually(
+        SESSION * 5,
+        "a new session, member back, notification delivered",
+        || async {
+            partitioned.session_id().is_some_and(|s| s != first_session)
+                && observer.members("chatserver").await.unwrap().len() == 1
+                && seen.load(Ordering::SeqCst) == 1
+        },
+    )
+    .await;
+    let token = tokio::time::timeout(SESSION * 2, campaign.leading())
+        .await
+        .expect("re-elected")
+        .unwrap();
+    assert!(
+        token > first_token,
+        "re-entered the election with a new token"
+    );
+    assert!(partitioned.is_ready());
+}
+
+#[tokio::test]
+async fn ensemble_keeps_electing_and_notifying_with_one_node_down() {
+    let (connect, script) = testenv::zookeeper_ensemble();
+    let root = root();
+    let a = coordinator(&connect, &root).await;
+    let b = coordinator(&connect, &root).await;
+    let data = Arc::new(AtomicU64::new(0));
+    let (seen, _task) = consume(b.subscribe("agent/bob").await.unwrap(), data.clone());
+    let mut ca = a.campaign("connector/acc-2", "a").await.unwrap();
+    let cb = b.campaign("connector/acc-2", "b").await.unwrap();
+    let ta = ca.leading().await.unwrap();
+
+    let node = |action: &str| {
+        let status = std::process::Command::new(&script)
+            .args(["ensemble", action, "1"])
+            .status()
+            .expect("run deploy/services.sh");
+        assert!(
+            status.success(),
+            "deploy/services.sh ensemble {action} 1 failed"
+        );
+    };
+    node("stop-node");
+    let restart = scopeguard(move || node("start-node"));
+
+    data.store(7, Ordering::SeqCst);
+    a.notify("agent/bob");
+    eventually(
+        SESSION * 5,
+        "notification through the surviving quorum",
+        || async { seen.load(Ordering::SeqCst) == 7 },
+    )
+    .await;
+    drop(ca);
+    let mut cb = cb;
+    let tb = tokio::time::timeout(SESSION * 5, cb.leading())
+        .await
+        .expect("b elected")
+        .unwrap();
+    assert!(tb > ta);
+    drop(restart);
+}
+
+/// Runs `f` when dropped, so a failing assertion still restarts the stopped node.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
