@@ -1,1 +1,89 @@
-fn main() {}
+//! `switchboard`: the contact-centre hub, one binary with one subcommand per role.
+#![forbid(unsafe_code)]
+
+mod all;
+mod app;
+mod config;
+mod database;
+mod migrate;
+mod print_config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Omnichannel contact-centre hub.
+///
+/// Configuration: built-in defaults, then the TOML file given with --config, then environment
+/// variables SWITCHBOARD_<SECTION>__<KEY> (e.g. SWITCHBOARD_DATABASE__URL). `switchboard
+/// config` prints the result.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version)]
+struct Cli {
+    /// TOML configuration file (see config/switchboard.example.toml)
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "SWITCHBOARD_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending database migrations, print what was applied, exit
+    Migrate,
+    /// Run every component in this process on one HTTP listener (http.bind) until SIGTERM
+    /// or Ctrl-C.
+    ///
+    /// Connects to PostgreSQL and migrates it, starts the coordinator (coord.backend),
+    /// serves /healthz, /readyz and /metrics, and prints their URLs on stdout.
+    All,
+    /// Print the effective configuration as TOML, secrets masked
+    Config,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Config => print_config::run(&config),
+        Command::Migrate => match init_logging(&config) {
+            Ok(()) => migrate::run(config).await,
+            Err(code) => return code,
+        },
+        Command::All => match init_logging(&config) {
+            Ok(()) => all::run(config).await,
+            Err(code) => return code,
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> Result<(), ExitCode> {
+    ops::telemetry::init(config.log.format, &config.log.filter).map_err(|e| {
+        eprintln!("switchboard: {e}");
+        ExitCode::from(2)
+    })
+}

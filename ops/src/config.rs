@@ -28,6 +28,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use figment::error::Kind;
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
@@ -226,21 +227,43 @@ fn problems(error: figment::Error) -> Vec<Problem> {
     error
         .into_iter()
         .map(|e| {
+            let path = &e.path;
+            let message = match &e.kind {
+                Kind::UnknownVariant(found, expected) => {
+                    format!("unknown value `{found}`, expected {}", one_of(expected))
+                }
+                Kind::UnknownField(_, expected) => {
+                    format!("unknown key, expected {} here", one_of(expected))
+                }
+                kind => kind.to_string(),
+            };
             let origin = e.metadata.as_ref().map(|md| match &md.source {
-                Some(Source::File(path)) => format!("file {}", path.display()),
+                Some(Source::File(file)) => format!("file {}", file.display()),
                 _ if md.name == ENV_METADATA => format!(
                     "environment variable {ENV_PREFIX}{}",
-                    e.path.join(ENV_SEPARATOR).to_ascii_uppercase()
+                    path.join(ENV_SEPARATOR).to_ascii_uppercase()
                 ),
                 _ => md.name.to_string(),
             });
             Problem {
-                key: e.path.join("."),
-                message: e.kind.to_string(),
+                key: path.join("."),
+                message,
                 origin,
             }
         })
         .collect()
+}
+
+/// "`a`", "`a` or `b`", "`a`, `b` or `c`".
+fn one_of(names: &[&str]) -> String {
+    match names.split_last() {
+        None => "nothing".to_owned(),
+        Some((last, [])) => format!("`{last}`"),
+        Some((last, rest)) => {
+            let rest: Vec<String> = rest.iter().map(|n| format!("`{n}`")).collect();
+            format!("{} or `{last}`", rest.join(", "))
+        }
+    }
 }
 
 thread_local! {
@@ -542,7 +565,39 @@ mod tests {
         let mut env = TestEnv::new();
         env.set("DATABASE__URLL", "x");
         let msg = env.load::<Config>(None).unwrap_err().to_string();
-        assert!(msg.contains("urll"), "{msg}");
+        assert_eq!(
+            msg,
+            "invalid configuration: database.urll: unknown key, expected `url`, \
+             `max_connections`, `password` or `token` here \
+             (from environment variable SWITCHBOARD_DATABASE__URLL)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_enum_value_lists_the_known_ones() {
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        struct Coord {
+            backend: Backend,
+        }
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Backend {
+            #[default]
+            Zookeeper,
+            Local,
+        }
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        struct WithEnum {
+            coord: Coord,
+        }
+        let mut env = TestEnv::new();
+        env.set("COORD__BACKEND", "etcd");
+        let msg = env.load::<WithEnum>(None).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "invalid configuration: coord.backend: unknown value `etcd`, expected `zookeeper` \
+             or `local` (from environment variable SWITCHBOARD_COORD__BACKEND)"
+        );
     }
 
     #[test]

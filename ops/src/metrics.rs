@@ -9,7 +9,10 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Renders the recorder's metrics; what [`install`] returns.
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Buckets of `http_request_duration_seconds`, from 1 ms to 10 s.
 const HTTP_BUCKETS: &[f64] = &[

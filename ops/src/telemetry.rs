@@ -5,6 +5,8 @@
 //! `info` or `info,coord=debug`); `RUST_LOG`, when set and not empty, overrides it. Tests stay
 //! quiet unless `TEST_LOG` is set (see the `testenv` crate).
 
+use std::io::IsTerminal;
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -38,7 +40,8 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
     let filter = env_filter(filter, rust_log.as_deref())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

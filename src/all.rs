@@ -1,0 +1,117 @@
+//! `switchboard all`: every component in one process, on one HTTP listener.
+//!
+//! Start-up: PostgreSQL (connect, migrate), the coordinator, the listener; then serve until
+//! SIGTERM or Ctrl-C, drain, and release the coordinator's session and the pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use coord::{Coordinator, LocalCoordinator, ZkConfig, ZkCoordinator};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{AppState, app};
+use crate::config::{Backend, Config};
+use crate::database;
+
+/// How long closing the pool may take at shutdown.
+const POOL_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = ops::shutdown::on_signal().context("cannot install signal handlers")?;
+    let started = tokio::select! {
+        started = start(config) => started?,
+        _ = shutdown.cancelled() => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
+    serve(started, shutdown).await
+}
+
+struct Started {
+    state: AppState,
+    /// The ZooKeeper coordinator, to close its session at shutdown (`None`: local).
+    zookeeper: Option<ZkCoordinator>,
+    server: ops::http::Server,
+}
+
+async fn start(config: Config) -> anyhow::Result<Started> {
+    let metrics = ops::metrics::install();
+    metrics::gauge!("switchboard_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+
+    let db = database::connect(&config).await?;
+    let applied = database::migrate(&db).await?;
+    if applied.is_empty() {
+        tracing::info!("database schema is up to date");
+    }
+
+    let (coordinator, zookeeper): (Arc<dyn Coordinator>, _) = match config.coord.backend {
+        Backend::Zookeeper => {
+            tracing::info!(connect = %config.coord.zookeeper, root = %config.coord.root, "connecting to ZooKeeper");
+            let zk = ZkCoordinator::start(ZkConfig {
+                connect: config.coord.zookeeper.clone(),
+                root: config.coord.root.clone(),
+                session_timeout: config.coord.session_timeout(),
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot start the ZooKeeper coordinator on {} (root {})",
+                    config.coord.zookeeper, config.coord.root
+                )
+            })?;
+            (Arc::new(zk.clone()), Some(zk))
+        }
+        Backend::Local => {
+            tracing::info!("using the in-process coordinator (coord.backend = \"local\")");
+            (Arc::new(LocalCoordinator::new()), None)
+        }
+    };
+
+    let bind = config.http.bind;
+    let state = AppState {
+        config: Arc::new(config),
+        db,
+        coordinator,
+        metrics,
+    };
+    let server = ops::http::Server::bind(bind, app(&state)).await?;
+    Ok(Started {
+        state,
+        zookeeper,
+        server,
+    })
+}
+
+async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Started {
+        state,
+        zookeeper,
+        server,
+    } = started;
+    let addr = server.local_addr();
+    tracing::info!(%addr, "serving");
+    println!("switchboard: listening on http://{addr}");
+    println!("  liveness:  http://{addr}/healthz");
+    println!("  readiness: http://{addr}/readyz");
+    println!("  metrics:   http://{addr}/metrics");
+
+    let served = server.run_until_stopped(shutdown).await;
+
+    if let Some(zk) = zookeeper {
+        zk.shutdown();
+    }
+    let AppState { db, .. } = state;
+    if tokio::time::timeout(POOL_CLOSE_DEADLINE, db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "database connections still busy after {POOL_CLOSE_DEADLINE:?}; exiting anyway"
+        );
+    }
+    served.with_context(|| format!("HTTP server on {addr} failed"))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! What `switchboard all` serves: the shared state and the one router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use coord::Coordinator;
+use ops::health::Readiness;
+use ops::metrics::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::config::{Backend, Config};
+
+/// Cheap handles every component shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub coordinator: Arc<dyn Coordinator>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The one HTTP router of the process, served on `http.bind`. Every component's routes are
+/// merged here, beside the ops routes, under the same request metrics.
+pub fn app(state: &AppState) -> Router {
+    Router::new()
+        .merge(ops::health::router(readiness(state), state.metrics.clone()))
+        .layer(axum::middleware::from_fn(ops::metrics::track_http))
+}
+
+/// `/readyz`: PostgreSQL answers `SELECT 1` within a second, the coordinator has a session.
+fn readiness(state: &AppState) -> Readiness {
+    let db = state.db.clone();
+    let coordinator = state.coordinator.clone();
+    let coord_check = match state.config.coord.backend {
+        Backend::Zookeeper => "zookeeper",
+        Backend::Local => "coordinator",
+    };
+    Readiness::new()
+        .check_with_timeout("postgres", Duration::from_secs(1), move || {
+            let db = db.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&db)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .check(coord_check, move || {
+            let ready = coordinator.is_ready();
+            async move {
+                if ready {
+                    Ok(())
+                } else {
+                    Err("no session".to_owned())
+                }
+            }
+        })
+}

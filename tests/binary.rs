@@ -1,0 +1,381 @@
+//! Black-box tests of the `switchboard` binary: the real executable, configured through the
+//! environment as an operator would, against the PostgreSQL and ZooKeeper that
+//! `deploy/services.sh start` runs (each test on its own database).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+
+/// The binary with a clean configuration environment: no inherited `SWITCHBOARD_*` config
+/// keys or config file, quiet logs.
+fn switchboard() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SWITCHBOARD_") && (name.contains("__") || name == "SWITCHBOARD_CONFIG")
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .env("SWITCHBOARD_LOG__FILTER", "warn");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchboard")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "switchboard-test-{}-{name}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&path, contents).expect("write temp file");
+    path
+}
+
+/// A database with nothing in it, not even the migrations.
+async fn empty_database() -> String {
+    let admin_url = std::env::var("SWITCHBOARD_TEST_DATABASE_URL").expect(
+        "SWITCHBOARD_TEST_DATABASE_URL is not set: run deploy/test.sh, or \
+         `deploy/services.sh start && eval \"$(deploy/services.sh env)\"` first",
+    );
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to SWITCHBOARD_TEST_DATABASE_URL");
+    // the name is generated here, never from input
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let (base, _) = admin_url.rsplit_once('/').expect("URL ends with /<db>");
+    format!("{base}/{name}")
+}
+
+#[test]
+fn help_works_for_every_subcommand() {
+    for args in [
+        &["--help"][..],
+        &["help"],
+        &["migrate", "--help"],
+        &["all", "--help"],
+        &["config", "--help"],
+        &["help", "all"],
+    ] {
+        let out = run(switchboard().args(args));
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("Usage: switchboard"), "{args:?}: {stdout}");
+    }
+    let out = run(switchboard().arg("--help"));
+    let stdout = text(&out.stdout);
+    for subcommand in ["migrate", "all", "config"] {
+        assert!(stdout.contains(subcommand), "{stdout}");
+    }
+}
+
+#[test]
+fn a_bad_config_value_exits_non_zero_naming_the_key() {
+    for subcommand in ["config", "migrate", "all"] {
+        let out = run(switchboard()
+            .arg(subcommand)
+            .env("SWITCHBOARD_COORD__BACKEND", "etcd"));
+        assert_eq!(out.status.code(), Some(2), "{subcommand}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("coord.backend"), "{stderr}");
+        assert!(stderr.contains("etcd"), "{stderr}");
+        assert!(stderr.contains("SWITCHBOARD_COORD__BACKEND"), "{stderr}");
+    }
+}
+
+#[test]
+fn out_of_range_values_and_unknown_keys_are_refused() {
+    let out = run(switchboard()
+        .arg("config")
+        .env("SWITCHBOARD_DATABASE__MAX_CONNECTIONS", "0"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("database.max_connections: must be at least 1"));
+
+    let file = temp_file("typo.toml", "[http]\nbnid = \"127.0.0.1:1\"\n");
+    let out = run(switchboard().arg("config").arg("--config").arg(&file));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("http.bnid: unknown key"), "{stderr}");
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let out = run(switchboard().args(["config", "--config", "/nonexistent/switchboard.toml"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("config file /nonexistent/switchboard.toml does not exist"));
+    let out = run(switchboard()
+        .arg("config")
+        .env("SWITCHBOARD_CONFIG", "/nonexistent/from-env.toml"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/from-env.toml"));
+}
+
+#[test]
+fn config_prints_the_layered_result_with_secrets_masked() {
+    let password = temp_file("pw", "from-a-file\n");
+    let file = temp_file(
+        "layers.toml",
+        &format!(
+            "[database]\nurl = \"postgres://app:inline-secret@db.example:5432/sb\"\n\
+             password = {{ file = \"{}\" }}\nmax_connections = 7\n\n[http]\nbind = \"127.0.0.1:9999\"\n",
+            password.display()
+        ),
+    );
+    let out = run(switchboard()
+        .arg("config")
+        .arg("--config")
+        .arg(&file)
+        .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:7777")
+        .env("SWITCHBOARD_COORD__BACKEND", "local"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("inline-secret"), "{stdout}");
+    assert!(!stdout.contains("from-a-file"), "{stdout}");
+    for line in [
+        "url = \"postgres://app:***@db.example:5432/sb\"",
+        "password = \"***\"",
+        "max_connections = 7",
+        "backend = \"local\"",
+        "bind = \"127.0.0.1:7777\"",
+        "root = \"/switchboard\"",
+        "filter = \"warn\"",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_applies_then_reports_up_to_date() {
+    let url = empty_database().await;
+    let out = run(switchboard()
+        .arg("migrate")
+        .env("SWITCHBOARD_DATABASE__URL", &url));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = text(&out.stdout);
+    assert!(first.contains("applied 0001 init"), "{first}");
+
+    let out = run(switchboard()
+        .arg("migrate")
+        .env("SWITCHBOARD_DATABASE__URL", &url));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = text(&out.stdout);
+    assert!(second.contains("up to date"), "{second}");
+    assert!(!second.contains("applied 0001"), "{second}");
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error() {
+    let out = run(switchboard().arg("migrate").env(
+        "SWITCHBOARD_DATABASE__URL",
+        "postgres://postgres:hunter2@127.0.0.1:1/switchboard",
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "cannot connect to PostgreSQL at postgres://postgres:***@127.0.0.1:1/switchboard"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("deploy/services.sh start"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// A running `switchboard all`, killed if the test ends without stopping it.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Starts `switchboard all` on a free port and waits until it prints its address.
+    fn start(command: &mut Command) -> Running {
+        let mut child = command
+            .arg("all")
+            .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchboard all");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr_pipe = child.stderr.take().expect("stderr");
+        let (stderr_tx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stderr_pipe.read_to_string(&mut all);
+            let _ = stderr_tx.send(all);
+        });
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("switchboard: listening on http://") {
+                        break addr.parse().expect("a socket address");
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let stderr = stderr.recv().unwrap_or_default();
+                    panic!("switchboard all did not print its address; stderr:\n{stderr}");
+                }
+            }
+        };
+        Running {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the exit; returns whether it exited 0, and
+    /// its stderr.
+    fn terminate(mut self, limit: Duration) -> (bool, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + limit;
+        let exited = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("switchboard all still running {limit:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = self.stderr.recv().unwrap_or_default();
+        (exited.success(), stderr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn all_serves_ops_routes_and_stops_on_sigterm() {
+    let (url, _pool) = testenv::database().await;
+    let running = Running::start(
+        switchboard()
+            .env("SWITCHBOARD_DATABASE__URL", &url)
+            .env("SWITCHBOARD_COORD__BACKEND", "zookeeper")
+            .env("SWITCHBOARD_COORD__ZOOKEEPER", testenv::zookeeper())
+            .env("SWITCHBOARD_COORD__ROOT", "/switchboard-test")
+            .env("SWITCHBOARD_LOG__FILTER", "info"),
+    );
+
+    assert_eq!(get(&running.url("/healthz")).await, (200, "ok".to_owned()));
+
+    let (status, body) = get(&running.url("/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        report,
+        serde_json::json!({"ready": true, "checks": {"postgres": "ok", "zookeeper": "ok"}})
+    );
+
+    let (status, metrics) = get(&running.url("/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("# TYPE"), "{metrics}");
+    assert!(metrics.contains("switchboard_build_info"), "{metrics}");
+    assert!(
+        metrics.contains(r#"http_requests_total{method="GET",route="/readyz",status="200"} 1"#),
+        "{metrics}"
+    );
+
+    let started = Instant::now();
+    let (clean, stderr) = running.terminate(Duration::from_secs(10));
+    assert!(clean, "exit status not 0; stderr:\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+}
+
+#[tokio::test]
+async fn all_runs_with_the_local_coordinator() {
+    let (url, _pool) = testenv::database().await;
+    let running = Running::start(
+        switchboard()
+            .env("SWITCHBOARD_DATABASE__URL", &url)
+            .env("SWITCHBOARD_COORD__BACKEND", "local"),
+    );
+    let (status, body) = get(&running.url("/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        r#"{"ready":true,"checks":{"coordinator":"ok","postgres":"ok"}}"#
+    );
+    let (clean, stderr) = running.terminate(Duration::from_secs(10));
+    assert!(clean, "{stderr}");
+}
+
+#[tokio::test]
+async fn all_refuses_a_taken_port() {
+    let (url, _pool) = testenv::database().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let out = run(switchboard()
+        .arg("all")
+        .env("SWITCHBOARD_DATABASE__URL", &url)
+        .env("SWITCHBOARD_COORD__BACKEND", "local")
+        .env(
+            "SWITCHBOARD_HTTP__BIND",
+            taken.local_addr().unwrap().to_string(),
+        ));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {}", taken.local_addr().unwrap())),
+        "{stderr}"
+    );
+}
