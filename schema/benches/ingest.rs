@@ -20,11 +20,7 @@ async fn main() {
     let mut conn = pool.acquire().await.unwrap();
     store::upsert_queue(
         &mut conn,
-        &Queue {
-            name: "support".into(),
-            routing_mode: RoutingMode::Auto,
-            offer_timeout_ms: 30_000,
-        },
+        &Queue { name: "support".into(), routing_mode: RoutingMode::Auto, offer_timeout_ms: 30_000 },
     )
     .await
     .unwrap();
@@ -73,10 +69,7 @@ async fn main() {
                     };
                     let t = Instant::now();
                     let mut tx = pool.begin().await.unwrap();
-                    if store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600))
-                        .await
-                        .is_ok()
-                    {
+                    if store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.is_ok() {
                         tx.commit().await.unwrap();
                         count.fetch_add(1, Ordering::Relaxed);
                         lat.push(t.elapsed());

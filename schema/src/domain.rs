@@ -73,6 +73,31 @@ string_enum!(
     OutboxAction { Send = "send", Edit = "edit", Delete = "delete" }
 );
 
+/// What a channel can do; the runtime and the agent API consult it, so an action the platform
+/// cannot perform is refused with `unsupported_by_channel` instead of silently dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub edit: bool,
+    pub delete: bool,
+    pub reply_keyboard: bool,
+    pub inline_buttons: bool,
+    pub files: bool,
+}
+
+impl Channel {
+    /// The capability table (see `reference/messenger-apis.md`, cheat sheet).
+    pub fn capabilities(self) -> Capabilities {
+        let all = Capabilities { edit: true, delete: true, reply_keyboard: true, inline_buttons: true, files: true };
+        match self {
+            Channel::Telegram | Channel::Vk | Channel::Webchat => all,
+            Channel::Whatsapp | Channel::Viber | Channel::Ok => Capabilities { edit: false, delete: false, ..all },
+            Channel::Video => {
+                Capabilities { edit: false, delete: false, reply_keyboard: false, inline_buttons: false, files: false }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRef {
     pub id: Uuid,
@@ -250,10 +275,7 @@ mod tests {
     fn string_enums_round_trip_through_text_and_json() {
         for s in AgentStatus::ALL {
             assert_eq!(s.as_str().parse::<AgentStatus>().unwrap(), *s);
-            assert_eq!(
-                serde_json::to_value(s).unwrap(),
-                serde_json::json!(s.as_str())
-            );
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
         }
         let err = "busy".parse::<AgentStatus>().unwrap_err();
         assert_eq!(err.to_string(), "unknown AgentStatus \"busy\"");
@@ -265,14 +287,6 @@ mod tests {
             "type": "inline", "rows": [[{"text": "Yes", "data": "y"}]]
         }))
         .unwrap();
-        assert_eq!(
-            k,
-            Keyboard::Inline {
-                rows: vec![vec![InlineButton {
-                    text: "Yes".into(),
-                    data: "y".into()
-                }]]
-            }
-        );
+        assert_eq!(k, Keyboard::Inline { rows: vec![vec![InlineButton { text: "Yes".into(), data: "y".into() }]] });
     }
 }

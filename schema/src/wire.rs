@@ -23,7 +23,8 @@ pub struct ErrorBody {
 /// The server's answer to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
-    pub re: String,
+    /// The request's `id`; `null` when the frame was not a request with an id.
+    pub re: Option<String>,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
@@ -33,24 +34,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(re: impl Into<String>, data: serde_json::Value) -> Self {
-        Reply {
-            re: re.into(),
-            ok: true,
-            data: Some(data),
-            error: None,
-        }
+        Reply { re: Some(re.into()), ok: true, data: Some(data), error: None }
     }
 
-    pub fn err(re: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
-        Reply {
-            re: re.into(),
-            ok: false,
-            data: None,
-            error: Some(ErrorBody {
-                code: code.to_owned(),
-                message: message.into(),
-            }),
-        }
+    pub fn err(re: Option<String>, code: &str, message: impl Into<String>) -> Self {
+        Reply { re, ok: false, data: None, error: Some(ErrorBody { code: code.to_owned(), message: message.into() }) }
     }
 }
 

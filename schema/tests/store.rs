@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use schema::domain::{Channel, MessageKind, Queue, RoutingMode};
-use schema::store::{
-    self, AgentProfile, InboundMessage, Ingested, NewAccount, OutboundMessage, Sender, StoreError,
-};
+use schema::store::{self, AgentProfile, InboundMessage, Ingested, NewAccount, OutboundMessage, Sender, StoreError};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -15,11 +13,7 @@ async fn account(pool: &PgPool) -> Uuid {
     let mut conn = pool.acquire().await.unwrap();
     store::upsert_queue(
         &mut conn,
-        &Queue {
-            name: "support".into(),
-            routing_mode: RoutingMode::Auto,
-            offer_timeout_ms: 30_000,
-        },
+        &Queue { name: "support".into(), routing_mode: RoutingMode::Auto, offer_timeout_ms: 30_000 },
     )
     .await
     .unwrap();
@@ -38,21 +32,12 @@ async fn account(pool: &PgPool) -> Uuid {
     account.id
 }
 
-fn text_from(
-    account_id: Uuid,
-    user: &str,
-    external_message_id: &str,
-    text: &str,
-) -> InboundMessage {
+fn text_from(account_id: Uuid, user: &str, external_message_id: &str, text: &str) -> InboundMessage {
     InboundMessage {
         account_id,
         external_message_id: external_message_id.into(),
         chat_id: user.into(),
-        sender: Sender {
-            external_id: user.into(),
-            name: format!("User {user}"),
-            ..Sender::default()
-        },
+        sender: Sender { external_id: user.into(), name: format!("User {user}"), ..Sender::default() },
         kind: MessageKind::Text,
         text: Some(text.into()),
         file_ids: vec![],
@@ -89,13 +74,7 @@ async fn the_same_inbound_platform_message_is_stored_once() {
     let account_id = account(&pool).await;
     let msg = text_from(account_id, "42", "42:1", "Where is my order 5521?");
 
-    let Ingested::Stored {
-        message,
-        interaction,
-        opened,
-        audience,
-    } = ingest(&pool, &msg).await
-    else {
+    let Ingested::Stored { message, interaction, opened, audience } = ingest(&pool, &msg).await else {
         panic!("first delivery must be stored");
     };
     assert!(opened, "the first message opens an interaction");
@@ -109,21 +88,11 @@ async fn the_same_inbound_platform_message_is_stored_once() {
         other => panic!("a repeated update must be a duplicate, got {other:?}"),
     }
     assert_eq!(count(&pool, "SELECT count(*) FROM messages").await, 1);
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM history WHERE entry = 'message'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM history WHERE entry = 'message'").await, 1);
 
     // the customer's next message joins the same open interaction
-    let Ingested::Stored {
-        interaction: again,
-        opened,
-        ..
-    } = ingest(&pool, &text_from(account_id, "42", "42:2", "Hello?")).await
+    let Ingested::Stored { interaction: again, opened, .. } =
+        ingest(&pool, &text_from(account_id, "42", "42:2", "Hello?")).await
     else {
         panic!("a new message must be stored");
     };
@@ -166,9 +135,7 @@ async fn concurrent_deliveries_of_one_update_store_it_once() {
 
 async fn assigned_interaction(pool: &PgPool) -> (Uuid, String) {
     let account_id = account(pool).await;
-    let Ingested::Stored { interaction, .. } =
-        ingest(pool, &text_from(account_id, "9", "9:1", "hello")).await
-    else {
+    let Ingested::Stored { interaction, .. } = ingest(pool, &text_from(account_id, "9", "9:1", "hello")).await else {
         panic!("stored");
     };
     let mut conn = pool.acquire().await.unwrap();
@@ -207,59 +174,31 @@ async fn the_same_client_msg_id_returns_the_first_message_and_queues_once() {
         reply_to: None,
     };
     let mut tx = pool.begin().await.unwrap();
-    let first = store::enqueue_outbound(&mut tx, &send("Your order ships today"))
-        .await
-        .unwrap();
+    let first = store::enqueue_outbound(&mut tx, &send("Your order ships today")).await.unwrap();
     tx.commit().await.unwrap();
     assert!(first.created);
     assert_eq!(first.audience, vec!["alice".to_string()]);
 
     let mut tx = pool.begin().await.unwrap();
-    let second = store::enqueue_outbound(&mut tx, &send("a different text, same id"))
-        .await
-        .unwrap();
+    let second = store::enqueue_outbound(&mut tx, &send("a different text, same id")).await.unwrap();
     tx.commit().await.unwrap();
     assert!(!second.created);
     assert_eq!(second.message.id, first.message.id);
-    assert_eq!(
-        second.message.text.as_deref(),
-        Some("Your order ships today")
-    );
+    assert_eq!(second.message.text.as_deref(), Some("Your order ships today"));
     assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 1);
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM messages WHERE direction = 'out'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out'").await, 1);
 
     let mut conn = pool.acquire().await.unwrap();
-    assert_eq!(
-        store::outbox_backlog(&mut conn, first.account_id)
-            .await
-            .unwrap(),
-        1
-    );
-    let empty = OutboundMessage {
-        text: None,
-        client_msg_id: "c-2".into(),
-        ..send("")
-    };
-    assert!(matches!(
-        store::enqueue_outbound(&mut conn, &empty).await,
-        Err(StoreError::Invalid(_))
-    ));
+    assert_eq!(store::outbox_backlog(&mut conn, first.account_id).await.unwrap(), 1);
+    let empty = OutboundMessage { text: None, client_msg_id: "c-2".into(), ..send("") };
+    assert!(matches!(store::enqueue_outbound(&mut conn, &empty).await, Err(StoreError::Invalid(_))));
 }
 
 #[tokio::test]
 async fn agent_event_sequence_is_gap_free_under_eight_concurrent_writers() {
     let (_url, pool) = testenv::database().await;
     let mut conn = pool.acquire().await.unwrap();
-    store::ensure_agent(&mut conn, "bob", "Bob", &["agent".to_string()])
-        .await
-        .unwrap();
+    store::ensure_agent(&mut conn, "bob", "Bob", &["agent".to_string()]).await.unwrap();
     drop(conn);
     const WRITERS: usize = 8;
     const PER_WRITER: usize = 60;
@@ -271,9 +210,7 @@ async fn agent_event_sequence_is_gap_free_under_eight_concurrent_writers() {
                 for i in 0..PER_WRITER {
                     let mut tx = pool.begin().await.unwrap();
                     let data = serde_json::json!({"writer": w, "i": i});
-                    store::append_agent_event(&mut tx, "bob", "test.event", &data)
-                        .await
-                        .unwrap();
+                    store::append_agent_event(&mut tx, "bob", "test.event", &data).await.unwrap();
                     if i % 7 == 3 {
                         tx.rollback().await.unwrap(); // a failed transaction gives its number back
                     } else {
@@ -290,22 +227,11 @@ async fn agent_event_sequence_is_gap_free_under_eight_concurrent_writers() {
         committed += w.await.unwrap();
     }
     let mut conn = pool.acquire().await.unwrap();
-    let events = store::agent_events_after(&mut conn, "bob", 0, 10_000)
-        .await
-        .unwrap();
+    let events = store::agent_events_after(&mut conn, "bob", 0, 10_000).await.unwrap();
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=committed as i64).collect::<Vec<_>>(),
-        "sequence has gaps or repeats"
-    );
-    assert_eq!(
-        store::agent_last_seq(&mut conn, "bob").await.unwrap(),
-        committed as i64
-    );
-    let tail = store::agent_events_after(&mut conn, "bob", committed as i64 - 2, 10)
-        .await
-        .unwrap();
+    assert_eq!(seqs, (1..=committed as i64).collect::<Vec<_>>(), "sequence has gaps or repeats");
+    assert_eq!(store::agent_last_seq(&mut conn, "bob").await.unwrap(), committed as i64);
+    let tail = store::agent_events_after(&mut conn, "bob", committed as i64 - 2, 10).await.unwrap();
     assert_eq!(tail.len(), 2, "resume_from returns exactly what came after");
     assert!(matches!(
         store::append_agent_event(&mut conn, "nobody", "x", &serde_json::json!({})).await,
@@ -317,35 +243,21 @@ async fn agent_event_sequence_is_gap_free_under_eight_concurrent_writers() {
 async fn a_write_with_an_older_fencing_token_is_refused() {
     let (_url, pool) = testenv::database().await;
     let mut conn = pool.acquire().await.unwrap();
-    store::check_fence(&mut conn, "connector/a", 5)
-        .await
-        .unwrap();
-    store::check_fence(&mut conn, "connector/a", 5)
-        .await
-        .expect("the same leader writes again");
-    store::check_fence(&mut conn, "connector/a", 9)
-        .await
-        .unwrap();
+    store::check_fence(&mut conn, "connector/a", 5).await.unwrap();
+    store::check_fence(&mut conn, "connector/a", 5).await.expect("the same leader writes again");
+    store::check_fence(&mut conn, "connector/a", 9).await.unwrap();
     match store::check_fence(&mut conn, "connector/a", 5).await {
-        Err(StoreError::StaleFence {
-            token: 5,
-            current: 9,
-            ..
-        }) => {}
+        Err(StoreError::StaleFence { token: 5, current: 9, .. }) => {}
         other => panic!("stale token accepted: {other:?}"),
     }
-    store::check_fence(&mut conn, "connector/b", 1)
-        .await
-        .expect("keys are independent");
+    store::check_fence(&mut conn, "connector/b", 1).await.expect("keys are independent");
 }
 
 #[tokio::test]
 async fn a_returning_customer_reopens_within_the_window_and_history_pages_backwards() {
     let (_url, pool) = testenv::database().await;
     let account_id = account(&pool).await;
-    let Ingested::Stored {
-        interaction: first, ..
-    } = ingest(&pool, &text_from(account_id, "5", "5:1", "one")).await
+    let Ingested::Stored { interaction: first, .. } = ingest(&pool, &text_from(account_id, "5", "5:1", "one")).await
     else {
         panic!("stored")
     };
@@ -354,11 +266,8 @@ async fn a_returning_customer_reopens_within_the_window_and_history_pages_backwa
         .execute(&pool)
         .await
         .unwrap();
-    let Ingested::Stored {
-        interaction: back,
-        opened,
-        ..
-    } = ingest(&pool, &text_from(account_id, "5", "5:2", "two")).await
+    let Ingested::Stored { interaction: back, opened, .. } =
+        ingest(&pool, &text_from(account_id, "5", "5:2", "two")).await
     else {
         panic!("stored")
     };
@@ -370,44 +279,23 @@ async fn a_returning_customer_reopens_within_the_window_and_history_pages_backwa
         .execute(&pool)
         .await
         .unwrap();
-    let Ingested::Stored {
-        interaction: fresh, ..
-    } = ingest(&pool, &text_from(account_id, "5", "5:3", "three")).await
+    let Ingested::Stored { interaction: fresh, .. } = ingest(&pool, &text_from(account_id, "5", "5:3", "three")).await
     else {
         panic!("stored")
     };
-    assert_ne!(
-        fresh.id, first.id,
-        "outside the window a new interaction opens"
-    );
+    assert_ne!(fresh.id, first.id, "outside the window a new interaction opens");
 
     let mut conn = pool.acquire().await.unwrap();
-    let page = store::history_page(&mut conn, fresh.customer.id, None, 2)
-        .await
-        .unwrap();
-    let texts: Vec<_> = page
-        .messages
-        .iter()
-        .map(|m| m.text.clone().unwrap())
-        .collect();
-    assert_eq!(
-        texts,
-        vec!["three".to_string()],
-        "newest first; the other entry is the creation event"
-    );
+    let page = store::history_page(&mut conn, fresh.customer.id, None, 2).await.unwrap();
+    let texts: Vec<_> = page.messages.iter().map(|m| m.text.clone().unwrap()).collect();
+    assert_eq!(texts, vec!["three".to_string()], "newest first; the other entry is the creation event");
     assert_eq!(page.events.len(), 1);
     let mut before = page.next_before;
     let mut all = texts;
     while let Some(cursor) = before {
-        let page = store::history_page(&mut conn, fresh.customer.id, Some(cursor), 2)
-            .await
-            .unwrap();
+        let page = store::history_page(&mut conn, fresh.customer.id, Some(cursor), 2).await.unwrap();
         all.extend(page.messages.iter().map(|m| m.text.clone().unwrap()));
         before = page.next_before;
     }
-    assert_eq!(
-        all,
-        vec!["three", "two", "one"],
-        "every message, across interactions, newest first"
-    );
+    assert_eq!(all, vec!["three", "two", "one"], "every message, across interactions, newest first");
 }

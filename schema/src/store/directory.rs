@@ -30,17 +30,14 @@ pub async fn upsert_queue(conn: &mut PgConnection, queue: &Queue) -> Result<()> 
 }
 
 pub async fn get_queue(conn: &mut PgConnection, name: &str) -> Result<Queue> {
-    let row =
-        sqlx::query("SELECT name, routing_mode, offer_timeout_ms FROM queues WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| StoreError::not_found("queue", name))?;
+    let row = sqlx::query("SELECT name, routing_mode, offer_timeout_ms FROM queues WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("queue", name))?;
     Ok(Queue {
         name: row.try_get("name")?,
-        routing_mode: row
-            .try_get::<&str, _>("routing_mode")?
-            .parse::<RoutingMode>()?,
+        routing_mode: row.try_get::<&str, _>("routing_mode")?.parse::<RoutingMode>()?,
         offer_timeout_ms: row.try_get("offer_timeout_ms")?,
     })
 }
@@ -79,13 +76,11 @@ pub async fn create_account(conn: &mut PgConnection, new: &NewAccount) -> Result
 }
 
 pub async fn get_account(conn: &mut PgConnection, id: Uuid) -> Result<Account> {
-    let row = sqlx::query(
-        "SELECT id, channel, name, enabled, default_queue, created_at FROM accounts WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::not_found("account", id))?;
+    let row = sqlx::query("SELECT id, channel, name, enabled, default_queue, created_at FROM accounts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("account", id))?;
     account_from_row(&row)
 }
 
@@ -140,12 +135,7 @@ pub async fn upsert_agent(conn: &mut PgConnection, profile: &AgentProfile) -> Re
 
 /// Makes sure a row exists for `login` (an agent known only from its token) without touching an
 /// existing profile.
-pub async fn ensure_agent(
-    conn: &mut PgConnection,
-    login: &str,
-    name: &str,
-    roles: &[String],
-) -> Result<Agent> {
+pub async fn ensure_agent(conn: &mut PgConnection, login: &str, name: &str, roles: &[String]) -> Result<Agent> {
     sqlx::query("INSERT INTO agents (login, name, roles) VALUES ($1, $2, $3) ON CONFLICT (login) DO NOTHING")
         .bind(login)
         .bind(name)
@@ -155,18 +145,15 @@ pub async fn ensure_agent(
     get_agent(conn, login).await
 }
 
-const AGENT_COLUMNS: &str = "login, name, roles, queues, max_interactions, channel_capacity, status, status_reason, status_changed_at";
+const AGENT_COLUMNS: &str =
+    "login, name, roles, queues, max_interactions, channel_capacity, status, status_reason, status_changed_at";
 
 pub async fn get_agent(conn: &mut PgConnection, login: &str) -> Result<Agent> {
-    let row = sqlx::query(concatcp!(
-        "SELECT ",
-        AGENT_COLUMNS,
-        " FROM agents WHERE login = $1"
-    ))
-    .bind(login)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::not_found("agent", login))?;
+    let row = sqlx::query(concatcp!("SELECT ", AGENT_COLUMNS, " FROM agents WHERE login = $1"))
+        .bind(login)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("agent", login))?;
     agent_from_row(&row)
 }
 
@@ -202,9 +189,7 @@ fn agent_from_row(row: &PgRow) -> Result<Agent> {
         channel_capacity: match capacity {
             serde_json::Value::Object(map) => map,
             other => {
-                return Err(StoreError::Corrupt(format!(
-                    "agents.channel_capacity is not an object: {other}"
-                )));
+                return Err(StoreError::Corrupt(format!("agents.channel_capacity is not an object: {other}")));
             }
         },
         status: row.try_get::<&str, _>("status")?.parse()?,

@@ -50,13 +50,7 @@ pub async fn agent_events_after(
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
-        .map(|r| {
-            Ok(AgentEvent {
-                seq: r.try_get("seq")?,
-                event: r.try_get("event")?,
-                data: r.try_get("data")?,
-            })
-        })
+        .map(|r| Ok(AgentEvent { seq: r.try_get("seq")?, event: r.try_get("event")?, data: r.try_get("data")? }))
         .collect()
 }
 
@@ -101,10 +95,7 @@ pub async fn append_interaction_event(
 }
 
 /// Who sees an interaction's events: its assigned agent and every joined participant.
-pub async fn interaction_audience(
-    conn: &mut PgConnection,
-    interaction_id: Uuid,
-) -> Result<Vec<String>> {
+pub async fn interaction_audience(conn: &mut PgConnection, interaction_id: Uuid) -> Result<Vec<String>> {
     let agents: Vec<String> = sqlx::query_scalar(
         "SELECT agent FROM interactions WHERE id = $1 AND agent IS NOT NULL
          UNION

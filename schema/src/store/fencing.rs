@@ -22,13 +22,7 @@ pub async fn check_fence(conn: &mut PgConnection, key: &str, token: i64) -> Resu
     if accepted.is_some() {
         return Ok(());
     }
-    let current: i64 = sqlx::query_scalar("SELECT token FROM fencing_tokens WHERE key = $1")
-        .bind(key)
-        .fetch_one(&mut *conn)
-        .await?;
-    Err(StoreError::StaleFence {
-        key: key.to_owned(),
-        token,
-        current,
-    })
+    let current: i64 =
+        sqlx::query_scalar("SELECT token FROM fencing_tokens WHERE key = $1").bind(key).fetch_one(&mut *conn).await?;
+    Err(StoreError::StaleFence { key: key.to_owned(), token, current })
 }

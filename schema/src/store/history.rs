@@ -8,11 +8,7 @@ use uuid::Uuid;
 use super::Result;
 use crate::domain::Message;
 
-pub(crate) async fn record_message(
-    conn: &mut PgConnection,
-    message_id: Uuid,
-    interaction_id: Uuid,
-) -> Result<()> {
+pub(crate) async fn record_message(conn: &mut PgConnection, message_id: Uuid, interaction_id: Uuid) -> Result<()> {
     sqlx::query(
         "INSERT INTO history (customer_id, interaction_id, channel, entry, message_id)
          SELECT customer_id, id, channel, 'message', $2 FROM interactions WHERE id = $1",
@@ -94,21 +90,11 @@ pub async fn history_page(
                 interaction_id: row.try_get("interaction_id")?,
                 channel: row.try_get("channel")?,
                 at: row.try_get("at")?,
-                event: row
-                    .try_get::<Option<serde_json::Value>, _>("event")?
-                    .unwrap_or_default(),
+                event: row.try_get::<Option<serde_json::Value>, _>("event")?.unwrap_or_default(),
             });
         }
     }
     let messages = super::load_messages(conn, &message_ids).await?;
-    let next_before = if more {
-        rows.last().map(|r| r.try_get("id")).transpose()?
-    } else {
-        None
-    };
-    Ok(HistoryPage {
-        messages,
-        events,
-        next_before,
-    })
+    let next_before = if more { rows.last().map(|r| r.try_get("id")).transpose()? } else { None };
+    Ok(HistoryPage { messages, events, next_before })
 }

@@ -9,9 +9,7 @@ use uuid::Uuid;
 
 use super::rows::{INTERACTION_COLUMNS, interaction_from_row};
 use super::{Result, StoreError};
-use crate::domain::{
-    Contact, Forwarded, Interaction, InteractionState, Location, Message, MessageKind,
-};
+use crate::domain::{Contact, Forwarded, Interaction, InteractionState, Location, Message, MessageKind};
 
 /// The customer as the platform describes the sender.
 #[derive(Debug, Clone, Default)]
@@ -50,12 +48,7 @@ pub struct InboundMessage {
 pub enum Ingested {
     /// Stored now. `opened` is true when this message opened (or reopened) the interaction, so
     /// routing must look at it; `audience` are the agents whose streams got the message.
-    Stored {
-        message: Box<Message>,
-        interaction: Box<Interaction>,
-        opened: bool,
-        audience: Vec<String>,
-    },
+    Stored { message: Box<Message>, interaction: Box<Interaction>, opened: bool, audience: Vec<String> },
     /// The platform sent this message before; nothing was written.
     Duplicate { message_id: Uuid },
 }
@@ -81,24 +74,14 @@ pub async fn ingest_inbound(
         .await?
         .ok_or_else(|| StoreError::not_found("account", msg.account_id))?;
     if !account.try_get::<bool, _>("enabled")? {
-        return Err(StoreError::Invalid(format!(
-            "account {} is disabled",
-            msg.account_id
-        )));
+        return Err(StoreError::Invalid(format!("account {} is disabled", msg.account_id)));
     }
     let channel: String = account.try_get("channel")?;
     let default_queue: String = account.try_get("default_queue")?;
 
     let customer_id = upsert_identity(conn, msg.account_id, &msg.sender).await?;
-    let (interaction_id, opened) = open_interaction(
-        conn,
-        msg,
-        customer_id,
-        &channel,
-        &default_queue,
-        reopen_window,
-    )
-    .await?;
+    let (interaction_id, opened) =
+        open_interaction(conn, msg, customer_id, &channel, &default_queue, reopen_window).await?;
 
     let reply_to = match &msg.reply_to_external_id {
         Some(ext) => find_message_by_external(conn, msg.account_id, ext).await?,
@@ -127,9 +110,7 @@ pub async fn ingest_inbound(
     .await?;
     if inserted.rows_affected() == 0 {
         // a concurrent transaction stored the same update first
-        let id = find_inbound(conn, msg.account_id, &msg.external_message_id)
-            .await?
-            .unwrap_or(message_id);
+        let id = find_inbound(conn, msg.account_id, &msg.external_message_id).await?.unwrap_or(message_id);
         return Ok(Ingested::Duplicate { message_id: id });
     }
     attach_files(conn, message_id, &msg.file_ids).await?;
@@ -140,28 +121,18 @@ pub async fn ingest_inbound(
 
     let message = super::load_message(conn, message_id).await?;
     let data = serde_json::json!({ "message": message });
-    super::append_interaction_event(conn, interaction_id, "message.new", Some("customer"), &data)
-        .await?;
+    super::append_interaction_event(conn, interaction_id, "message.new", Some("customer"), &data).await?;
     super::history::record_message(conn, message_id, interaction_id).await?;
     let audience = super::fan_out(conn, interaction_id, "message.new", &data).await?;
     let interaction = super::load_interaction(conn, interaction_id).await?;
-    Ok(Ingested::Stored {
-        message: Box::new(message),
-        interaction: Box::new(interaction),
-        opened,
-        audience,
-    })
+    Ok(Ingested::Stored { message: Box::new(message), interaction: Box::new(interaction), opened, audience })
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("domain types serialize to JSON")
 }
 
-async fn find_inbound(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    external_id: &str,
-) -> Result<Option<Uuid>> {
+async fn find_inbound(conn: &mut PgConnection, account_id: Uuid, external_id: &str) -> Result<Option<Uuid>> {
     Ok(sqlx::query_scalar(
         "SELECT id FROM messages WHERE account_id = $1 AND external_message_id = $2 AND direction = 'in'",
     )
@@ -186,11 +157,7 @@ pub async fn find_message_by_external(
     .await?)
 }
 
-pub(crate) async fn attach_files(
-    conn: &mut PgConnection,
-    message_id: Uuid,
-    file_ids: &[Uuid],
-) -> Result<()> {
+pub(crate) async fn attach_files(conn: &mut PgConnection, message_id: Uuid, file_ids: &[Uuid]) -> Result<()> {
     if file_ids.is_empty() {
         return Ok(());
     }
@@ -213,11 +180,7 @@ pub(crate) async fn attach_files(
 
 /// Claims the identity (creating the customer when new) and returns the customer id. Details
 /// the platform sent this time (name, phone, avatar) refresh what is stored.
-async fn upsert_identity(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    sender: &Sender,
-) -> Result<Uuid> {
+async fn upsert_identity(conn: &mut PgConnection, account_id: Uuid, sender: &Sender) -> Result<Uuid> {
     let candidate = Uuid::now_v7();
     let row = sqlx::query(
         "INSERT INTO customer_identities (account_id, external_id, customer_id, display_name, username, phone)
@@ -300,14 +263,7 @@ async fn open_interaction(
         // violation; the transaction fails and the connector's retry finds that interaction)
         if let Some(id) = reopened {
             let data = serde_json::json!({ "interaction_id": id, "reason": "customer_returned" });
-            super::append_interaction_event(
-                conn,
-                id,
-                "interaction.reopened",
-                Some("customer"),
-                &data,
-            )
-            .await?;
+            super::append_interaction_event(conn, id, "interaction.reopened", Some("customer"), &data).await?;
             return Ok((id, true));
         }
         let id = Uuid::now_v7();
@@ -326,15 +282,9 @@ async fn open_interaction(
         .execute(&mut *conn)
         .await?;
         if created.rows_affected() == 1 {
-            let data = serde_json::json!({ "interaction_id": id, "state": InteractionState::Queued, "queue": default_queue });
-            super::append_interaction_event(
-                conn,
-                id,
-                "interaction.created",
-                Some("customer"),
-                &data,
-            )
-            .await?;
+            let data =
+                serde_json::json!({ "interaction_id": id, "state": InteractionState::Queued, "queue": default_queue });
+            super::append_interaction_event(conn, id, "interaction.created", Some("customer"), &data).await?;
             return Ok((id, true));
         }
         // lost a race to a concurrent first message of the same customer: take theirs
@@ -353,10 +303,6 @@ pub async fn open_interaction_of(
         " FROM interactions i JOIN customers c ON c.id = i.customer_id
          WHERE i.account_id = $1 AND i.external_id = $2 AND i.state <> 'closed'"
     );
-    let row = sqlx::query(SQL)
-        .bind(account_id)
-        .bind(external_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(SQL).bind(account_id).bind(external_id).fetch_optional(&mut *conn).await?;
     row.as_ref().map(interaction_from_row).transpose()
 }

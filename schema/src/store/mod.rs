@@ -10,6 +10,7 @@ mod fencing;
 mod history;
 mod inbound;
 mod outbound;
+mod routing;
 mod rows;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub use fencing::*;
 pub use history::*;
 pub use inbound::*;
 pub use outbound::*;
+pub use routing::*;
 pub use rows::{load_interaction, load_message, load_messages};
 
 /// What can go wrong in the store. Callers map these once, at their API edge.
@@ -32,12 +34,10 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("fencing token {token} for {key} is stale: {current} has been seen")]
-    StaleFence {
-        key: String,
-        token: i64,
-        current: i64,
-    },
+    StaleFence { key: String, token: i64, current: i64 },
     #[error("the database holds a value this build does not know: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -46,10 +46,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
-        StoreError::NotFound {
-            what,
-            id: id.to_string(),
-        }
+        StoreError::NotFound { what, id: id.to_string() }
     }
 }
 

@@ -37,21 +37,12 @@ pub struct Enqueued {
 /// same `(agent, client_msg_id)` returns the first message and writes nothing.
 pub async fn enqueue_outbound(conn: &mut PgConnection, out: &OutboundMessage) -> Result<Enqueued> {
     if out.text.as_deref().is_none_or(str::is_empty) && out.file_ids.is_empty() {
-        return Err(StoreError::Invalid(
-            "a message needs text or at least one file".into(),
-        ));
+        return Err(StoreError::Invalid("a message needs text or at least one file".into()));
     }
-    if let Some(existing) =
-        find_by_client_msg_id(conn, &out.agent_login, &out.client_msg_id).await?
-    {
+    if let Some(existing) = find_by_client_msg_id(conn, &out.agent_login, &out.client_msg_id).await? {
         let message = super::load_message(conn, existing).await?;
         let account_id = interaction_account(conn, out.interaction_id).await?.0;
-        return Ok(Enqueued {
-            message,
-            created: false,
-            audience: Vec::new(),
-            account_id,
-        });
+        return Ok(Enqueued { message, created: false, audience: Vec::new(), account_id });
     }
     let (account_id, chat_id) = interaction_account(conn, out.interaction_id).await?;
     let kind = kind_for_files(conn, &out.file_ids).await?;
@@ -86,60 +77,32 @@ pub async fn enqueue_outbound(conn: &mut PgConnection, out: &OutboundMessage) ->
             .await?
             .ok_or_else(|| StoreError::not_found("message", &out.client_msg_id))?;
         let message = super::load_message(conn, first).await?;
-        return Ok(Enqueued {
-            message,
-            created: false,
-            audience: Vec::new(),
-            account_id,
-        });
+        return Ok(Enqueued { message, created: false, audience: Vec::new(), account_id });
     }
     attach_files(conn, id, &out.file_ids).await?;
-    sqlx::query(
-        "INSERT INTO outbox (message_id, account_id, chat_id, action) VALUES ($1, $2, $3, 'send')",
-    )
-    .bind(id)
-    .bind(account_id)
-    .bind(&chat_id)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("INSERT INTO outbox (message_id, account_id, chat_id, action) VALUES ($1, $2, $3, 'send')")
+        .bind(id)
+        .bind(account_id)
+        .bind(&chat_id)
+        .execute(&mut *conn)
+        .await?;
     let message = super::load_message(conn, id).await?;
     let data = serde_json::json!({ "message": message });
-    super::append_interaction_event(
-        conn,
-        out.interaction_id,
-        "message.new",
-        Some(&out.agent_login),
-        &data,
-    )
-    .await?;
+    super::append_interaction_event(conn, out.interaction_id, "message.new", Some(&out.agent_login), &data).await?;
     super::history::record_message(conn, id, out.interaction_id).await?;
     let audience = super::fan_out(conn, out.interaction_id, "message.new", &data).await?;
-    Ok(Enqueued {
-        message,
-        created: true,
-        audience,
-        account_id,
-    })
+    Ok(Enqueued { message, created: true, audience, account_id })
 }
 
-async fn find_by_client_msg_id(
-    conn: &mut PgConnection,
-    agent: &str,
-    client_msg_id: &str,
-) -> Result<Option<Uuid>> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM messages WHERE agent_login = $1 AND client_msg_id = $2")
-            .bind(agent)
-            .bind(client_msg_id)
-            .fetch_optional(&mut *conn)
-            .await?,
-    )
+async fn find_by_client_msg_id(conn: &mut PgConnection, agent: &str, client_msg_id: &str) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar("SELECT id FROM messages WHERE agent_login = $1 AND client_msg_id = $2")
+        .bind(agent)
+        .bind(client_msg_id)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
-async fn interaction_account(
-    conn: &mut PgConnection,
-    interaction_id: Uuid,
-) -> Result<(Uuid, String)> {
+async fn interaction_account(conn: &mut PgConnection, interaction_id: Uuid) -> Result<(Uuid, String)> {
     let row = sqlx::query("SELECT account_id, chat_id FROM interactions WHERE id = $1")
         .bind(interaction_id)
         .fetch_optional(&mut *conn)
@@ -168,10 +131,92 @@ async fn kind_for_files(conn: &mut PgConnection, file_ids: &[Uuid]) -> Result<Me
 
 /// How many outbox rows of the account wait to be sent (the backlog gauge).
 pub async fn outbox_backlog(conn: &mut PgConnection, account_id: Uuid) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM outbox WHERE account_id = $1 AND state = 'pending'",
+    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox WHERE account_id = $1 AND state = 'pending'")
+        .bind(account_id)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// An agent's own outbound message, locked, with its interaction's channel.
+async fn own_outbound(conn: &mut PgConnection, message_id: Uuid, agent: &str) -> Result<(Message, String)> {
+    let row = sqlx::query(
+        "SELECT i.channel, m.deleted FROM messages m JOIN interactions i ON i.id = m.interaction_id
+         WHERE m.id = $1 AND m.direction = 'out' AND m.agent_login = $2 FOR UPDATE OF m",
     )
-    .bind(account_id)
+    .bind(message_id)
+    .bind(agent)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("message", message_id))?;
+    if row.try_get::<bool, _>("deleted")? {
+        return Err(StoreError::Conflict(format!("message {message_id} is deleted")));
+    }
+    Ok((super::load_message(conn, message_id).await?, row.try_get("channel")?))
+}
+
+/// The channel of the interaction an agent's own outbound message belongs to; `NotFound` when
+/// the message is not the agent's.
+pub async fn outbound_channel(conn: &mut PgConnection, message_id: Uuid, agent: &str) -> Result<String> {
+    Ok(own_outbound(conn, message_id, agent).await?.1)
+}
+
+/// Edits an agent's own outbound message: keeps the old text in `message_edits`, queues the edit
+/// for the connector and sends `message.edited` to everyone who sees the interaction.
+pub async fn edit_outbound(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    agent: &str,
+    text: &str,
+) -> Result<(Message, Vec<String>, Uuid)> {
+    if text.is_empty() {
+        return Err(StoreError::Invalid("the new text is empty".into()));
+    }
+    let (before, _) = own_outbound(conn, message_id, agent).await?;
+    sqlx::query("INSERT INTO message_edits (message_id, old_text, new_text, edited_by) VALUES ($1, $2, $3, $4)")
+        .bind(message_id)
+        .bind(&before.text)
+        .bind(text)
+        .bind(agent)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE messages SET text = $2, edited_at = now() WHERE id = $1")
+        .bind(message_id)
+        .bind(text)
+        .execute(&mut *conn)
+        .await?;
+    let account_id = queue_action(conn, message_id, "edit").await?;
+    let message = super::load_message(conn, message_id).await?;
+    let data = serde_json::json!({ "message": message, "previous_text": before.text });
+    super::append_interaction_event(conn, message.interaction_id, "message.edited", Some(agent), &data).await?;
+    let audience = super::fan_out(conn, message.interaction_id, "message.edited", &data).await?;
+    Ok((message, audience, account_id))
+}
+
+/// Deletes an agent's own outbound message (it stays in the history, marked deleted) and
+/// queues the deletion for the connector.
+pub async fn delete_outbound(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    agent: &str,
+) -> Result<(Message, Vec<String>, Uuid)> {
+    own_outbound(conn, message_id, agent).await?;
+    sqlx::query("UPDATE messages SET deleted = true WHERE id = $1").bind(message_id).execute(&mut *conn).await?;
+    let account_id = queue_action(conn, message_id, "delete").await?;
+    let message = super::load_message(conn, message_id).await?;
+    let data = serde_json::json!({ "message_id": message_id, "interaction_id": message.interaction_id });
+    super::append_interaction_event(conn, message.interaction_id, "message.deleted", Some(agent), &data).await?;
+    let audience = super::fan_out(conn, message.interaction_id, "message.deleted", &data).await?;
+    Ok((message, audience, account_id))
+}
+
+async fn queue_action(conn: &mut PgConnection, message_id: Uuid, action: &str) -> Result<Uuid> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO outbox (message_id, account_id, chat_id, action)
+         SELECT m.id, m.account_id, i.chat_id, $2 FROM messages m JOIN interactions i ON i.id = m.interaction_id
+         WHERE m.id = $1 RETURNING account_id",
+    )
+    .bind(message_id)
+    .bind(action)
     .fetch_one(&mut *conn)
     .await?)
 }

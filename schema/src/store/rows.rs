@@ -33,9 +33,7 @@ pub(crate) fn interaction_from_row(row: &PgRow) -> Result<Interaction> {
         fields: match fields {
             serde_json::Value::Object(map) => map,
             other => {
-                return Err(StoreError::Corrupt(format!(
-                    "interaction fields are not an object: {other}"
-                )));
+                return Err(StoreError::Corrupt(format!("interaction fields are not an object: {other}")));
             }
         },
     })
@@ -66,10 +64,7 @@ const MESSAGE_COLUMNS: &str = "m.id, m.interaction_id, m.direction, m.author_kin
 fn json_opt<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> Result<Option<T>> {
     let value: Option<serde_json::Value> = row.try_get(col)?;
     value
-        .map(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| StoreError::Corrupt(format!("messages.{col}: {e}")))
-        })
+        .map(|v| serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("messages.{col}: {e}"))))
         .transpose()
 }
 
@@ -96,13 +91,7 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
         text: row.try_get("text")?,
         files: files
             .into_iter()
-            .map(|f| FileRef {
-                url: FileRef::url_for(f.id),
-                id: f.id,
-                name: f.name,
-                mime: f.mime,
-                size: f.size,
-            })
+            .map(|f| FileRef { url: FileRef::url_for(f.id), id: f.id, name: f.name, mime: f.mime, size: f.size })
             .collect(),
         location: json_opt(row, "location")?,
         contact: json_opt(row, "contact")?,
@@ -119,11 +108,7 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
 }
 
 pub async fn load_message(conn: &mut PgConnection, id: Uuid) -> Result<Message> {
-    const SQL: &str = concatcp!(
-        "SELECT ",
-        MESSAGE_COLUMNS,
-        " FROM messages m WHERE m.id = $1"
-    );
+    const SQL: &str = concatcp!("SELECT ", MESSAGE_COLUMNS, " FROM messages m WHERE m.id = $1");
     let row = sqlx::query(SQL)
         .bind(id)
         .fetch_optional(&mut *conn)
