@@ -13,10 +13,7 @@ const TOPICS: usize = 200;
 const RUN_FOR: Duration = Duration::from_secs(5);
 
 /// Rounds of "notify every topic once, wait until every subscriber has woken".
-async fn rounds(
-    notifier: Arc<dyn Coordinator>,
-    subscriber: Arc<dyn Coordinator>,
-) -> (f64, Duration) {
+async fn rounds(notifier: Arc<dyn Coordinator>, subscriber: Arc<dyn Coordinator>) -> (f64, Duration) {
     let woken = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for t in 0..TOPICS {
@@ -80,10 +77,7 @@ async fn burst(notifier: &ZkCoordinator, subscriber: &ZkCoordinator, connect: &s
     }
     let elapsed = start.elapsed();
     let inspector = zookeeper_client::Client::connect(connect).await.unwrap();
-    let (_, stat) = inspector
-        .get_data(&format!("{root}/notify/bench/burst"))
-        .await
-        .unwrap();
+    let (_, stat) = inspector.get_data(&format!("{root}/notify/bench/burst")).await.unwrap();
     println!(
         "zookeeper burst: {CALLS} notify calls on one topic in {elapsed:.2?} ({:.0} calls/s), last one seen by the other process; {} ZooKeeper writes",
         CALLS as f64 / elapsed.as_secs_f64(),
@@ -93,22 +87,13 @@ async fn burst(notifier: &ZkCoordinator, subscriber: &ZkCoordinator, connect: &s
 
 #[tokio::main]
 async fn main() {
-    let connect =
-        std::env::var("SWITCHBOARD_TEST_ZK").expect("eval \"$(deploy/services.sh env)\" first");
+    let connect = std::env::var("SWITCHBOARD_TEST_ZK").expect("eval \"$(deploy/services.sh env)\" first");
     let root = format!("/bench-{}", uuid::Uuid::new_v4().simple());
-    let config = ZkConfig {
-        connect: connect.clone(),
-        root: root.clone(),
-        session_timeout: Duration::from_secs(6),
-    };
+    let config = ZkConfig { connect: connect.clone(), root: root.clone(), session_timeout: Duration::from_secs(6) };
     let zk_notifier = ZkCoordinator::start(config.clone()).await.unwrap();
     let zk_subscriber = ZkCoordinator::start(config).await.unwrap();
 
-    let (rate, worst) = rounds(
-        Arc::new(zk_notifier.clone()),
-        Arc::new(zk_subscriber.clone()),
-    )
-    .await;
+    let (rate, worst) = rounds(Arc::new(zk_notifier.clone()), Arc::new(zk_subscriber.clone())).await;
     println!(
         "zookeeper: {rate:.0} wake-ups/s delivered to another session ({TOPICS} topics per round; slowest round {worst:.2?})"
     );
@@ -116,7 +101,5 @@ async fn main() {
 
     let local = Arc::new(LocalCoordinator::new());
     let (rate, worst) = rounds(local.clone(), local).await;
-    println!(
-        "in-process: {rate:.0} wake-ups/s ({TOPICS} topics per round; slowest round {worst:.2?})"
-    );
+    println!("in-process: {rate:.0} wake-ups/s ({TOPICS} topics per round; slowest round {worst:.2?})");
 }

@@ -38,9 +38,7 @@ pub use zk::{ZkConfig, ZkCoordinator};
 /// Why a coordination call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CoordError {
-    #[error(
-        "invalid coordination name {0:?}: use non-empty segments of letters, digits and -_.:@ separated by /"
-    )]
+    #[error("invalid coordination name {0:?}: use non-empty segments of letters, digits and -_.:@ separated by /")]
     InvalidName(String),
     #[error("{group}/{member} is already registered by another live process")]
     AlreadyMember { group: String, member: String },
@@ -118,12 +116,7 @@ pub trait Coordinator: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
 
     /// Announces that `agent` has a socket on `node` until the handle is dropped.
-    async fn announce_presence(
-        &self,
-        agent: &str,
-        node: &str,
-        data: Vec<u8>,
-    ) -> Result<Membership> {
+    async fn announce_presence(&self, agent: &str, node: &str, data: Vec<u8>) -> Result<Membership> {
         self.join(&presence_group(agent), node, data).await
     }
 
@@ -163,11 +156,8 @@ impl Campaign {
 
     /// Waits until this campaign leads and returns its fencing token.
     pub async fn leading(&mut self) -> Result<i64> {
-        let state = self
-            .state
-            .wait_for(|s| matches!(s, Leadership::Leader { .. }))
-            .await
-            .map_err(|_| CoordError::Closed)?;
+        let state =
+            self.state.wait_for(|s| matches!(s, Leadership::Leader { .. })).await.map_err(|_| CoordError::Closed)?;
         match *state {
             Leadership::Leader { token } => Ok(token),
             Leadership::Candidate => unreachable!("wait_for returned a state it did not wait for"),
@@ -176,10 +166,7 @@ impl Campaign {
 
     /// Waits until the leadership with `token` ends (resolves at once if it already has).
     pub async fn deposed(&mut self, token: i64) {
-        let _ = self
-            .state
-            .wait_for(|s| *s != Leadership::Leader { token })
-            .await;
+        let _ = self.state.wait_for(|s| *s != Leadership::Leader { token }).await;
     }
 
     /// A receiver that follows this campaign's state.

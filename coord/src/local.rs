@@ -8,8 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Campaign, Cas, CoordError, Coordinator, Leadership, Member, Membership, Owned, Result,
-    Subscription, names,
+    Campaign, Cas, CoordError, Coordinator, Leadership, Member, Membership, Owned, Result, Subscription, names,
 };
 
 /// Coordination inside one process (`switchboard all` on a single node, and tests).
@@ -48,17 +47,11 @@ impl LocalCoordinator {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn bell(&self, topic: &str) -> watch::Sender<u64> {
-        self.lock()
-            .topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .clone()
+        self.lock().topics.entry(topic.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
     }
 }
 
@@ -71,10 +64,7 @@ impl Coordinator for LocalCoordinator {
             let mut state = self.lock();
             let members = state.groups.entry(group.to_owned()).or_default();
             if members.contains_key(member) {
-                return Err(CoordError::AlreadyMember {
-                    group: group.to_owned(),
-                    member: member.to_owned(),
-                });
+                return Err(CoordError::AlreadyMember { group: group.to_owned(), member: member.to_owned() });
             }
             members.insert(member.to_owned(), data);
         }
@@ -97,10 +87,7 @@ impl Coordinator for LocalCoordinator {
                 members.remove(&member);
             }
         });
-        Ok(Membership {
-            updates,
-            _leave: leave.drop_guard(),
-        })
+        Ok(Membership { updates, _leave: leave.drop_guard() })
     }
 
     async fn members(&self, group: &str) -> Result<Vec<Member>> {
@@ -109,14 +96,7 @@ impl Coordinator for LocalCoordinator {
         Ok(state
             .groups
             .get(group)
-            .map(|m| {
-                m.iter()
-                    .map(|(name, data)| Member {
-                        name: name.clone(),
-                        data: data.clone(),
-                    })
-                    .collect()
-            })
+            .map(|m| m.iter().map(|(name, data)| Member { name: name.clone(), data: data.clone() }).collect())
             .unwrap_or_default())
     }
 
@@ -143,10 +123,7 @@ impl Coordinator for LocalCoordinator {
                 election.crown();
             }
         });
-        Ok(Campaign {
-            state: rx,
-            _resign: resign.drop_guard(),
-        })
+        Ok(Campaign { state: rx, _resign: resign.drop_guard() })
     }
 
     async fn read(&self, key: &str) -> Result<Option<Owned>> {
@@ -160,24 +137,12 @@ impl Coordinator for LocalCoordinator {
         let current = state.owners.get(key).cloned();
         match (expected, current) {
             (None, None) => {
-                state.owners.insert(
-                    key.to_owned(),
-                    Owned {
-                        data: data.to_vec(),
-                        version: 0,
-                    },
-                );
+                state.owners.insert(key.to_owned(), Owned { data: data.to_vec(), version: 0 });
                 Ok(Cas::Written { version: 0 })
             }
             (Some(v), Some(cur)) if cur.version == v => {
                 let version = v + 1;
-                state.owners.insert(
-                    key.to_owned(),
-                    Owned {
-                        data: data.to_vec(),
-                        version,
-                    },
-                );
+                state.owners.insert(key.to_owned(), Owned { data: data.to_vec(), version });
                 Ok(Cas::Written { version })
             }
             (_, current) => Ok(Cas::Conflict { current }),
@@ -227,24 +192,15 @@ mod tests {
         let ta = a.leading().await.unwrap();
         assert_eq!(b.current(), Leadership::Candidate);
         drop(a);
-        let tb = tokio::time::timeout(Duration::from_secs(1), b.leading())
-            .await
-            .unwrap()
-            .unwrap();
+        let tb = tokio::time::timeout(Duration::from_secs(1), b.leading()).await.unwrap().unwrap();
         assert!(tb > ta);
     }
 
     #[tokio::test]
     async fn membership_ends_with_its_handle() {
         let c = LocalCoordinator::new();
-        let m = c
-            .announce_presence("alice", "node-1", b"ready".to_vec())
-            .await
-            .unwrap();
-        assert!(matches!(
-            c.join("presence/alice", "node-1", vec![]).await,
-            Err(CoordError::AlreadyMember { .. })
-        ));
+        let m = c.announce_presence("alice", "node-1", b"ready".to_vec()).await.unwrap();
+        assert!(matches!(c.join("presence/alice", "node-1", vec![]).await, Err(CoordError::AlreadyMember { .. })));
         m.update(b"away".to_vec());
         tokio::task::yield_now().await;
         assert_eq!(c.presence("alice").await.unwrap()[0].data, b"away");
@@ -261,22 +217,10 @@ mod tests {
     #[tokio::test]
     async fn compare_and_set_lets_one_writer_win() {
         let c = LocalCoordinator::new();
-        assert_eq!(
-            c.compare_and_set("i/1", None, b"a").await.unwrap(),
-            Cas::Written { version: 0 }
-        );
-        assert!(matches!(
-            c.compare_and_set("i/1", None, b"b").await.unwrap(),
-            Cas::Conflict { .. }
-        ));
-        assert_eq!(
-            c.compare_and_set("i/1", Some(0), b"b").await.unwrap(),
-            Cas::Written { version: 1 }
-        );
-        assert!(matches!(
-            c.compare_and_set("i/1", Some(0), b"c").await.unwrap(),
-            Cas::Conflict { .. }
-        ));
+        assert_eq!(c.compare_and_set("i/1", None, b"a").await.unwrap(), Cas::Written { version: 0 });
+        assert!(matches!(c.compare_and_set("i/1", None, b"b").await.unwrap(), Cas::Conflict { .. }));
+        assert_eq!(c.compare_and_set("i/1", Some(0), b"b").await.unwrap(), Cas::Written { version: 1 });
+        assert!(matches!(c.compare_and_set("i/1", Some(0), b"c").await.unwrap(), Cas::Conflict { .. }));
         assert!(!c.remove("i/1", 0).await.unwrap());
         assert!(c.remove("i/1", 1).await.unwrap());
         assert_eq!(c.read("i/1").await.unwrap(), None);
@@ -291,11 +235,6 @@ mod tests {
             c.notify("agent/alice");
         }
         sub.wake().await.unwrap();
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), sub.wake())
-                .await
-                .is_err(),
-            "ten notifies, one wake"
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(20), sub.wake()).await.is_err(), "ten notifies, one wake");
     }
 }

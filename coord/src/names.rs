@@ -9,15 +9,9 @@ pub(crate) fn check(name: &str) -> Result<()> {
             !seg.is_empty()
                 && seg != "."
                 && seg != ".."
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+                && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
         });
-    if valid {
-        Ok(())
-    } else {
-        Err(CoordError::InvalidName(name.to_owned()))
-    }
+    if valid { Ok(()) } else { Err(CoordError::InvalidName(name.to_owned())) }
 }
 
 /// What a name is for: each kind lives in its own subtree.
@@ -54,33 +48,14 @@ mod tests {
     fn names_are_checked_per_segment() {
         assert!(check("presence/alice@example.com").is_ok());
         assert!(check("connector/5f0c:primary").is_ok());
-        for bad in [
-            "",
-            "/a",
-            "a/",
-            "a//b",
-            "a/../b",
-            ".",
-            "a b",
-            "a\nb",
-            "zook\u{e9}",
-        ] {
-            assert!(
-                matches!(check(bad), Err(CoordError::InvalidName(_))),
-                "{bad:?} accepted"
-            );
+        for bad in ["", "/a", "a/", "a//b", "a/../b", ".", "a b", "a\nb", "zook\u{e9}"] {
+            assert!(matches!(check(bad), Err(CoordError::InvalidName(_))), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn paths_sit_under_their_tree() {
-        assert_eq!(
-            Tree::Notify.path("/sb", "agent/bob").unwrap(),
-            "/sb/notify/agent/bob"
-        );
-        assert_eq!(
-            Tree::Owners.path("/sb", "interaction/1").unwrap(),
-            "/sb/owners/interaction/1"
-        );
+        assert_eq!(Tree::Notify.path("/sb", "agent/bob").unwrap(), "/sb/notify/agent/bob");
+        assert_eq!(Tree::Owners.path("/sb", "interaction/1").unwrap(), "/sb/owners/interaction/1");
     }
 }

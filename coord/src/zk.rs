@@ -26,8 +26,8 @@ use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
 use crate::names::{self, Tree};
 use crate::{
-    Campaign, Cas, CoordError, Coordinator, Leadership, Member, Membership, Owned, Result,
-    Subscription, UNAVAILABLE_AFTER,
+    Campaign, Cas, CoordError, Coordinator, Leadership, Member, Membership, Owned, Result, Subscription,
+    UNAVAILABLE_AFTER,
 };
 
 /// Where and how to reach ZooKeeper.
@@ -43,8 +43,7 @@ pub struct ZkConfig {
 
 const PERSISTENT: CreateOptions<'static> = CreateMode::Persistent.with_acls(Acls::anyone_all());
 const EPHEMERAL: CreateOptions<'static> = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-const EPHEMERAL_SEQUENTIAL: CreateOptions<'static> =
-    CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+const EPHEMERAL_SEQUENTIAL: CreateOptions<'static> = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
@@ -76,9 +75,7 @@ impl Ctx {
     /// Resolves when the session of `generation` is over.
     async fn session_ended(&self, generation: u64) {
         let mut sessions = self.sessions.clone();
-        let _ = sessions
-            .wait_for(|s| s.as_ref().map(|s| s.generation) != Some(generation))
-            .await;
+        let _ = sessions.wait_for(|s| s.as_ref().map(|s| s.generation) != Some(generation)).await;
     }
 
     async fn pause(&self, cancel: &CancellationToken) {
@@ -116,17 +113,13 @@ impl Drop for Inner {
 impl ZkCoordinator {
     /// Starts the session supervisor and waits (up to 10 s) for the first session.
     pub async fn start(config: ZkConfig) -> Result<Self> {
-        names::check(config.root.trim_start_matches('/'))
-            .map_err(|_| CoordError::InvalidName(config.root.clone()))?;
+        names::check(config.root.trim_start_matches('/')).map_err(|_| CoordError::InvalidName(config.root.clone()))?;
         if !config.root.starts_with('/') {
             return Err(CoordError::InvalidName(config.root));
         }
         let (tx, sessions) = watch::channel(None);
         let stop = CancellationToken::new();
-        let ctx = Ctx {
-            sessions,
-            stop: stop.clone(),
-        };
+        let ctx = Ctx { sessions, stop: stop.clone() };
         tokio::spawn(supervise(config.clone(), tx, stop.clone()));
         let (notifications, rx) = mpsc::unbounded_channel();
         tokio::spawn(notifier(ctx.clone(), config.root.clone(), rx));
@@ -155,12 +148,7 @@ impl ZkCoordinator {
 
     /// The current ZooKeeper session id, for logs and tests.
     pub fn session_id(&self) -> Option<i64> {
-        self.inner
-            .ctx
-            .sessions
-            .borrow()
-            .as_ref()
-            .map(|s| s.client.session_id().0)
+        self.inner.ctx.sessions.borrow().as_ref().map(|s| s.client.session_id().0)
     }
 
     /// A client on the live session, waiting a while for one.
@@ -179,10 +167,7 @@ impl ZkCoordinator {
 
     fn bell(&self, topic: &str) -> watch::Sender<u64> {
         let mut bells = self.inner.bells.lock().unwrap_or_else(|p| p.into_inner());
-        bells
-            .entry(topic.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .clone()
+        bells.entry(topic.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
     }
 }
 
@@ -204,10 +189,7 @@ async fn supervise(config: ZkConfig, tx: watch::Sender<Option<Session>>, stop: C
             c = connecting => c,
         };
         let ready = match connected {
-            Ok(client) => client
-                .mkdir(&config.root, &PERSISTENT)
-                .await
-                .map(|()| client),
+            Ok(client) => client.mkdir(&config.root, &PERSISTENT).await.map(|()| client),
             Err(e) => Err(e),
         };
         let client = match ready {
@@ -236,19 +218,14 @@ async fn supervise(config: ZkConfig, tx: watch::Sender<Option<Session>>, stop: C
                 state = states.changed() => state,
             };
             match state {
-                SessionState::Disconnected => warn!(
-                    generation,
-                    "ZooKeeper connection lost; reconnecting within the session"
-                ),
+                SessionState::Disconnected => {
+                    warn!(generation, "ZooKeeper connection lost; reconnecting within the session")
+                }
                 SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                     info!(generation, "ZooKeeper connection restored")
                 }
                 SessionState::Expired | SessionState::Closed | SessionState::AuthFailed => {
-                    warn!(
-                        generation,
-                        ?state,
-                        "ZooKeeper session ended; opening a new one"
-                    );
+                    warn!(generation, ?state, "ZooKeeper session ended; opening a new one");
                     tx.send_replace(None);
                     break;
                 }
@@ -357,25 +334,13 @@ impl Coordinator for ZkCoordinator {
         let path = format!("{}/{member}", self.path(Tree::Members, group)?);
         let client = self.client().await?;
         register(&client, &path, &data).await.map_err(|e| match e {
-            RegisterError::Taken => CoordError::AlreadyMember {
-                group: group.to_owned(),
-                member: member.to_owned(),
-            },
+            RegisterError::Taken => CoordError::AlreadyMember { group: group.to_owned(), member: member.to_owned() },
             RegisterError::Zk(e) => unavailable(e),
         })?;
         let (updates, rx) = mpsc::unbounded_channel();
         let leave = CancellationToken::new();
-        tokio::spawn(keep_member(
-            self.inner.ctx.clone(),
-            path,
-            data,
-            rx,
-            leave.clone(),
-        ));
-        Ok(Membership {
-            updates,
-            _leave: leave.drop_guard(),
-        })
+        tokio::spawn(keep_member(self.inner.ctx.clone(), path, data, rx, leave.clone()));
+        Ok(Membership { updates, _leave: leave.drop_guard() })
     }
 
     async fn members(&self, group: &str) -> Result<Vec<Member>> {
@@ -402,11 +367,7 @@ impl Coordinator for ZkCoordinator {
         names::check(candidate)?;
         let dir = self.path(Tree::Elections, key)?;
         {
-            let mut campaigns = self
-                .inner
-                .campaigns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut campaigns = self.inner.campaigns.lock().unwrap_or_else(|p| p.into_inner());
             if !campaigns.insert(dir.clone()) {
                 return Err(CoordError::AlreadyMember {
                     group: format!("elections/{key}"),
@@ -422,24 +383,15 @@ impl Coordinator for ZkCoordinator {
         tokio::spawn(async move {
             run_campaign(&ctx, &dir, &candidate, &tx, &stop).await;
             tx.send_replace(Leadership::Candidate);
-            campaigns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&dir);
+            campaigns.lock().unwrap_or_else(|p| p.into_inner()).remove(&dir);
         });
-        Ok(Campaign {
-            state: rx,
-            _resign: resign.drop_guard(),
-        })
+        Ok(Campaign { state: rx, _resign: resign.drop_guard() })
     }
 
     async fn read(&self, key: &str) -> Result<Option<Owned>> {
         let path = self.path(Tree::Owners, key)?;
         match self.client().await?.get_data(&path).await {
-            Ok((data, stat)) => Ok(Some(Owned {
-                data,
-                version: stat.version,
-            })),
+            Ok((data, stat)) => Ok(Some(Owned { data, version: stat.version })),
             Err(zookeeper_client::Error::NoNode) => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
@@ -451,23 +403,15 @@ impl Coordinator for ZkCoordinator {
         let written = match expected {
             None => {
                 ensure_parent(&client, &path).await.map_err(unavailable)?;
-                client
-                    .create(&path, data, &PERSISTENT)
-                    .await
-                    .map(|(stat, _)| stat.version)
+                client.create(&path, data, &PERSISTENT).await.map(|(stat, _)| stat.version)
             }
-            Some(version) => client
-                .set_data(&path, data, Some(version))
-                .await
-                .map(|stat| stat.version),
+            Some(version) => client.set_data(&path, data, Some(version)).await.map(|stat| stat.version),
         };
         match written {
             Ok(version) => Ok(Cas::Written { version }),
             Err(zookeeper_client::Error::NodeExists)
             | Err(zookeeper_client::Error::BadVersion)
-            | Err(zookeeper_client::Error::NoNode) => Ok(Cas::Conflict {
-                current: self.read(key).await?,
-            }),
+            | Err(zookeeper_client::Error::NoNode) => Ok(Cas::Conflict { current: self.read(key).await? }),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -476,9 +420,7 @@ impl Coordinator for ZkCoordinator {
         let path = self.path(Tree::Owners, key)?;
         match self.client().await?.delete(&path, Some(version)).await {
             Ok(()) => Ok(true),
-            Err(zookeeper_client::Error::NoNode) | Err(zookeeper_client::Error::BadVersion) => {
-                Ok(false)
-            }
+            Err(zookeeper_client::Error::NoNode) | Err(zookeeper_client::Error::BadVersion) => Ok(false),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -489,13 +431,7 @@ impl Coordinator for ZkCoordinator {
             return;
         }
         // subscribers in this process are woken at once; other processes through ZooKeeper
-        if let Some(bell) = self
-            .inner
-            .bells
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(topic)
-        {
+        if let Some(bell) = self.inner.bells.lock().unwrap_or_else(|p| p.into_inner()).get(topic) {
             bell.send_modify(|n| *n += 1);
         }
         let _ = self.inner.notifications.send(topic.to_owned());
@@ -507,25 +443,12 @@ impl Coordinator for ZkCoordinator {
         let mut receiver = bell.subscribe();
         receiver.mark_changed();
         let stop = CancellationToken::new();
-        tokio::spawn(watch_doorbell(
-            self.inner.ctx.clone(),
-            path,
-            bell,
-            stop.clone(),
-        ));
-        Ok(Subscription {
-            bell: receiver,
-            _stop: Some(stop.drop_guard()),
-        })
+        tokio::spawn(watch_doorbell(self.inner.ctx.clone(), path, bell, stop.clone()));
+        Ok(Subscription { bell: receiver, _stop: Some(stop.drop_guard()) })
     }
 
     fn is_ready(&self) -> bool {
-        self.inner
-            .ctx
-            .sessions
-            .borrow()
-            .as_ref()
-            .is_some_and(|s| s.client.state() == SessionState::SyncConnected)
+        self.inner.ctx.sessions.borrow().as_ref().is_some_and(|s| s.client.state() == SessionState::SyncConnected)
     }
 }
 
@@ -545,11 +468,7 @@ async fn keep_member(
                 ctx.pause(&leave).await;
                 continue;
             }
-            info!(
-                path,
-                generation = session.generation,
-                "member re-registered on a new session"
-            );
+            info!(path, generation = session.generation, "member re-registered on a new session");
             registered_in = Some(session.generation);
         }
         loop {
@@ -609,10 +528,7 @@ async fn run_campaign(
         };
         loop {
             let mut contenders: Vec<(i64, String)> = match client.list_children(dir).await {
-                Ok(children) => children
-                    .into_iter()
-                    .filter_map(|c| Some((sequence_of(&c)?, c)))
-                    .collect(),
+                Ok(children) => children.into_iter().filter_map(|c| Some((sequence_of(&c)?, c))).collect(),
                 Err(e) => {
                     debug!(dir, error = %e, "cannot list candidates; retrying");
                     ctx.pause(resign).await;
@@ -651,9 +567,7 @@ async fn run_campaign(
                     }
                 }
                 Some((_, predecessor)) => {
-                    let watched = client
-                        .check_and_watch_stat(&format!("{dir}/{predecessor}"))
-                        .await;
+                    let watched = client.check_and_watch_stat(&format!("{dir}/{predecessor}")).await;
                     match watched {
                         Ok((None, _)) => {}
                         Ok((Some(_), watcher)) => tokio::select! {
@@ -678,24 +592,13 @@ async fn run_campaign(
 
 /// Our election node in this session: the one an earlier attempt created (a create whose reply
 /// was lost still created it), or a new one.
-async fn enter_election(
-    client: &Client,
-    dir: &str,
-    candidate: &[u8],
-) -> Result<String, zookeeper_client::Error> {
+async fn enter_election(client: &Client, dir: &str, candidate: &[u8]) -> Result<String, zookeeper_client::Error> {
     ensure_node(client, dir).await?;
     let prefix = format!("{dir}/c-");
-    if let Some(existing) = client
-        .list_ephemerals(dir)
-        .await?
-        .into_iter()
-        .find(|p| p.starts_with(&prefix))
-    {
+    if let Some(existing) = client.list_ephemerals(dir).await?.into_iter().find(|p| p.starts_with(&prefix)) {
         return Ok(existing);
     }
-    let (_, sequence) = client
-        .create(&prefix, candidate, &EPHEMERAL_SEQUENTIAL)
-        .await?;
+    let (_, sequence) = client.create(&prefix, candidate, &EPHEMERAL_SEQUENTIAL).await?;
     Ok(format!("{prefix}{sequence}"))
 }
 

@@ -18,13 +18,9 @@ fn root() -> String {
 
 async fn coordinator(connect: &str, root: &str) -> ZkCoordinator {
     testenv::init_logging();
-    ZkCoordinator::start(ZkConfig {
-        connect: connect.into(),
-        root: root.into(),
-        session_timeout: SESSION,
-    })
-    .await
-    .expect("ZooKeeper reachable")
+    ZkCoordinator::start(ZkConfig { connect: connect.into(), root: root.into(), session_timeout: SESSION })
+        .await
+        .expect("ZooKeeper reachable")
 }
 
 /// Polls `check` until it holds or `within` passes.
@@ -62,17 +58,10 @@ async fn one_leader_of_three_and_a_successor_with_a_larger_token_when_it_goes() 
     let mut campaigns = Vec::new();
     for i in 0..3 {
         let c = coordinator(&zk, &root).await;
-        campaigns.push(Some(
-            c.campaign("connector/acc-1", &format!("node-{i}"))
-                .await
-                .unwrap(),
-        ));
+        campaigns.push(Some(c.campaign("connector/acc-1", &format!("node-{i}")).await.unwrap()));
         nodes.push(Some(c));
     }
-    eventually(SESSION, "a leader is elected", || async {
-        leaders(&campaigns).await.len() == 1
-    })
-    .await;
+    eventually(SESSION, "a leader is elected", || async { leaders(&campaigns).await.len() == 1 }).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let elected = leaders(&campaigns).await;
     assert_eq!(elected.len(), 1, "exactly one leader: {elected:?}");
@@ -84,27 +73,14 @@ async fn one_leader_of_three_and_a_successor_with_a_larger_token_when_it_goes() 
         leaders(&campaigns).await.iter().any(|(i, _)| *i != old)
     })
     .await;
-    let successor = leaders(&campaigns)
-        .await
-        .into_iter()
-        .find(|(i, _)| *i != old)
-        .unwrap();
-    assert!(
-        successor.1 > old_token,
-        "fencing tokens grow: {} then {}",
-        old_token,
-        successor.1
-    );
+    let successor = leaders(&campaigns).await.into_iter().find(|(i, _)| *i != old).unwrap();
+    assert!(successor.1 > old_token, "fencing tokens grow: {} then {}", old_token, successor.1);
 
     // the store refuses the deposed leader's token once the successor has written
     let (_url, pool) = testenv::database().await;
     let mut conn = pool.acquire().await.unwrap();
-    schema::store::check_fence(&mut conn, "connector/acc-1", old_token)
-        .await
-        .unwrap();
-    schema::store::check_fence(&mut conn, "connector/acc-1", successor.1)
-        .await
-        .unwrap();
+    schema::store::check_fence(&mut conn, "connector/acc-1", old_token).await.unwrap();
+    schema::store::check_fence(&mut conn, "connector/acc-1", successor.1).await.unwrap();
     assert!(matches!(
         schema::store::check_fence(&mut conn, "connector/acc-1", old_token).await,
         Err(schema::store::StoreError::StaleFence { .. })
@@ -124,12 +100,7 @@ async fn sixteen_racers_for_one_interaction_one_owner() {
             let c = nodes[i % 4].clone();
             tokio::spawn(async move {
                 let me = format!("agent-{i}");
-                matches!(
-                    c.compare_and_set("interaction/9f1c", None, me.as_bytes())
-                        .await
-                        .unwrap(),
-                    Cas::Written { .. }
-                )
+                matches!(c.compare_and_set("interaction/9f1c", None, me.as_bytes()).await.unwrap(), Cas::Written { .. })
             })
         })
         .collect();
@@ -138,30 +109,17 @@ async fn sixteen_racers_for_one_interaction_one_owner() {
         winners += r.await.unwrap() as usize;
     }
     assert_eq!(winners, 1);
-    let owned = nodes[0]
-        .read("interaction/9f1c")
-        .await
-        .unwrap()
-        .expect("record written");
+    let owned = nodes[0].read("interaction/9f1c").await.unwrap().expect("record written");
     // a versioned update: only a writer holding the current version succeeds
     assert!(matches!(
-        nodes[1]
-            .compare_and_set("interaction/9f1c", Some(owned.version + 1), b"x")
-            .await
-            .unwrap(),
+        nodes[1].compare_and_set("interaction/9f1c", Some(owned.version + 1), b"x").await.unwrap(),
         Cas::Conflict { current: Some(_) }
     ));
     assert!(matches!(
-        nodes[2]
-            .compare_and_set("interaction/9f1c", Some(owned.version), b"transferred")
-            .await
-            .unwrap(),
+        nodes[2].compare_and_set("interaction/9f1c", Some(owned.version), b"transferred").await.unwrap(),
         Cas::Written { .. }
     ));
-    assert!(matches!(
-        nodes[0].compare_and_set("bad//key", None, b"").await,
-        Err(CoordError::InvalidName(_))
-    ));
+    assert!(matches!(nodes[0].compare_and_set("bad//key", None, b"").await, Err(CoordError::InvalidName(_))));
 }
 
 #[tokio::test]
@@ -170,41 +128,23 @@ async fn membership_and_presence_follow_the_handles() {
     let root = root();
     let a = coordinator(&zk, &root).await;
     let b = coordinator(&zk, &root).await;
-    let m = a
-        .join("chatserver", "node-a", b"10.0.0.1:8080".to_vec())
-        .await
-        .unwrap();
-    let _p = a
-        .announce_presence("alice", "node-a", b"ready".to_vec())
-        .await
-        .unwrap();
-    assert!(matches!(
-        b.join("chatserver", "node-a", vec![]).await,
-        Err(CoordError::AlreadyMember { .. })
-    ));
+    let m = a.join("chatserver", "node-a", b"10.0.0.1:8080".to_vec()).await.unwrap();
+    let _p = a.announce_presence("alice", "node-a", b"ready".to_vec()).await.unwrap();
+    assert!(matches!(b.join("chatserver", "node-a", vec![]).await, Err(CoordError::AlreadyMember { .. })));
     let members = b.members("chatserver").await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].data, b"10.0.0.1:8080");
     m.update(b"10.0.0.1:9090".to_vec());
     eventually(SESSION, "update visible", || async {
-        b.members("chatserver")
-            .await
-            .unwrap()
-            .first()
-            .is_some_and(|m| m.data == b"10.0.0.1:9090")
+        b.members("chatserver").await.unwrap().first().is_some_and(|m| m.data == b"10.0.0.1:9090")
     })
     .await;
     drop(m);
-    eventually(SESSION, "member gone", || async {
-        b.members("chatserver").await.unwrap().is_empty()
-    })
-    .await;
+    eventually(SESSION, "member gone", || async { b.members("chatserver").await.unwrap().is_empty() }).await;
     assert_eq!(b.presence("alice").await.unwrap()[0].name, "node-a");
     a.shutdown();
-    eventually(SESSION, "presence ends with the session", || async {
-        b.presence("alice").await.unwrap().is_empty()
-    })
-    .await;
+    eventually(SESSION, "presence ends with the session", || async { b.presence("alice").await.unwrap().is_empty() })
+        .await;
 }
 
 /// A consumer as the product has one: the data lives elsewhere (PostgreSQL in the product, a
@@ -227,10 +167,7 @@ async fn notifications_coalesce_reach_other_processes_and_keep_zookeeper_small()
     let subscriber = coordinator(&zk, &root).await;
     let notifier = coordinator(&zk, &root).await;
     let data = Arc::new(AtomicU64::new(0));
-    let (seen, _task) = consume(
-        subscriber.subscribe("agent/alice").await.unwrap(),
-        data.clone(),
-    );
+    let (seen, _task) = consume(subscriber.subscribe("agent/alice").await.unwrap(), data.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 1..=5_000u64 {
         data.store(i, Ordering::SeqCst); // "commit"
@@ -239,33 +176,18 @@ async fn notifications_coalesce_reach_other_processes_and_keep_zookeeper_small()
             tokio::task::yield_now().await;
         }
     }
-    eventually(
-        Duration::from_secs(5),
-        "the last notification is seen",
-        || async { seen.load(Ordering::SeqCst) == 5_000 },
-    )
+    eventually(Duration::from_secs(5), "the last notification is seen", || async {
+        seen.load(Ordering::SeqCst) == 5_000
+    })
     .await;
     // one doorbell node per topic, however many notifications went through it
     let inspector = zookeeper_client::Client::connect(&zk).await.unwrap();
-    let topics = inspector
-        .list_children(&format!("{root}/notify/agent"))
-        .await
-        .unwrap();
+    let topics = inspector.list_children(&format!("{root}/notify/agent")).await.unwrap();
     assert_eq!(topics, vec!["alice".to_string()]);
-    let children = inspector
-        .list_children(&format!("{root}/notify/agent/alice"))
-        .await
-        .unwrap();
+    let children = inspector.list_children(&format!("{root}/notify/agent/alice")).await.unwrap();
     assert!(children.is_empty());
-    let (_, stat) = inspector
-        .get_data(&format!("{root}/notify/agent/alice"))
-        .await
-        .unwrap();
-    assert!(
-        stat.version < 5_000,
-        "notifications were coalesced ({} writes for 5000)",
-        stat.version
-    );
+    let (_, stat) = inspector.get_data(&format!("{root}/notify/agent/alice")).await.unwrap();
+    assert!(stat.version < 5_000, "notifications were coalesced ({} writes for 5000)", stat.version);
 }
 
 /// A TCP proxy in front of ZooKeeper that can cut every connection, to partition a client.
@@ -298,11 +220,7 @@ impl Proxy {
                 }));
             }
         });
-        Proxy {
-            addr,
-            blocked,
-            conns,
-        }
+        Proxy { addr, blocked, conns }
     }
 
     async fn cut(&self) {
@@ -325,20 +243,11 @@ async fn a_process_recovers_from_session_expiry_by_itself_and_misses_no_notifica
     let partitioned = coordinator(&proxy.addr, &root).await;
     let observer = coordinator(&zk, &root).await;
 
-    let _member = partitioned
-        .join("chatserver", "node-a", b"a".to_vec())
-        .await
-        .unwrap();
-    let mut campaign = partitioned
-        .campaign("connector/acc-1", "node-a")
-        .await
-        .unwrap();
+    let _member = partitioned.join("chatserver", "node-a", b"a".to_vec()).await.unwrap();
+    let mut campaign = partitioned.campaign("connector/acc-1", "node-a").await.unwrap();
     let first_token = campaign.leading().await.unwrap();
     let data = Arc::new(AtomicU64::new(0));
-    let (seen, _task) = consume(
-        partitioned.subscribe("agent/alice").await.unwrap(),
-        data.clone(),
-    );
+    let (seen, _task) = consume(partitioned.subscribe("agent/alice").await.unwrap(), data.clone());
     let first_session = partitioned.session_id().unwrap();
     assert_eq!(observer.members("chatserver").await.unwrap().len(), 1);
 
@@ -348,40 +257,22 @@ async fn a_process_recovers_from_session_expiry_by_itself_and_misses_no_notifica
         observer.members("chatserver").await.unwrap().is_empty()
     })
     .await;
-    assert_eq!(
-        campaign.current(),
-        Leadership::Candidate,
-        "a partitioned leader steps down"
-    );
+    assert_eq!(campaign.current(), Leadership::Candidate, "a partitioned leader steps down");
     // ...and a notification is sent while it is away
     data.store(1, Ordering::SeqCst);
     observer.notify("agent/alice");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        0,
-        "nothing can arrive during the partition"
-    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing can arrive during the partition");
 
     proxy.restore();
-    eventually(
-        SESSION * 5,
-        "a new session, member back, notification delivered",
-        || async {
-            partitioned.session_id().is_some_and(|s| s != first_session)
-                && observer.members("chatserver").await.unwrap().len() == 1
-                && seen.load(Ordering::SeqCst) == 1
-        },
-    )
+    eventually(SESSION * 5, "a new session, member back, notification delivered", || async {
+        partitioned.session_id().is_some_and(|s| s != first_session)
+            && observer.members("chatserver").await.unwrap().len() == 1
+            && seen.load(Ordering::SeqCst) == 1
+    })
     .await;
-    let token = tokio::time::timeout(SESSION * 2, campaign.leading())
-        .await
-        .expect("re-elected")
-        .unwrap();
-    assert!(
-        token > first_token,
-        "re-entered the election with a new token"
-    );
+    let token = tokio::time::timeout(SESSION * 2, campaign.leading()).await.expect("re-elected").unwrap();
+    assert!(token > first_token, "re-entered the election with a new token");
     assert!(partitioned.is_ready());
 }
 
@@ -402,28 +293,18 @@ async fn ensemble_keeps_electing_and_notifying_with_one_node_down() {
             .args(["ensemble", action, "1"])
             .status()
             .expect("run deploy/services.sh");
-        assert!(
-            status.success(),
-            "deploy/services.sh ensemble {action} 1 failed"
-        );
+        assert!(status.success(), "deploy/services.sh ensemble {action} 1 failed");
     };
     node("stop-node");
     let restart = scopeguard(move || node("start-node"));
 
     data.store(7, Ordering::SeqCst);
     a.notify("agent/bob");
-    eventually(
-        SESSION * 5,
-        "notification through the surviving quorum",
-        || async { seen.load(Ordering::SeqCst) == 7 },
-    )
-    .await;
+    eventually(SESSION * 5, "notification through the surviving quorum", || async { seen.load(Ordering::SeqCst) == 7 })
+        .await;
     drop(ca);
     let mut cb = cb;
-    let tb = tokio::time::timeout(SESSION * 5, cb.leading())
-        .await
-        .expect("b elected")
-        .unwrap();
+    let tb = tokio::time::timeout(SESSION * 5, cb.leading()).await.expect("b elected").unwrap();
     assert!(tb > ta);
     drop(restart);
 }

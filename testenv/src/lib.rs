@@ -17,10 +17,7 @@ fn required(var: &str) -> String {
 /// Logs go to the test output when `TEST_LOG` is set (e.g. `TEST_LOG=debug`).
 pub fn init_logging() {
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
 }
 
@@ -31,10 +28,7 @@ pub fn zookeeper() -> String {
 
 /// The 3-node ensemble's connect string, and the script that stops and starts its nodes.
 pub fn zookeeper_ensemble() -> (String, String) {
-    (
-        required("SWITCHBOARD_TEST_ZK_ENSEMBLE"),
-        required("SWITCHBOARD_TEST_ZK_ENSEMBLE_SCRIPT"),
-    )
+    (required("SWITCHBOARD_TEST_ZK_ENSEMBLE"), required("SWITCHBOARD_TEST_ZK_ENSEMBLE_SCRIPT"))
 }
 
 /// A fresh, migrated database. Returns its URL and a pool on it.
@@ -42,9 +36,9 @@ pub async fn database() -> (String, PgPool) {
     init_logging();
     let admin_url = required("SWITCHBOARD_TEST_DATABASE_URL");
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-        panic!("cannot reach PostgreSQL at SWITCHBOARD_TEST_DATABASE_URL ({e}): {HOW}")
-    });
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at SWITCHBOARD_TEST_DATABASE_URL ({e}): {HOW}"));
     // the name is generated here from a UUID, never from input
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
@@ -54,11 +48,7 @@ pub async fn database() -> (String, PgPool) {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("SWITCHBOARD_TEST_DATABASE_URL must end with /<database>"),
     };
-    let pool = schema::store::connect(&url, 20)
-        .await
-        .expect("connect to the test database");
-    schema::store::migrate(&pool)
-        .await
-        .expect("migrations apply to an empty database");
+    let pool = schema::store::connect(&url, 20).await.expect("connect to the test database");
+    schema::store::migrate(&pool).await.expect("migrations apply to an empty database");
     (url, pool)
 }

@@ -1,0 +1,184 @@
+//! Agent authentication: a bearer JWT issued by the CRM's sign-on (`sub` = agent login, `exp`,
+//! optional `name` and `roles`), verified with an HS256 secret or an RS256/ES256 public key.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+/// How tokens are verified. Exactly one of `hs256_secret` and `public_key_file` must be set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Shared secret for HS256 tokens.
+    pub hs256_secret: Option<ops::config::Secret>,
+    /// PEM public key for RS256 or ES256 tokens (the algorithm follows the key).
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`, in seconds.
+    pub leeway_s: u64,
+}
+
+/// The verified identity behind a socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl Claims {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Roles default to `agent` when the token names none.
+    pub fn effective_roles(&self) -> Vec<String> {
+        if self.roles.is_empty() { vec!["agent".to_owned()] } else { self.roles.clone() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token: send `Authorization: Bearer <jwt>` or `?access_token=<jwt>`")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("set exactly one of chatserver.jwt.hs256_secret and chatserver.jwt.public_key_file")]
+    NotExactlyOne,
+    #[error("cannot read chatserver.jwt.public_key_file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("chatserver.jwt.public_key_file {path} is neither an RSA nor an EC public key in PEM")]
+    Unusable { path: PathBuf },
+    #[error("chatserver.jwt.hs256_secret is shorter than 32 bytes")]
+    WeakSecret,
+}
+
+/// Verifies tokens with the configured key.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn from_config(config: &JwtConfig) -> Result<Self, KeyError> {
+        let (key, algorithm) = match (&config.hs256_secret, &config.public_key_file) {
+            (Some(secret), None) => {
+                if secret.expose().len() < 32 {
+                    return Err(KeyError::WeakSecret);
+                }
+                (DecodingKey::from_secret(secret.expose().as_bytes()), Algorithm::HS256)
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
+                if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                    (key, Algorithm::RS256)
+                } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                    (key, Algorithm::ES256)
+                } else {
+                    return Err(KeyError::Unusable { path: path.clone() });
+                }
+            }
+            _ => return Err(KeyError::NotExactlyOne),
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = config.leeway_s;
+        validation.required_spec_claims = HashSet::from(["exp".to_owned(), "sub".to_owned()]);
+        if let Some(iss) = &config.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Verifier { key, validation })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
+            Ok(data) if data.claims.sub.trim().is_empty() => Err(AuthError::Invalid("empty `sub`".into())),
+            Ok(data) => Ok(data.claims),
+            Err(e) => match e.kind() {
+                ErrorKind::ExpiredSignature => Err(AuthError::Expired),
+                _ => Err(AuthError::Invalid(e.to_string())),
+            },
+        }
+    }
+}
+
+/// Picks the bearer token from the `Authorization` header, else from `access_token`.
+pub fn bearer<'a>(authorization: Option<&'a str>, access_token: Option<&'a str>) -> Result<&'a str, AuthError> {
+    if let Some(header) = authorization {
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| AuthError::Invalid("the Authorization header is not `Bearer <jwt>`".into()))?;
+        return Ok(token.trim());
+    }
+    access_token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn verifier() -> Verifier {
+        Verifier::from_config(&JwtConfig { hs256_secret: Some(ops::config::Secret::new(SECRET)), ..Default::default() })
+            .unwrap()
+    }
+
+    fn token(sub: &str, exp_offset: i64) -> String {
+        let exp = (chrono::Utc::now().timestamp() + exp_offset) as u64;
+        let claims = Claims { sub: sub.into(), exp, name: Some("Alice".into()), roles: vec!["agent".into()] };
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn accepts_a_good_token_and_names_what_is_wrong_with_bad_ones() {
+        let v = verifier();
+        assert_eq!(v.verify(&token("alice", 60)).unwrap().sub, "alice");
+        assert!(matches!(v.verify(&token("alice", -120)), Err(AuthError::Expired)));
+        assert!(matches!(v.verify("not.a.jwt"), Err(AuthError::Invalid(_))));
+        let other = encode(
+            &Header::new(Algorithm::HS256),
+            &Claims { sub: "x".into(), exp: u64::MAX / 2, name: None, roles: vec![] },
+            &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
+        )
+        .unwrap();
+        assert!(matches!(v.verify(&other), Err(AuthError::Invalid(_))));
+        assert!(matches!(v.verify(&token(" ", 60)), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn bearer_comes_from_the_header_or_the_query() {
+        assert_eq!(bearer(Some("Bearer abc"), None).unwrap(), "abc");
+        assert_eq!(bearer(None, Some("xyz")).unwrap(), "xyz");
+        assert!(matches!(bearer(None, None), Err(AuthError::Missing)));
+        assert!(matches!(bearer(Some("Basic abc"), None), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn configuration_mistakes_are_explained() {
+        assert!(matches!(Verifier::from_config(&JwtConfig::default()), Err(KeyError::NotExactlyOne)));
+        let weak = JwtConfig { hs256_secret: Some(ops::config::Secret::new("short")), ..Default::default() };
+        assert!(matches!(Verifier::from_config(&weak), Err(KeyError::WeakSecret)));
+    }
+}

@@ -1,0 +1,67 @@
+//! The one mapping from what went wrong to what an agent client sees: a stable `code` and a
+//! message for people. Internal causes are logged, never sent.
+
+use schema::store::StoreError;
+
+/// Error codes of the agent API (documented in `docs/agent-api.md`).
+pub mod code {
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const UNKNOWN_COMMAND: &str = "unknown_command";
+    pub const HELLO_REQUIRED: &str = "hello_required";
+    pub const INTERACTION_NOT_FOUND: &str = "interaction_not_found";
+    pub const MESSAGE_NOT_FOUND: &str = "message_not_found";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const CONFLICT: &str = "conflict";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const UNSUPPORTED_BY_CHANNEL: &str = "unsupported_by_channel";
+    pub const VIDEO_UNAVAILABLE: &str = "video_unavailable";
+    pub const INTERNAL: &str = "internal";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(code::BAD_REQUEST, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(code::FORBIDDEN, message)
+    }
+
+    pub fn interaction_not_found(id: impl std::fmt::Display) -> Self {
+        Self::new(code::INTERACTION_NOT_FOUND, format!("no interaction {id} is assigned to you"))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what: "interaction", id } => ApiError::interaction_not_found(id),
+            StoreError::NotFound { what: "message", id } => {
+                ApiError::new(code::MESSAGE_NOT_FOUND, format!("no message {id} of yours"))
+            }
+            StoreError::NotFound { what, id } => ApiError::new(code::NOT_FOUND, format!("{what} {id} not found")),
+            StoreError::Invalid(message) => ApiError::bad_request(message),
+            StoreError::Conflict(message) => ApiError::new(code::CONFLICT, message),
+            other => {
+                tracing::error!(error = %other, "store failure while serving an agent");
+                ApiError::new(code::INTERNAL, "internal error; it has been logged")
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}

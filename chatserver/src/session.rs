@@ -1,0 +1,194 @@
+//! One agent socket: a single `select!` loop over the client's frames, the agent's doorbell,
+//! the heartbeat, token expiry and shutdown.
+//!
+//! Events are read from the agent's stored stream from this socket's own cursor, at most
+//! [`BATCH`] at a time and only as fast as the client takes them: a slow client holds back its
+//! own reads, never the server's memory, and one that stalls a send past `send_timeout` is
+//! disconnected with the reason logged.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use schema::wire::{Event, Reply, Request};
+use tracing::{debug, info, warn};
+
+use crate::AppState;
+use crate::auth::Claims;
+use crate::commands::{self, SessionState};
+use crate::error::{ApiError, code};
+
+/// Events read from the store per query.
+const BATCH: i64 = 500;
+
+/// Close codes in the private range, documented in `docs/agent-api.md`.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+pub const CLOSE_SLOW_CLIENT: u16 = 4008;
+pub const CLOSE_NO_PONG: u16 = 4009;
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+enum End {
+    Client,
+    Close(u16, &'static str),
+}
+
+pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
+    let login = claims.sub.clone();
+    let _attached = match state.presence.attach(&login).await {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(agent = %login, error = %e, "cannot announce presence; closing the socket");
+            let _ = close(&mut socket, 1011, "coordination unavailable").await;
+            return;
+        }
+    };
+    let mut bell = match state.coord.subscribe(&crate::topics::agent(&login)).await {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(agent = %login, error = %e, "cannot subscribe to the agent's events; closing the socket");
+            let _ = close(&mut socket, 1011, "coordination unavailable").await;
+            return;
+        }
+    };
+    metrics::gauge!("switchboard_agent_sockets").increment(1.0);
+    info!(agent = %login, "agent socket open");
+
+    let mut session = SessionState::default();
+    let heartbeat = state.config.heartbeat();
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.tick().await;
+    let mut last_heard = Instant::now();
+    let expires = tokio::time::sleep(until_expiry(claims.exp));
+    tokio::pin!(expires);
+    let shutdown = state.shutdown.clone();
+
+    let end = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break End::Close(CLOSE_GOING_AWAY, "server shutting down"),
+            _ = &mut expires => break End::Close(CLOSE_TOKEN_EXPIRED, "token expired; reconnect with a fresh one"),
+            frame = socket.recv() => {
+                last_heard = Instant::now();
+                let text = match frame {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Client,
+                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        let reply = Reply::err(None, code::BAD_REQUEST, "binary frames are not supported; send JSON text");
+                        if let Err(end) = send(&mut socket, &reply, &state).await { break end }
+                        continue;
+                    }
+                    Some(Ok(Message::Text(text))) => text,
+                };
+                let was_greeted = session.cursor.is_some();
+                let reply = handle(&state, &claims, &mut session, text.as_str()).await;
+                if let Err(end) = send(&mut socket, &reply, &state).await { break end }
+                if !was_greeted && session.cursor.is_some() {
+                    // right after hello: replay what came after resume_from
+                    if let Err(end) = drain(&mut socket, &state, &login, &mut session).await { break end }
+                }
+            }
+            woke = bell.wake(), if session.cursor.is_some() => {
+                if woke.is_err() { break End::Close(CLOSE_GOING_AWAY, "server shutting down") }
+                if let Err(end) = drain(&mut socket, &state, &login, &mut session).await { break end }
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > heartbeat * 3 {
+                    break End::Close(CLOSE_NO_PONG, "no frame or pong for three heartbeats");
+                }
+                if tokio::time::timeout(state.config.send_timeout(), socket.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
+                    break End::Close(CLOSE_SLOW_CLIENT, "ping could not be sent");
+                }
+            }
+        }
+    };
+    match end {
+        End::Client => info!(agent = %login, "agent socket closed by the client"),
+        End::Close(code, reason) => {
+            info!(agent = %login, code, reason, "closing agent socket");
+            let _ = close(&mut socket, code, reason).await;
+        }
+    }
+    metrics::gauge!("switchboard_agent_sockets").decrement(1.0);
+}
+
+fn until_expiry(exp: u64) -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    Duration::from_secs(exp.saturating_sub(now))
+}
+
+/// Parses and runs one request frame; every frame gets exactly one reply.
+async fn handle(state: &AppState, claims: &Claims, session: &mut SessionState, text: &str) -> Reply {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Reply::err(None, code::BAD_REQUEST, format!("the frame is not JSON: {e}")),
+    };
+    let id = value.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+    let request: Request = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            return Reply::err(id, code::BAD_REQUEST, format!("a request is {{\"id\": string, \"cmd\": string, \"args\": object}}: {e}"));
+        }
+    };
+    if !request.args.is_object() && !request.args.is_null() {
+        return Reply::err(Some(request.id), code::BAD_REQUEST, "`args` must be an object");
+    }
+    let started = Instant::now();
+    let result = commands::dispatch(state, claims, session, &request.cmd, request.args).await;
+    metrics::histogram!("switchboard_agent_command_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(data) => Reply::ok(request.id, data),
+        Err(ApiError { code, message }) => {
+            debug!(agent = %claims.sub, cmd = %request.cmd, code, %message, "command refused");
+            Reply::err(Some(request.id), code, message)
+        }
+    }
+}
+
+/// Sends everything after the session's cursor, in order.
+async fn drain(socket: &mut WebSocket, state: &AppState, login: &str, session: &mut SessionState) -> Result<(), End> {
+    let Some(mut cursor) = session.cursor else { return Ok(()) };
+    loop {
+        let events = {
+            let mut conn = match state.pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(agent = %login, error = %e, "cannot read the agent's events; will retry on the next wake");
+                    state.coord.notify(&crate::topics::agent(login));
+                    return Ok(());
+                }
+            };
+            match schema::store::agent_events_after(&mut conn, login, cursor, BATCH).await {
+                Ok(events) => events,
+                Err(e) => {
+                    warn!(agent = %login, error = %e, "cannot read the agent's events; will retry on the next wake");
+                    return Ok(());
+                }
+            }
+        };
+        let full = events.len() as i64 == BATCH;
+        metrics::counter!("switchboard_agent_events_pushed_total").increment(events.len() as u64);
+        for e in events {
+            let seq = e.seq;
+            send(socket, &Event { seq, event: e.event, data: e.data }, state).await?;
+            cursor = seq;
+            session.cursor = Some(cursor);
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+async fn send<T: serde::Serialize>(socket: &mut WebSocket, frame: &T, state: &AppState) -> Result<(), End> {
+    let text = serde_json::to_string(frame).expect("frames serialize");
+    match tokio::time::timeout(state.config.send_timeout(), socket.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Client),
+        Err(_) => {
+            warn!(timeout = ?state.config.send_timeout(), "agent socket too slow to take a frame; disconnecting it");
+            Err(End::Close(CLOSE_SLOW_CLIENT, "too slow to receive"))
+        }
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
+    socket.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await
+}
