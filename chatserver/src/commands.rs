@@ -9,9 +9,11 @@ use uuid::Uuid;
 use schema::domain::{AgentStatus, Channel, Keyboard};
 use schema::store::{self, CustomerKey, OfferEnd, OutboundMessage, TransferTarget};
 
+use crate::AppState;
 use crate::auth::Claims;
 use crate::error::{ApiError, code};
-use crate::{AppState, topics};
+use crate::wake::wake_agents;
+use schema::topics;
 
 /// What a session keeps between commands.
 #[derive(Debug, Default)]
@@ -136,10 +138,7 @@ pub async fn dispatch(
             let mut conn = state.pool.acquire().await?;
             Ok(store::overview(&mut conn).await?)
         }
-        "video.start" => Err(ApiError::new(
-            code::VIDEO_UNAVAILABLE,
-            "the video channel is not enabled on this hub",
-        )),
+        "video.start" => Err(ApiError::new(code::VIDEO_UNAVAILABLE, "the video channel is not enabled on this hub")),
         other => Err(ApiError::new(
             code::UNKNOWN_COMMAND,
             format!("unknown command {other:?}; known: {}", COMMANDS.join(", ")),
@@ -232,7 +231,7 @@ async fn finish(
     wakes_routing: bool,
 ) -> Result<Value, ApiError> {
     tx.commit().await?;
-    topics::wake_agents(state.coord.as_ref(), &done.notified);
+    wake_agents(state.coord.as_ref(), &done.notified);
     if wakes_routing {
         state.coord.notify(topics::ROUTING);
     }
@@ -282,7 +281,7 @@ async fn start(state: &AppState, claims: &Claims, a: StartArgs) -> Result<Value,
         queued_on = Some(enqueued.account_id);
     }
     tx.commit().await?;
-    topics::wake_agents(state.coord.as_ref(), &notified);
+    wake_agents(state.coord.as_ref(), &notified);
     if let Some(account) = queued_on {
         state.coord.notify(&topics::account(account));
     }
@@ -305,7 +304,9 @@ struct SendArgs {
 async fn may_write(conn: &mut sqlx::PgConnection, interaction_id: Uuid, me: &str) -> Result<Channel, ApiError> {
     match store::participation(conn, interaction_id, me).await?.as_deref() {
         Some("assigned") | Some("participate") => {}
-        Some("monitor") => return Err(ApiError::forbidden("you joined this interaction to monitor it; you cannot write")),
+        Some("monitor") => {
+            return Err(ApiError::forbidden("you joined this interaction to monitor it; you cannot write"));
+        }
         _ => return Err(ApiError::interaction_not_found(interaction_id)),
     }
     Ok(store::load_interaction(conn, interaction_id).await?.channel)
@@ -341,7 +342,7 @@ async fn send(state: &AppState, claims: &Claims, a: SendArgs) -> Result<Value, A
     let enqueued = store::enqueue_outbound(&mut tx, &out).await?;
     tx.commit().await?;
     if enqueued.created {
-        topics::wake_agents(state.coord.as_ref(), &enqueued.audience);
+        wake_agents(state.coord.as_ref(), &enqueued.audience);
         state.coord.notify(&topics::account(enqueued.account_id));
         metrics::counter!("switchboard_chat_messages_sent_total").increment(1);
     }
@@ -375,7 +376,7 @@ async fn edit_or_delete(state: &AppState, me: &str, message_id: Uuid, text: Opti
         None => return Err(ApiError::new(code::UNSUPPORTED_BY_CHANNEL, format!("{channel} cannot delete messages"))),
     };
     tx.commit().await?;
-    topics::wake_agents(state.coord.as_ref(), &audience);
+    wake_agents(state.coord.as_ref(), &audience);
     state.coord.notify(&topics::account(account));
     Ok(serde_json::to_value(&message).expect("message serializes"))
 }
@@ -404,7 +405,8 @@ async fn history(state: &AppState, claims: &Claims, a: HistoryArgs) -> Result<Va
             interaction.customer.id
         }
         (None, Some(customer_id)) => {
-            let serving = store::open_interactions_of(&mut conn, me).await?.iter().any(|i| i.customer.id == customer_id);
+            let serving =
+                store::open_interactions_of(&mut conn, me).await?.iter().any(|i| i.customer.id == customer_id);
             if !serving && !claims.has_role("supervisor") {
                 return Err(ApiError::new(code::NOT_FOUND, format!("customer {customer_id} is not one you serve")));
             }

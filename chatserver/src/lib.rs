@@ -14,7 +14,7 @@ pub mod error;
 pub mod presence;
 pub mod routing;
 pub mod session;
-pub mod topics;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,7 +176,8 @@ async fn agent_ws(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let claims = match auth::bearer(authorization, query.access_token.as_deref()).and_then(|t| state.verifier.verify(t)) {
+    let claims = match auth::bearer(authorization, query.access_token.as_deref()).and_then(|t| state.verifier.verify(t))
+    {
         Ok(claims) => claims,
         Err(e) => {
             let code = match e {

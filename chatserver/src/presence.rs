@@ -44,7 +44,7 @@ impl Presence {
 
 /// The presence group name of a login (same encoding as its topic).
 pub fn presence_name(login: &str) -> String {
-    crate::topics::agent(login).trim_start_matches("agent/").to_owned()
+    schema::topics::agent(login).trim_start_matches("agent/").to_owned()
 }
 
 impl Drop for Attached {

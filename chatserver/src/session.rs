@@ -41,7 +41,7 @@ pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
             return;
         }
     };
-    let mut bell = match state.coord.subscribe(&crate::topics::agent(&login)).await {
+    let mut bell = match state.coord.subscribe(&schema::topics::agent(&login)).await {
         Ok(b) => b,
         Err(e) => {
             warn!(agent = %login, error = %e, "cannot subscribe to the agent's events; closing the socket");
@@ -124,7 +124,11 @@ async fn handle(state: &AppState, claims: &Claims, session: &mut SessionState, t
     let request: Request = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => {
-            return Reply::err(id, code::BAD_REQUEST, format!("a request is {{\"id\": string, \"cmd\": string, \"args\": object}}: {e}"));
+            return Reply::err(
+                id,
+                code::BAD_REQUEST,
+                format!("a request is {{\"id\": string, \"cmd\": string, \"args\": object}}: {e}"),
+            );
         }
     };
     if !request.args.is_object() && !request.args.is_null() {
@@ -151,7 +155,7 @@ async fn drain(socket: &mut WebSocket, state: &AppState, login: &str, session: &
                 Ok(c) => c,
                 Err(e) => {
                     warn!(agent = %login, error = %e, "cannot read the agent's events; will retry on the next wake");
-                    state.coord.notify(&crate::topics::agent(login));
+                    state.coord.notify(&schema::topics::agent(login));
                     return Ok(());
                 }
             };

@@ -10,6 +10,7 @@
 
 pub mod domain;
 pub mod store;
+pub mod topics;
 pub mod wire;
 
 /// The embedded migrations. Applying them twice is a no-op.

@@ -89,7 +89,9 @@ pub fn decide(snapshot: &RoutingSnapshot, online: &HashSet<String>, now: DateTim
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| c.can_take(waiting))
-                .min_by(|(_, a), (_, b)| a.idle_since.cmp(&b.idle_since).then_with(|| a.agent.login.cmp(&b.agent.login)))
+                .min_by(|(_, a), (_, b)| {
+                    a.idle_since.cmp(&b.idle_since).then_with(|| a.agent.login.cmp(&b.agent.login))
+                })
                 .map(|(i, _)| i)
         });
         if let Some(i) = chosen {
@@ -183,8 +185,18 @@ mod tests {
             waiting: vec![w],
             agents: vec![agent("alice", 0, 3), agent("bob", 50, 3), agent("carol", 0, 3)],
             offers: vec![
-                PendingOffer { interaction_id: Uuid::from_u128(7), agent: "carol".into(), offered_at: t(0), timeout_ms: 5_000 },
-                PendingOffer { interaction_id: Uuid::from_u128(8), agent: "alice".into(), offered_at: t(8), timeout_ms: 5_000 },
+                PendingOffer {
+                    interaction_id: Uuid::from_u128(7),
+                    agent: "carol".into(),
+                    offered_at: t(0),
+                    timeout_ms: 5_000,
+                },
+                PendingOffer {
+                    interaction_id: Uuid::from_u128(8),
+                    agent: "alice".into(),
+                    offered_at: t(8),
+                    timeout_ms: 5_000,
+                },
             ],
         };
         let d = decide(&snapshot, &online(&["alice", "bob", "carol"]), t(10));

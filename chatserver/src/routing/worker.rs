@@ -15,7 +15,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::topics;
+use crate::wake::wake_agents;
+use schema::topics;
 
 const SAFETY_NET: Duration = Duration::from_secs(5);
 
@@ -146,7 +147,7 @@ async fn apply(pool: &PgPool, coord: &dyn Coordinator, token: i64, step: Step<'_
     match done {
         Ok(done) => {
             tx.commit().await.map_err(StoreError::from)?;
-            topics::wake_agents(coord, &done.notified);
+            wake_agents(coord, &done.notified);
             Ok(())
         }
         Err(StoreError::Conflict(why)) => {

@@ -1,4 +1,7 @@
-//! Names of the coordination topics the chatserver rings and listens to.
+//! Names of the coordination topics, the contract between the processes that ring them and
+//! the ones that listen: a connector rings `agent/<login>` after storing a message for an
+//! assigned interaction and `chatserver/routing` after opening one; the chatserver rings
+//! `account/<id>` after queueing outbound work. (Names only: this crate knows no coordinator.)
 
 use uuid::Uuid;
 
@@ -27,13 +30,6 @@ pub const ROUTER_ELECTION: &str = "chatserver/router";
 /// The outbox of one channel account has work.
 pub fn account(id: Uuid) -> String {
     format!("account/{id}")
-}
-
-/// Rings every topic of `agents`.
-pub fn wake_agents(coord: &dyn coord::Coordinator, agents: &[String]) {
-    for agent in agents {
-        coord.notify(&self::agent(agent));
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,300 @@
+//! The agent WebSocket API end to end: the real router on port 0, real PostgreSQL, real
+//! ZooKeeper, real WebSocket clients.
+
+mod harness;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use harness::{Client, spawn_app, token};
+use schema::store::Ingested;
+use serde_json::{Value, json};
+
+fn interaction_id(event: &Value) -> String {
+    event["data"]["interaction"]["id"].as_str().expect("event names its interaction").to_owned()
+}
+
+#[tokio::test]
+async fn a_bad_or_missing_token_gets_401_before_any_upgrade() {
+    let app = spawn_app(30_000).await;
+    let expired = Client::connect(&app.ws_url(), &token("alice", &[], -300)).await;
+    match expired {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "token_expired");
+        }
+        other => panic!("expired token must get 401, got {:?}", other.map(|_| "an open socket")),
+    }
+    let forged = Client::connect(&app.ws_url(), "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bad").await;
+    assert!(matches!(forged, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401));
+    let anonymous = reqwest::get(format!("http://{}/api/v1/agent/ws", app.addr)).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    // a browser passes the token as a query parameter
+    let url = format!("{}?access_token={}", app.ws_url(), token("alice", &[], 60));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("query token accepted");
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.unwrap();
+}
+
+#[tokio::test]
+async fn ten_interactions_two_agents_capacity_three_offered_once_each_and_an_expired_offer_moves_on() {
+    let app = spawn_app(1_500).await;
+    app.agent("alice", &["support"], 3, &["agent"]).await;
+    app.agent("bob", &["support"], 3, &["agent"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    let mut bob = app.connect("bob", &["agent"]).await;
+    for c in [&mut alice, &mut bob] {
+        let r = c.call("agent.set_status", json!({"status": "ready"})).await;
+        assert_eq!(r["data"]["status"], "ready", "{r}");
+    }
+    for i in 0..10 {
+        app.inbound(&format!("cust-{i}"), &format!("cust-{i}:1"), "hello").await;
+    }
+    // phase 1: three offers each, accepted
+    let mut offered: HashMap<String, String> = HashMap::new();
+    for (name, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+        for _ in 0..3 {
+            let offer = client.event("interaction.offered").await;
+            let id = interaction_id(&offer);
+            assert!(offered.insert(id.clone(), name.into()).is_none(), "{id} offered twice");
+            let r = client.call("interaction.accept", json!({"interaction_id": id})).await;
+            assert_eq!(r["data"]["state"], "assigned", "{r}");
+        }
+        assert!(client.no_event("interaction.offered", Duration::from_millis(500)).await, "over capacity");
+    }
+    // phase 2: closing frees slots; the remaining four are offered, none of them again
+    for (name, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let mine: Vec<String> = offered.iter().filter(|(_, a)| *a == name).map(|(i, _)| i.clone()).collect();
+        for id in mine {
+            let r = client.call("interaction.close", json!({"interaction_id": id, "reason": "resolved"})).await;
+            assert_eq!(r["data"]["state"], "closed", "{r}");
+        }
+    }
+    let mut second_round = 0;
+    while second_round < 4 {
+        for (name, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+            if second_round < 4 && !client.no_event("interaction.offered", Duration::from_millis(300)).await {
+                let offer = client.event("interaction.offered").await;
+                let id = interaction_id(&offer);
+                assert!(offered.insert(id.clone(), name.into()).is_none(), "{id} offered twice");
+                client.call("interaction.accept", json!({"interaction_id": id})).await;
+                second_round += 1;
+            }
+        }
+    }
+    assert_eq!(offered.len(), 10, "every interaction offered exactly once");
+
+    // phase 3: bob lets an offer expire: it moves to alice and bob goes not_ready
+    for (name, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let mine: Vec<String> = offered.iter().filter(|(_, a)| *a == name).map(|(i, _)| i.clone()).collect();
+        for id in mine {
+            client.call("interaction.close", json!({"interaction_id": id})).await;
+        }
+    }
+    let r = alice.call("agent.set_status", json!({"status": "away"})).await;
+    assert_eq!(r["ok"], true);
+    app.inbound("late", "late:1", "anyone?").await;
+    let offer = bob.event("interaction.offered").await;
+    let late = interaction_id(&offer);
+    let status = bob.event("agent.status").await; // bob's own ready, from before
+    let status = if status["data"]["status"] == "ready" { bob.event("agent.status").await } else { status };
+    assert_eq!(status["data"]["status"], "not_ready", "{status}");
+    assert_eq!(status["data"]["reason"], "offer_expired");
+    let expired = bob.event("interaction.offer_expired").await;
+    assert_eq!(interaction_id(&expired), late);
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    let moved = alice.event("interaction.offered").await;
+    assert_eq!(interaction_id(&moved), late, "the expired offer goes to the next agent");
+    let late_accept = bob.call("interaction.accept", json!({"interaction_id": late})).await;
+    assert_eq!(late_accept["error"]["code"], "conflict", "{late_accept}");
+}
+
+#[tokio::test]
+async fn transfer_to_a_queue_and_to_an_agent_with_a_supervisor_monitoring() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 3, &["agent"]).await;
+    app.agent("bob", &["support"], 3, &["agent"]).await;
+    app.agent("sue", &[], 0, &["supervisor"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    let mut bob = app.connect("bob", &["agent"]).await;
+    let mut sue = app.connect("sue", &["supervisor"]).await;
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    app.inbound("c1", "c1:1", "my parcel is late").await;
+    let offer = alice.event("interaction.offered").await;
+    let id = interaction_id(&offer);
+    alice.call("interaction.accept", json!({"interaction_id": id})).await;
+
+    let overview = sue.call("supervisor.overview", json!({})).await;
+    let support = overview["data"]["queues"].as_array().unwrap().iter().find(|q| q["name"] == "support").unwrap();
+    assert_eq!(support["assigned"], 1, "{overview}");
+    let denied = alice.call("supervisor.overview", json!({})).await;
+    assert_eq!(denied["error"]["code"], "forbidden");
+
+    let joined = sue.call("interaction.join", json!({"interaction_id": id, "mode": "monitor"})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    app.inbound("c1", "c1:2", "it was due Monday").await;
+    let seen = sue.event("message.new").await;
+    assert_eq!(seen["data"]["message"]["text"], "it was due Monday");
+    alice.call("message.send", json!({"interaction_id": id, "client_msg_id": "a1", "text": "Checking now"})).await;
+    let seen = sue.event("message.new").await;
+    assert_eq!(seen["data"]["message"]["text"], "Checking now");
+    let muted = sue.call("message.send", json!({"interaction_id": id, "client_msg_id": "s1", "text": "hi"})).await;
+    assert_eq!(muted["error"]["code"], "forbidden", "a monitor sends nothing: {muted}");
+
+    // to an agent, with a note
+    let moved =
+        alice.call("interaction.transfer", json!({"interaction_id": id, "to_agent": "bob", "note": "VIP"})).await;
+    assert_eq!(moved["data"]["agent"], "bob", "{moved}");
+    let got = bob.event("interaction.transferred").await;
+    assert_eq!(got["data"]["note"], "VIP");
+    let sue_saw = sue.event("interaction.transferred").await;
+    assert_eq!(sue_saw["data"]["to_agent"], "bob");
+    let gone = alice.call("message.send", json!({"interaction_id": id, "client_msg_id": "a2", "text": "x"})).await;
+    assert_eq!(gone["error"]["code"], "interaction_not_found");
+
+    // to a (manual) queue: an agent of it lists and takes it
+    let queued = bob.call("interaction.transfer", json!({"interaction_id": id, "to_queue": "vip"})).await;
+    assert_eq!(queued["data"]["state"], "queued", "{queued}");
+    assert_eq!(queued["data"]["queue"], "vip");
+    app.agent("vera", &["vip"], 2, &["agent"]).await;
+    let mut vera = app.connect("vera", &["agent"]).await;
+    let list = vera.call("interaction.list_queued", json!({})).await;
+    assert_eq!(list["data"]["interactions"][0]["id"], id.as_str(), "{list}");
+    let taken = vera.call("interaction.take", json!({"interaction_id": id})).await;
+    assert_eq!(taken["data"]["agent"], "vera", "{taken}");
+    let again = bob.call("interaction.take", json!({"interaction_id": id})).await;
+    assert_eq!(again["error"]["code"], "conflict");
+    let both = bob.call("interaction.transfer", json!({"interaction_id": id, "to_agent": "x", "to_queue": "y"})).await;
+    assert_eq!(both["error"]["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn message_send_is_idempotent_on_client_msg_id_and_history_pages_back() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 3, &["agent"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    app.inbound("c9", "c9:1", "first").await;
+    let id = interaction_id(&alice.event("interaction.offered").await);
+    alice.call("interaction.accept", json!({"interaction_id": id})).await;
+
+    let args = json!({"interaction_id": id, "client_msg_id": "m-1", "text": "Hello!"});
+    let first = alice.call("message.send", args.clone()).await;
+    let second = alice.call("message.send", args).await;
+    assert_eq!(first["data"]["status"], "queued", "{first}");
+    assert_eq!(first["data"]["id"], second["data"]["id"]);
+    assert_eq!(app.count("SELECT count(*) FROM messages WHERE direction = 'out'").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM outbox").await, 1);
+
+    let edited = alice.call("message.edit", json!({"message_id": first["data"]["id"], "text": "Hello again!"})).await;
+    assert_eq!(edited["data"]["text"], "Hello again!", "{edited}");
+    assert_eq!(alice.event("message.edited").await["data"]["previous_text"], "Hello!");
+
+    let history = alice.call("history.get", json!({"interaction_id": id, "limit": 1})).await;
+    assert_eq!(history["ok"], true, "{history}");
+    let mut cursor = history["data"]["next_before"].clone();
+    let mut texts: Vec<String> = history["data"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    while !cursor.is_null() {
+        let page = alice.call("history.get", json!({"interaction_id": id, "limit": 1, "before": cursor})).await;
+        texts.extend(
+            page["data"]["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_owned()),
+        );
+        cursor = page["data"]["next_before"].clone();
+    }
+    assert_eq!(texts, ["Hello again!", "first"], "newest first, across pages");
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_documented_error_and_the_socket_stays_usable() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 3, &["agent"]).await;
+    app.agent("mallory", &["support"], 3, &["agent"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    let mut mallory = app.connect("mallory", &["agent"]).await;
+
+    mallory.send_raw("this is not json").await;
+    let r = mallory.reply().await;
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["re"], Value::Null);
+    assert_eq!(r["error"]["code"], "bad_request");
+
+    mallory.send_raw(r#"{"id": "x1", "args": {}}"#).await;
+    let r = mallory.reply().await;
+    assert_eq!((r["re"].as_str(), r["error"]["code"].as_str()), (Some("x1"), Some("bad_request")), "{r}");
+
+    let r = mallory.call("interaction.teleport", json!({})).await;
+    assert_eq!(r["error"]["code"], "unknown_command");
+    let r = mallory.call("message.send", json!({"text": "no interaction"})).await;
+    assert_eq!(r["error"]["code"], "bad_request");
+    assert!(r["error"]["message"].as_str().unwrap().contains("interaction_id"), "{r}");
+    let r = mallory.call("agent.set_status", json!({"status": "asleep"})).await;
+    assert_eq!(r["error"]["code"], "bad_request");
+    let r =
+        mallory.call("message.send", json!({"interaction_id": "not-a-uuid", "client_msg_id": "1", "text": "x"})).await;
+    assert_eq!(r["error"]["code"], "bad_request");
+
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    app.inbound("c5", "c5:1", "private").await;
+    let id = interaction_id(&alice.event("interaction.offered").await);
+    alice.call("interaction.accept", json!({"interaction_id": id})).await;
+    let r = mallory.call("message.send", json!({"interaction_id": id, "client_msg_id": "m", "text": "hijack"})).await;
+    assert_eq!(r["error"]["code"], "interaction_not_found", "{r}");
+    let r = mallory.call("history.get", json!({"interaction_id": id})).await;
+    assert_eq!(r["error"]["code"], "interaction_not_found");
+    let r = mallory.call("interaction.close", json!({"interaction_id": id})).await;
+    assert_eq!(r["error"]["code"], "conflict");
+    let r = mallory.call("interaction.join", json!({"interaction_id": id, "mode": "monitor"})).await;
+    assert_eq!(r["error"]["code"], "forbidden");
+    let r = mallory.call("video.start", json!({"interaction_id": id})).await;
+    assert_eq!(r["error"]["code"], "video_unavailable");
+
+    // still usable after all of that
+    let r = mallory.call("agent.set_status", json!({"status": "away"})).await;
+    assert_eq!(r["data"]["status"], "away");
+    assert_eq!(app.count("SELECT count(*) FROM messages WHERE direction = 'out'").await, 0);
+
+    // commands before hello
+    let mut fresh = Client::connect(&app.ws_url(), &token("alice", &["agent"], 60)).await.unwrap();
+    let r = fresh.call("agent.set_status", json!({"status": "ready"})).await;
+    assert_eq!(r["error"]["code"], "hello_required");
+    let r = fresh.call("hello", json!({"resume_from": 1_000_000})).await;
+    assert_eq!(r["error"]["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn resume_from_replays_every_missed_event_once_in_order() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 3, &["agent"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    app.inbound("c7", "c7:0", "hi").await;
+    let offer = alice.event("interaction.offered").await;
+    let id = interaction_id(&offer);
+    alice.call("interaction.accept", json!({"interaction_id": id})).await;
+    alice.event("interaction.assigned").await;
+    let last_seen = *alice.seqs.last().unwrap();
+    alice.close().await;
+
+    for i in 1..=20 {
+        let r = app.inbound("c7", &format!("c7:{i}"), &format!("msg {i}")).await;
+        assert!(matches!(r, Ingested::Stored { .. }));
+    }
+    let mut again = Client::connect(&app.ws_url(), &token("alice", &["agent"], 60)).await.unwrap();
+    let hello = again.call("hello", json!({"resume_from": last_seen})).await;
+    let last_seq = hello["data"]["last_seq"].as_i64().unwrap();
+    assert_eq!(last_seq, last_seen + 20);
+    for i in 1..=20 {
+        let e = again.event("message.new").await;
+        assert_eq!(e["data"]["message"]["text"], format!("msg {i}"));
+    }
+    let expected: Vec<i64> = (last_seen + 1..=last_seq).collect();
+    assert_eq!(again.seqs, expected, "every missed event once, no gap");
+    let distinct: HashSet<i64> = again.seqs.iter().copied().collect();
+    assert_eq!(distinct.len(), again.seqs.len());
+}
