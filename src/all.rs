@@ -70,26 +70,13 @@ async fn start(config: Config) -> anyhow::Result<Started> {
     };
 
     let bind = config.http.bind;
-    let state = AppState {
-        config: Arc::new(config),
-        db,
-        coordinator,
-        metrics,
-    };
+    let state = AppState { config: Arc::new(config), db, coordinator, metrics };
     let server = ops::http::Server::bind(bind, app(&state)).await?;
-    Ok(Started {
-        state,
-        zookeeper,
-        server,
-    })
+    Ok(Started { state, zookeeper, server })
 }
 
 async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Started {
-        state,
-        zookeeper,
-        server,
-    } = started;
+    let Started { state, zookeeper, server } = started;
     let addr = server.local_addr();
     tracing::info!(%addr, "serving");
     println!("switchboard: listening on http://{addr}");
@@ -103,13 +90,8 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
         zk.shutdown();
     }
     let AppState { db, .. } = state;
-    if tokio::time::timeout(POOL_CLOSE_DEADLINE, db.close())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "database connections still busy after {POOL_CLOSE_DEADLINE:?}; exiting anyway"
-        );
+    if tokio::time::timeout(POOL_CLOSE_DEADLINE, db.close()).await.is_err() {
+        tracing::warn!("database connections still busy after {POOL_CLOSE_DEADLINE:?}; exiting anyway");
     }
     served.with_context(|| format!("HTTP server on {addr} failed"))?;
     tracing::info!("stopped");

@@ -39,22 +39,10 @@ fn readiness(state: &AppState) -> Readiness {
     Readiness::new()
         .check_with_timeout("postgres", Duration::from_secs(1), move || {
             let db = db.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&db)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
+            async move { sqlx::query("SELECT 1").execute(&db).await.map(drop).map_err(|e| e.to_string()) }
         })
         .check(coord_check, move || {
             let ready = coordinator.is_ready();
-            async move {
-                if ready {
-                    Ok(())
-                } else {
-                    Err("no session".to_owned())
-                }
-            }
+            async move { if ready { Ok(()) } else { Err("no session".to_owned()) } }
         })
 }

@@ -87,9 +87,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        }
+        HttpConfig { bind: SocketAddr::from(([127, 0, 0, 1], 8080)) }
     }
 }
 
@@ -103,10 +101,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            filter: "info".into(),
-        }
+        LogConfig { format: LogFormat::Text, filter: "info".into() }
     }
 }
 
@@ -129,21 +124,13 @@ impl Config {
             Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => {}
             Ok(url) => problems.push(Problem::new(
                 "database.url",
-                format!(
-                    "scheme {:?} is not supported: use postgres://user@host:port/database",
-                    url.scheme()
-                ),
+                format!("scheme {:?} is not supported: use postgres://user@host:port/database", url.scheme()),
             )),
-            Err(e) => problems.push(Problem::new(
-                "database.url",
-                format!("not a URL ({e}): use postgres://user@host:port/database"),
-            )),
+            Err(e) => problems
+                .push(Problem::new("database.url", format!("not a URL ({e}): use postgres://user@host:port/database"))),
         }
         if self.database.max_connections == 0 {
-            problems.push(Problem::new(
-                "database.max_connections",
-                "must be at least 1",
-            ));
+            problems.push(Problem::new("database.max_connections", "must be at least 1"));
         }
         if self.coord.backend == Backend::Zookeeper && self.coord.zookeeper.trim().is_empty() {
             problems.push(Problem::new(
@@ -154,10 +141,7 @@ impl Config {
         if !self.coord.root.starts_with('/') || self.coord.root.len() < 2 {
             problems.push(Problem::new(
                 "coord.root",
-                format!(
-                    "{:?} must be an absolute ZooKeeper path such as /switchboard",
-                    self.coord.root
-                ),
+                format!("{:?} must be an absolute ZooKeeper path such as /switchboard", self.coord.root),
             ));
         }
         if !SESSION_TIMEOUT_MS.contains(&self.coord.session_timeout_ms) {
@@ -171,11 +155,7 @@ impl Config {
                 ),
             ));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 
     /// The URL to connect with: `database.url` with `database.password` in it, if set.
@@ -183,8 +163,8 @@ impl Config {
         let Some(password) = &self.database.password else {
             return Ok(self.database.url.clone());
         };
-        let mut url = url::Url::parse(&self.database.url)
-            .map_err(|e| anyhow::anyhow!("database.url is not a URL: {e}"))?;
+        let mut url =
+            url::Url::parse(&self.database.url).map_err(|e| anyhow::anyhow!("database.url is not a URL: {e}"))?;
         url.set_password(Some(password.expose()))
             .map_err(|()| anyhow::anyhow!("database.url has no host to give a password for"))?;
         Ok(url.into())
@@ -240,10 +220,7 @@ mod tests {
         let config = Config::default();
         config.validate().unwrap();
         assert!(config.http.bind.ip().is_loopback());
-        assert_eq!(
-            config.database.url,
-            "postgres://postgres@127.0.0.1:55432/switchboard"
-        );
+        assert_eq!(config.database.url, "postgres://postgres@127.0.0.1:55432/switchboard");
         assert_eq!(config.coord.backend, Backend::Zookeeper);
     }
 
@@ -255,12 +232,7 @@ mod tests {
         config.coord.root = "switchboard".into();
         config.coord.session_timeout_ms = 10;
         let msg = config.validate().unwrap_err().to_string();
-        for key in [
-            "database.url",
-            "database.max_connections",
-            "coord.root",
-            "coord.session_timeout_ms",
-        ] {
+        for key in ["database.url", "database.max_connections", "coord.root", "coord.session_timeout_ms"] {
             assert!(msg.contains(key), "{key} missing from: {msg}");
         }
     }
@@ -270,18 +242,12 @@ mod tests {
         let mut config = Config::default();
         assert_eq!(config.database_url().unwrap(), config.database.url);
         config.database.password = Some(Secret::new("p@ss word"));
-        assert_eq!(
-            config.database_url().unwrap(),
-            "postgres://postgres:p%40ss%20word@127.0.0.1:55432/switchboard"
-        );
+        assert_eq!(config.database_url().unwrap(), "postgres://postgres:p%40ss%20word@127.0.0.1:55432/switchboard");
     }
 
     #[test]
     fn redaction_hides_passwords_only() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(
             redact_url("postgres://u:p@ss@h/db?sslmode=require&password=x"),

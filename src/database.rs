@@ -21,10 +21,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
                 Some(cause) => cause,
                 None => pool_error.to_string(),
             };
-            let hint = if cause.contains("refused")
-                || cause.contains("timed out")
-                || cause.contains("no answer")
-            {
+            let hint = if cause.contains("refused") || cause.contains("timed out") || cause.contains("no answer") {
                 "is it running? (deploy/services.sh start)"
             } else {
                 "check database.url (SWITCHBOARD_DATABASE__URL)"
@@ -57,17 +54,12 @@ pub struct Applied {
 /// Applies the pending migrations; returns the ones it applied (empty: already up to date).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<Vec<Applied>> {
     let before = applied_versions(pool).await?;
-    schema::store::migrate(pool)
-        .await
-        .context("cannot apply the database migrations")?;
+    schema::store::migrate(pool).await.context("cannot apply the database migrations")?;
     let after = applied_versions(pool).await?;
     let applied: Vec<Applied> = schema::MIGRATOR
         .iter()
         .filter(|m| after.contains(&m.version) && !before.contains(&m.version))
-        .map(|m| Applied {
-            version: m.version,
-            description: m.description.to_string(),
-        })
+        .map(|m| Applied { version: m.version, description: m.description.to_string() })
         .collect();
     for m in &applied {
         tracing::info!(version = m.version, description = %m.description, "migration applied");
@@ -87,11 +79,10 @@ async fn applied_versions(pool: &PgPool) -> anyhow::Result<BTreeSet<i64>> {
         return Ok(BTreeSet::new());
     }
     // The table name is sqlx's constant, not input.
-    let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT version FROM {table} WHERE success"
-    )))
-    .fetch_all(pool)
-    .await
-    .context("cannot read the migration history")?;
+    let versions: Vec<i64> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {table} WHERE success")))
+            .fetch_all(pool)
+            .await
+            .context("cannot read the migration history")?;
     Ok(versions.into_iter().collect())
 }

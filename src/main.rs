@@ -24,13 +24,7 @@ use crate::config::Config;
 #[command(name = "switchboard", version)]
 struct Cli {
     /// TOML configuration file (see config/switchboard.example.toml)
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        env = "SWITCHBOARD_CONFIG",
-        value_name = "FILE"
-    )]
+    #[arg(long, short = 'c', global = true, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -8,10 +8,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let applied = database::migrate(&pool).await?;
     if applied.is_empty() {
         match schema::MIGRATOR.iter().last() {
-            Some(m) => println!(
-                "database is up to date (latest migration: {:04} {})",
-                m.version, m.description
-            ),
+            Some(m) => println!("database is up to date (latest migration: {:04} {})", m.version, m.description),
             None => println!("database is up to date (no migrations)"),
         }
     } else {

@@ -16,22 +16,16 @@ use sqlx::{Connection, PgConnection};
 fn switchboard() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     for (name, _) in std::env::vars() {
-        if name.starts_with("SWITCHBOARD_") && (name.contains("__") || name == "SWITCHBOARD_CONFIG")
-        {
+        if name.starts_with("SWITCHBOARD_") && (name.contains("__") || name == "SWITCHBOARD_CONFIG") {
             command.env_remove(name);
         }
     }
-    command
-        .env_remove("RUST_LOG")
-        .env("SWITCHBOARD_LOG__FILTER", "warn");
+    command.env_remove("RUST_LOG").env("SWITCHBOARD_LOG__FILTER", "warn");
     command
 }
 
 fn run(command: &mut Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .expect("run switchboard")
+    command.stdin(Stdio::null()).output().expect("run switchboard")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -39,10 +33,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "switchboard-test-{}-{name}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let path = std::env::temp_dir().join(format!("switchboard-test-{}-{name}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&path, contents).expect("write temp file");
     path
 }
@@ -54,9 +45,7 @@ async fn empty_database() -> String {
          `deploy/services.sh start && eval \"$(deploy/services.sh env)\"` first",
     );
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to SWITCHBOARD_TEST_DATABASE_URL");
+    let mut admin = PgConnection::connect(&admin_url).await.expect("connect to SWITCHBOARD_TEST_DATABASE_URL");
     // the name is generated here, never from input
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
@@ -91,9 +80,7 @@ fn help_works_for_every_subcommand() {
 #[test]
 fn a_bad_config_value_exits_non_zero_naming_the_key() {
     for subcommand in ["config", "migrate", "all"] {
-        let out = run(switchboard()
-            .arg(subcommand)
-            .env("SWITCHBOARD_COORD__BACKEND", "etcd"));
+        let out = run(switchboard().arg(subcommand).env("SWITCHBOARD_COORD__BACKEND", "etcd"));
         assert_eq!(out.status.code(), Some(2), "{subcommand}");
         let stderr = text(&out.stderr);
         assert!(stderr.contains("coord.backend"), "{stderr}");
@@ -104,9 +91,7 @@ fn a_bad_config_value_exits_non_zero_naming_the_key() {
 
 #[test]
 fn out_of_range_values_and_unknown_keys_are_refused() {
-    let out = run(switchboard()
-        .arg("config")
-        .env("SWITCHBOARD_DATABASE__MAX_CONNECTIONS", "0"));
+    let out = run(switchboard().arg("config").env("SWITCHBOARD_DATABASE__MAX_CONNECTIONS", "0"));
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("database.max_connections: must be at least 1"));
 
@@ -123,9 +108,7 @@ fn a_missing_config_file_is_named() {
     let out = run(switchboard().args(["config", "--config", "/nonexistent/switchboard.toml"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("config file /nonexistent/switchboard.toml does not exist"));
-    let out = run(switchboard()
-        .arg("config")
-        .env("SWITCHBOARD_CONFIG", "/nonexistent/from-env.toml"));
+    let out = run(switchboard().arg("config").env("SWITCHBOARD_CONFIG", "/nonexistent/from-env.toml"));
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent/from-env.toml"));
 }
@@ -164,19 +147,46 @@ fn config_prints_the_layered_result_with_secrets_masked() {
     }
 }
 
+/// `config/switchboard.example.toml` names every key with its default: uncommented (all but
+/// the password file, which does not exist here), it loads and changes nothing.
+#[test]
+fn the_example_config_lists_every_key_with_its_default() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.example.toml"))
+        .expect("read the example config");
+    let uncommented: String = example
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if !rest.starts_with("password")
+                    && rest
+                        .split_once(" = ")
+                        .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_')) =>
+            {
+                rest.to_owned()
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let keys = uncommented.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count();
+    assert_eq!(keys, 9, "keys in the example:\n{uncommented}");
+    let file = temp_file("example.toml", &uncommented);
+
+    let with_file = run(switchboard().arg("config").arg("--config").arg(&file).env("SWITCHBOARD_LOG__FILTER", "info"));
+    assert!(with_file.status.success(), "{}", text(&with_file.stderr));
+    let defaults = run(switchboard().arg("config").env("SWITCHBOARD_LOG__FILTER", "info"));
+    assert_eq!(text(&with_file.stdout), text(&defaults.stdout));
+}
+
 #[tokio::test]
 async fn migrate_applies_then_reports_up_to_date() {
     let url = empty_database().await;
-    let out = run(switchboard()
-        .arg("migrate")
-        .env("SWITCHBOARD_DATABASE__URL", &url));
+    let out = run(switchboard().arg("migrate").env("SWITCHBOARD_DATABASE__URL", &url));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let first = text(&out.stdout);
     assert!(first.contains("applied 0001 init"), "{first}");
 
-    let out = run(switchboard()
-        .arg("migrate")
-        .env("SWITCHBOARD_DATABASE__URL", &url));
+    let out = run(switchboard().arg("migrate").env("SWITCHBOARD_DATABASE__URL", &url));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let second = text(&out.stdout);
     assert!(second.contains("up to date"), "{second}");
@@ -185,16 +195,13 @@ async fn migrate_applies_then_reports_up_to_date() {
 
 #[test]
 fn an_unreachable_database_is_a_clear_error() {
-    let out = run(switchboard().arg("migrate").env(
-        "SWITCHBOARD_DATABASE__URL",
-        "postgres://postgres:hunter2@127.0.0.1:1/switchboard",
-    ));
+    let out = run(switchboard()
+        .arg("migrate")
+        .env("SWITCHBOARD_DATABASE__URL", "postgres://postgres:hunter2@127.0.0.1:1/switchboard"));
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains(
-            "cannot connect to PostgreSQL at postgres://postgres:***@127.0.0.1:1/switchboard"
-        ),
+        stderr.contains("cannot connect to PostgreSQL at postgres://postgres:***@127.0.0.1:1/switchboard"),
         "{stderr}"
     );
     assert!(stderr.contains("deploy/services.sh start"), "{stderr}");
@@ -253,11 +260,7 @@ impl Running {
                 }
             }
         };
-        Running {
-            child,
-            addr,
-            stderr,
-        }
+        Running { child, addr, stderr }
     }
 
     fn url(&self, path: &str) -> String {
@@ -267,10 +270,7 @@ impl Running {
     /// Sends SIGTERM and waits (up to `limit`) for the exit; returns whether it exited 0, and
     /// its stderr.
     fn terminate(mut self, limit: Duration) -> (bool, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
         assert!(status.success());
         let deadline = Instant::now() + limit;
         let exited = loop {
@@ -321,19 +321,13 @@ async fn all_serves_ops_routes_and_stops_on_sigterm() {
     let (status, body) = get(&running.url("/readyz")).await;
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(
-        report,
-        serde_json::json!({"ready": true, "checks": {"postgres": "ok", "zookeeper": "ok"}})
-    );
+    assert_eq!(report, serde_json::json!({"ready": true, "checks": {"postgres": "ok", "zookeeper": "ok"}}));
 
     let (status, metrics) = get(&running.url("/metrics")).await;
     assert_eq!(status, 200);
     assert!(metrics.contains("# TYPE"), "{metrics}");
     assert!(metrics.contains("switchboard_build_info"), "{metrics}");
-    assert!(
-        metrics.contains(r#"http_requests_total{method="GET",route="/readyz",status="200"} 1"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"http_requests_total{method="GET",route="/readyz",status="200"} 1"#), "{metrics}");
 
     let started = Instant::now();
     let (clean, stderr) = running.terminate(Duration::from_secs(10));
@@ -345,17 +339,11 @@ async fn all_serves_ops_routes_and_stops_on_sigterm() {
 #[tokio::test]
 async fn all_runs_with_the_local_coordinator() {
     let (url, _pool) = testenv::database().await;
-    let running = Running::start(
-        switchboard()
-            .env("SWITCHBOARD_DATABASE__URL", &url)
-            .env("SWITCHBOARD_COORD__BACKEND", "local"),
-    );
+    let running =
+        Running::start(switchboard().env("SWITCHBOARD_DATABASE__URL", &url).env("SWITCHBOARD_COORD__BACKEND", "local"));
     let (status, body) = get(&running.url("/readyz")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        body,
-        r#"{"ready":true,"checks":{"coordinator":"ok","postgres":"ok"}}"#
-    );
+    assert_eq!(body, r#"{"ready":true,"checks":{"coordinator":"ok","postgres":"ok"}}"#);
     let (clean, stderr) = running.terminate(Duration::from_secs(10));
     assert!(clean, "{stderr}");
 }
@@ -368,14 +356,8 @@ async fn all_refuses_a_taken_port() {
         .arg("all")
         .env("SWITCHBOARD_DATABASE__URL", &url)
         .env("SWITCHBOARD_COORD__BACKEND", "local")
-        .env(
-            "SWITCHBOARD_HTTP__BIND",
-            taken.local_addr().unwrap().to_string(),
-        ));
+        .env("SWITCHBOARD_HTTP__BIND", taken.local_addr().unwrap().to_string()));
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains(&format!("cannot listen on {}", taken.local_addr().unwrap())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("cannot listen on {}", taken.local_addr().unwrap())), "{stderr}");
 }

@@ -66,11 +66,7 @@ pub struct Problem {
 impl Problem {
     /// A problem found by validation after loading (a value of the right type but out of range).
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            key: key.into(),
-            message: message.into(),
-            origin: None,
-        }
+        Problem { key: key.into(), message: message.into(), origin: None }
     }
 }
 
@@ -90,10 +86,7 @@ impl fmt::Display for Problem {
 fn list(problems: &[Problem]) -> String {
     match problems {
         [one] => one.to_string(),
-        many => many
-            .iter()
-            .map(|p| format!("\n  - {p}"))
-            .collect::<String>(),
+        many => many.iter().map(|p| format!("\n  - {p}")).collect::<String>(),
     }
 }
 
@@ -102,27 +95,18 @@ pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,
 {
-    let vars = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     load_from(file, vars)
 }
 
 /// [`load`] with the environment given as `(name, value)` pairs.
-fn load_from<T>(
-    file: Option<&Path>,
-    vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<T, ConfigError>
+fn load_from<T>(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,
 {
-    let defaults = reveal_secrets(|| {
-        Value::serialize(T::default()).map_err(|e| ConfigError::Invalid(problems(e)))
-    })?;
+    let defaults = reveal_secrets(|| Value::serialize(T::default()).map_err(|e| ConfigError::Invalid(problems(e))))?;
     let defaults = defaults.into_dict().ok_or_else(|| {
-        ConfigError::Invalid(vec![Problem::new(
-            "",
-            "the configuration type does not serialize to a table",
-        )])
+        ConfigError::Invalid(vec![Problem::new("", "the configuration type does not serialize to a table")])
     })?;
     let env = EnvVars::new(vars, |key| defaults.contains_key(key));
 
@@ -133,10 +117,7 @@ where
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment
-        .merge(env)
-        .extract()
-        .map_err(|e| ConfigError::Invalid(problems(e)))
+    figment.merge(env).extract().map_err(|e| ConfigError::Invalid(problems(e)))
 }
 
 /// The environment layer: `SWITCHBOARD_A__B=v` becomes `a.b = v`, `v` parsed like a TOML value.
@@ -146,10 +127,7 @@ where
 struct EnvVars(Dict);
 
 impl EnvVars {
-    fn new(
-        vars: impl IntoIterator<Item = (String, String)>,
-        is_top_level_key: impl Fn(&str) -> bool,
-    ) -> Self {
+    fn new(vars: impl IntoIterator<Item = (String, String)>, is_top_level_key: impl Fn(&str) -> bool) -> Self {
         let mut dict = Dict::new();
         let mut vars: Vec<(String, String)> = vars
             .into_iter()
@@ -180,9 +158,7 @@ fn insert(dict: &mut Dict, path: &[&str], value: Value) {
             dict.insert((*last).to_owned(), value);
         }
         [first, rest @ ..] => {
-            let entry = dict
-                .entry((*first).to_owned())
-                .or_insert_with(|| Value::from(Dict::new()));
+            let entry = dict.entry((*first).to_owned()).or_insert_with(|| Value::from(Dict::new()));
             if entry.as_dict().is_none() {
                 *entry = Value::from(Dict::new());
             }
@@ -239,17 +215,12 @@ fn problems(error: figment::Error) -> Vec<Problem> {
             };
             let origin = e.metadata.as_ref().map(|md| match &md.source {
                 Some(Source::File(file)) => format!("file {}", file.display()),
-                _ if md.name == ENV_METADATA => format!(
-                    "environment variable {ENV_PREFIX}{}",
-                    path.join(ENV_SEPARATOR).to_ascii_uppercase()
-                ),
+                _ if md.name == ENV_METADATA => {
+                    format!("environment variable {ENV_PREFIX}{}", path.join(ENV_SEPARATOR).to_ascii_uppercase())
+                }
                 _ => md.name.to_string(),
             });
-            Problem {
-                key: path.join("."),
-                message,
-                origin,
-            }
+            Problem { key: path.join("."), message, origin }
         })
         .collect()
 }
@@ -320,11 +291,7 @@ impl fmt::Display for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if REVEAL.with(Cell::get) {
-            serializer.serialize_str(&self.0)
-        } else {
-            serializer.serialize_str("***")
-        }
+        if REVEAL.with(Cell::get) { serializer.serialize_str(&self.0) } else { serializer.serialize_str("***") }
     }
 }
 
@@ -387,15 +354,11 @@ impl<'de> Visitor<'de> for SecretVisitor {
             }
         }
         let path = file.ok_or_else(|| de::Error::missing_field("file"))?;
-        let contents = std::fs::read_to_string(&path).map_err(|e| {
-            de::Error::custom(format!("cannot read secret file {}: {e}", path.display()))
-        })?;
+        let contents = std::fs::read_to_string(&path)
+            .map_err(|e| de::Error::custom(format!("cannot read secret file {}: {e}", path.display())))?;
         let secret = contents.trim();
         if secret.is_empty() {
-            return Err(de::Error::custom(format!(
-                "secret file {} is empty",
-                path.display()
-            )));
+            return Err(de::Error::custom(format!("secret file {} is empty", path.display())));
         }
         Ok(Secret(secret.to_owned()))
     }
@@ -440,9 +403,7 @@ mod tests {
 
     impl Default for Http {
         fn default() -> Self {
-            Http {
-                bind: "127.0.0.1:8080".into(),
-            }
+            Http { bind: "127.0.0.1:8080".into() }
         }
     }
 
@@ -457,14 +418,10 @@ mod tests {
         }
 
         fn set(&mut self, name: &str, value: &str) {
-            self.0
-                .push((format!("{ENV_PREFIX}{name}"), value.to_owned()));
+            self.0.push((format!("{ENV_PREFIX}{name}"), value.to_owned()));
         }
 
-        fn load<T: DeserializeOwned + Serialize + Default>(
-            &self,
-            file: Option<&Path>,
-        ) -> Result<T, ConfigError> {
+        fn load<T: DeserializeOwned + Serialize + Default>(&self, file: Option<&Path>) -> Result<T, ConfigError> {
             load_from(file, self.0.clone())
         }
     }
@@ -486,10 +443,8 @@ mod tests {
 
     #[test]
     fn file_overrides_defaults_and_keeps_the_rest() {
-        let path = temp_file(
-            "file_overrides.toml",
-            "[database]\nmax_connections = 5\n[http]\nbind = \"0.0.0.0:9000\"\n",
-        );
+        let path =
+            temp_file("file_overrides.toml", "[database]\nmax_connections = 5\n[http]\nbind = \"0.0.0.0:9000\"\n");
         let config: Config = TestEnv::new().load(Some(&path)).unwrap();
         assert_eq!(config.database.max_connections, 5);
         assert_eq!(config.database.url, "postgres://localhost/db");
@@ -501,10 +456,7 @@ mod tests {
         let path = Path::new("/nonexistent/switchboard.toml");
         let err = TestEnv::new().load::<Config>(Some(path)).unwrap_err();
         assert!(matches!(err, ConfigError::FileNotFound(_)));
-        assert_eq!(
-            err.to_string(),
-            "config file /nonexistent/switchboard.toml does not exist"
-        );
+        assert_eq!(err.to_string(), "config file /nonexistent/switchboard.toml does not exist");
     }
 
     #[test]
@@ -539,16 +491,11 @@ mod tests {
         let mut env = TestEnv::new();
         env.set("DATABASE__MAX_CONNECTIONS", "many");
         let err = env.load::<Config>(None).unwrap_err();
-        let ConfigError::Invalid(problems) = &err else {
-            panic!("{err}")
-        };
+        let ConfigError::Invalid(problems) = &err else { panic!("{err}") };
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "database.max_connections");
         assert!(problems[0].message.contains("u32"), "{}", problems[0]);
-        assert_eq!(
-            problems[0].origin.as_deref(),
-            Some("environment variable SWITCHBOARD_DATABASE__MAX_CONNECTIONS")
-        );
+        assert_eq!(problems[0].origin.as_deref(), Some("environment variable SWITCHBOARD_DATABASE__MAX_CONNECTIONS"));
     }
 
     #[test]
@@ -616,10 +563,7 @@ mod tests {
         assert_eq!(config.database.password.unwrap().expose(), "p4ss");
 
         let secret = temp_file("secret.txt", "  from-a-file\n");
-        let toml = format!(
-            "[database]\npassword = {{ file = \"{}\" }}\n",
-            secret.display()
-        );
+        let toml = format!("[database]\npassword = {{ file = \"{}\" }}\n", secret.display());
         let path = temp_file("indirect.toml", &toml);
         let config: Config = TestEnv::new().load(Some(&path)).unwrap();
         assert_eq!(config.database.password.unwrap().expose(), "from-a-file");

@@ -63,21 +63,12 @@ impl Readiness {
     }
 
     /// Adds a check that fails after `timeout`.
-    pub fn check_with_timeout<F, Fut>(
-        mut self,
-        name: impl Into<String>,
-        timeout: Duration,
-        check: F,
-    ) -> Self
+    pub fn check_with_timeout<F, Fut>(mut self, name: impl Into<String>, timeout: Duration, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks.push(Check {
-            name: name.into(),
-            timeout,
-            run: Arc::new(move || Box::pin(check())),
-        });
+        self.checks.push(Check { name: name.into(), timeout, run: Arc::new(move || Box::pin(check())) });
         self
     }
 
@@ -96,10 +87,7 @@ impl Readiness {
         for (name, outcome) in results.iter().filter(|(_, o)| o != "ok") {
             tracing::debug!(check = %name, reason = %outcome, "not ready");
         }
-        Report {
-            ready,
-            checks: results.into_iter().collect(),
-        }
+        Report { ready, checks: results.into_iter().collect() }
     }
 }
 
@@ -124,22 +112,12 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<HealthState>) -> Response {
     let report = state.readiness.report().await;
-    let status = if report.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(report)).into_response()
 }
 
 async fn metrics_text(State(state): State<HealthState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::metrics::render(&state.metrics),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render(&state.metrics))
         .into_response()
 }
 
@@ -151,15 +129,9 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get(router: &Router, path: &str) -> (StatusCode, String) {
-        let response = router
-            .clone()
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = router.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
         let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
@@ -176,15 +148,10 @@ mod tests {
 
     #[tokio::test]
     async fn readyz_is_ok_when_every_check_passes() {
-        let readiness = Readiness::new()
-            .check("postgres", || async { Ok(()) })
-            .check("zookeeper", || async { Ok(()) });
+        let readiness = Readiness::new().check("postgres", || async { Ok(()) }).check("zookeeper", || async { Ok(()) });
         let (status, body) = get(&router_with(readiness), "/readyz").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            body,
-            r#"{"ready":true,"checks":{"postgres":"ok","zookeeper":"ok"}}"#
-        );
+        assert_eq!(body, r#"{"ready":true,"checks":{"postgres":"ok","zookeeper":"ok"}}"#);
     }
 
     #[tokio::test]
@@ -194,19 +161,15 @@ mod tests {
             .check("zookeeper", || async { Err("no session".to_owned()) });
         let (status, body) = get(&router_with(readiness), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            body,
-            r#"{"ready":false,"checks":{"postgres":"ok","zookeeper":"no session"}}"#
-        );
+        assert_eq!(body, r#"{"ready":false,"checks":{"postgres":"ok","zookeeper":"no session"}}"#);
     }
 
     #[tokio::test]
     async fn a_slow_check_fails_at_its_timeout() {
-        let readiness =
-            Readiness::new().check_with_timeout("slow", Duration::from_millis(50), || async {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok(())
-            });
+        let readiness = Readiness::new().check_with_timeout("slow", Duration::from_millis(50), || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        });
         let report = readiness.report().await;
         assert!(!report.ready);
         assert_eq!(report.checks["slow"], "timed out after 50ms");
@@ -220,20 +183,11 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_prometheus_text() {
         metrics::counter!("ops_health_test_total").increment(1);
-        let response = router_with(Readiness::new())
-            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response =
+            router_with(Readiness::new()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert!(
-            response.headers()[header::CONTENT_TYPE]
-                .to_str()
-                .unwrap()
-                .starts_with("text/plain")
-        );
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
+        assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(text.contains("ops_health_test_total 1"), "{text}");
     }

@@ -39,12 +39,7 @@ impl Server {
     /// Serves on a listener bound elsewhere.
     pub fn from_listener(listener: TcpListener, router: Router) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        Ok(Server {
-            listener,
-            addr,
-            router,
-            drain: DRAIN_DEADLINE,
-        })
+        Ok(Server { listener, addr, router, drain: DRAIN_DEADLINE })
     }
 
     /// The address actually bound (the real port when asked for port 0).
@@ -75,9 +70,8 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let graceful = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let graceful =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
     let deadline = async {
         shutdown.cancelled().await;
         tracing::info!(%addr, "stopped accepting; draining open connections for up to {drain:?}");
@@ -102,33 +96,24 @@ mod tests {
     use std::time::Instant;
 
     fn router() -> Router {
-        Router::new()
-            .route("/hello", get(|| async { "hello" }))
-            .route(
-                "/hang",
-                get(|| async {
-                    tokio::time::sleep(Duration::from_secs(600)).await;
-                    "late"
-                }),
-            )
+        Router::new().route("/hello", get(|| async { "hello" })).route(
+            "/hang",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                "late"
+            }),
+        )
     }
 
     #[tokio::test]
     async fn binds_port_zero_serves_and_stops_when_cancelled() {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), router())
-            .await
-            .unwrap();
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), router()).await.unwrap();
         let addr = server.local_addr();
         assert_ne!(addr.port(), 0);
         let token = CancellationToken::new();
         let running = tokio::spawn(server.run_until_stopped(token.clone()));
 
-        let body = reqwest::get(format!("http://{addr}/hello"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = reqwest::get(format!("http://{addr}/hello")).await.unwrap().text().await.unwrap();
         assert_eq!(body, "hello");
 
         token.cancel();
@@ -166,16 +151,11 @@ mod tests {
 
     #[tokio::test]
     async fn binding_a_taken_port_names_the_address() {
-        let first = Server::bind("127.0.0.1:0".parse().unwrap(), router())
-            .await
-            .unwrap();
+        let first = Server::bind("127.0.0.1:0".parse().unwrap(), router()).await.unwrap();
         let err = match Server::bind(first.local_addr(), router()).await {
             Ok(_) => panic!("bound a taken port"),
             Err(e) => e.to_string(),
         };
-        assert!(
-            err.contains(&format!("cannot listen on {}", first.local_addr())),
-            "{err}"
-        );
+        assert!(err.contains(&format!("cannot listen on {}", first.local_addr())), "{err}");
     }
 }

@@ -15,9 +15,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Buckets of `http_request_duration_seconds`, from 1 ms to 10 s.
-const HTTP_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const HTTP_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Installs the Prometheus recorder as the process's global `metrics` recorder, once; later
 /// calls return the same handle.
@@ -31,17 +29,12 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("http_request_duration_seconds".into()),
-                    HTTP_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), HTTP_BUCKETS)
                 .expect("the bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if let Err(e) = metrics::set_global_recorder(recorder) {
-                tracing::warn!(
-                    "cannot install the Prometheus recorder ({e}); /metrics will be empty"
-                );
+                tracing::warn!("cannot install the Prometheus recorder ({e}); /metrics will be empty");
             }
             handle
         })
@@ -66,14 +59,9 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(request).await;
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
+    let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -88,10 +76,7 @@ mod tests {
         metrics::counter!("ops_test_total", "case" => "idempotent").increment(3);
         for handle in [first, second] {
             let text = render(&handle);
-            assert!(
-                text.contains("ops_test_total{case=\"idempotent\"} 3"),
-                "{text}"
-            );
+            assert!(text.contains("ops_test_total{case=\"idempotent\"} 3"), "{text}");
         }
     }
 }

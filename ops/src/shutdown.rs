@@ -40,13 +40,9 @@ mod tests {
     async fn sigterm_cancels_the_token() {
         let token = on_signal().unwrap();
         assert!(!token.is_cancelled());
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &std::process::id().to_string()])
-            .status()
-            .unwrap();
+        let status =
+            std::process::Command::new("kill").args(["-TERM", &std::process::id().to_string()]).status().unwrap();
         assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(5), token.cancelled())
-            .await
-            .expect("SIGTERM cancels the token");
+        tokio::time::timeout(Duration::from_secs(5), token.cancelled()).await.expect("SIGTERM cancels the token");
     }
 }

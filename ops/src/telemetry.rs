@@ -25,11 +25,7 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("invalid log filter {filter:?} (from {origin}): {reason}")]
-    Filter {
-        filter: String,
-        origin: &'static str,
-        reason: String,
-    },
+    Filter { filter: String, origin: &'static str, reason: String },
     #[error("logging is already set up in this process")]
     AlreadyInitialized,
 }

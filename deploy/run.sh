@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Run Switchboard on this machine: start the local PostgreSQL and ZooKeeper
+# (deploy/services.sh, installing them as root if missing), build the binary, apply the
+# migrations, then run every component in this process (`switchboard all`) until Ctrl-C or
+# SIGTERM. It prints the URLs it serves.
+#
+#   deploy/run.sh [--config FILE]      extra arguments go to `switchboard`
+#   SWITCHBOARD_RELEASE=1 deploy/run.sh   optimised build (about 10 min from clean, vs ~6)
+#
+# The services keep running after switchboard stops: `deploy/services.sh stop` stops them.
+# Configuration: the environment from `deploy/services.sh env` (database URL, ZooKeeper
+# address) overrides the config file; any other SWITCHBOARD_* variable you set applies too.
+set -euo pipefail
+
+ROOT=$(cd -P -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+say() { printf 'run.sh: %s\n' "$*"; }
+die() {
+    printf 'run.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install Rust 1.95 with rustup (https://rustup.rs): curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain 1.95 && . \"\$HOME/.cargo/env\""
+
+deploy/services.sh start
+eval "$(deploy/services.sh env)"
+
+if [ "${SWITCHBOARD_RELEASE:-0}" = 1 ]; then
+    profile=release
+    say "building (release; SWITCHBOARD_RELEASE=1)"
+    cargo build --release --bin switchboard
+else
+    profile=debug
+    say "building (debug; SWITCHBOARD_RELEASE=1 for an optimised build)"
+    cargo build --bin switchboard
+fi
+
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target="$ROOT/$target"
+bin="$target/$profile/switchboard"
+[ -x "$bin" ] || die "built, but $bin is missing"
+
+"$bin" "$@" migrate
+say "starting: $bin $* all (Ctrl-C to stop; logs on stderr)"
+exec "$bin" "$@" all

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: start the local services (fast, test-only settings) and the
+# 3-node ZooKeeper ensemble, then rustfmt, clippy (warnings are errors) and every test of the
+# workspace. Extra arguments go to `cargo test` (e.g. deploy/test.sh -p ops, or -- --nocapture).
+#
+# Services this script starts it also stops at the end; services that were already running
+# (a developer's) are left running. It honours CARGO_TARGET_DIR. Exit status: 0 when every step
+# passed, 1 otherwise.
+set -uo pipefail
+
+ROOT=$(cd -P -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+SERVICES="$ROOT/deploy/services.sh"
+
+say() { printf 'test.sh: %s\n' "$*"; }
+die() {
+    printf 'test.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install Rust 1.95 with rustup (https://rustup.rs): curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain 1.95 --component rustfmt,clippy"
+
+# ------------------------------------------------------------------ services --
+
+started_services=no
+started_ensemble=no
+# shellcheck disable=SC2317 # called from the EXIT trap
+stop_started() {
+    if [ "$started_ensemble" = yes ]; then
+        "$SERVICES" ensemble stop >/dev/null 2>&1 || true
+    fi
+    if [ "$started_services" = yes ]; then
+        "$SERVICES" stop >/dev/null 2>&1 || true
+    fi
+}
+trap stop_started EXIT
+trap 'exit 130' INT TERM
+
+# `status` exits 0 only when PostgreSQL and ZooKeeper both run; `ensemble status` only when
+# all three nodes run. Whatever is not running now is ours to stop afterwards.
+"$SERVICES" status >/dev/null 2>&1 || started_services=yes
+"$SERVICES" ensemble status >/dev/null 2>&1 || started_ensemble=yes
+
+# When none of this checkout's services run but the default ports are taken (typically by the
+# services of another checkout on the same machine, e.g. CI's fresh clone next to a developer's
+# tree), this run uses the first free set of ports 10, 20, ... above the defaults. Ports set
+# explicitly (SWITCHBOARD_PG_PORT, SWITCHBOARD_ZK_PORT, SWITCHBOARD_ZK_ENSEMBLE_BASE) are kept.
+port_busy() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
+}
+ports_free() {
+    local o=$1 n
+    port_busy $((55432 + o)) && return 1
+    port_busy $((52181 + o)) && return 1
+    for n in 0 1 2; do
+        port_busy $((52281 + o + n)) && return 1
+        port_busy $((52381 + o + n)) && return 1
+        port_busy $((52481 + o + n)) && return 1
+    done
+    return 0
+}
+if [ -z "${SWITCHBOARD_PG_PORT:-}${SWITCHBOARD_ZK_PORT:-}${SWITCHBOARD_ZK_ENSEMBLE_BASE:-}" ] &&
+    ! "$SERVICES" status 2>/dev/null | grep -q ': running'; then
+    for offset in 0 10 20 30 40 50 60 70 80 90; do
+        if ports_free "$offset"; then
+            if [ "$offset" -ne 0 ]; then
+                export SWITCHBOARD_PG_PORT=$((55432 + offset))
+                export SWITCHBOARD_ZK_PORT=$((52181 + offset))
+                export SWITCHBOARD_ZK_ENSEMBLE_BASE=$((52281 + offset))
+                say "default ports are taken (another checkout's services?): using PostgreSQL $SWITCHBOARD_PG_PORT, ZooKeeper $SWITCHBOARD_ZK_PORT, ensemble from $SWITCHBOARD_ZK_ENSEMBLE_BASE"
+            fi
+            break
+        fi
+    done
+fi
+
+SWITCHBOARD_PG_FAST=1 SWITCHBOARD_ZK_FAST=1 "$SERVICES" start || die "deploy/services.sh start failed"
+"$SERVICES" ensemble start || die "deploy/services.sh ensemble start failed"
+eval "$("$SERVICES" env)"
+
+say "target directory: ${CARGO_TARGET_DIR:-$ROOT/target}"
+
+# --------------------------------------------------------------------- steps --
+
+declare -a names=() results=()
+failed=0
+step() {
+    local name=$1 t0 rc
+    shift
+    say "==> $name: $*"
+    t0=$SECONDS
+    "$@"
+    rc=$?
+    names+=("$name")
+    if [ "$rc" -eq 0 ]; then
+        results+=("ok ($((SECONDS - t0))s)")
+    else
+        results+=("FAILED, exit $rc ($((SECONDS - t0))s)")
+        failed=1
+    fi
+}
+
+test_log=$(mktemp)
+trap 'rm -f "$test_log"; stop_started' EXIT
+# shellcheck disable=SC2317 # called through step
+run_tests() {
+    cargo test --workspace "$@" 2>&1 | tee "$test_log"
+}
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step test run_tests "$@"
+
+# ------------------------------------------------------------------- summary --
+
+# Totals over every test binary's "test result:" line.
+read -r passed failed_tests ignored < <(awk '
+    /^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i + 1) ~ /^passed;?$/) p += $i
+            if ($(i + 1) ~ /^failed;?$/) f += $i
+            if ($(i + 1) ~ /^ignored;?$/) g += $i
+        }
+    }
+    END { printf "%d %d %d\n", p, f, g }' "$test_log")
+
+echo
+say "summary"
+for i in "${!names[@]}"; do
+    printf '  %-7s %s\n' "${names[$i]}" "${results[$i]}"
+done
+say "$passed tests passed, $failed_tests failed, $ignored ignored"
+if [ "$failed" -ne 0 ]; then
+    say "FAILED"
+else
+    say "all green"
+fi
+printf 'tests: %d passed, %d failed\n' "$passed" "$failed_tests"
+exit "$failed"
