@@ -43,5 +43,5 @@ bin="$target/$profile/switchboard"
 [ -x "$bin" ] || die "built, but $bin is missing"
 
 "$bin" "$@" migrate
-say "starting: $bin $* all (Ctrl-C to stop; logs on stderr)"
+say "starting: $bin ${*:+$* }all (Ctrl-C to stop; logs on stderr)"
 exec "$bin" "$@" all
