@@ -10,9 +10,9 @@ use schema::domain::{AgentStatus, Channel, Keyboard};
 use schema::store::{self, CustomerKey, OfferEnd, OutboundMessage, TransferTarget};
 
 use crate::AppState;
-use crate::auth::Claims;
 use crate::error::{ApiError, code};
 use crate::wake::wake_agents;
+use ops::auth::Claims;
 use schema::topics;
 
 /// What a session keeps between commands.

@@ -8,7 +8,6 @@
 //! Entry point: [`Chatserver::start`] gives the router to mount and runs the background work.
 #![forbid(unsafe_code)]
 
-pub mod auth;
 pub mod commands;
 pub mod error;
 pub mod presence;
@@ -31,7 +30,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::auth::{AuthError, JwtConfig, Verifier};
+use ops::auth::{AuthError, JwtConfig, Verifier};
 
 /// The `[chatserver]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,7 +79,7 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Key(#[from] auth::KeyError),
+    Key(#[from] ops::auth::KeyError),
     #[error("cannot prepare the default queue: {0}")]
     Store(#[from] schema::store::StoreError),
 }
@@ -176,18 +175,18 @@ async fn agent_ws(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let claims = match auth::bearer(authorization, query.access_token.as_deref()).and_then(|t| state.verifier.verify(t))
-    {
-        Ok(claims) => claims,
-        Err(e) => {
-            let code = match e {
-                AuthError::Missing => "unauthorized",
-                AuthError::Expired => "token_expired",
-                AuthError::Invalid(_) => "invalid_token",
-            };
-            return refuse(StatusCode::UNAUTHORIZED, code, e.to_string());
-        }
-    };
+    let claims =
+        match ops::auth::bearer(authorization, query.access_token.as_deref()).and_then(|t| state.verifier.verify(t)) {
+            Ok(claims) => claims,
+            Err(e) => {
+                let code = match e {
+                    AuthError::Missing => "unauthorized",
+                    AuthError::Expired => "token_expired",
+                    AuthError::Invalid(_) => "invalid_token",
+                };
+                return refuse(StatusCode::UNAUTHORIZED, code, e.to_string());
+            }
+        };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_request", format!("not a WebSocket upgrade: {e}")),

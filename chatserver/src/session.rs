@@ -13,9 +13,9 @@ use schema::wire::{Event, Reply, Request};
 use tracing::{debug, info, warn};
 
 use crate::AppState;
-use crate::auth::Claims;
 use crate::commands::{self, SessionState};
 use crate::error::{ApiError, code};
+use ops::auth::Claims;
 
 /// Events read from the store per query.
 const BATCH: i64 = 500;

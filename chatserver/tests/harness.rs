@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatserver::auth::{Claims, JwtConfig};
 use coord::{Coordinator, ZkConfig, ZkCoordinator};
 use futures::{SinkExt, StreamExt};
+use ops::auth::{Claims, JwtConfig};
 use schema::domain::{Channel, MessageKind, Queue, RoutingMode};
 use schema::store::{self, AgentProfile, InboundMessage, Ingested, NewAccount, Sender};
 use serde_json::{Value, json};

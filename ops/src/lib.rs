@@ -1,6 +1,8 @@
 //! Runtime conventions every Switchboard component uses, so each one starts, logs, reports and
 //! stops the same way:
 //!
+//! - [`auth`]: bearer JWTs (HS256 secret, RS256/ES256 public key) for every authenticated
+//!   endpoint.
 //! - [`config`]: typed configuration from defaults, a TOML file and `SWITCHBOARD_*`
 //!   environment variables; [`config::Secret`] for values that must never print.
 //! - [`telemetry`]: `tracing` to stderr, text or JSON, set up once.
@@ -14,6 +16,7 @@
 //! readiness checks here; they do not live here.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod health;
 pub mod http;

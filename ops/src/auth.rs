@@ -1,4 +1,4 @@
-//! Agent authentication: a bearer JWT issued by the CRM's sign-on (`sub` = agent login, `exp`,
+//! Bearer-token authentication shared by every HTTP and WebSocket surface: a bearer JWT issued by the CRM's sign-on (`sub` = agent login, `exp`,
 //! optional `name` and `roles`), verified with an HS256 secret or an RS256/ES256 public key.
 
 use std::collections::HashSet;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
     /// Shared secret for HS256 tokens.
-    pub hs256_secret: Option<ops::config::Secret>,
+    pub hs256_secret: Option<crate::config::Secret>,
     /// PEM public key for RS256 or ES256 tokens (the algorithm follows the key).
     pub public_key_file: Option<PathBuf>,
     /// Required `iss`, if set.
@@ -57,13 +57,13 @@ pub enum AuthError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("set exactly one of chatserver.jwt.hs256_secret and chatserver.jwt.public_key_file")]
+    #[error("set exactly one of jwt.hs256_secret and jwt.public_key_file")]
     NotExactlyOne,
-    #[error("cannot read chatserver.jwt.public_key_file {path}: {source}")]
+    #[error("cannot read jwt.public_key_file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("chatserver.jwt.public_key_file {path} is neither an RSA nor an EC public key in PEM")]
+    #[error("jwt.public_key_file {path} is neither an RSA nor an EC public key in PEM")]
     Unusable { path: PathBuf },
-    #[error("chatserver.jwt.hs256_secret is shorter than 32 bytes")]
+    #[error("jwt.hs256_secret is shorter than 32 bytes")]
     WeakSecret,
 }
 
@@ -141,8 +141,11 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn verifier() -> Verifier {
-        Verifier::from_config(&JwtConfig { hs256_secret: Some(ops::config::Secret::new(SECRET)), ..Default::default() })
-            .unwrap()
+        Verifier::from_config(&JwtConfig {
+            hs256_secret: Some(crate::config::Secret::new(SECRET)),
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     fn token(sub: &str, exp_offset: i64) -> String {
@@ -178,7 +181,7 @@ mod tests {
     #[test]
     fn configuration_mistakes_are_explained() {
         assert!(matches!(Verifier::from_config(&JwtConfig::default()), Err(KeyError::NotExactlyOne)));
-        let weak = JwtConfig { hs256_secret: Some(ops::config::Secret::new("short")), ..Default::default() };
+        let weak = JwtConfig { hs256_secret: Some(crate::config::Secret::new("short")), ..Default::default() };
         assert!(matches!(Verifier::from_config(&weak), Err(KeyError::WeakSecret)));
     }
 }
