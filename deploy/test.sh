@@ -61,8 +61,9 @@ ports_free() {
     done
     return 0
 }
+ours=$("$SERVICES" status 2>/dev/null || true)
 if [ -z "${SWITCHBOARD_PG_PORT:-}${SWITCHBOARD_ZK_PORT:-}${SWITCHBOARD_ZK_ENSEMBLE_BASE:-}" ] &&
-    ! "$SERVICES" status 2>/dev/null | grep -q ': running'; then
+    [[ $ours != *": running"* ]]; then
     for offset in 0 10 20 30 40 50 60 70 80 90; do
         if ports_free "$offset"; then
             if [ "$offset" -ne 0 ]; then
