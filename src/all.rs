@@ -1,7 +1,8 @@
-//! `switchboard all`: every component in one process, on one HTTP listener.
+//! Running components: `switchboard all` (every component in one process, on one HTTP listener)
+//! and the one-component subcommands (`switchboard chatserver`, ...).
 //!
-//! Start-up: PostgreSQL (connect, migrate), the coordinator, the listener; then serve until
-//! SIGTERM or Ctrl-C, drain, and release the coordinator's session and the pool.
+//! Start-up: PostgreSQL (connect, migrate), the coordinator, the components, the listener; then
+//! serve until SIGTERM or Ctrl-C, drain, and release the coordinator's session and the pool.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,17 +11,17 @@ use anyhow::Context;
 use coord::{Coordinator, LocalCoordinator, ZkConfig, ZkCoordinator};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppState, app};
+use crate::app::{AppState, Component, app};
 use crate::config::{Backend, Config};
 use crate::database;
 
 /// How long closing the pool may take at shutdown.
 const POOL_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, components: &[Component]) -> anyhow::Result<()> {
     let shutdown = ops::shutdown::on_signal().context("cannot install signal handlers")?;
     let started = tokio::select! {
-        started = start(config) => started?,
+        started = start(config, components, shutdown.clone()) => started?,
         _ = shutdown.cancelled() => {
             tracing::info!("stopped during start-up");
             return Ok(());
@@ -36,7 +37,7 @@ struct Started {
     server: ops::http::Server,
 }
 
-async fn start(config: Config) -> anyhow::Result<Started> {
+async fn start(config: Config, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<Started> {
     let metrics = ops::metrics::install();
     metrics::gauge!("switchboard_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 
@@ -69,9 +70,28 @@ async fn start(config: Config) -> anyhow::Result<Started> {
         }
     };
 
+    let verifier = ops::auth::Verifier::from_config(&config.jwt).context("cannot verify bearer tokens")?;
+    let mut routes = axum::Router::new();
+    for component in components {
+        match component {
+            Component::Chatserver => {
+                let chat = chatserver::Chatserver::start(
+                    config.chatserver.clone(),
+                    verifier.clone(),
+                    db.clone(),
+                    coordinator.clone(),
+                    shutdown.clone(),
+                )
+                .await
+                .context("cannot start the chatserver")?;
+                routes = routes.merge(chat.router());
+            }
+        }
+    }
+
     let bind = config.http.bind;
     let state = AppState { config: Arc::new(config), db, coordinator, metrics };
-    let server = ops::http::Server::bind(bind, app(&state)).await?;
+    let server = ops::http::Server::bind(bind, app(&state, routes)).await?;
     Ok(Started { state, zookeeper, server })
 }
 
@@ -83,6 +103,7 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
     println!("  liveness:  http://{addr}/healthz");
     println!("  readiness: http://{addr}/readyz");
     println!("  metrics:   http://{addr}/metrics");
+    println!("  agent API: ws://{addr}/api/v1/agent/ws");
 
     let served = server.run_until_stopped(shutdown).await;
 

@@ -20,11 +20,21 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// The one HTTP router of the process, served on `http.bind`. Every component's routes are
-/// merged here, beside the ops routes, under the same request metrics.
-pub fn app(state: &AppState) -> Router {
+/// A component this process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Chatserver,
+}
+
+/// What `switchboard all` runs.
+pub const EVERYTHING: &[Component] = &[Component::Chatserver];
+
+/// The one HTTP router of the process, served on `http.bind`: the ops routes and every started
+/// component's routes, under the same request metrics.
+pub fn app(state: &AppState, components: Router) -> Router {
     Router::new()
         .merge(ops::health::router(readiness(state), state.metrics.clone()))
+        .merge(components)
         .layer(axum::middleware::from_fn(ops::metrics::track_http))
 }
 
@@ -39,7 +49,7 @@ fn readiness(state: &AppState) -> Readiness {
     Readiness::new()
         .check_with_timeout("postgres", Duration::from_secs(1), move || {
             let db = db.clone();
-            async move { sqlx::query("SELECT 1").execute(&db).await.map(drop).map_err(|e| e.to_string()) }
+            async move { schema::store::ping(&db).await.map_err(|e| e.to_string()) }
         })
         .check(coord_check, move || {
             let ready = coordinator.is_ready();

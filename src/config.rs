@@ -17,6 +17,9 @@ pub struct Config {
     pub coord: CoordConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// How bearer tokens (agents' and services') are verified, for every component.
+    pub jwt: ops::auth::JwtConfig,
+    pub chatserver: chatserver::Config,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

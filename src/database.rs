@@ -69,20 +69,5 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<Vec<Applied>> {
 
 /// Versions recorded as applied in sqlx's bookkeeping table (none if it does not exist yet).
 async fn applied_versions(pool: &PgPool) -> anyhow::Result<BTreeSet<i64>> {
-    let table = schema::MIGRATOR.table_name.as_ref();
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(table)
-        .fetch_one(pool)
-        .await
-        .context("cannot read the migration history")?;
-    if !exists {
-        return Ok(BTreeSet::new());
-    }
-    // The table name is sqlx's constant, not input.
-    let versions: Vec<i64> =
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {table} WHERE success")))
-            .fetch_all(pool)
-            .await
-            .context("cannot read the migration history")?;
-    Ok(versions.into_iter().collect())
+    schema::store::applied_migrations(pool).await.context("cannot read the migration history")
 }

@@ -7,6 +7,7 @@ mod config;
 mod database;
 mod migrate;
 mod print_config;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,8 +42,14 @@ enum Command {
     /// Connects to PostgreSQL and migrates it, starts the coordinator (coord.backend),
     /// serves /healthz, /readyz and /metrics, and prints their URLs on stdout.
     All,
+    /// Run the chatserver alone: the agent WebSocket API and routing, until SIGTERM.
+    ///
+    /// Several may run against one PostgreSQL and one ZooKeeper (active-active).
+    Chatserver,
     /// Print the effective configuration as TOML, secrets masked
     Config,
+    /// Mint a bearer token signed with jwt.hs256_secret (for tests, demos and service accounts)
+    Token(token::Args),
 }
 
 #[tokio::main]
@@ -62,9 +69,14 @@ async fn main() -> ExitCode {
             Err(code) => return code,
         },
         Command::All => match init_logging(&config) {
-            Ok(()) => all::run(config).await,
+            Ok(()) => all::run(config, app::EVERYTHING).await,
             Err(code) => return code,
         },
+        Command::Chatserver => match init_logging(&config) {
+            Ok(()) => all::run(config, &[app::Component::Chatserver]).await,
+            Err(code) => return code,
+        },
+        Command::Token(args) => token::run(&config, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -169,7 +169,7 @@ fn the_example_config_lists_every_key_with_its_default() {
         .collect::<Vec<_>>()
         .join("\n");
     let keys = uncommented.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count();
-    assert_eq!(keys, 9, "keys in the example:\n{uncommented}");
+    assert_eq!(keys, 15, "keys in the example:\n{uncommented}");
     let file = temp_file("example.toml", &uncommented);
 
     let with_file = run(switchboard().arg("config").arg("--config").arg(&file).env("SWITCHBOARD_LOG__FILTER", "info"));
@@ -221,6 +221,7 @@ impl Running {
         let mut child = command
             .arg("all")
             .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
+            .env("SWITCHBOARD_JWT__HS256_SECRET", "binary-test-secret-binary-test-secret")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -356,8 +357,45 @@ async fn all_refuses_a_taken_port() {
         .arg("all")
         .env("SWITCHBOARD_DATABASE__URL", &url)
         .env("SWITCHBOARD_COORD__BACKEND", "local")
+        .env("SWITCHBOARD_JWT__HS256_SECRET", "binary-test-secret-binary-test-secret")
         .env("SWITCHBOARD_HTTP__BIND", taken.local_addr().unwrap().to_string()));
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains(&format!("cannot listen on {}", taken.local_addr().unwrap())), "{stderr}");
+}
+
+#[tokio::test]
+async fn all_refuses_to_start_without_a_token_key() {
+    let (url, _pool) = testenv::database().await;
+    let out = run(switchboard()
+        .arg("all")
+        .env("SWITCHBOARD_DATABASE__URL", &url)
+        .env("SWITCHBOARD_COORD__BACKEND", "local")
+        .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("jwt.hs256_secret") && stderr.contains("jwt.public_key_file"), "{stderr}");
+}
+
+#[test]
+fn token_mints_a_verifiable_agent_token_and_refuses_unknown_roles() {
+    let secret = "binary-test-secret-binary-test-secret";
+    let out = run(switchboard()
+        .args(["token", "--sub", "alice", "--roles", "agent,supervisor", "--ttl", "60"])
+        .env("SWITCHBOARD_JWT__HS256_SECRET", secret));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let verifier = ops::auth::Verifier::from_config(&ops::auth::JwtConfig {
+        hs256_secret: Some(ops::config::Secret::new(secret)),
+        ..Default::default()
+    })
+    .unwrap();
+    let claims = verifier.verify(&token).expect("the minted token verifies");
+    assert_eq!((claims.sub.as_str(), claims.roles.len()), ("alice", 2));
+
+    let out = run(switchboard()
+        .args(["token", "--sub", "alice", "--roles", "root"])
+        .env("SWITCHBOARD_JWT__HS256_SECRET", secret));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown role \"root\""), "{}", text(&out.stderr));
 }

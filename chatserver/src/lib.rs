@@ -30,13 +30,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use ops::auth::{AuthError, JwtConfig, Verifier};
+use ops::auth::{AuthError, Verifier};
 
 /// The `[chatserver]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub jwt: JwtConfig,
     /// This node's name in the cluster; a random one when empty.
     pub node_id: String,
     /// A customer writing again within this many seconds of a close reopens the interaction.
@@ -52,7 +51,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            jwt: JwtConfig::default(),
             node_id: String::new(),
             reopen_window_s: 3600,
             heartbeat_s: 20,
@@ -78,8 +76,6 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Key(#[from] ops::auth::KeyError),
     #[error("cannot prepare the default queue: {0}")]
     Store(#[from] schema::store::StoreError),
 }
@@ -102,13 +98,14 @@ pub struct Chatserver {
 }
 
 impl Chatserver {
+    /// Starts routing and returns the API to mount. Agents' tokens are checked by `verifier`.
     pub async fn start(
         config: Config,
+        verifier: Verifier,
         pool: PgPool,
         coord: Arc<dyn Coordinator>,
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
-        let verifier = Verifier::from_config(&config.jwt)?;
         let node = if config.node_id.is_empty() {
             format!("chatserver-{}", uuid::Uuid::new_v4().simple())
         } else {

@@ -92,8 +92,10 @@ pub async fn spawn_app(offer_ms: i32) -> TestApp {
 pub async fn start_node(db_url: &str, pool: PgPool, zk_root: &str) -> TestApp {
     let coord = zk(zk_root).await;
     let shutdown = CancellationToken::new();
-    let config = chatserver::Config { jwt: jwt_config(), heartbeat_s: 2, ..Default::default() };
-    let server = chatserver::Chatserver::start(config, pool.clone(), coord.clone(), shutdown.clone()).await.unwrap();
+    let config = chatserver::Config { heartbeat_s: 2, ..Default::default() };
+    let verifier = ops::auth::Verifier::from_config(&jwt_config()).unwrap();
+    let server =
+        chatserver::Chatserver::start(config, verifier, pool.clone(), coord.clone(), shutdown.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = server.router();

@@ -69,6 +69,27 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// Whether the database answers (for readiness probes).
+pub async fn ping(pool: &PgPool) -> Result<()> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+/// The migration versions recorded as applied (none before the first migration).
+pub async fn applied_migrations(pool: &PgPool) -> Result<std::collections::BTreeSet<i64>> {
+    let table = crate::MIGRATOR.table_name.as_ref();
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(table).fetch_one(pool).await?;
+    if !exists {
+        return Ok(Default::default());
+    }
+    // the table name is sqlx's constant, not input
+    let versions: Vec<i64> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {table} WHERE success")))
+            .fetch_all(pool)
+            .await?;
+    Ok(versions.into_iter().collect())
+}
+
 /// Applies every pending migration; a no-op when the database is current.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     crate::MIGRATOR.run(pool).await
