@@ -42,6 +42,20 @@ target=${CARGO_TARGET_DIR:-target}
 bin="$target/$profile/switchboard"
 [ -x "$bin" ] || die "built, but $bin is missing"
 
+# Bearer tokens: unless a key is configured (environment or config file), sign them with a
+# secret generated once for this checkout, kept in the git-ignored .local/ folder.
+if [ -z "${SWITCHBOARD_JWT__HS256_SECRET:-}${SWITCHBOARD_JWT__HS256_SECRET__FILE:-}${SWITCHBOARD_JWT__PUBLIC_KEY_FILE:-}" ] &&
+    ! "$bin" "$@" config 2>/dev/null | grep -qE '^(hs256_secret|public_key_file) = '; then
+    secret_file="$ROOT/.local/jwt-secret"
+    if [ ! -s "$secret_file" ]; then
+        mkdir -p "$ROOT/.local"
+        (umask 077 && head -c 48 /dev/urandom | base64 | tr -d '\n/+=' >"$secret_file")
+        say "generated a token signing secret in $secret_file"
+    fi
+    export SWITCHBOARD_JWT__HS256_SECRET__FILE="$secret_file"
+fi
+
 "$bin" "$@" migrate
+say "an agent token for trying the API (valid 12 h): $("$bin" "$@" token --sub demo-agent --name 'Demo Agent' --roles agent,supervisor --ttl 43200 2>/dev/null || echo 'unavailable: jwt.hs256_secret is not set')"
 say "starting: $bin ${*:+$* }all (Ctrl-C to stop; logs on stderr)"
 exec "$bin" "$@" all
