@@ -38,8 +38,6 @@ use ops::auth::{AuthError, Verifier};
 pub struct Config {
     /// This node's name in the cluster; a random one when empty.
     pub node_id: String,
-    /// A customer writing again within this many seconds of a close reopens the interaction.
-    pub reopen_window_s: u64,
     /// Ping interval; a socket silent for three intervals is closed.
     pub heartbeat_s: u64,
     /// A socket that cannot take a frame within this many seconds is disconnected.
@@ -52,7 +50,6 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             node_id: String::new(),
-            reopen_window_s: 3600,
             heartbeat_s: 20,
             send_timeout_s: 10,
             default_queue: "support".into(),
@@ -67,10 +64,6 @@ impl Config {
 
     pub fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_s.max(1))
-    }
-
-    pub fn reopen_window(&self) -> Duration {
-        Duration::from_secs(self.reopen_window_s)
     }
 }
 
