@@ -98,6 +98,25 @@ impl Channel {
     }
 }
 
+/// A mebibyte: the "MB" of the platforms' file limits.
+pub const MB: u64 = 1 << 20;
+
+impl Channel {
+    /// The largest file the platform takes from a bot, in bytes (`reference/messenger-apis.md`):
+    /// Telegram 50 MB (any upload), WhatsApp 100 MB (documents), Viber 50 MB (`file`), VK 200 MB
+    /// (documents). `None`: no platform limit below the hub's own (OK documents none; web chat
+    /// and video are served by the hub itself). The file server refuses larger uploads for the
+    /// channel; connectors refuse larger outbound files with a status naming the limit.
+    pub fn max_file_bytes(self) -> Option<u64> {
+        match self {
+            Channel::Telegram | Channel::Viber => Some(50 * MB),
+            Channel::Whatsapp => Some(100 * MB),
+            Channel::Vk => Some(200 * MB),
+            Channel::Ok | Channel::Webchat | Channel::Video => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRef {
     pub id: Uuid,

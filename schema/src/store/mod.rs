@@ -7,6 +7,7 @@
 mod directory;
 mod events;
 mod fencing;
+mod files;
 mod history;
 mod inbound;
 mod outbound;
@@ -21,6 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub use directory::*;
 pub use events::*;
 pub use fencing::*;
+pub use files::*;
 pub use history::*;
 pub use inbound::*;
 pub use outbound::*;
