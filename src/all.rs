@@ -86,6 +86,18 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
                 .context("cannot start the chatserver")?;
                 routes = routes.merge(chat.router());
             }
+            Component::Fileserver => {
+                let files = fileserver::Fileserver::start(
+                    config.fileserver.clone(),
+                    verifier.clone(),
+                    db.clone(),
+                    coordinator.clone(),
+                    shutdown.clone(),
+                )
+                .await
+                .context("cannot start the file server")?;
+                routes = routes.merge(files.router());
+            }
         }
     }
 

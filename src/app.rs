@@ -24,10 +24,11 @@ pub struct AppState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     Chatserver,
+    Fileserver,
 }
 
 /// What `switchboard all` runs.
-pub const EVERYTHING: &[Component] = &[Component::Chatserver];
+pub const EVERYTHING: &[Component] = &[Component::Chatserver, Component::Fileserver];
 
 /// The one HTTP router of the process, served on `http.bind`: the ops routes and every started
 /// component's routes, under the same request metrics.

@@ -20,6 +20,7 @@ pub struct Config {
     /// How bearer tokens (agents' and services') are verified, for every component.
     pub jwt: ops::auth::JwtConfig,
     pub chatserver: chatserver::Config,
+    pub fileserver: fileserver::Config,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +159,7 @@ impl Config {
                 ),
             ));
         }
+        problems.extend(self.fileserver.problems());
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 

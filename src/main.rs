@@ -46,6 +46,9 @@ enum Command {
     ///
     /// Several may run against one PostgreSQL and one ZooKeeper (active-active).
     Chatserver,
+    /// Run the file server alone: upload, download and signed links under /api/v1/files, and
+    /// the retention job (on one node at a time), until SIGTERM.
+    Fileserver,
     /// Print the effective configuration as TOML, secrets masked
     Config,
     /// Mint a bearer token signed with jwt.hs256_secret (for tests, demos and service accounts)
@@ -74,6 +77,10 @@ async fn main() -> ExitCode {
         },
         Command::Chatserver => match init_logging(&config) {
             Ok(()) => all::run(config, &[app::Component::Chatserver]).await,
+            Err(code) => return code,
+        },
+        Command::Fileserver => match init_logging(&config) {
+            Ok(()) => all::run(config, &[app::Component::Fileserver]).await,
             Err(code) => return code,
         },
         Command::Token(args) => token::run(&config, &args),

@@ -63,6 +63,7 @@ fn help_works_for_every_subcommand() {
         &["migrate", "--help"],
         &["all", "--help"],
         &["config", "--help"],
+        &["fileserver", "--help"],
         &["help", "all"],
     ] {
         let out = run(switchboard().args(args));
@@ -169,7 +170,7 @@ fn the_example_config_lists_every_key_with_its_default() {
         .collect::<Vec<_>>()
         .join("\n");
     let keys = uncommented.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count();
-    assert_eq!(keys, 14, "keys in the example:\n{uncommented}");
+    assert_eq!(keys, 21, "keys in the example:\n{uncommented}");
     let file = temp_file("example.toml", &uncommented);
 
     let with_file = run(switchboard().arg("config").arg("--config").arg(&file).env("SWITCHBOARD_LOG__FILTER", "info"));
@@ -398,4 +399,60 @@ fn token_mints_a_verifiable_agent_token_and_refuses_unknown_roles() {
         .env("SWITCHBOARD_JWT__HS256_SECRET", secret));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("unknown role \"root\""), "{}", text(&out.stderr));
+}
+
+/// `all` mounts the file server: a token from `switchboard token` uploads, downloads and makes
+/// a signed link that works without it.
+#[tokio::test]
+async fn all_serves_files() {
+    let (url, _pool) = testenv::database().await;
+    let root = std::env::temp_dir().join(format!("switchboard-test-files-{}", uuid::Uuid::new_v4().simple()));
+    let running = Running::start(
+        switchboard()
+            .env("SWITCHBOARD_DATABASE__URL", &url)
+            .env("SWITCHBOARD_COORD__BACKEND", "local")
+            .env("SWITCHBOARD_FILESERVER__ROOT", &root),
+    );
+    let out = run(switchboard()
+        .args(["token", "--sub", "connector", "--roles", "service"])
+        .env("SWITCHBOARD_JWT__HS256_SECRET", "binary-test-secret-binary-test-secret"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let http = reqwest::Client::new();
+
+    let uploaded = http
+        .post(running.url("/api/v1/files?name=hello.txt&channel=telegram"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("hello, files")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), 201);
+    let file: serde_json::Value = uploaded.json().await.expect("JSON");
+    let id = file["id"].as_str().expect("an id");
+    assert!(root.join(&id[..2]).join(id).exists());
+
+    let anonymous = http.get(running.url(&format!("/api/v1/files/{id}"))).send().await.expect("GET");
+    assert_eq!(anonymous.status(), 401);
+    let link: serde_json::Value = http
+        .post(running.url(&format!("/api/v1/files/{id}/link?ttl_s=60")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("link")
+        .json()
+        .await
+        .expect("JSON");
+    let (status, body) = get(&running.url(link["url"].as_str().expect("a url"))).await;
+    assert_eq!((status, body.as_str()), (200, "hello, files"));
+
+    let (_, metrics) = get(&running.url("/metrics")).await;
+    assert!(
+        metrics.contains(r#"http_requests_total{method="POST",route="/api/v1/files",status="201"} 1"#),
+        "{metrics}"
+    );
+    let (clean, stderr) = running.terminate(Duration::from_secs(10));
+    assert!(clean, "{stderr}");
+    let _ = std::fs::remove_dir_all(root);
 }
