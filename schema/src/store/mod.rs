@@ -4,6 +4,7 @@
 //! decides what commits together. Queries are runtime-checked (`sqlx::query`), and the tests in
 //! `schema/tests` run each of them against a real database.
 
+mod admin;
 mod directory;
 mod events;
 mod fencing;
@@ -11,14 +12,17 @@ mod files;
 mod history;
 mod inbound;
 mod outbound;
+mod reports;
 mod routing;
 mod rows;
+mod webhooks;
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+pub use admin::*;
 pub use directory::*;
 pub use events::*;
 pub use fencing::*;
@@ -26,8 +30,10 @@ pub use files::*;
 pub use history::*;
 pub use inbound::*;
 pub use outbound::*;
+pub use reports::*;
 pub use routing::*;
 pub use rows::{load_interaction, load_message, load_messages};
+pub use webhooks::*;
 
 /// What can go wrong in the store. Callers map these once, at their API edge.
 #[derive(Debug, thiserror::Error)]
