@@ -5,6 +5,7 @@
 //! `schema/tests` run each of them against a real database.
 
 mod admin;
+mod connector;
 mod directory;
 mod events;
 mod fencing;
@@ -23,6 +24,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use admin::*;
+pub use connector::*;
 pub use directory::*;
 pub use events::*;
 pub use fencing::*;

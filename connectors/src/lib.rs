@@ -1,0 +1,62 @@
+//! Messenger connectors: one process (or task, in `switchboard all`) serves one channel
+//! account.
+//!
+//! - [`runtime`]: leader election per account (`connector/<account>`, with fencing tokens),
+//!   the webhook route, the supervisor of every enabled account.
+//! - [`ingest`]: inbound, stored in one transaction, acknowledged after the commit, then the
+//!   doorbells.
+//! - [`outbox`]: outbound, from the outbox table in order per chat, paced, split, retried,
+//!   with every status change reported to the agents.
+//! - [`pacing`] and [`backlog`]: the sans-IO cores of the outbox worker (token buckets, per-chat
+//!   order), fed the time and tested with a fake clock.
+//! - [`split`]: long texts cut at word boundaries.
+//! - [`files`]: the file server, as connectors use it.
+//! - [`telegram`]: the Telegram connector (teloxide).
+//!
+//! **Only this crate knows a platform's JSON**; the rest of the hub sees domain types.
+#![forbid(unsafe_code)]
+
+pub mod backlog;
+pub mod files;
+pub mod ingest;
+pub mod outbox;
+pub mod pacing;
+pub mod platform;
+pub mod runtime;
+pub mod split;
+pub mod telegram;
+
+#[cfg(feature = "fake")]
+pub mod fake;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use runtime::Runtime;
+
+/// The `[connectors]` configuration section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Root URL of the file server; empty: this process's own listener (`http.bind`).
+    pub fileserver_url: String,
+    /// This process's name in leader elections; a random one when empty.
+    pub node_id: String,
+    /// A customer writing again within this many seconds of a close reopens the interaction.
+    pub reopen_window_s: u64,
+    /// Outbox rows one account's leader performs at once (each is one chat's next message).
+    pub max_in_flight: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { fileserver_url: String::new(), node_id: String::new(), reopen_window_s: 3600, max_in_flight: 8 }
+    }
+}
+
+impl Config {
+    pub fn reopen_window(&self) -> Duration {
+        Duration::from_secs(self.reopen_window_s)
+    }
+}

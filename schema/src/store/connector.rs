@@ -1,0 +1,351 @@
+//! What a connector writes besides inbound messages: its outbox work (claim, then the outcome
+//! of each attempt, fenced by the leader's token), status events, customers' edits, avatars.
+//!
+//! Every outbox write runs [`check_fence`](super::check_fence) with the leader's token first, in
+//! the same transaction: a deposed leader's claim or result is refused, and the token of the
+//! leader that attempted a row is kept on it (`outbox.fencing_token`), so a row claimed by one
+//! leader and still pending under the next is known to be in doubt.
+
+use chrono::{DateTime, Utc};
+use const_format::concatcp;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{Result, StoreError};
+use crate::domain::{Account, Channel, Message, MessageStatus, OutboxAction};
+
+/// The fencing key of one account's connector leadership (also its election key).
+pub fn connector_key(account_id: Uuid) -> String {
+    format!("connector/{account_id}")
+}
+
+/// One outbox row with what the connector needs to perform it.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub action: OutboxAction,
+    pub chat_id: String,
+    /// Attempts made before this one.
+    pub attempts: i32,
+    pub not_before: DateTime<Utc>,
+    /// Token of the leader that made the last attempt, if any.
+    pub fencing_token: Option<i64>,
+    pub last_error: Option<String>,
+    /// The message as it is now (an edit carries the new text).
+    pub message: Message,
+    /// The platform ids the message got when it was sent (first part first).
+    pub external_ids: Vec<String>,
+    /// The platform id of the message this one replies to.
+    pub reply_to_external_id: Option<String>,
+}
+
+const OUTBOX_COLUMNS: &str = "o.id, o.action, o.chat_id, o.attempts, o.not_before, o.fencing_token, o.last_error, \
+     o.message_id, m.external_message_id, m.external_parts, r.external_message_id AS reply_to_external_id";
+
+/// Pending outbox rows of the account with `id > after`, oldest first, at most `limit`, whether
+/// or not their retry time has come (the connector orders and paces them itself).
+pub async fn pending_outbox(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<OutboxItem>> {
+    const SQL: &str = concatcp!(
+        "SELECT ",
+        OUTBOX_COLUMNS,
+        " FROM outbox o JOIN messages m ON m.id = o.message_id
+          LEFT JOIN messages r ON r.id = m.reply_to
+          WHERE o.account_id = $1 AND o.state = 'pending' AND o.id > $2
+          ORDER BY o.id LIMIT $3"
+    );
+    let rows = sqlx::query(SQL).bind(account_id).bind(after).bind(limit).fetch_all(&mut *conn).await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.try_get("message_id")).collect::<Result<_, sqlx::Error>>()?;
+    let messages = super::load_messages(conn, &ids).await?;
+    let mut by_id: std::collections::HashMap<Uuid, Message> = messages.into_iter().map(|m| (m.id, m)).collect();
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let message_id: Uuid = row.try_get("message_id")?;
+        let message = match by_id.get(&message_id) {
+            Some(m) => m.clone(),
+            None => return Err(StoreError::not_found("message", message_id)),
+        };
+        let first: Option<String> = row.try_get("external_message_id")?;
+        let parts: Option<Vec<String>> = row.try_get("external_parts")?;
+        let external_ids = match parts {
+            Some(parts) if !parts.is_empty() => parts,
+            _ => first.into_iter().collect(),
+        };
+        items.push(OutboxItem {
+            id: row.try_get("id")?,
+            action: row.try_get::<&str, _>("action")?.parse()?,
+            chat_id: row.try_get("chat_id")?,
+            attempts: row.try_get("attempts")?,
+            not_before: row.try_get("not_before")?,
+            fencing_token: row.try_get("fencing_token")?,
+            last_error: row.try_get("last_error")?,
+            message,
+            external_ids,
+            reply_to_external_id: row.try_get("reply_to_external_id")?,
+        });
+    }
+    by_id.clear();
+    Ok(items)
+}
+
+/// Records an attempt on each of `ids` by the leader holding `token` (attempts + 1, the token
+/// kept on the row), after checking the fence. Returns the ids still pending, which the caller
+/// may now perform; the others were finished meanwhile.
+pub async fn claim_outbox(conn: &mut PgConnection, account_id: Uuid, token: i64, ids: &[i64]) -> Result<Vec<i64>> {
+    super::check_fence(conn, &connector_key(account_id), token).await?;
+    let claimed: Vec<i64> = sqlx::query_scalar(
+        "UPDATE outbox SET attempts = attempts + 1, fencing_token = $3, updated_at = now()
+         WHERE account_id = $1 AND id = ANY($2) AND state = 'pending'
+         RETURNING id",
+    )
+    .bind(account_id)
+    .bind(ids)
+    .bind(token)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(claimed)
+}
+
+/// How an attempt on an outbox row ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboxOutcome {
+    /// Done. For a send, the platform ids of the messages it became (first part first).
+    Done { external_ids: Vec<String> },
+    /// Not done yet: try again at `not_before`.
+    Retry { not_before: DateTime<Utc>, error: String },
+    /// Will never succeed: the platform's reason (or the limit that was exceeded).
+    Failed { error: String },
+}
+
+/// What the caller must announce after the commit: the agents whose streams got an event.
+#[derive(Debug, Clone, Default)]
+pub struct Announced {
+    pub audience: Vec<String>,
+    /// The message as it is now, when its status changed.
+    pub message: Option<Message>,
+}
+
+/// Stores the outcome of an attempt on row `outbox_id`, after checking the fence:
+///
+/// - a `send` done: the message becomes `sent` with its platform ids;
+/// - a `send` failed: the message becomes `failed` with the error;
+/// - an `edit`/`delete` failed: the message keeps its status and the failure is reported;
+///
+/// and every status change (or failure) is appended as `message.status`
+/// (`{"message": <Message>}`, plus `action` and `error` for a failed edit or delete) to the
+/// interaction's log and its audience's streams. A retry only records when and why.
+pub async fn finish_outbox(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    token: i64,
+    outbox_id: i64,
+    outcome: &OutboxOutcome,
+) -> Result<Announced> {
+    super::check_fence(conn, &connector_key(account_id), token).await?;
+    let row = sqlx::query("SELECT message_id, action, state FROM outbox WHERE id = $1 AND account_id = $2 FOR UPDATE")
+        .bind(outbox_id)
+        .bind(account_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("outbox row", outbox_id))?;
+    if row.try_get::<&str, _>("state")? != "pending" {
+        // finished by someone else already (a retried result): nothing more to say
+        return Ok(Announced::default());
+    }
+    let message_id: Uuid = row.try_get("message_id")?;
+    let action: OutboxAction = row.try_get::<&str, _>("action")?.parse()?;
+    match outcome {
+        OutboxOutcome::Retry { not_before, error } => {
+            sqlx::query("UPDATE outbox SET not_before = $2, last_error = $3, updated_at = now() WHERE id = $1")
+                .bind(outbox_id)
+                .bind(not_before)
+                .bind(error)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Announced::default())
+        }
+        OutboxOutcome::Done { external_ids } => {
+            sqlx::query("UPDATE outbox SET state = 'done', last_error = NULL, updated_at = now() WHERE id = $1")
+                .bind(outbox_id)
+                .execute(&mut *conn)
+                .await?;
+            if action != OutboxAction::Send {
+                return Ok(Announced::default());
+            }
+            sqlx::query(
+                "UPDATE messages SET status = 'sent', error = NULL, external_message_id = $2, external_parts = $3
+                 WHERE id = $1",
+            )
+            .bind(message_id)
+            .bind(external_ids.first())
+            .bind(external_ids)
+            .execute(&mut *conn)
+            .await?;
+            announce_status(conn, message_id, None).await
+        }
+        OutboxOutcome::Failed { error } => {
+            sqlx::query("UPDATE outbox SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1")
+                .bind(outbox_id)
+                .bind(error)
+                .execute(&mut *conn)
+                .await?;
+            if action == OutboxAction::Send {
+                sqlx::query("UPDATE messages SET status = 'failed', error = $2 WHERE id = $1")
+                    .bind(message_id)
+                    .bind(error)
+                    .execute(&mut *conn)
+                    .await?;
+                announce_status(conn, message_id, None).await
+            } else {
+                announce_status(conn, message_id, Some((action, error))).await
+            }
+        }
+    }
+}
+
+/// Appends `message.status` for the message as it is now.
+async fn announce_status(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    failed_action: Option<(OutboxAction, &str)>,
+) -> Result<Announced> {
+    let message = super::load_message(conn, message_id).await?;
+    let mut data = serde_json::json!({ "message": message });
+    if let Some((action, error)) = failed_action {
+        data["action"] = serde_json::json!(action);
+        data["error"] = serde_json::json!(error);
+    }
+    super::append_interaction_event(conn, message.interaction_id, "message.status", Some("connector"), &data).await?;
+    let audience = super::fan_out(conn, message.interaction_id, "message.status", &data).await?;
+    Ok(Announced { audience, message: Some(message) })
+}
+
+/// The platform ids an outbound message got when it was sent (first part first); empty
+/// while it has not been sent.
+pub async fn message_external_ids(conn: &mut PgConnection, message_id: Uuid) -> Result<Vec<String>> {
+    let row = sqlx::query("SELECT external_message_id, external_parts FROM messages WHERE id = $1")
+        .bind(message_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("message", message_id))?;
+    let parts: Option<Vec<String>> = row.try_get("external_parts")?;
+    let first: Option<String> = row.try_get("external_message_id")?;
+    Ok(match parts {
+        Some(parts) if !parts.is_empty() => parts,
+        _ => first.into_iter().collect(),
+    })
+}
+
+/// A message's stored status, for tests and tools.
+pub async fn message_status(conn: &mut PgConnection, message_id: Uuid) -> Result<MessageStatus> {
+    let status: String = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
+        .bind(message_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("message", message_id))?;
+    Ok(status.parse()?)
+}
+
+/// A customer edited a message the platform delivered before: keeps the old text in
+/// `message_edits`, stores the new one and appends `message.edited`
+/// (`{"message", "previous_text"}`) for everyone who sees the interaction.
+///
+/// Returns `None` when the original is unknown (never stored) and does nothing when the text is
+/// already the new one (a repeated update), so it is safe to call again.
+pub async fn record_inbound_edit(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    external_message_id: &str,
+    new_text: &str,
+) -> Result<Option<Announced>> {
+    let row = sqlx::query(
+        "SELECT id, text FROM messages
+         WHERE account_id = $1 AND external_message_id = $2 AND direction = 'in' FOR UPDATE",
+    )
+    .bind(account_id)
+    .bind(external_message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let message_id: Uuid = row.try_get("id")?;
+    let old_text: Option<String> = row.try_get("text")?;
+    if old_text.as_deref() == Some(new_text) {
+        return Ok(Some(Announced::default()));
+    }
+    sqlx::query(
+        "INSERT INTO message_edits (message_id, old_text, new_text, edited_by) VALUES ($1, $2, $3, 'customer')",
+    )
+    .bind(message_id)
+    .bind(&old_text)
+    .bind(new_text)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE messages SET text = $2, edited_at = now() WHERE id = $1")
+        .bind(message_id)
+        .bind(new_text)
+        .execute(&mut *conn)
+        .await?;
+    let message = super::load_message(conn, message_id).await?;
+    let data = serde_json::json!({ "message": message, "previous_text": old_text });
+    super::append_interaction_event(conn, message.interaction_id, "message.edited", Some("customer"), &data).await?;
+    let audience = super::fan_out(conn, message.interaction_id, "message.edited", &data).await?;
+    Ok(Some(Announced { audience, message: Some(message) }))
+}
+
+/// Every version of a message's text, oldest first: `(old_text, new_text, edited_by)`.
+pub async fn message_edits(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+) -> Result<Vec<(Option<String>, Option<String>, String)>> {
+    let rows = sqlx::query("SELECT old_text, new_text, edited_by FROM message_edits WHERE message_id = $1 ORDER BY id")
+        .bind(message_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get("old_text")?, r.try_get("new_text")?, r.try_get("edited_by")?))).collect()
+}
+
+/// Whether the customer known on the account as `external_id` exists, and their avatar URL.
+/// `None`: no such customer yet.
+pub async fn customer_avatar(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    external_id: &str,
+) -> Result<Option<Option<String>>> {
+    let row = sqlx::query(
+        "SELECT c.avatar_url FROM customer_identities ci JOIN customers c ON c.id = ci.customer_id
+         WHERE ci.account_id = $1 AND ci.external_id = $2",
+    )
+    .bind(account_id)
+    .bind(external_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| r.try_get("avatar_url")).transpose().map_err(Into::into)
+}
+
+/// The account's settings (`accounts.settings`: API URL, mode, limits...). Not secret.
+pub async fn account_settings(conn: &mut PgConnection, id: Uuid) -> Result<serde_json::Value> {
+    sqlx::query_scalar("SELECT settings FROM accounts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("account", id))
+}
+
+/// Enabled accounts of the channels that have connectors, oldest first.
+pub async fn enabled_accounts(conn: &mut PgConnection, channels: &[Channel]) -> Result<Vec<Account>> {
+    let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM accounts WHERE enabled AND channel = ANY($1) ORDER BY created_at, id")
+            .bind(&channels)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut accounts = Vec::with_capacity(ids.len());
+    for id in ids {
+        accounts.push(super::get_account(conn, id).await?);
+    }
+    Ok(accounts)
+}

@@ -1,0 +1,299 @@
+//! The connector's store functions against a real PostgreSQL: outbox claims and outcomes under
+//! the fence, status events, customers' edits, avatars, account listing.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use schema::domain::{Channel, MessageStatus, OutboxAction, Queue, RoutingMode};
+use schema::store::{
+    self, AgentProfile, InboundMessage, Ingested, NewAccount, OutboundMessage, OutboxOutcome, Sender, StoreError,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const WINDOW: Duration = Duration::from_secs(3600);
+
+async fn setup(pool: &PgPool) -> (Uuid, Uuid) {
+    let mut conn = pool.acquire().await.unwrap();
+    store::upsert_queue(
+        &mut conn,
+        &Queue { name: "support".into(), routing_mode: RoutingMode::Auto, offer_timeout_ms: 30_000 },
+    )
+    .await
+    .unwrap();
+    let account = store::create_account(
+        &mut conn,
+        &NewAccount {
+            channel: Channel::Telegram,
+            name: "bot".into(),
+            default_queue: "support".into(),
+            credentials: serde_json::json!({"bot_token": "1:a"}),
+            settings: serde_json::json!({"mode": "polling"}),
+        },
+    )
+    .await
+    .unwrap();
+    store::upsert_agent(
+        &mut conn,
+        &AgentProfile {
+            login: "alice".into(),
+            name: "Alice".into(),
+            roles: vec!["agent".into()],
+            queues: vec!["support".into()],
+            max_interactions: 3,
+        },
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let interaction = inbound(pool, account.id, "77:1", "hello").await;
+    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice' WHERE id = $1")
+        .bind(interaction)
+        .execute(pool)
+        .await
+        .unwrap();
+    (account.id, interaction)
+}
+
+async fn inbound(pool: &PgPool, account_id: Uuid, external: &str, text: &str) -> Uuid {
+    let msg = InboundMessage {
+        account_id,
+        external_message_id: external.into(),
+        chat_id: "77".into(),
+        sender: Sender { external_id: "77".into(), name: "Olga".into(), ..Default::default() },
+        kind: schema::domain::MessageKind::Text,
+        text: Some(text.into()),
+        file_ids: vec![],
+        location: None,
+        contact: None,
+        reply_to_external_id: None,
+        forwarded: None,
+        sent_at: None,
+    };
+    let mut tx = pool.begin().await.unwrap();
+    let Ingested::Stored { interaction, .. } = store::ingest_inbound(&mut tx, &msg, WINDOW).await.unwrap() else {
+        panic!("stored")
+    };
+    tx.commit().await.unwrap();
+    interaction.id
+}
+
+async fn send(pool: &PgPool, interaction_id: Uuid, n: u32) -> Uuid {
+    let mut tx = pool.begin().await.unwrap();
+    let out = store::enqueue_outbound(
+        &mut tx,
+        &OutboundMessage {
+            interaction_id,
+            agent_login: "alice".into(),
+            agent_name: "Alice".into(),
+            client_msg_id: format!("c{n}"),
+            text: Some(format!("reply {n}")),
+            file_ids: vec![],
+            keyboard: None,
+            reply_to: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    out.message.id
+}
+
+async fn events(pool: &PgPool, name: &str) -> Vec<serde_json::Value> {
+    sqlx::query_scalar("SELECT data FROM agent_events WHERE agent_login = 'alice' AND event = $1 ORDER BY seq")
+        .bind(name)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn claim_then_done_marks_sent_with_platform_ids_and_tells_the_agent() {
+    let (_url, pool) = testenv::database().await;
+    let (account, interaction) = setup(&pool).await;
+    let first = send(&pool, interaction, 1).await;
+    let second = send(&pool, interaction, 2).await;
+
+    let mut conn = pool.acquire().await.unwrap();
+    let pending = store::pending_outbox(&mut conn, account, 0, 100).await.unwrap();
+    assert_eq!(pending.iter().map(|i| i.message.id).collect::<Vec<_>>(), vec![first, second], "in id order");
+    assert_eq!(pending[0].action, OutboxAction::Send);
+    assert_eq!(pending[0].chat_id, "77");
+    assert_eq!(pending[0].attempts, 0);
+    let after_first = store::pending_outbox(&mut conn, account, pending[0].id, 100).await.unwrap();
+    assert_eq!(after_first.len(), 1);
+    drop(conn);
+
+    let mut tx = pool.begin().await.unwrap();
+    let claimed = store::claim_outbox(&mut tx, account, 5, &[pending[0].id]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed, vec![pending[0].id]);
+
+    let mut tx = pool.begin().await.unwrap();
+    let outcome = OutboxOutcome::Done { external_ids: vec!["77:500".into(), "77:501".into()] };
+    let announced = store::finish_outbox(&mut tx, account, 5, pending[0].id, &outcome).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(announced.audience, vec!["alice".to_string()]);
+    assert_eq!(announced.message.as_ref().unwrap().status, MessageStatus::Sent);
+
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(store::message_status(&mut conn, first).await.unwrap(), MessageStatus::Sent);
+    assert_eq!(store::message_external_ids(&mut conn, first).await.unwrap(), vec!["77:500", "77:501"]);
+    assert_eq!(store::find_message_by_external(&mut conn, account, "77:500").await.unwrap(), Some(first));
+    let left = store::pending_outbox(&mut conn, account, 0, 100).await.unwrap();
+    assert_eq!(left.len(), 1, "the done row is no longer pending");
+    assert_eq!(store::outbox_backlog(&mut conn, account).await.unwrap(), 1);
+    let row: (i32, Option<i64>) = sqlx::query_as("SELECT attempts, fencing_token FROM outbox WHERE id = $1")
+        .bind(pending[0].id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(row, (1, Some(5)), "the attempt and the leader's token are on the row");
+
+    let status = events(&pool, "message.status").await;
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0]["message"]["id"], first.to_string());
+    assert_eq!(status[0]["message"]["status"], "sent");
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_claim_or_finish() {
+    let (_url, pool) = testenv::database().await;
+    let (account, interaction) = setup(&pool).await;
+    send(&pool, interaction, 1).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let row = store::pending_outbox(&mut conn, account, 0, 10).await.unwrap().remove(0);
+    drop(conn);
+
+    let mut tx = pool.begin().await.unwrap();
+    store::claim_outbox(&mut tx, account, 7, &[row.id]).await.unwrap();
+    tx.commit().await.unwrap();
+    // a newer leader took over
+    let mut tx = pool.begin().await.unwrap();
+    store::claim_outbox(&mut tx, account, 9, &[row.id]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    let err = store::claim_outbox(&mut tx, account, 7, &[row.id]).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleFence { token: 7, current: 9, .. }), "{err}");
+    drop(tx);
+    let mut tx = pool.begin().await.unwrap();
+    let done = OutboxOutcome::Done { external_ids: vec!["77:1".into()] };
+    let err = store::finish_outbox(&mut tx, account, 7, row.id, &done).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleFence { .. }), "{err}");
+    drop(tx);
+
+    let mut conn = pool.acquire().await.unwrap();
+    let again = store::pending_outbox(&mut conn, account, 0, 10).await.unwrap().remove(0);
+    assert_eq!((again.attempts, again.fencing_token), (2, Some(9)), "attempted by two leaders, the last one 9");
+}
+
+#[tokio::test]
+async fn retry_keeps_the_row_pending_and_failure_reports_the_reason() {
+    let (_url, pool) = testenv::database().await;
+    let (account, interaction) = setup(&pool).await;
+    let message = send(&pool, interaction, 1).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let row = store::pending_outbox(&mut conn, account, 0, 10).await.unwrap().remove(0);
+    drop(conn);
+
+    let later = Utc::now() + chrono::Duration::seconds(30);
+    let mut tx = pool.begin().await.unwrap();
+    let retry = OutboxOutcome::Retry { not_before: later, error: "rate limited".into() };
+    let announced = store::finish_outbox(&mut tx, account, 1, row.id, &retry).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(announced.audience.is_empty(), "a retry changes no status");
+    let mut conn = pool.acquire().await.unwrap();
+    let row = store::pending_outbox(&mut conn, account, 0, 10).await.unwrap().remove(0);
+    assert!((row.not_before - later).num_milliseconds().abs() < 5);
+    assert_eq!(row.last_error.as_deref(), Some("rate limited"));
+    drop(conn);
+
+    let mut tx = pool.begin().await.unwrap();
+    let failed = OutboxOutcome::Failed { error: "Forbidden: bot was blocked by the user".into() };
+    store::finish_outbox(&mut tx, account, 1, row.id, &failed).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(store::message_status(&mut conn, message).await.unwrap(), MessageStatus::Failed);
+    let status = events(&pool, "message.status").await;
+    assert_eq!(status.last().unwrap()["message"]["status"], "failed");
+    assert_eq!(status.last().unwrap()["message"]["error"], "Forbidden: bot was blocked by the user");
+
+    // finishing a finished row again says nothing new
+    let mut tx = pool.begin().await.unwrap();
+    let again = store::finish_outbox(&mut tx, account, 1, row.id, &failed).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(again.audience.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_edit_keeps_the_status_and_names_the_action() {
+    let (_url, pool) = testenv::database().await;
+    let (account, interaction) = setup(&pool).await;
+    let message = send(&pool, interaction, 1).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let row = store::pending_outbox(&mut conn, account, 0, 10).await.unwrap().remove(0);
+    drop(conn);
+    let mut tx = pool.begin().await.unwrap();
+    store::finish_outbox(&mut tx, account, 1, row.id, &OutboxOutcome::Done { external_ids: vec!["77:9".into()] })
+        .await
+        .unwrap();
+    store::edit_outbound(&mut tx, message, "alice", "changed").await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let edit = store::pending_outbox(&mut conn, account, 0, 10).await.unwrap().remove(0);
+    assert_eq!(edit.action, OutboxAction::Edit);
+    assert_eq!(edit.external_ids, vec!["77:9"]);
+    assert_eq!(edit.message.text.as_deref(), Some("changed"));
+    drop(conn);
+    let mut tx = pool.begin().await.unwrap();
+    let failed = OutboxOutcome::Failed { error: "Bad Request: message can't be edited".into() };
+    store::finish_outbox(&mut tx, account, 1, edit.id, &failed).await.unwrap();
+    tx.commit().await.unwrap();
+    let last = events(&pool, "message.status").await.pop().unwrap();
+    assert_eq!(last["message"]["status"], "sent");
+    assert_eq!(last["action"], "edit");
+    assert_eq!(last["error"], "Bad Request: message can't be edited");
+}
+
+#[tokio::test]
+async fn a_customer_edit_keeps_the_original_and_is_idempotent() {
+    let (_url, pool) = testenv::database().await;
+    let (account, _) = setup(&pool).await;
+    let mut tx = pool.begin().await.unwrap();
+    let announced = store::record_inbound_edit(&mut tx, account, "77:1", "hello, fixed").await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(announced.audience, vec!["alice".to_string()]);
+    let message = announced.message.unwrap();
+    assert_eq!(message.text.as_deref(), Some("hello, fixed"));
+    assert!(message.edited_at.is_some());
+
+    let mut tx = pool.begin().await.unwrap();
+    let again = store::record_inbound_edit(&mut tx, account, "77:1", "hello, fixed").await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    assert!(again.audience.is_empty(), "a repeated update changes nothing");
+
+    let mut conn = pool.acquire().await.unwrap();
+    let edits = store::message_edits(&mut conn, message.id).await.unwrap();
+    assert_eq!(edits, vec![(Some("hello".to_string()), Some("hello, fixed".to_string()), "customer".to_string())]);
+    assert!(store::record_inbound_edit(&mut conn, account, "77:404", "x").await.unwrap().is_none());
+    let edited = events(&pool, "message.edited").await;
+    assert_eq!(edited.len(), 1);
+    assert_eq!(edited[0]["previous_text"], "hello");
+}
+
+#[tokio::test]
+async fn avatars_settings_and_enabled_accounts() {
+    let (_url, pool) = testenv::database().await;
+    let (account, _) = setup(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(store::customer_avatar(&mut conn, account, "77").await.unwrap(), Some(None));
+    assert_eq!(store::customer_avatar(&mut conn, account, "78").await.unwrap(), None);
+    assert_eq!(store::account_settings(&mut conn, account).await.unwrap()["mode"], "polling");
+    let listed = store::enabled_accounts(&mut conn, &[Channel::Telegram]).await.unwrap();
+    assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![account]);
+    assert!(store::enabled_accounts(&mut conn, &[Channel::Vk]).await.unwrap().is_empty());
+    sqlx::query("UPDATE accounts SET enabled = false").execute(&mut *conn).await.unwrap();
+    assert!(store::enabled_accounts(&mut conn, &[Channel::Telegram]).await.unwrap().is_empty());
+    assert_eq!(store::connector_key(account), format!("connector/{account}"));
+}
