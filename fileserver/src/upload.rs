@@ -4,6 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -27,6 +28,9 @@ use crate::storage::StorageError;
 /// What a multipart body may carry beyond the file itself (boundaries, part headers, small
 /// fields) before its `Content-Length` alone gets it refused.
 pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+/// An upload that sends nothing for this long is abandoned (and leaves nothing behind).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct UploadQuery {
@@ -172,7 +176,7 @@ where
 {
     let id = Uuid::new_v4();
     let key = id.to_string();
-    let mut tally = Tally { inner: body, hasher: Sha256::new(), size: 0, limit: limit.bytes, over: false };
+    let mut tally = Tally::new(body, limit.bytes, IDLE_TIMEOUT);
     match state.storage.put(&key, &mut tally).await {
         Ok(_) => {}
         Err(StorageError::Body(_)) if tally.over => {
@@ -225,13 +229,23 @@ where
 }
 
 /// Counts and hashes what passes; the chunk that crosses the limit is not passed on but turned
-/// into an error, so the store aborts and keeps nothing.
+/// into an error, so the store aborts and keeps nothing. So is a body that stalls for
+/// [`IDLE_TIMEOUT`].
 struct Tally<S> {
     inner: S,
     hasher: Sha256,
     size: u64,
     limit: u64,
     over: bool,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> Tally<S> {
+    fn new(inner: S, limit: u64, idle_timeout: Duration) -> Self {
+        let idle = Box::pin(tokio::time::sleep(idle_timeout));
+        Tally { inner, hasher: Sha256::new(), size: 0, limit, over: false, idle_timeout, idle }
+    }
 }
 
 impl<S> Stream for Tally<S>
@@ -244,9 +258,20 @@ where
         if self.over {
             return Poll::Ready(None);
         }
-        let next = futures::ready!(self.inner.poll_next_unpin(cx));
+        let next = match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                futures::ready!(self.idle.as_mut().poll(cx));
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no data for {:?}", self.idle_timeout),
+                ))));
+            }
+        };
         Poll::Ready(match next {
             Some(Ok(chunk)) => {
+                let deadline = tokio::time::Instant::now() + self.idle_timeout;
+                self.idle.as_mut().reset(deadline);
                 self.size += chunk.len() as u64;
                 if self.size > self.limit {
                     self.over = true;
@@ -279,17 +304,26 @@ mod tests {
     #[tokio::test]
     async fn the_tally_hashes_counts_and_cuts_off() {
         let chunks = || futures::stream::iter([Ok(Bytes::from_static(b"abc")), Ok(Bytes::from_static(b"def"))]);
-        let mut tally = Tally { inner: chunks(), hasher: Sha256::new(), size: 0, limit: 6, over: false };
+        let mut tally = Tally::new(chunks(), 6, IDLE_TIMEOUT);
         while let Some(chunk) = tally.next().await {
             chunk.unwrap();
         }
         assert_eq!(tally.size, 6);
         assert_eq!(hex::encode(tally.hasher.finalize()), hex::encode(Sha256::digest(b"abcdef")));
 
-        let mut tally = Tally { inner: chunks(), hasher: Sha256::new(), size: 0, limit: 5, over: false };
+        let mut tally = Tally::new(chunks(), 5, IDLE_TIMEOUT);
         assert!(tally.next().await.unwrap().is_ok());
         assert!(tally.next().await.unwrap().is_err());
         assert!(tally.over);
         assert!(tally.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out() {
+        let stalled = futures::stream::iter([Ok(Bytes::from_static(b"abc"))]).chain(futures::stream::pending());
+        let mut tally = Tally::new(Box::pin(stalled), 100, Duration::from_millis(50));
+        assert!(tally.next().await.unwrap().is_ok());
+        let err = tally.next().await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -237,6 +237,22 @@ async fn an_oversized_chunked_body_is_cut_off_and_leaves_nothing() {
     } // else: the server closed before the client finished sending; nothing was stored either way
     assert_eq!(app.file_rows().await, 1);
     assert_eq!(app.files_on_disk().len(), 1);
+
+    // and through a multipart part of unknown length
+    let over: Vec<Result<Vec<u8>, std::io::Error>> = (0..17).map(|i| Ok(bytes(64 * 1024, i))).collect();
+    let part = Part::stream(reqwest::Body::wrap_stream(futures::stream::iter(over))).file_name("m.bin");
+    let result = app
+        .http
+        .post(app.url("/api/v1/files"))
+        .bearer_auth(&token)
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await;
+    if let Ok(response) = result {
+        assert_eq!(response.status(), 413);
+    }
+    assert_eq!(app.file_rows().await, 1);
+    assert_eq!(app.files_on_disk().len(), 1);
 }
 
 #[tokio::test]
