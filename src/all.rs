@@ -98,6 +98,17 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
                 .context("cannot start the file server")?;
                 routes = routes.merge(files.router());
             }
+            Component::Loader => {
+                let loader = interaction_loader::InteractionLoader::start(
+                    config.loader.clone(),
+                    Some(verifier.clone()),
+                    db.clone(),
+                    shutdown.clone(),
+                )
+                .await
+                .context("cannot start the interaction loader")?;
+                routes = routes.merge(loader.router());
+            }
         }
     }
 
@@ -116,6 +127,7 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
     println!("  readiness: http://{addr}/readyz");
     println!("  metrics:   http://{addr}/metrics");
     println!("  agent API: ws://{addr}/api/v1/agent/ws");
+    println!("  REST API:  http://{addr}/api/v1/openapi.json");
 
     let served = server.run_until_stopped(shutdown).await;
 

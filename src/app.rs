@@ -25,10 +25,11 @@ pub struct AppState {
 pub enum Component {
     Chatserver,
     Fileserver,
+    Loader,
 }
 
 /// What `switchboard all` runs.
-pub const EVERYTHING: &[Component] = &[Component::Chatserver, Component::Fileserver];
+pub const EVERYTHING: &[Component] = &[Component::Chatserver, Component::Fileserver, Component::Loader];
 
 /// The one HTTP router of the process, served on `http.bind`: the ops routes and every started
 /// component's routes, under the same request metrics.

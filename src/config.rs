@@ -21,6 +21,7 @@ pub struct Config {
     pub jwt: ops::auth::JwtConfig,
     pub chatserver: chatserver::Config,
     pub fileserver: fileserver::Config,
+    pub loader: interaction_loader::Config,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,6 +161,7 @@ impl Config {
             ));
         }
         problems.extend(self.fileserver.problems());
+        problems.extend(self.loader.problems());
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 

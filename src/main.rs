@@ -49,6 +49,11 @@ enum Command {
     /// Run the file server alone: upload, download and signed links under /api/v1/files, and
     /// the retention job (on one node at a time), until SIGTERM.
     Fileserver,
+    /// Run the interaction loader alone: the REST API for integrators (interactions by period,
+    /// exports, admin, webhooks; /api/v1/openapi.json) and webhook delivery, until SIGTERM.
+    ///
+    /// Several may run against one PostgreSQL; they share the webhook outbox.
+    Loader,
     /// Print the effective configuration as TOML, secrets masked
     Config,
     /// Mint a bearer token signed with jwt.hs256_secret (for tests, demos and service accounts)
@@ -81,6 +86,10 @@ async fn main() -> ExitCode {
         },
         Command::Fileserver => match init_logging(&config) {
             Ok(()) => all::run(config, &[app::Component::Fileserver]).await,
+            Err(code) => return code,
+        },
+        Command::Loader => match init_logging(&config) {
+            Ok(()) => all::run(config, &[app::Component::Loader]).await,
             Err(code) => return code,
         },
         Command::Token(args) => token::run(&config, &args),

@@ -64,6 +64,7 @@ fn help_works_for_every_subcommand() {
         &["all", "--help"],
         &["config", "--help"],
         &["fileserver", "--help"],
+        &["loader", "--help"],
         &["help", "all"],
     ] {
         let out = run(switchboard().args(args));
@@ -170,7 +171,7 @@ fn the_example_config_lists_every_key_with_its_default() {
         .collect::<Vec<_>>()
         .join("\n");
     let keys = uncommented.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count();
-    assert_eq!(keys, 21, "keys in the example:\n{uncommented}");
+    assert_eq!(keys, 31, "keys in the example:\n{uncommented}");
     let file = temp_file("example.toml", &uncommented);
 
     let with_file = run(switchboard().arg("config").arg("--config").arg(&file).env("SWITCHBOARD_LOG__FILTER", "info"));
@@ -330,6 +331,13 @@ async fn all_serves_ops_routes_and_stops_on_sigterm() {
     assert!(metrics.contains("# TYPE"), "{metrics}");
     assert!(metrics.contains("switchboard_build_info"), "{metrics}");
     assert!(metrics.contains(r#"http_requests_total{method="GET",route="/readyz",status="200"} 1"#), "{metrics}");
+
+    // the interaction loader is mounted: its document is public, its data needs credentials
+    let (status, openapi) = get(&running.url("/api/v1/openapi.json")).await;
+    assert_eq!(status, 200);
+    assert!(openapi.contains("\"openapi\": \"3.1.0\""), "{openapi}");
+    let (status, _) = get(&running.url("/api/v1/interactions?from=2024-01-01T00:00:00Z&to=2024-01-02T00:00:00Z")).await;
+    assert_eq!(status, 401);
 
     let started = Instant::now();
     let (clean, stderr) = running.terminate(Duration::from_secs(10));

@@ -4,9 +4,9 @@
 //!
 //! - an **API key** `sk_...` (43 random base64url characters after the prefix). Only its SHA-256
 //!   is stored; the key itself is shown once, when it is created. A key carries [`Scope`]s.
-//! - a **JWT** from the CRM's sign-on, verified by `ops::auth` with the `[loader.jwt]` settings
-//!   (the same shape as the chatserver's). The `admin` role grants every scope, `supervisor`
-//!   grants `interactions:read`; other roles grant nothing.
+//! - a **JWT** from the CRM's sign-on, verified by `ops::auth` with the process's `[jwt]`
+//!   settings (the same verifier the chatserver and the file server use). The `admin` role
+//!   grants every scope, `supervisor` grants `interactions:read`; other roles grant nothing.
 //! - the **bootstrap key** from `loader.bootstrap_key`, if configured: every scope, for creating
 //!   the first API keys on an installation without sign-on.
 //!
@@ -176,7 +176,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiErr
     let Some(verifier) = &auth.jwt else {
         return Err(ApiError::unauthorized(
             code::INVALID_CREDENTIALS,
-            "not an API key (sk_...), and this hub accepts no JWTs (loader.jwt is not configured)",
+            "not an API key (sk_...), and this loader accepts no JWTs",
         ));
     };
     match verifier.verify(token) {

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use ops::auth::{JwtConfig, KeyError, Verifier};
-use ops::config::Secret;
+use ops::auth::Verifier;
+use ops::config::{Problem, Secret};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -38,10 +38,6 @@ use crate::auth::Authenticator;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Sign-on JWTs accepted besides API keys (role `admin`: every scope; `supervisor`:
-    /// `interactions:read`). Leave both `hs256_secret` and `public_key_file` unset to accept
-    /// API keys only.
-    pub jwt: JwtConfig,
     /// An API key (`sk_` and at least 32 more characters) with every scope, for creating the
     /// first keys; best given as `{ file = "/path" }`. Unset: none.
     pub bootstrap_key: Option<Secret>,
@@ -54,13 +50,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            jwt: JwtConfig::default(),
-            bootstrap_key: None,
-            max_page_size: 500,
-            export_batch: 1000,
-            webhooks: WebhookConfig::default(),
-        }
+        Config { bootstrap_key: None, max_page_size: 500, export_batch: 1000, webhooks: WebhookConfig::default() }
     }
 }
 
@@ -119,38 +109,32 @@ impl WebhookConfig {
 }
 
 impl Config {
-    /// What types alone cannot check, as `(key, problem)` pairs under `loader.`.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// What types alone cannot check (keys under `loader.`).
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if let Some(key) = &self.bootstrap_key
             && (!key.expose().starts_with(auth::KEY_PREFIX) || key.expose().len() < auth::KEY_PREFIX.len() + 32)
         {
-            problems.push((
-                "loader.bootstrap_key".into(),
-                "must be `sk_` followed by at least 32 characters (e.g. `sk_$(openssl rand -hex 24)`)".into(),
+            problems.push(Problem::new(
+                "loader.bootstrap_key",
+                "must be `sk_` followed by at least 32 characters (e.g. `sk_$(openssl rand -hex 24)`)",
             ));
         }
         if self.max_page_size == 0 {
-            problems.push(("loader.max_page_size".into(), "must be at least 1".into()));
+            problems.push(Problem::new("loader.max_page_size", "must be at least 1"));
         }
         if self.export_batch == 0 {
-            problems.push(("loader.export_batch".into(), "must be at least 1".into()));
+            problems.push(Problem::new("loader.export_batch", "must be at least 1"));
         }
         if self.webhooks.retry_for_s < 60 {
-            problems.push(("loader.webhooks.retry_for_s".into(), "must be at least 60".into()));
+            problems.push(Problem::new("loader.webhooks.retry_for_s", "must be at least 60"));
         }
         problems
-    }
-
-    fn jwt_configured(&self) -> bool {
-        self.jwt.hs256_secret.is_some() || self.jwt.public_key_file.is_some()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("loader.jwt: {0}")]
-    Key(#[from] KeyError),
     #[error("invalid loader configuration: {0}")]
     Config(String),
 }
@@ -170,11 +154,17 @@ pub struct InteractionLoader {
 }
 
 impl InteractionLoader {
-    pub async fn start(config: Config, pool: PgPool, shutdown: CancellationToken) -> Result<Self, StartError> {
-        if let Some((key, problem)) = config.problems().into_iter().next() {
-            return Err(StartError::Config(format!("{key}: {problem}")));
+    /// Starts the loader. `jwt` verifies sign-on tokens (the process's shared `[jwt]`
+    /// verifier); `None` accepts API keys only.
+    pub async fn start(
+        config: Config,
+        jwt: Option<Verifier>,
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
+        if let Some(problem) = config.problems().into_iter().next() {
+            return Err(StartError::Config(problem.to_string()));
         }
-        let jwt = if config.jwt_configured() { Some(Verifier::from_config(&config.jwt)?) } else { None };
         if jwt.is_none() && config.bootstrap_key.is_none() {
             tracing::info!("loader: no sign-on JWTs and no bootstrap key configured: only API keys are accepted");
         }

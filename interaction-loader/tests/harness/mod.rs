@@ -43,9 +43,10 @@ pub fn jwt_config() -> JwtConfig {
     JwtConfig { hs256_secret: Some(ops::config::Secret::new(SECRET)), ..Default::default() }
 }
 
-/// A loader config for tests: sign-on JWTs with [`SECRET`], fast webhook retries.
+/// A loader config for tests: fast webhook retries, small export batches. (Sign-on JWTs are
+/// signed with [`SECRET`].)
 pub fn test_config() -> Config {
-    let mut config = Config { jwt: jwt_config(), max_page_size: 500, export_batch: 7, ..Default::default() };
+    let mut config = Config { max_page_size: 500, export_batch: 7, ..Default::default() };
     config.webhooks.poll_interval_ms = 50;
     config.webhooks.backoff_initial_ms = 100;
     config.webhooks.backoff_max_ms = 400;
@@ -112,7 +113,8 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
 /// Another loader on the same database.
 pub async fn start_node(db_url: &str, pool: PgPool, config: Config) -> TestApp {
     let shutdown = CancellationToken::new();
-    let loader = InteractionLoader::start(config, pool.clone(), shutdown.clone()).await.unwrap();
+    let verifier = ops::auth::Verifier::from_config(&jwt_config()).unwrap();
+    let loader = InteractionLoader::start(config, Some(verifier), pool.clone(), shutdown.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = loader.router();
