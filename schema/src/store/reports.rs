@@ -93,6 +93,28 @@ pub async fn interactions_in_period(
     after: Option<PeriodKey>,
     limit: i64,
 ) -> Result<Vec<PeriodRow>> {
+    let rows = period_query("", filter, after, limit)?.build().fetch_all(&mut *conn).await?;
+    rows.iter().map(period_row).collect()
+}
+
+/// The plan of [`interactions_in_period`] with these arguments, as `EXPLAIN (ANALYZE, BUFFERS)`
+/// prints it (it runs the query), one line per entry. For benchmarks and operators.
+pub async fn explain_period_query(
+    conn: &mut PgConnection,
+    filter: &PeriodFilter,
+    after: Option<PeriodKey>,
+    limit: i64,
+) -> Result<Vec<String>> {
+    let rows = period_query("EXPLAIN (ANALYZE, BUFFERS) ", filter, after, limit)?.build().fetch_all(&mut *conn).await?;
+    rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+}
+
+fn period_query(
+    prefix: &'static str,
+    filter: &PeriodFilter,
+    after: Option<PeriodKey>,
+    limit: i64,
+) -> Result<QueryBuilder<Postgres>> {
     if filter.from >= filter.to {
         return Err(StoreError::Invalid(format!(
             "the period is empty: from {} is not before to {}",
@@ -101,7 +123,8 @@ pub async fn interactions_in_period(
     }
     // Page one starts after (from, nil): no interaction has the nil id.
     let after = after.unwrap_or(PeriodKey { first_customer_message_at: filter.from, interaction_id: Uuid::nil() });
-    let mut q = QueryBuilder::<Postgres>::new(concatcp!(
+    let mut q = QueryBuilder::<Postgres>::new(prefix);
+    q.push(concatcp!(
         "SELECT ",
         INTERACTION_COLUMNS,
         ", m.created_at AS first_in, i.last_customer_message_at, i.last_agent, i.close_reason
@@ -152,8 +175,7 @@ pub async fn interactions_in_period(
             .push(" ESCAPE '\\')");
     }
     q.push(" ORDER BY m.created_at, m.interaction_id LIMIT ").push_bind(limit);
-    let rows = q.build().fetch_all(&mut *conn).await?;
-    rows.iter().map(period_row).collect()
+    Ok(q)
 }
 
 fn period_row(row: &PgRow) -> Result<PeriodRow> {
