@@ -20,6 +20,9 @@ use ops::auth::Claims;
 /// Events read from the store per query.
 const BATCH: i64 = 500;
 
+/// How soon a failed read of the agent's stream is tried again.
+const RETRY: Duration = Duration::from_millis(500);
+
 /// Close codes in the private range, documented in `docs/agent-api.md`.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 pub const CLOSE_SLOW_CLIENT: u16 = 4008;
@@ -60,6 +63,8 @@ pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
     let expires = tokio::time::sleep(until_expiry(claims.exp));
     tokio::pin!(expires);
     let shutdown = state.shutdown.clone();
+    // set when a read of the stream failed: try again then, even without a new wake
+    let mut retry_at: Option<tokio::time::Instant> = None;
 
     let end = loop {
         tokio::select! {
@@ -82,12 +87,24 @@ pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
                 if let Err(end) = send(&mut socket, &reply, &state).await { break end }
                 if !was_greeted && session.cursor.is_some() {
                     // right after hello: replay what came after resume_from
-                    if let Err(end) = drain(&mut socket, &state, &login, &mut session).await { break end }
+                    match drain(&mut socket, &state, &login, &mut session).await {
+                        Ok(complete) => retry_at = (!complete).then(|| tokio::time::Instant::now() + RETRY),
+                        Err(end) => break end,
+                    }
                 }
             }
             woke = bell.wake(), if session.cursor.is_some() => {
                 if woke.is_err() { break End::Close(CLOSE_GOING_AWAY, "server shutting down") }
-                if let Err(end) = drain(&mut socket, &state, &login, &mut session).await { break end }
+                match drain(&mut socket, &state, &login, &mut session).await {
+                    Ok(complete) => retry_at = (!complete).then(|| tokio::time::Instant::now() + RETRY),
+                    Err(end) => break end,
+                }
+            }
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                match drain(&mut socket, &state, &login, &mut session).await {
+                    Ok(complete) => retry_at = (!complete).then(|| tokio::time::Instant::now() + RETRY),
+                    Err(end) => break end,
+                }
             }
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * 3 {
@@ -146,25 +163,20 @@ async fn handle(state: &AppState, claims: &Claims, session: &mut SessionState, t
     }
 }
 
-/// Sends everything after the session's cursor, in order.
-async fn drain(socket: &mut WebSocket, state: &AppState, login: &str, session: &mut SessionState) -> Result<(), End> {
-    let Some(mut cursor) = session.cursor else { return Ok(()) };
+/// Sends everything after the session's cursor, in order. `Ok(false)` when the stream could
+/// not be read (logged): the caller tries again shortly.
+async fn drain(socket: &mut WebSocket, state: &AppState, login: &str, session: &mut SessionState) -> Result<bool, End> {
+    let Some(mut cursor) = session.cursor else { return Ok(true) };
     loop {
-        let events = {
-            let mut conn = match state.pool.acquire().await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(agent = %login, error = %e, "cannot read the agent's events; will retry on the next wake");
-                    state.coord.notify(&schema::topics::agent(login));
-                    return Ok(());
-                }
-            };
-            match schema::store::agent_events_after(&mut conn, login, cursor, BATCH).await {
-                Ok(events) => events,
-                Err(e) => {
-                    warn!(agent = %login, error = %e, "cannot read the agent's events; will retry on the next wake");
-                    return Ok(());
-                }
+        let read = async {
+            let mut conn = state.pool.acquire().await?;
+            schema::store::agent_events_after(&mut conn, login, cursor, BATCH).await
+        };
+        let events = match read.await {
+            Ok(events) => events,
+            Err(e) => {
+                warn!(agent = %login, error = %e, "cannot read the agent's events; retrying in {RETRY:?}");
+                return Ok(false);
             }
         };
         let full = events.len() as i64 == BATCH;
@@ -176,7 +188,7 @@ async fn drain(socket: &mut WebSocket, state: &AppState, login: &str, session: &
             session.cursor = Some(cursor);
         }
         if !full {
-            return Ok(());
+            return Ok(true);
         }
     }
 }
