@@ -43,6 +43,8 @@ use crate::split::{split_text, text_len};
 const WINDOW: i64 = 2000;
 /// How often rows that became visible behind the cursor are looked for, and the gauge updated.
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// How often the backlog gauge is refreshed at most (it is also refreshed on every rescan).
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// How long storing an outcome is retried before the row is left in doubt.
 const RECORD_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a stopping worker waits for requests in flight.
@@ -198,15 +200,17 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
     let (report_tx, mut reports) = mpsc::unbounded_channel::<Report>();
     let mut backlog: Backlog<Held> = Backlog::new();
     let mut read_new = true;
+    // whether the last read stopped at the window's edge, rows waiting behind it
+    let mut more_in_store = false;
     let mut rescan_at = Instant::now();
-    let mut first_read = true;
+    let mut gauge_at = Instant::now();
     let result = loop {
         if read_new || Instant::now() >= rescan_at {
             let rescan = Instant::now() >= rescan_at;
-            match refill(&ctx, &mut backlog, rescan, first_read).await {
+            match refill(&ctx, &mut backlog, rescan, &mut gauge_at).await {
                 Ok(more) => {
-                    read_new = more;
-                    first_read = false;
+                    read_new = false;
+                    more_in_store = more;
                     if rescan {
                         rescan_at = Instant::now() + RESCAN_EVERY;
                     }
@@ -292,7 +296,7 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
                     held.progress = report.progress;
                 }
                 backlog.finish(report.id, report.how);
-                if (backlog.len() as i64) < WINDOW / 2 {
+                if more_in_store && (backlog.len() as i64) < WINDOW / 2 {
                     read_new = true;
                 }
             }
@@ -318,8 +322,14 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
 }
 
 /// Reads pending rows into the backlog: those after the cursor, and on `rescan` also rows
-/// that became visible behind it. Returns whether more rows wait after the cursor.
-async fn refill(ctx: &Ctx, backlog: &mut Backlog<Held>, rescan: bool, first: bool) -> Result<bool, StoreError> {
+/// that became visible behind it; refreshes the backlog gauge at most once per `GAUGE_EVERY`.
+/// Returns whether more rows wait after the cursor.
+async fn refill(
+    ctx: &Ctx,
+    backlog: &mut Backlog<Held>,
+    rescan: bool,
+    gauge_at: &mut Instant,
+) -> Result<bool, StoreError> {
     let account = ctx.config.account_id;
     let mut conn = ctx.config.pool.acquire().await?;
     let room = (WINDOW - backlog.len() as i64).max(0);
@@ -334,9 +344,10 @@ async fn refill(ctx: &Ctx, backlog: &mut Backlog<Held>, rescan: bool, first: boo
         more = after.len() as i64 == room;
         found.extend(after);
     }
-    if rescan || first {
+    if Instant::now() >= *gauge_at {
         let pending = store::outbox_backlog(&mut conn, account).await?;
         metrics::gauge!("switchboard_outbox_backlog", "account" => ctx.account_label()).set(pending as f64);
+        *gauge_at = Instant::now() + GAUGE_EVERY;
     }
     drop(conn);
     let mut in_doubt = Vec::new();
