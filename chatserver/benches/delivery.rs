@@ -141,7 +141,7 @@ async fn setup(agents: usize) -> Setup {
             else {
                 panic!("stored")
             };
-            store::take(&mut tx, interaction.id, &login).await.unwrap();
+            store::take(&mut tx, interaction.id, &login, true).await.unwrap();
             tx.commit().await.unwrap();
             customers.push(customer);
         }

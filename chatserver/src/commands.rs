@@ -71,7 +71,7 @@ pub async fn dispatch(
         "interaction.take" => {
             let a: InteractionArgs = args(raw)?;
             let mut tx = state.pool.begin().await?;
-            let done = store::take(&mut tx, a.interaction_id, me).await?;
+            let done = store::take(&mut tx, a.interaction_id, me, claims.has_role("supervisor")).await?;
             finish(state, tx, done, false).await
         }
         "interaction.decline" => {
@@ -112,10 +112,15 @@ pub async fn dispatch(
         "interaction.list_queued" => {
             let a: ListQueuedArgs = args(raw)?;
             let mut conn = state.pool.acquire().await?;
+            let supervisor = claims.has_role("supervisor");
+            let served = store::get_agent(&mut conn, me).await?.queues;
             let queues = match a.queue {
-                Some(q) => vec![q],
-                None if claims.has_role("supervisor") => Vec::new(),
-                None => store::get_agent(&mut conn, me).await?.queues,
+                Some(q) if supervisor || served.contains(&q) => vec![q],
+                Some(q) => return Err(ApiError::forbidden(format!("you do not serve queue {q:?}"))),
+                // an empty list means every queue: only supervisors see them all
+                None if supervisor => Vec::new(),
+                None if served.is_empty() => return Ok(json!({ "interactions": [] })),
+                None => served,
             };
             let list = store::queued_interactions(&mut conn, &queues, a.limit.unwrap_or(100).clamp(1, 500)).await?;
             Ok(json!({ "interactions": list }))
@@ -132,6 +137,7 @@ pub async fn dispatch(
         }
         "history.get" => history(state, claims, args(raw)?).await,
         "supervisor.overview" => {
+            let _: NoArgs = args(raw)?;
             if !claims.has_role("supervisor") {
                 return Err(ApiError::forbidden("supervisor.overview needs the supervisor role"));
             }
@@ -148,11 +154,35 @@ pub async fn dispatch(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // checked, not used, until the video channel lands
+struct VideoArgs {
+    interaction_id: Uuid,
+    mode: Option<VideoMode>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum VideoMode {
+    TwoWay,
+    OneWay,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HelloArgs {
     resume_from: Option<i64>,
 }
 
 async fn hello(state: &AppState, me: &str, session: &mut SessionState, a: HelloArgs) -> Result<Value, ApiError> {
+    if session.cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "hello was already said on this socket; to resume from another seq, reconnect",
+        ));
+    }
     let mut conn = state.pool.acquire().await?;
     let agent = store::get_agent(&mut conn, me).await?;
     let last_seq = store::agent_last_seq(&mut conn, me).await?;
@@ -318,6 +348,16 @@ async fn send(state: &AppState, claims: &Claims, a: SendArgs) -> Result<Value, A
         return Err(ApiError::bad_request("client_msg_id must be 1 to 200 characters"));
     }
     let mut tx = state.pool.begin().await?;
+    // a retry returns the first message, even if the interaction has moved on since
+    if let Some(first) = store::sent_with_client_msg_id(&mut tx, me, &a.client_msg_id).await? {
+        if first.interaction_id != a.interaction_id {
+            return Err(ApiError::new(
+                code::CONFLICT,
+                format!("client_msg_id {:?} was already used for another interaction", a.client_msg_id),
+            ));
+        }
+        return Ok(serde_json::to_value(&first).expect("message serializes"));
+    }
     let channel = may_write(&mut tx, a.interaction_id, me).await?;
     let caps = channel.capabilities();
     let unsupported = match &a.keyboard {

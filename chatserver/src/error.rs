@@ -52,6 +52,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { what, id } => ApiError::new(code::NOT_FOUND, format!("{what} {id} not found")),
             StoreError::Invalid(message) => ApiError::bad_request(message),
             StoreError::Conflict(message) => ApiError::new(code::CONFLICT, message),
+            StoreError::Forbidden(message) => ApiError::forbidden(message),
             other => {
                 tracing::error!(error = %other, "store failure while serving an agent");
                 ApiError::new(code::INTERNAL, "internal error; it has been logged")

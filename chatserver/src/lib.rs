@@ -48,12 +48,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            node_id: String::new(),
-            heartbeat_s: 20,
-            send_timeout_s: 10,
-            default_queue: "support".into(),
-        }
+        Config { node_id: String::new(), heartbeat_s: 20, send_timeout_s: 10, default_queue: "support".into() }
     }
 }
 

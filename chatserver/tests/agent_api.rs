@@ -298,3 +298,47 @@ async fn resume_from_replays_every_missed_event_once_in_order() {
     let distinct: HashSet<i64> = again.seqs.iter().copied().collect();
     assert_eq!(distinct.len(), again.seqs.len());
 }
+
+#[tokio::test]
+async fn who_may_take_close_list_and_retry() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 1, &["agent"]).await;
+    app.agent("bob", &["support"], 3, &["agent"]).await;
+    app.agent("nobody", &[], 3, &["agent"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    let mut bob = app.connect("bob", &["agent"]).await;
+    let mut nobody = app.connect("nobody", &["agent"]).await;
+
+    let again = alice.call("hello", json!({})).await;
+    assert_eq!(again["error"]["code"], "bad_request", "a second hello would skip or repeat events: {again}");
+
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    app.inbound("k1", "k1:1", "one").await;
+    let offered = interaction_id(&alice.event("interaction.offered").await);
+    let r = alice.call("interaction.close", json!({"interaction_id": offered})).await;
+    assert_eq!(r["error"]["code"], "conflict", "an offer is declined, not closed: {r}");
+    alice.call("interaction.accept", json!({"interaction_id": offered})).await;
+
+    app.inbound("k2", "k2:1", "two").await;
+    let list = nobody.call("interaction.list_queued", json!({})).await;
+    assert_eq!(list["data"]["interactions"], json!([]), "an agent of no queue sees none: {list}");
+    let list = bob.call("interaction.list_queued", json!({})).await;
+    let waiting = list["data"]["interactions"][0]["id"].as_str().expect("bob serves support").to_owned();
+    let r = nobody.call("interaction.take", json!({"interaction_id": waiting})).await;
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    let r = alice.call("interaction.take", json!({"interaction_id": waiting})).await;
+    assert_eq!(r["error"]["code"], "conflict", "alice is at capacity: {r}");
+    let r = nobody.call("interaction.list_queued", json!({"queue": "support"})).await;
+    assert_eq!(r["error"]["code"], "forbidden");
+
+    // a retry of message.send after a transfer still returns the first message
+    let send = json!({"interaction_id": offered, "client_msg_id": "retry-1", "text": "on it"});
+    let first = alice.call("message.send", send.clone()).await;
+    alice.call("interaction.transfer", json!({"interaction_id": offered, "to_agent": "bob"})).await;
+    let retry = alice.call("message.send", send).await;
+    assert_eq!(retry["data"]["id"], first["data"]["id"], "{retry}");
+    let reuse = alice.call("message.send", json!({"interaction_id": waiting, "client_msg_id": "retry-1", "text": "x"})).await;
+    assert_eq!(reuse["error"]["code"], "conflict", "{reuse}");
+    let r = alice.call("interaction.transfer", json!({"interaction_id": offered, "to_agent": "nobody"})).await;
+    assert_eq!(r["error"]["code"], "conflict", "alice no longer holds it: {r}");
+}

@@ -517,7 +517,7 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
         };
         store::create_account(&mut conn, &account).await.unwrap().id
     };
-    app.agent("alice", &["support", "fast"], 3, &["agent"]).await;
+    app.agent("alice", &["support", "fast", "vip"], 3, &["agent"]).await;
     app.agent("bob", &["support"], 3, &["agent"]).await;
     app.agent("sue", &[], 0, &["supervisor"]).await;
 

@@ -259,7 +259,7 @@ impl TestApp {
     /// Assigns an interaction to `agent` (take from the queue).
     pub async fn assign(&self, interaction: Uuid, agent: &str) {
         let mut tx = self.pool.begin().await.unwrap();
-        store::take(&mut tx, interaction, agent).await.unwrap();
+        store::take(&mut tx, interaction, agent, true).await.unwrap();
         tx.commit().await.unwrap();
     }
 

@@ -46,6 +46,8 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("fencing token {token} for {key} is stale: {current} has been seen")]
     StaleFence { key: String, token: i64, current: i64 },
     #[error("the database holds a value this build does not know: {0}")]

@@ -94,6 +94,14 @@ pub async fn enqueue_outbound(conn: &mut PgConnection, out: &OutboundMessage) ->
     Ok(Enqueued { message, created: true, audience, account_id })
 }
 
+/// The message `agent` already sent with `client_msg_id`, if any.
+pub async fn sent_with_client_msg_id(conn: &mut PgConnection, agent: &str, client_msg_id: &str) -> Result<Option<Message>> {
+    match find_by_client_msg_id(conn, agent, client_msg_id).await? {
+        Some(id) => Ok(Some(super::load_message(conn, id).await?)),
+        None => Ok(None),
+    }
+}
+
 async fn find_by_client_msg_id(conn: &mut PgConnection, agent: &str, client_msg_id: &str) -> Result<Option<Uuid>> {
     Ok(sqlx::query_scalar("SELECT id FROM messages WHERE agent_login = $1 AND client_msg_id = $2")
         .bind(agent)

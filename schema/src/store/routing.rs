@@ -207,10 +207,31 @@ pub async fn accept(conn: &mut PgConnection, interaction_id: Uuid, agent: &str) 
 }
 
 /// An agent takes a queued interaction by hand (manual queues, or any queue the agent serves).
-pub async fn take(conn: &mut PgConnection, interaction_id: Uuid, agent: &str) -> Result<Transition> {
+/// Unless `any_queue` (supervisors), the agent must serve the interaction's queue and have a free
+/// slot.
+pub async fn take(conn: &mut PgConnection, interaction_id: Uuid, agent: &str, any_queue: bool) -> Result<Transition> {
     let current = locked(conn, interaction_id).await?;
     if current.state != InteractionState::Queued {
         return Err(conflict(&current, "queued"));
+    }
+    if !any_queue {
+        let profile = super::get_agent(conn, agent).await?;
+        let queue = current.queue.clone().unwrap_or_default();
+        if !profile.queues.contains(&queue) {
+            return Err(StoreError::Forbidden(format!("you do not serve queue {queue:?}")));
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM interactions WHERE agent = $1 AND state IN ('offered', 'assigned')",
+        )
+        .bind(agent)
+        .fetch_one(&mut *conn)
+        .await?;
+        if open >= i64::from(profile.max_interactions) {
+            return Err(StoreError::Conflict(format!(
+                "you already have {open} open interactions, your maximum is {}",
+                profile.max_interactions
+            )));
+        }
     }
     assign(conn, interaction_id, agent, "interaction.assigned", serde_json::json!({ "taken": true })).await
 }
@@ -302,7 +323,10 @@ pub async fn transfer(
     }
     match to {
         TransferTarget::Agent(login) => {
-            super::get_agent(conn, login).await?;
+            let target = super::get_agent(conn, login).await?;
+            if !target.roles.iter().any(|r| r == "agent") {
+                return Err(StoreError::Invalid(format!("{login} is not an agent (roles {:?})", target.roles)));
+            }
             if login == from {
                 return Err(StoreError::Invalid("cannot transfer an interaction to its own agent".into()));
             }
@@ -343,8 +367,8 @@ pub async fn close(
     reason: Option<&str>,
 ) -> Result<Transition> {
     let current = locked(conn, interaction_id).await?;
-    if current.state == InteractionState::Closed || current.agent.as_deref() != Some(by) {
-        return Err(conflict(&current, &format!("open and assigned to {by}")));
+    if current.state != InteractionState::Assigned || current.agent.as_deref() != Some(by) {
+        return Err(conflict(&current, &format!("assigned to {by}")));
     }
     sqlx::query(
         "UPDATE interactions SET state = 'closed', closed_at = now(), close_reason = $2, offered_at = NULL WHERE id = $1",
@@ -483,7 +507,8 @@ pub async fn overview(conn: &mut PgConnection) -> Result<serde_json::Value> {
              'queued', (SELECT count(*) FROM interactions i WHERE i.queue = q.name AND i.state = 'queued'),
              'offered', (SELECT count(*) FROM interactions i WHERE i.queue = q.name AND i.state = 'offered'),
              'assigned', (SELECT count(*) FROM interactions i WHERE i.queue = q.name AND i.state = 'assigned'),
-             'oldest_queued_at', (SELECT min(created_at) FROM interactions i WHERE i.queue = q.name AND i.state = 'queued'))
+             'oldest_queued_at', (SELECT to_char(min(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                                  FROM interactions i WHERE i.queue = q.name AND i.state = 'queued'))
              ORDER BY q.name), '[]') FROM queues q",
     )
     .fetch_one(&mut *conn)
