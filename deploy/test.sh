@@ -52,12 +52,12 @@ port_busy() {
 }
 ports_free() {
     local o=$1 n
-    port_busy $((55432 + o)) && return 1
-    port_busy $((52181 + o)) && return 1
+    port_busy $((25432 + o)) && return 1
+    port_busy $((22181 + o)) && return 1
     for n in 0 1 2; do
-        port_busy $((52281 + o + n)) && return 1
-        port_busy $((52381 + o + n)) && return 1
-        port_busy $((52481 + o + n)) && return 1
+        port_busy $((22281 + o + n)) && return 1
+        port_busy $((22381 + o + n)) && return 1
+        port_busy $((22481 + o + n)) && return 1
     done
     return 0
 }
@@ -67,9 +67,9 @@ if [ -z "${SWITCHBOARD_PG_PORT:-}${SWITCHBOARD_ZK_PORT:-}${SWITCHBOARD_ZK_ENSEMB
     for offset in 0 10 20 30 40 50 60 70 80 90; do
         if ports_free "$offset"; then
             if [ "$offset" -ne 0 ]; then
-                export SWITCHBOARD_PG_PORT=$((55432 + offset))
-                export SWITCHBOARD_ZK_PORT=$((52181 + offset))
-                export SWITCHBOARD_ZK_ENSEMBLE_BASE=$((52281 + offset))
+                export SWITCHBOARD_PG_PORT=$((25432 + offset))
+                export SWITCHBOARD_ZK_PORT=$((22181 + offset))
+                export SWITCHBOARD_ZK_ENSEMBLE_BASE=$((22281 + offset))
                 say "default ports are taken (another checkout's services?): using PostgreSQL $SWITCHBOARD_PG_PORT, ZooKeeper $SWITCHBOARD_ZK_PORT, ensemble from $SWITCHBOARD_ZK_ENSEMBLE_BASE"
             fi
             break

@@ -38,7 +38,7 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
-            url: "postgres://postgres@127.0.0.1:55432/switchboard".into(),
+            url: "postgres://postgres@127.0.0.1:25432/switchboard".into(),
             password: None,
             max_connections: 20,
         }
@@ -70,7 +70,7 @@ impl Default for CoordConfig {
     fn default() -> Self {
         CoordConfig {
             backend: Backend::Zookeeper,
-            zookeeper: "127.0.0.1:52181".into(),
+            zookeeper: "127.0.0.1:22181".into(),
             root: "/switchboard".into(),
             session_timeout_ms: 6000,
         }
@@ -227,7 +227,7 @@ mod tests {
         let config = Config::default();
         config.validate().unwrap();
         assert!(config.http.bind.ip().is_loopback());
-        assert_eq!(config.database.url, "postgres://postgres@127.0.0.1:55432/switchboard");
+        assert_eq!(config.database.url, "postgres://postgres@127.0.0.1:25432/switchboard");
         assert_eq!(config.coord.backend, Backend::Zookeeper);
     }
 
@@ -249,7 +249,7 @@ mod tests {
         let mut config = Config::default();
         assert_eq!(config.database_url().unwrap(), config.database.url);
         config.database.password = Some(Secret::new("p@ss word"));
-        assert_eq!(config.database_url().unwrap(), "postgres://postgres:p%40ss%20word@127.0.0.1:55432/switchboard");
+        assert_eq!(config.database_url().unwrap(), "postgres://postgres:p%40ss%20word@127.0.0.1:25432/switchboard");
     }
 
     #[test]
