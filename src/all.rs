@@ -115,6 +115,9 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
     let bind = config.http.bind;
     let state = AppState { config: Arc::new(config), db, coordinator, metrics };
     let server = ops::http::Server::bind(bind, app(&state, routes)).await?;
+    if let Some((runtime, component)) = connectors {
+        crate::connector::start(runtime, component, server.local_addr(), shutdown);
+    }
     Ok(Started { state, zookeeper, server })
 }
 

@@ -29,7 +29,8 @@ pub enum Component {
 }
 
 /// What `switchboard all` runs.
-pub const EVERYTHING: &[Component] = &[Component::Chatserver, Component::Fileserver, Component::Loader];
+pub const EVERYTHING: &[Component] =
+    &[Component::Chatserver, Component::Fileserver, Component::Loader, Component::Connectors];
 
 /// The one HTTP router of the process, served on `http.bind`: the ops routes and every started
 /// component's routes, under the same request metrics.

@@ -162,6 +162,7 @@ impl Config {
         }
         problems.extend(self.fileserver.problems());
         problems.extend(self.loader.problems());
+        problems.extend(crate::connector::problems(&self.connectors));
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 

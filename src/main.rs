@@ -92,6 +92,10 @@ async fn main() -> ExitCode {
             Ok(()) => all::run(config, &[app::Component::Loader]).await,
             Err(code) => return code,
         },
+        Command::Connector { account } => match init_logging(&config) {
+            Ok(()) => all::run(config, &[app::Component::Connector(account)]).await,
+            Err(code) => return code,
+        },
         Command::Token(args) => token::run(&config, &args),
     };
     match result {

@@ -8,7 +8,7 @@
 //! to write.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -92,26 +92,27 @@ pub struct Runtime {
     coord: Arc<dyn Coordinator>,
     config: Arc<Config>,
     jwt_secret: Option<Secret>,
-    fileserver: Url,
+    /// The file server's root URL: `connectors.fileserver_url`, or set once the process knows
+    /// its own listener.
+    fileserver: Arc<OnceLock<Url>>,
     node: String,
     accounts: Arc<RwLock<HashMap<Uuid, Arc<Entry>>>>,
 }
 
 impl Runtime {
-    /// `fileserver` is the file server's root URL; `jwt_secret` the hub's HS256 secret, which
-    /// signs the connector's service token.
-    pub fn new(
-        pool: PgPool,
-        coord: Arc<dyn Coordinator>,
-        config: Config,
-        jwt_secret: Option<Secret>,
-        fileserver: Url,
-    ) -> Self {
+    /// `jwt_secret` is the hub's HS256 secret, which signs the connector's service token for
+    /// the file server. The file server's URL is `config.fileserver_url`, or, when that is empty,
+    /// whatever [`Runtime::set_fileserver`] gives before accounts are served.
+    pub fn new(pool: PgPool, coord: Arc<dyn Coordinator>, config: Config, jwt_secret: Option<Secret>) -> Self {
         let node = if config.node_id.is_empty() {
             format!("connector-{}", Uuid::new_v4().simple())
         } else {
             config.node_id.clone()
         };
+        let fileserver = Arc::new(OnceLock::new());
+        if let Ok(url) = Url::parse(&config.fileserver_url) {
+            let _ = fileserver.set(url);
+        }
         Runtime {
             pool,
             coord,
@@ -125,6 +126,12 @@ impl Runtime {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The file server's URL when `connectors.fileserver_url` is empty (e.g. this process's own
+    /// listener in `switchboard all`). The first URL set stays.
+    pub fn set_fileserver(&self, url: Url) {
+        let _ = self.fileserver.set(url);
     }
 
     /// `POST /api/v1/connectors/{account_id}/telegram`: Telegram's webhook deliveries.
@@ -219,7 +226,10 @@ impl Runtime {
         let tg = TelegramAccount::from_json(&credentials, &settings)?;
         let limits = account_limits(account.channel, &settings)?;
         let bot = tg.bot();
-        let files = FileServer::new(self.fileserver.clone(), self.jwt_secret.clone(), account.channel, account_id);
+        let fileserver = self.fileserver.get().cloned().context(
+            "no file server URL: set connectors.fileserver_url (or run the connector where the file server listens)",
+        )?;
+        let files = FileServer::new(fileserver, self.jwt_secret.clone(), account.channel, account_id);
         let ingest = Ingest::new(self.pool.clone(), self.coord.clone(), account_id, self.config.reopen_window());
         let receiver = Arc::new(Receiver::new(bot.clone(), ingest, files.clone(), limits.max_download_bytes));
         let entry =

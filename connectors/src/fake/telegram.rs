@@ -55,6 +55,8 @@ pub struct Call {
     pub files: Vec<Upload>,
     /// The HTTP status answered.
     pub status: u16,
+    /// For `getUpdates`: the ids of the updates it returned.
+    pub update_ids: Vec<u32>,
 }
 
 impl Call {
@@ -266,6 +268,11 @@ impl FakeTelegram {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Time since the fake started: the clock of [`Call::at`].
+    pub fn elapsed(&self) -> Duration {
+        self.state().started.elapsed()
     }
 
     /// Every request so far, in arrival order.
@@ -686,12 +693,19 @@ async fn api(
         let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         handle(&mut s, &method, &params, &files)
     };
+    let update_ids = match (method.as_str(), body["result"].as_array()) {
+        ("getUpdates", Some(updates)) => {
+            updates.iter().filter_map(|u| u["update_id"].as_u64()).map(|id| id as u32).collect()
+        }
+        _ => Vec::new(),
+    };
     shared.state.lock().unwrap_or_else(|e| e.into_inner()).calls.push(Call {
         method,
         at: arrived,
         params,
         files,
         status: status.as_u16(),
+        update_ids,
     });
     (status, axum::Json(body)).into_response()
 }

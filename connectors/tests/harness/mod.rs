@@ -173,16 +173,36 @@ impl Hub {
     }
 
     pub fn runtime(&self, config: connectors::Config) -> connectors::Runtime {
-        let fileserver = url::Url::parse(&format!("http://{}", self.addr)).unwrap();
-        connectors::Runtime::new(self.pool.clone(), self.coord.clone(), config, Some(Secret::new(SECRET)), fileserver)
+        let config = connectors::Config { fileserver_url: format!("http://{}", self.addr), ..config };
+        connectors::Runtime::new(self.pool.clone(), self.coord.clone(), config, Some(Secret::new(SECRET)))
     }
 
     /// Starts the connector runtime for the account, with its webhook route on its own port.
     pub async fn start_connector(&self, config: connectors::Config) -> Connector {
+        self.start_connector_at(config, false).await
+    }
+
+    /// Starts the connector in webhook mode: its webhook URL (on its own port) goes into the
+    /// account's settings first.
+    pub async fn start_webhook_connector(&self, config: connectors::Config) -> Connector {
+        self.start_connector_at(config, true).await
+    }
+
+    async fn start_connector_at(&self, config: connectors::Config, webhook: bool) -> Connector {
         let runtime = self.runtime(config);
         let stop = self.shutdown.child_token();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        if webhook {
+            let url = format!("http://{addr}/api/v1/connectors/{}/telegram", self.account_id);
+            sqlx::query(
+                "UPDATE accounts SET settings = settings || jsonb_build_object('mode', 'webhook', 'webhook_url', $1::text)",
+            )
+            .bind(url)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        }
         let router = runtime.router();
         let serve_stop = stop.clone();
         tokio::spawn(async move {

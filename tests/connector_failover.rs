@@ -1,0 +1,397 @@
+//! Two `switchboard connector --account` processes for one Telegram account (the fake Bot API
+//! in this process), real PostgreSQL and ZooKeeper. One leads; it is killed with SIGKILL in
+//! the middle of 500 inbound and 500 outbound messages; the other takes over. At the end every
+//! inbound message is stored exactly once and every outbound message was sent; duplicates at
+//! the fake (sent by the dead leader, then again by the new one) are counted and reported with
+//! the window they came from.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connectors::fake::telegram::{FakeTelegram, TgUser};
+use coord::{Coordinator, ZkConfig, ZkCoordinator};
+use schema::domain::{Channel, Queue, RoutingMode};
+use schema::store::{self, AgentProfile, NewAccount, OutboundMessage};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const SECRET: &str = "connector-failover-secret-connector-failover";
+const TOKEN: &str = "7001002003:AAFailoverTest";
+const USERS: u64 = 50;
+const INBOUND: usize = 500;
+const OUTBOUND: usize = 500;
+const MAX_IN_FLIGHT: usize = 8;
+
+struct Node {
+    name: &'static str,
+    child: Child,
+    http: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(db_url: &str, root: &str, account: Uuid, name: &'static str) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["connector", "--account", &account.to_string()])
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env("SWITCHBOARD_DATABASE__URL", db_url)
+        .env("SWITCHBOARD_COORD__BACKEND", "zookeeper")
+        .env("SWITCHBOARD_COORD__ZOOKEEPER", testenv::zookeeper())
+        .env("SWITCHBOARD_COORD__ROOT", root)
+        .env("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000")
+        .env("SWITCHBOARD_JWT__HS256_SECRET", SECRET)
+        .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
+        .env("SWITCHBOARD_CONNECTORS__NODE_ID", name)
+        .env("SWITCHBOARD_CONNECTORS__MAX_IN_FLIGHT", MAX_IN_FLIGHT.to_string())
+        .env("SWITCHBOARD_LOG__FILTER", std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn switchboard connector");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("the node prints its address").unwrap();
+        if let Some(addr) = line.strip_prefix("switchboard: listening on http://") {
+            break addr.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Node { name, child, http: format!("http://{addr}") }
+}
+
+/// Whether `node` leads the account, from its `/metrics`.
+async fn leads(node: &Node, account: Uuid) -> bool {
+    let Ok(response) = reqwest::get(format!("{}/metrics", node.http)).await else { return false };
+    let text = response.text().await.unwrap_or_default();
+    text.lines().any(|l| l == format!("switchboard_connector_leader{{account=\"{account}\"}} 1"))
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_stream_loses_nothing_and_stores_nothing_twice() {
+    let (db_url, pool) = testenv::database().await;
+    let root = format!("/test-{}", Uuid::new_v4().simple());
+    let fake = FakeTelegram::start(TOKEN).await;
+    // a round trip like the real Bot API's, so requests are in flight when the leader dies
+    fake.set_latency(Duration::from_millis(25));
+    let mut conn = pool.acquire().await.unwrap();
+    store::upsert_queue(
+        &mut conn,
+        &Queue { name: "support".into(), routing_mode: RoutingMode::Manual, offer_timeout_ms: 30_000 },
+    )
+    .await
+    .unwrap();
+    let account = store::create_account(
+        &mut conn,
+        &NewAccount {
+            channel: Channel::Telegram,
+            name: "failover".into(),
+            default_queue: "support".into(),
+            credentials: json!({"bot_token": TOKEN}),
+            settings: json!({"api_url": fake.api_url(), "poll_timeout_s": 5,
+                "limits": {"rate": {"count": 100, "per_ms": 1000}, "rate_per_chat": {"count": 20, "per_ms": 1000}}}),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    store::upsert_agent(
+        &mut conn,
+        &AgentProfile {
+            login: "alice".into(),
+            name: "Alice".into(),
+            roles: vec!["agent".into()],
+            queues: vec!["support".into()],
+            max_interactions: 100,
+        },
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let coord: Arc<dyn Coordinator> = Arc::new(
+        ZkCoordinator::start(ZkConfig {
+            connect: testenv::zookeeper(),
+            root: root.clone(),
+            session_timeout: Duration::from_secs(4),
+        })
+        .await
+        .unwrap(),
+    );
+
+    let a = start_node(&db_url, &root, account, "a");
+    let b = start_node(&db_url, &root, account, "b");
+    let mut nodes = vec![a, b];
+    wait_for("a leader", Duration::from_secs(20), async || {
+        leads(&nodes[0], account).await || leads(&nodes[1], account).await
+    })
+    .await;
+    let leader_index = if leads(&nodes[0], account).await { 0 } else { 1 };
+    assert!(!leads(&nodes[1 - leader_index], account).await, "exactly one leader");
+
+    // each customer writes once; their interactions are then assigned to alice
+    let users: Vec<TgUser> = (0..USERS).map(|i| TgUser::new(600_000 + i, &format!("C{i}"))).collect();
+    for user in &users {
+        fake.text(user, &format!("in {} #0", user.id));
+    }
+    wait_for("the first messages", Duration::from_secs(30), async || {
+        count(&pool, "SELECT count(*) FROM messages").await == USERS as i64
+    })
+    .await;
+    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice'").execute(&pool).await.unwrap();
+    let interactions: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, chat_id FROM interactions ORDER BY chat_id").fetch_all(&pool).await.unwrap();
+
+    // the streams: the rest of the inbound messages over about 4 s, the outbound ones queued
+    // faster than the 100/s they may go out at, so a backlog waits when the leader dies
+    let per_user = INBOUND / USERS as usize;
+    let inbound = {
+        let fake = fake.clone();
+        let users = users.clone();
+        tokio::spawn(async move {
+            for n in 1..per_user {
+                for user in &users {
+                    fake.text(user, &format!("in {} #{n}", user.id));
+                }
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        })
+    };
+    let outbound = {
+        let pool = pool.clone();
+        let coord = coord.clone();
+        let interactions = interactions.clone();
+        tokio::spawn(async move {
+            for n in 0..OUTBOUND {
+                let (interaction_id, chat) = &interactions[n % interactions.len()];
+                let mut tx = pool.begin().await.unwrap();
+                store::enqueue_outbound(
+                    &mut tx,
+                    &OutboundMessage {
+                        interaction_id: *interaction_id,
+                        agent_login: "alice".into(),
+                        agent_name: "Alice".into(),
+                        client_msg_id: format!("out-{n}"),
+                        text: Some(format!("out {chat} #{n}")),
+                        file_ids: vec![],
+                        keyboard: None,
+                        reply_to: None,
+                    },
+                )
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+                coord.notify(&schema::topics::account(account));
+                if n % 50 == 49 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        })
+    };
+
+    // mid-stream: SIGKILL the leader
+    wait_for("the streams under way", Duration::from_secs(30), async || {
+        count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await >= 150
+            && count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await >= 150
+    })
+    .await;
+    let leader = nodes.remove(leader_index);
+    let backup = nodes.remove(0);
+    let killed_name = leader.name;
+    let mut killed = leader;
+    killed.child.kill().expect("SIGKILL the leader");
+    let killed_at = fake.elapsed();
+    killed.child.wait().unwrap();
+    let sent_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await;
+    let stored_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await;
+
+    wait_for("the backup leads", Duration::from_secs(20), async || leads(&backup, account).await).await;
+    let took_over_at = fake.elapsed();
+    inbound.await.unwrap();
+    outbound.await.unwrap();
+    wait_for("every message through", Duration::from_secs(90), async || {
+        count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await == INBOUND as i64
+            && count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await
+                == OUTBOUND as i64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // inbound: every update stored exactly once
+    let distinct =
+        count(&pool, "SELECT count(DISTINCT external_message_id) FROM messages WHERE direction = 'in'").await;
+    assert_eq!(distinct, INBOUND as i64, "every inbound message stored exactly once");
+    let mut returned: HashMap<u32, usize> = HashMap::new();
+    for call in fake.calls_of("getUpdates") {
+        for id in call.update_ids {
+            *returned.entry(id).or_default() += 1;
+        }
+    }
+    let redelivered = returned.values().filter(|n| **n > 1).count();
+
+    // outbound: every message sent; duplicates counted with their times
+    let mut sends: HashMap<String, Vec<Duration>> = HashMap::new();
+    for call in fake.calls_of("sendMessage").into_iter().filter(|c| c.ok()) {
+        sends.entry(call.param("text").as_str().unwrap().to_owned()).or_default().push(call.at);
+    }
+    assert_eq!(sends.len(), OUTBOUND, "every outbound message reached Telegram");
+    let mut duplicates: Vec<(String, Vec<Duration>)> =
+        sends.iter().filter(|(_, at)| at.len() > 1).map(|(t, at)| (t.clone(), at.clone())).collect();
+    duplicates.sort_by_key(|(_, at)| at[0]);
+    let in_doubt = count(&pool, "SELECT count(*) FROM outbox WHERE attempts > 1").await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM outbox WHERE state <> 'done'").await, 0);
+
+    // order per chat: the first delivery of each message follows the enqueue order
+    let mut by_chat: HashMap<String, Vec<(Duration, usize)>> = HashMap::new();
+    for (text, at) in &sends {
+        let mut parts = text.split_whitespace().skip(1);
+        let chat = parts.next().unwrap().to_owned();
+        let n: usize = parts.next().unwrap().trim_start_matches('#').parse().unwrap();
+        by_chat.entry(chat).or_default().push((at[0], n));
+    }
+    let mut out_of_order = 0;
+    for sent in by_chat.values_mut() {
+        sent.sort();
+        out_of_order += sent.windows(2).filter(|w| w[0].1 > w[1].1).count();
+    }
+
+    println!("failover report:");
+    println!(
+        "  leader {killed_name} killed at {killed_at:?} (fake clock) with {sent_before} outbound sent, {stored_before} inbound stored"
+    );
+    println!("  backup took over after {:?}", took_over_at.saturating_sub(killed_at));
+    println!(
+        "  inbound: {INBOUND} stored exactly once; {redelivered} updates were delivered to both leaders (absorbed by the unique key)"
+    );
+    println!(
+        "  outbound: {OUTBOUND} sent; {} sent twice; {in_doubt} outbox rows attempted more than once",
+        duplicates.len()
+    );
+    for (text, at) in &duplicates {
+        println!(
+            "    duplicate {text:?}: first at {:?} ({:?} before the kill), again at {:?} ({:?} after it)",
+            at[0],
+            killed_at.saturating_sub(at[0]),
+            at[1],
+            at[1].saturating_sub(killed_at)
+        );
+    }
+    println!("  per-chat order violations among first deliveries: {out_of_order}");
+    for (_, at) in &duplicates {
+        assert!(at[0] <= killed_at, "a duplicate's first send came from the dead leader");
+        assert!(at[1] >= killed_at, "and its second from the new one");
+    }
+    assert!(
+        duplicates.len() <= MAX_IN_FLIGHT,
+        "duplicates are bounded by the requests in flight at the kill ({MAX_IN_FLIGHT})"
+    );
+    assert_eq!(out_of_order, 0, "each chat's messages went out in order");
+}
+
+/// `switchboard all` serves every enabled Telegram account (and no disabled one), with the
+/// file server it mounts itself: a customer's photo is fetched and stored there.
+#[tokio::test]
+async fn all_serves_every_enabled_account_with_its_own_file_server() {
+    let (db_url, pool) = testenv::database().await;
+    let root = format!("/test-{}", Uuid::new_v4().simple());
+    let mut conn = pool.acquire().await.unwrap();
+    store::upsert_queue(
+        &mut conn,
+        &Queue { name: "support".into(), routing_mode: RoutingMode::Manual, offer_timeout_ms: 30_000 },
+    )
+    .await
+    .unwrap();
+    let mut fakes = Vec::new();
+    for (i, enabled) in [true, true, false].into_iter().enumerate() {
+        let token = format!("700100200{i}:AAAllTest");
+        let fake = FakeTelegram::start(&token).await;
+        let id = store::create_account(
+            &mut conn,
+            &NewAccount {
+                channel: Channel::Telegram,
+                name: format!("bot {i}"),
+                default_queue: "support".into(),
+                credentials: json!({"bot_token": token}),
+                settings: json!({"api_url": fake.api_url(), "poll_timeout_s": 2}),
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+        if !enabled {
+            sqlx::query("UPDATE accounts SET enabled = false WHERE id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        fakes.push((id, enabled, fake));
+    }
+    drop(conn);
+    let files = std::env::temp_dir().join(format!("switchboard-all-files-{}", Uuid::new_v4().simple()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("all")
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env("SWITCHBOARD_DATABASE__URL", &db_url)
+        .env("SWITCHBOARD_COORD__ZOOKEEPER", testenv::zookeeper())
+        .env("SWITCHBOARD_COORD__ROOT", &root)
+        .env("SWITCHBOARD_JWT__HS256_SECRET", SECRET)
+        .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
+        .env("SWITCHBOARD_FILESERVER__ROOT", &files)
+        .env("SWITCHBOARD_LOG__FILTER", std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn switchboard all");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    while !lines.next().expect("all prints its address").unwrap().starts_with("switchboard: listening on") {}
+    std::thread::spawn(move || lines.for_each(drop));
+    let node = Node { name: "all", child, http: String::new() };
+
+    for (i, (_, _, fake)) in fakes.iter().enumerate() {
+        let user = TgUser::new(900 + i as u64, "Olga");
+        fake.photo(&user, format!("photo of bot {i}").into_bytes(), Some("чек"));
+    }
+    wait_for("both enabled accounts' photos stored with their files", Duration::from_secs(30), async || {
+        count(&pool, "SELECT count(*) FROM messages m JOIN message_files f ON f.message_id = m.id").await == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (id, enabled, fake) in &fakes {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE account_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, i64::from(*enabled), "account {id}");
+        assert_eq!(!fake.calls_of("getUpdates").is_empty(), *enabled, "only enabled accounts are polled");
+    }
+    let size: i64 =
+        sqlx::query_scalar("SELECT size FROM files ORDER BY created_at LIMIT 1").fetch_one(&pool).await.unwrap();
+    assert_eq!(size, "photo of bot 0".len() as i64, "the file server of `all` holds the photo");
+    drop(node);
+    let _ = std::fs::remove_dir_all(files);
+}
