@@ -72,6 +72,7 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
 
     let verifier = ops::auth::Verifier::from_config(&config.jwt).context("cannot verify bearer tokens")?;
     let mut routes = axum::Router::new();
+    let mut connectors = None;
     for component in components {
         match component {
             Component::Chatserver => {
@@ -108,6 +109,11 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
                 .await
                 .context("cannot start the interaction loader")?;
                 routes = routes.merge(loader.router());
+            }
+            Component::Connectors | Component::Connector(_) => {
+                let runtime = crate::connector::runtime(&config, db.clone(), coordinator.clone());
+                routes = routes.merge(runtime.router());
+                connectors = Some((runtime, *component));
             }
         }
     }

@@ -26,6 +26,10 @@ pub enum Component {
     Chatserver,
     Fileserver,
     Loader,
+    /// The connectors of every enabled messenger account.
+    Connectors,
+    /// The connector of one messenger account.
+    Connector(uuid::Uuid),
 }
 
 /// What `switchboard all` runs.

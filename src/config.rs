@@ -22,6 +22,7 @@ pub struct Config {
     pub chatserver: chatserver::Config,
     pub fileserver: fileserver::Config,
     pub loader: interaction_loader::Config,
+    pub connectors: connectors::Config,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 mod all;
 mod app;
 mod config;
+mod connector;
 mod database;
 mod migrate;
 mod print_config;
@@ -54,6 +55,16 @@ enum Command {
     ///
     /// Several may run against one PostgreSQL; they share the webhook outbox.
     Loader,
+    /// Run the messenger connector of one account until SIGTERM: long polling or the webhook
+    /// route, and the outbox (paced, in order per chat, retried).
+    ///
+    /// Start two for one account on different hosts (or ports): they elect a leader through
+    /// ZooKeeper and the other takes over when it dies.
+    Connector {
+        /// The account (accounts.id) to serve
+        #[arg(long, value_name = "UUID")]
+        account: uuid::Uuid,
+    },
     /// Print the effective configuration as TOML, secrets masked
     Config,
     /// Mint a bearer token signed with jwt.hs256_secret (for tests, demos and service accounts)
