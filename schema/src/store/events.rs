@@ -109,16 +109,35 @@ pub async fn interaction_audience(conn: &mut PgConnection, interaction_id: Uuid)
 }
 
 /// Appends `event` to the stream of every agent in the interaction's audience and returns who
-/// they are, so the caller can wake them after the commit.
+/// they are (sorted), so the caller can wake them after the commit. One statement: the agents'
+/// rows are locked in login order, so concurrent fan-outs to overlapping audiences cannot
+/// deadlock.
 pub async fn fan_out(
     conn: &mut PgConnection,
     interaction_id: Uuid,
     event: &str,
     data: &serde_json::Value,
 ) -> Result<Vec<String>> {
-    let audience = interaction_audience(conn, interaction_id).await?;
-    for agent in &audience {
-        append_agent_event(conn, agent, event, data).await?;
-    }
+    let mut audience: Vec<String> = sqlx::query_scalar(
+        "WITH audience AS (
+             SELECT agent AS login FROM interactions WHERE id = $1 AND agent IS NOT NULL
+             UNION
+             SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
+         ), locked AS (
+             SELECT login FROM agents WHERE login IN (SELECT login FROM audience) ORDER BY login FOR UPDATE
+         ), bumped AS (
+             UPDATE agents a SET last_event_seq = a.last_event_seq + 1 FROM locked l WHERE a.login = l.login
+             RETURNING a.login, a.last_event_seq
+         )
+         INSERT INTO agent_events (agent_login, seq, event, data)
+         SELECT login, last_event_seq, $2, $3 FROM bumped
+         RETURNING agent_login",
+    )
+    .bind(interaction_id)
+    .bind(event)
+    .bind(data)
+    .fetch_all(&mut *conn)
+    .await?;
+    audience.sort();
     Ok(audience)
 }

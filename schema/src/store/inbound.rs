@@ -9,7 +9,10 @@ use uuid::Uuid;
 
 use super::rows::{INTERACTION_COLUMNS, interaction_from_row};
 use super::{Result, StoreError};
-use crate::domain::{Contact, Forwarded, Interaction, InteractionState, Location, Message, MessageKind};
+use crate::domain::{
+    Author, AuthorKind, Contact, Direction, Forwarded, Interaction, InteractionState, Location, Message, MessageKind,
+    MessageStatus,
+};
 
 /// The customer as the platform describes the sender.
 #[derive(Debug, Clone, Default)]
@@ -65,14 +68,22 @@ pub async fn ingest_inbound(
     msg: &InboundMessage,
     reopen_window: Duration,
 ) -> Result<Ingested> {
-    if let Some(id) = find_inbound(conn, msg.account_id, &msg.external_message_id).await? {
+    // This is the hot path of every customer message: each statement here is a round trip, so
+    // the common case (a message into an open interaction) takes six.
+    let account = sqlx::query(
+        "SELECT a.channel, a.default_queue, a.enabled,
+                (SELECT m.id FROM messages m
+                 WHERE m.account_id = a.id AND m.external_message_id = $2 AND m.direction = 'in') AS existing
+         FROM accounts a WHERE a.id = $1",
+    )
+    .bind(msg.account_id)
+    .bind(&msg.external_message_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("account", msg.account_id))?;
+    if let Some(id) = account.try_get::<Option<Uuid>, _>("existing")? {
         return Ok(Ingested::Duplicate { message_id: id });
     }
-    let account = sqlx::query("SELECT channel, default_queue, enabled FROM accounts WHERE id = $1")
-        .bind(msg.account_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::not_found("account", msg.account_id))?;
     if !account.try_get::<bool, _>("enabled")? {
         return Err(StoreError::Invalid(format!("account {} is disabled", msg.account_id)));
     }
@@ -80,7 +91,7 @@ pub async fn ingest_inbound(
     let default_queue: String = account.try_get("default_queue")?;
 
     let customer_id = upsert_identity(conn, msg.account_id, &msg.sender).await?;
-    let (interaction_id, opened) =
+    let (interaction, opened) =
         open_interaction(conn, msg, customer_id, &channel, &default_queue, reopen_window).await?;
 
     let reply_to = match &msg.reply_to_external_id {
@@ -88,16 +99,18 @@ pub async fn ingest_inbound(
         None => None,
     };
     let message_id = Uuid::now_v7();
-    let inserted = sqlx::query(
+    let author_id = customer_id.to_string();
+    let created_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "INSERT INTO messages (id, interaction_id, account_id, direction, author_kind, author_id, author_name,
              kind, text, location, contact, reply_to, forwarded, status, external_message_id, created_at)
          VALUES ($1, $2, $3, 'in', 'customer', $4, $5, $6, $7, $8, $9, $10, $11, 'received', $12, now())
-         ON CONFLICT (account_id, external_message_id) WHERE direction = 'in' DO NOTHING",
+         ON CONFLICT (account_id, external_message_id) WHERE direction = 'in' DO NOTHING
+         RETURNING created_at",
     )
     .bind(message_id)
-    .bind(interaction_id)
+    .bind(interaction.id)
     .bind(msg.account_id)
-    .bind(customer_id.to_string())
+    .bind(&author_id)
     .bind(&msg.sender.name)
     .bind(msg.kind.as_str())
     .bind(&msg.text)
@@ -106,25 +119,59 @@ pub async fn ingest_inbound(
     .bind(reply_to)
     .bind(msg.forwarded.as_ref().map(to_json))
     .bind(&msg.external_message_id)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    if inserted.rows_affected() == 0 {
+    let Some(created_at) = created_at else {
         // a concurrent transaction stored the same update first
         let id = find_inbound(conn, msg.account_id, &msg.external_message_id).await?.unwrap_or(message_id);
         return Ok(Ingested::Duplicate { message_id: id });
-    }
-    attach_files(conn, message_id, &msg.file_ids).await?;
-    sqlx::query("UPDATE interactions SET last_customer_message_at = now() WHERE id = $1")
-        .bind(interaction_id)
-        .execute(&mut *conn)
-        .await?;
+    };
+    let message = if msg.file_ids.is_empty() {
+        Message {
+            id: message_id,
+            interaction_id: interaction.id,
+            direction: Direction::In,
+            author: Author { kind: AuthorKind::Customer, id: author_id, name: msg.sender.name.clone() },
+            kind: msg.kind,
+            text: msg.text.clone(),
+            files: Vec::new(),
+            location: msg.location.clone(),
+            contact: msg.contact.clone(),
+            reply_to,
+            forwarded: msg.forwarded.clone(),
+            keyboard: None,
+            status: MessageStatus::Received,
+            error: None,
+            client_msg_id: None,
+            created_at,
+            edited_at: None,
+            deleted: false,
+        }
+    } else {
+        attach_files(conn, message_id, &msg.file_ids).await?;
+        super::load_message(conn, message_id).await?
+    };
 
-    let message = super::load_message(conn, message_id).await?;
+    // the interaction's log, the customer's history and the interaction's clock, in one statement
     let data = serde_json::json!({ "message": message });
-    super::append_interaction_event(conn, interaction_id, "message.new", Some("customer"), &data).await?;
-    super::history::record_message(conn, message_id, interaction_id).await?;
-    let audience = super::fan_out(conn, interaction_id, "message.new", &data).await?;
-    let interaction = super::load_interaction(conn, interaction_id).await?;
+    sqlx::query(
+        "WITH bumped AS (
+             UPDATE interactions SET last_event_seq = last_event_seq + 1, updated_at = now(),
+                 last_customer_message_at = now()
+             WHERE id = $1 RETURNING id, last_event_seq, customer_id, channel
+         ), logged AS (
+             INSERT INTO interaction_events (interaction_id, seq, kind, actor, data)
+             SELECT id, last_event_seq, 'message.new', 'customer', $2 FROM bumped
+         )
+         INSERT INTO history (customer_id, interaction_id, channel, entry, message_id)
+         SELECT customer_id, id, channel, 'message', $3 FROM bumped",
+    )
+    .bind(interaction.id)
+    .bind(&data)
+    .bind(message_id)
+    .execute(&mut *conn)
+    .await?;
+    let audience = super::fan_out(conn, interaction.id, "message.new", &data).await?;
     Ok(Ingested::Stored { message: Box::new(message), interaction: Box::new(interaction), opened, audience })
 }
 
@@ -231,17 +278,17 @@ async fn open_interaction(
     channel: &str,
     default_queue: &str,
     reopen_window: Duration,
-) -> Result<(Uuid, bool)> {
+) -> Result<(Interaction, bool)> {
+    const OPEN: &str = concatcp!(
+        "SELECT ",
+        INTERACTION_COLUMNS,
+        " FROM interactions i JOIN customers c ON c.id = i.customer_id
+         WHERE i.account_id = $1 AND i.customer_id = $2 AND i.state <> 'closed' FOR UPDATE OF i"
+    );
     loop {
-        let open: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM interactions WHERE account_id = $1 AND customer_id = $2 AND state <> 'closed' FOR UPDATE",
-        )
-        .bind(msg.account_id)
-        .bind(customer_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(id) = open {
-            return Ok((id, false));
+        let open = sqlx::query(OPEN).bind(msg.account_id).bind(customer_id).fetch_optional(&mut *conn).await?;
+        if let Some(row) = open {
+            return Ok((interaction_from_row(&row)?, false));
         }
         let window_ms = i64::try_from(reopen_window.as_millis()).unwrap_or(i64::MAX);
         let reopened: Option<Uuid> = sqlx::query_scalar(
@@ -264,7 +311,7 @@ async fn open_interaction(
         if let Some(id) = reopened {
             let data = serde_json::json!({ "interaction_id": id, "reason": "customer_returned" });
             super::append_interaction_event(conn, id, "interaction.reopened", Some("customer"), &data).await?;
-            return Ok((id, true));
+            return Ok((super::load_interaction(conn, id).await?, true));
         }
         let id = Uuid::now_v7();
         let created = sqlx::query(
@@ -285,7 +332,7 @@ async fn open_interaction(
             let data =
                 serde_json::json!({ "interaction_id": id, "state": InteractionState::Queued, "queue": default_queue });
             super::append_interaction_event(conn, id, "interaction.created", Some("customer"), &data).await?;
-            return Ok((id, true));
+            return Ok((super::load_interaction(conn, id).await?, true));
         }
         // lost a race to a concurrent first message of the same customer: take theirs
     }
