@@ -337,8 +337,31 @@ async fn who_may_take_close_list_and_retry() {
     alice.call("interaction.transfer", json!({"interaction_id": offered, "to_agent": "bob"})).await;
     let retry = alice.call("message.send", send).await;
     assert_eq!(retry["data"]["id"], first["data"]["id"], "{retry}");
-    let reuse = alice.call("message.send", json!({"interaction_id": waiting, "client_msg_id": "retry-1", "text": "x"})).await;
+    let reuse =
+        alice.call("message.send", json!({"interaction_id": waiting, "client_msg_id": "retry-1", "text": "x"})).await;
     assert_eq!(reuse["error"]["code"], "conflict", "{reuse}");
     let r = alice.call("interaction.transfer", json!({"interaction_id": offered, "to_agent": "nobody"})).await;
     assert_eq!(r["error"]["code"], "conflict", "alice no longer holds it: {r}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_not_buffered() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 3, &["agent"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    app.inbound("slow", "slow:0", "hi").await;
+    let id = interaction_id(&alice.event("interaction.offered").await);
+    alice.call("interaction.accept", json!({"interaction_id": id})).await;
+
+    // alice stops reading while the customer sends far more than the socket buffers hold
+    let big = "x".repeat(16 * 1024);
+    for i in 1..=1500 {
+        app.inbound("slow", &format!("slow:{i}"), &big).await;
+    }
+    let (received, close) = alice.read_until_closed().await;
+    assert_eq!(close, Some(chatserver::session::CLOSE_SLOW_CLIENT), "closed as a slow client after {received} frames");
+    assert!(received < 1500, "the server stopped instead of buffering ({received} frames)");
+    // nothing is lost: a new socket resumes from the last event it got
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 1501);
 }

@@ -92,7 +92,7 @@ pub async fn spawn_app(offer_ms: i32) -> TestApp {
 pub async fn start_node(db_url: &str, pool: PgPool, zk_root: &str) -> TestApp {
     let coord = zk(zk_root).await;
     let shutdown = CancellationToken::new();
-    let config = chatserver::Config { heartbeat_s: 2, ..Default::default() };
+    let config = chatserver::Config { heartbeat_s: 5, send_timeout_s: 1, ..Default::default() };
     let verifier = ops::auth::Verifier::from_config(&jwt_config()).unwrap();
     let server =
         chatserver::Chatserver::start(config, verifier, pool.clone(), coord.clone(), shutdown.clone()).await.unwrap();
@@ -299,6 +299,21 @@ impl Client {
                 }
                 Ok(Some(Ok(_))) => {}
                 Ok(_) | Err(_) => return true,
+            }
+        }
+    }
+
+    /// Reads (slowly, like a client that fell behind) until the server closes the socket;
+    /// returns how many frames came and the close code.
+    pub async fn read_until_closed(&mut self) -> (usize, Option<u16>) {
+        let mut frames = 0;
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(_)))) => frames += 1,
+                Ok(Some(Ok(Message::Close(frame)))) => return (frames, frame.map(|f| u16::from(f.code))),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_))) | Ok(None) => return (frames, None),
+                Err(_) => panic!("the server neither sent nor closed within {WAIT:?} ({frames} frames so far)"),
             }
         }
     }
