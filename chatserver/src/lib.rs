@@ -185,5 +185,11 @@ async fn agent_ws(
         warn!(agent = %claims.sub, error = %e, "cannot register the agent");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the hub cannot serve you right now".into());
     }
-    upgrade.max_message_size(1 << 20).on_upgrade(move |socket| session::run(socket, state, claims))
+    // Small buffers: an idle socket should cost kilobytes (tungstenite reads into a 128 KiB buffer
+    // by default); they grow as a frame needs, up to the 1 MiB frame limit.
+    upgrade
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| session::run(socket, state, claims))
 }
