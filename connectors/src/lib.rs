@@ -12,6 +12,7 @@
 //! - [`split`]: long texts cut at word boundaries.
 //! - [`files`]: the file server, as connectors use it.
 //! - [`telegram`]: the Telegram connector (teloxide).
+//! - [`webchat`]: the web chat channel (the hub's own widget and customer sockets).
 //!
 //! **Only this crate knows a platform's JSON**; the rest of the hub sees domain types.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod platform;
 pub mod runtime;
 pub mod split;
 pub mod telegram;
+pub mod webchat;
 
 #[cfg(feature = "fake")]
 pub mod fake;

@@ -88,15 +88,17 @@ struct Entry {
 /// Connectors of this process: shared handles, the accounts served, the webhook router.
 #[derive(Clone)]
 pub struct Runtime {
-    pool: PgPool,
-    coord: Arc<dyn Coordinator>,
-    config: Arc<Config>,
-    jwt_secret: Option<Secret>,
+    pub(crate) pool: PgPool,
+    pub(crate) coord: Arc<dyn Coordinator>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) jwt_secret: Option<Secret>,
     /// The file server's root URL: `connectors.fileserver_url`, or set once the process knows
     /// its own listener.
-    fileserver: Arc<OnceLock<Url>>,
-    node: String,
+    pub(crate) fileserver: Arc<OnceLock<Url>>,
+    pub(crate) node: String,
     accounts: Arc<RwLock<HashMap<Uuid, Arc<Entry>>>>,
+    /// Web chat customer sockets of this process and their per-IP limits.
+    pub(crate) webchat: Arc<crate::webchat::Hub>,
 }
 
 impl Runtime {
@@ -121,6 +123,7 @@ impl Runtime {
             fileserver,
             node,
             accounts: Arc::new(RwLock::new(HashMap::new())),
+            webchat: Arc::new(crate::webchat::Hub::new()),
         }
     }
 
@@ -134,9 +137,13 @@ impl Runtime {
         let _ = self.fileserver.set(url);
     }
 
-    /// `POST /api/v1/connectors/{account_id}/telegram`: Telegram's webhook deliveries.
+    /// `POST /api/v1/connectors/{account_id}/telegram` (Telegram's webhook deliveries) and the web
+    /// chat routes ([`crate::webchat::router`]).
     pub fn router(&self) -> Router {
-        Router::new().route("/api/v1/connectors/{account_id}/telegram", post(webhook)).with_state(self.clone())
+        Router::new()
+            .route("/api/v1/connectors/{account_id}/telegram", post(webhook))
+            .with_state(self.clone())
+            .merge(crate::webchat::router(self.clone()))
     }
 
     /// Serves `account_id` until `stop`, in a task.
@@ -172,7 +179,7 @@ impl Runtime {
         loop {
             let listed = async {
                 let mut conn = self.pool.acquire().await?;
-                store::enabled_accounts(&mut conn, &[Channel::Telegram]).await
+                store::enabled_accounts(&mut conn, &[Channel::Telegram, Channel::Webchat]).await
             };
             match listed.await {
                 Ok(accounts) => {
@@ -214,6 +221,9 @@ impl Runtime {
             let settings = store::account_settings(&mut conn, account_id).await?;
             (account, credentials, settings)
         };
+        if account.channel == Channel::Webchat && account.enabled {
+            return crate::webchat::serve_account(self, account, settings, stop).await;
+        }
         if account.channel != Channel::Telegram {
             anyhow::bail!(
                 "account {account_id} is a {} account; this build has a connector for telegram only",

@@ -70,8 +70,9 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let graceful =
-        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
+    let graceful = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
     let deadline = async {
         shutdown.cancelled().await;
         tracing::info!(%addr, "stopped accepting; draining open connections for up to {drain:?}");

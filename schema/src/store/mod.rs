@@ -16,6 +16,7 @@ mod outbound;
 mod reports;
 mod routing;
 mod rows;
+mod webchat;
 mod webhooks;
 
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub use outbound::*;
 pub use reports::*;
 pub use routing::*;
 pub use rows::{load_interaction, load_message, load_messages};
+pub use webchat::*;
 pub use webhooks::*;
 
 /// What can go wrong in the store. Callers map these once, at their API edge.

@@ -1,0 +1,423 @@
+//! The web chat channel: the hub itself is the platform.
+//!
+//! - Customers connect to `GET /api/v1/webchat/ws?key=<account id>[&token=<customer token>]`
+//!   from the widget (`/webchat/widget.js`, one `<script data-key>` tag; demo page
+//!   `/webchat/demo?key=`). Before the upgrade: a per-IP connection bucket (429
+//!   `rate_limited`), the account (404 `unknown_key` unless an enabled web chat account), the
+//!   `Origin` against `accounts.settings.allowed_origins` (403 `origin_not_allowed`). Protocol:
+//!   [`socket`].
+//! - A customer's identity is a random external id; the widget keeps the **customer token**
+//!   (a JWT signed with the hub's HS256 secret, audience `webchat:<account>`) in
+//!   `localStorage`, so a reload resumes the conversation with its history.
+//! - **Inbound** goes through the runtime's [`Ingest`](crate::ingest::Ingest) like every other
+//!   channel (stored in one transaction, the widget's `ack` after the commit, the dedupe key is
+//!   the widget's own `client_msg_id`, so a resend after a lost ack is a no-op). Any process
+//!   with the runtime takes customer sockets.
+//! - **Outbound** is the runtime's outbox worker on the account's elected leader; the
+//!   "platform request" is [`WebchatOutbound::send`], which rings the customer's sockets (they
+//!   re-read the transcript from PostgreSQL: a wake-up is never the data). With no socket of that
+//!   customer in this process the row stays queued and is retried, so a message to an offline
+//!   customer is delivered when they come back. One limit: the leader rings only the sockets of
+//!   its own process, so with several connector processes for one web chat account the customer
+//!   sockets must reach the leader (or wait for the next reload, which reads the transcript).
+//! - Files: the widget sends a `file` frame with name, type and size (checked against
+//!   `max_file_bytes`, which the `hello` frame announces, before any byte is sent), then the
+//!   bytes as one binary frame; the connector uploads them to the file server and ingests the
+//!   message. Agents' files reach the widget as signed links (`POST /api/v1/files/{id}/link`).
+//!
+//! Settings (`accounts.settings`): `allowed_origins` (array of `scheme://host[:port]`; absent or
+//! empty: any origin), `title`, `welcome`, `max_file_bytes` (default 10 MB), `messages_burst`
+//! and `messages_per_minute` (per IP; defaults 10 and 30).
+
+pub mod socket;
+pub mod throttle;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use axum::Router;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use schema::domain::Account;
+use schema::store;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::files::FileServer;
+use crate::outbox::{self, OutboxConfig, WorkerError};
+use crate::pacing::PacerConfig;
+use crate::platform::{Outbound, Part, SendError};
+use crate::runtime::{Runtime, account_limits};
+use throttle::{Kind, Shape, Throttle};
+
+/// How soon a message to a customer with no open socket here is tried again.
+pub const OFFLINE_RETRY: Duration = Duration::from_secs(3);
+/// A customer token lives this long; every visit gets a fresh one.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(180 * 24 * 3600);
+
+/// What `accounts.settings` holds for a web chat account (other keys belong to the runtime).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub allowed_origins: Vec<String>,
+    pub title: Option<String>,
+    pub welcome: Option<String>,
+    pub max_file_bytes: u64,
+    pub messages_burst: u32,
+    pub messages_per_minute: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            allowed_origins: Vec::new(),
+            title: None,
+            welcome: None,
+            max_file_bytes: 10 * schema::domain::MB,
+            messages_burst: 10,
+            messages_per_minute: 30,
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_json(settings: &serde_json::Value) -> anyhow::Result<Self> {
+        serde_json::from_value(settings.clone()).context("accounts.settings of a web chat account is malformed")
+    }
+
+    /// Whether a page of `origin` may open the widget's socket.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        if self.allowed_origins.is_empty() || self.allowed_origins.iter().any(|o| o == "*") {
+            return true;
+        }
+        let Some(origin) = origin else { return false };
+        let origin = origin.trim_end_matches('/');
+        self.allowed_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+
+    fn message_shape(&self) -> Shape {
+        let per_minute = self.messages_per_minute.max(1);
+        Shape { burst: self.messages_burst.max(1), every: Duration::from_secs_f64(60.0 / f64::from(per_minute)) }
+    }
+}
+
+/// The claims of a customer token.
+#[derive(Debug, Serialize, Deserialize)]
+struct CustomerClaims {
+    sub: String,
+    aud: String,
+    exp: u64,
+}
+
+fn audience(account_id: Uuid) -> String {
+    format!("webchat:{account_id}")
+}
+
+/// Signs a customer token for `external_id` of `account_id`.
+pub fn sign_customer(secret: &str, account_id: Uuid, external_id: &str) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(TOKEN_LIFETIME)
+        .as_secs();
+    let claims = CustomerClaims { sub: external_id.to_owned(), aud: audience(account_id), exp };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .context("cannot sign a customer token")
+}
+
+/// The customer's external id if `token` is a valid customer token of `account_id`.
+pub fn verify_customer(secret: &str, account_id: Uuid, token: &str) -> Option<String> {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&[audience(account_id)]);
+    validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<CustomerClaims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .ok()?;
+    let sub = data.claims.sub;
+    (sub.starts_with("wc-") && sub.len() <= 64).then_some(sub)
+}
+
+type SocketKey = (Uuid, String);
+/// The doorbells of one customer's sockets, by socket id.
+type Bells = Vec<(u64, Arc<Notify>)>;
+
+/// The customer sockets of this process and the per-IP buckets. Shared by the socket handler
+/// and the outbound side of every web chat account served here.
+pub struct Hub {
+    /// A std lock: a map lookup or update, never held across an await.
+    sockets: Mutex<HashMap<SocketKey, Bells>>,
+    next_id: std::sync::atomic::AtomicU64,
+    /// A std lock: arithmetic only.
+    throttle: Mutex<Throttle>,
+    origin: Instant,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        let connect = Shape { burst: 30, every: Duration::from_secs(2) };
+        Hub {
+            sockets: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            throttle: Mutex::new(Throttle::new(connect, Settings::default().message_shape())),
+            origin: Instant::now(),
+        }
+    }
+
+    /// Takes a token of `kind` for `ip`, or says how long to wait. Messages use the account's
+    /// shape (`messages_burst`, `messages_per_minute`).
+    pub fn throttle(&self, ip: IpAddr, kind: Kind, settings: &Settings) -> Result<(), Duration> {
+        let now = self.origin.elapsed();
+        let mut throttle = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        if kind == Kind::Message {
+            throttle.set_message_shape(settings.message_shape());
+        }
+        throttle.take(now, ip, kind)
+    }
+
+    /// Registers a customer socket; the guard deregisters it when dropped.
+    pub fn register(self: &Arc<Self>, account_id: Uuid, external_id: &str) -> (SocketGuard, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bell = Arc::new(Notify::new());
+        let key = (account_id, external_id.to_owned());
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().push((id, bell.clone()));
+        (SocketGuard { hub: self.clone(), key, id }, bell)
+    }
+
+    /// Wakes every socket of the customer here; `false` when there is none.
+    pub fn ring(&self, account_id: Uuid, external_id: &str) -> bool {
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        match sockets.get(&(account_id, external_id.to_owned())) {
+            Some(list) if !list.is_empty() => {
+                for (_, bell) in list {
+                    bell.notify_one();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Customer sockets open in this process.
+    pub fn open_sockets(&self) -> usize {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).values().map(Vec::len).sum()
+    }
+}
+
+/// Deregisters a customer socket on every exit of its session.
+pub struct SocketGuard {
+    hub: Arc<Hub>,
+    key: SocketKey,
+    id: u64,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let mut sockets = self.hub.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = sockets.get_mut(&self.key) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                sockets.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The outbound "platform" of a web chat account: the customer's open sockets.
+pub struct WebchatOutbound {
+    hub: Arc<Hub>,
+    account_id: Uuid,
+}
+
+impl WebchatOutbound {
+    pub fn new(hub: Arc<Hub>, account_id: Uuid) -> Self {
+        WebchatOutbound { hub, account_id }
+    }
+}
+
+#[async_trait]
+impl Outbound for WebchatOutbound {
+    async fn send(&self, chat_id: &str, _part: Part) -> Result<String, SendError> {
+        if self.hub.ring(self.account_id, chat_id) {
+            Ok(format!("wc-{}", Uuid::now_v7().simple()))
+        } else {
+            Err(SendError::RetryAfter(OFFLINE_RETRY))
+        }
+    }
+
+    async fn edit(&self, chat_id: &str, _external_id: &str, _text: &str, _caption: bool) -> Result<(), SendError> {
+        self.hub.ring(self.account_id, chat_id);
+        Ok(())
+    }
+
+    async fn delete(&self, chat_id: &str, _external_id: &str) -> Result<(), SendError> {
+        self.hub.ring(self.account_id, chat_id);
+        Ok(())
+    }
+}
+
+/// The web chat routes: the customer socket, the widget and its demo page.
+pub fn router(runtime: Runtime) -> Router {
+    Router::new()
+        .route("/api/v1/webchat/ws", get(socket::connect))
+        .route("/webchat/widget.js", get(widget_js))
+        .route("/webchat/demo", get(demo_page))
+        .with_state(runtime)
+}
+
+const WIDGET_JS: &str = include_str!("widget.js");
+const DEMO_HTML: &str = include_str!("demo.html");
+
+async fn widget_js() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        WIDGET_JS,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct DemoQuery {
+    key: Option<Uuid>,
+}
+
+/// A page that embeds the widget of `?key=` (the first web chat account when absent).
+async fn demo_page(
+    axum::extract::State(runtime): axum::extract::State<Runtime>,
+    axum::extract::Query(query): axum::extract::Query<DemoQuery>,
+) -> Response {
+    let key = match query.key {
+        Some(key) => Some(key),
+        None => {
+            async {
+                let mut conn = runtime.pool.acquire().await.ok()?;
+                let accounts = store::enabled_accounts(&mut conn, &[schema::domain::Channel::Webchat]).await.ok()?;
+                accounts.first().map(|a| a.id)
+            }
+            .await
+        }
+    };
+    let key = key.map(|k| k.to_string()).unwrap_or_default();
+    Html(DEMO_HTML.replace("{{KEY}}", &key)).into_response()
+}
+
+/// Serves a web chat account: campaigns for `connector/<account>` and, while leading, runs the
+/// outbox worker whose platform is the customer sockets. Customer sockets themselves are
+/// served by any process, leader or not.
+pub(crate) async fn serve_account(
+    runtime: &Runtime,
+    account: Account,
+    settings: serde_json::Value,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    Settings::from_json(&settings)?;
+    let limits = account_limits(account.channel, &settings)?;
+    let fileserver = runtime.fileserver.get().cloned().context(
+        "no file server URL: set connectors.fileserver_url (or run the connector where the file server listens)",
+    )?;
+    let files = FileServer::new(fileserver, runtime.jwt_secret.clone(), account.channel, account.id);
+    let outbox_config = OutboxConfig {
+        pool: runtime.pool.clone(),
+        coord: runtime.coord.clone(),
+        account_id: account.id,
+        channel: account.channel,
+        limits,
+        platform: Arc::new(WebchatOutbound::new(runtime.webchat.clone(), account.id)),
+        files,
+        pacer: PacerConfig::strict(limits.rate, limits.rate_per_chat),
+        max_in_flight: runtime.config.max_in_flight.max(1),
+    };
+    let key = store::connector_key(account.id);
+    info!("web chat connector campaigning");
+    let mut campaign = runtime.coord.campaign(&key, &runtime.node).await?;
+    loop {
+        let token = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            token = campaign.leading() => token?,
+        };
+        info!(token, "leading the web chat account");
+        let lead = stop.child_token();
+        let mut worker = tokio::spawn(outbox::run(outbox_config.clone(), token, lead.clone()));
+        let mut fenced = false;
+        let mut worker_done = false;
+        tokio::select! {
+            _ = campaign.deposed(token) => info!(token, "no longer leading"),
+            _ = stop.cancelled() => {}
+            ended = &mut worker => {
+                worker_done = true;
+                match ended {
+                    Ok(Err(WorkerError::Deposed(why))) => {
+                        warn!(token, %why, "the fence says another leader took over");
+                        fenced = true;
+                    }
+                    Ok(Err(e)) => warn!(token, error = %e, "outbox worker stopped"),
+                    Ok(Ok(())) => {}
+                    Err(e) => warn!(token, error = %e, "outbox worker panicked"),
+                }
+            }
+        }
+        lead.cancel();
+        if !worker_done {
+            let _ = worker.await;
+        }
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        if fenced {
+            drop(campaign);
+            campaign = runtime.coord.campaign(&key, &runtime.node).await?;
+        } else if campaign.current() == (coord::Leadership::Leader { token }) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_matched_exactly() {
+        let s = Settings { allowed_origins: vec!["https://shop.example".into()], ..Settings::default() };
+        assert!(s.origin_allowed(Some("https://shop.example")));
+        assert!(s.origin_allowed(Some("https://SHOP.example/")));
+        assert!(!s.origin_allowed(Some("https://evil.example")));
+        assert!(!s.origin_allowed(Some("http://shop.example")));
+        assert!(!s.origin_allowed(None));
+        assert!(Settings::default().origin_allowed(None), "no list: any origin");
+    }
+
+    #[test]
+    fn customer_tokens_belong_to_one_account() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let a = Uuid::now_v7();
+        let token = sign_customer(secret, a, "wc-1").unwrap();
+        assert_eq!(verify_customer(secret, a, &token).as_deref(), Some("wc-1"));
+        assert_eq!(verify_customer(secret, Uuid::now_v7(), &token), None, "another account's token");
+        assert_eq!(verify_customer("another secret, also 32 bytes long", a, &token), None);
+        assert_eq!(verify_customer(secret, a, "garbage"), None);
+    }
+}

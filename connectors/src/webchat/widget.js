@@ -1,0 +1,275 @@
+/* Switchboard web chat widget. One tag on any page:
+ *   <script src="https://HUB/webchat/widget.js" data-key="ACCOUNT_KEY" async></script>
+ * Optional: data-open="true" (start opened), data-name="Visitor name".
+ * Plain JS, no build step. The customer token is kept in localStorage so a reload resumes the
+ * conversation. Protocol: connectors/src/webchat/socket.rs. */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script) return;
+  var key = script.getAttribute("data-key") || "";
+  var hub = new URL(script.src, location.href).origin;
+  var storeKey = "switchboard-webchat:" + key;
+  var startOpen = script.getAttribute("data-open") === "true";
+  var visitorName = script.getAttribute("data-name") || "";
+
+  var css = [
+    ":host{all:initial}",
+    "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',sans-serif}",
+    ".launcher{display:flex;align-items:center;justify-content:center;position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;border:0;background:#2f5bea;color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000}",
+    ".launcher:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #ffb020;outline-offset:2px}",
+    ".panel{position:fixed;right:20px;bottom:92px;width:370px;max-width:calc(100vw - 24px);height:560px;max-height:calc(100vh - 110px);background:#fff;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.22);display:flex;flex-direction:column;overflow:hidden;z-index:2147483000;color:#1d2733;font-size:15px}",
+    ".panel[hidden]{display:none}",
+    "@media (max-width:520px){.panel{right:0;bottom:0;width:100vw;max-width:100vw;height:100vh;max-height:100vh;border-radius:0}.launcher.open{display:none}}",
+    "header{background:#2f5bea;color:#fff;padding:14px 16px;display:flex;align-items:center;gap:8px}",
+    "header h2{font-size:17px;margin:0;flex:1}",
+    "header .state{font-size:12px;opacity:.85}",
+    "header button{background:transparent;border:0;color:#fff;font-size:22px;cursor:pointer;line-height:1}",
+    ".log{flex:1;overflow-y:auto;padding:14px;background:#f4f6f9;display:flex;flex-direction:column;gap:8px}",
+    ".msg{max-width:80%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word;line-height:1.4}",
+    ".msg.in{align-self:flex-end;background:#2f5bea;color:#fff;border-bottom-right-radius:4px}",
+    ".msg.out{align-self:flex-start;background:#fff;border:1px solid #dde3ec;border-bottom-left-radius:4px}",
+    ".msg .who{display:block;font-size:12px;font-weight:600;color:#4a5a70;margin-bottom:2px}",
+    ".msg .meta{display:block;font-size:11px;opacity:.75;margin-top:3px;text-align:right}",
+    ".msg a{color:inherit}",
+    ".msg img{max-width:100%;border-radius:8px;display:block;margin-top:4px}",
+    ".msg.deleted{font-style:italic;opacity:.6}",
+    ".welcome{align-self:center;font-size:13px;color:#4a5a70;text-align:center}",
+    ".notice{padding:8px 14px;font-size:13px;background:#fff4e0;color:#7a4b00;border-top:1px solid #f0d9a8}",
+    ".notice[hidden]{display:none}",
+    "form{display:flex;gap:6px;padding:10px;border-top:1px solid #dde3ec;background:#fff;align-items:flex-end}",
+    "textarea{flex:1;resize:none;border:1px solid #c7d0dc;border-radius:10px;padding:9px;font-size:15px;min-height:40px;max-height:120px}",
+    "form button{border:0;border-radius:10px;background:#2f5bea;color:#fff;padding:0 14px;height:40px;font-size:15px;cursor:pointer}",
+    "form button.attach{background:#e8ecf2;color:#1d2733;padding:0 10px;display:flex;align-items:center}",
+    ".limit{font-size:11px;color:#6b7a90;padding:0 12px 8px;background:#fff}",
+    ".drop{outline:3px dashed #2f5bea;outline-offset:-8px}"
+  ].join("\n");
+
+  var host = document.createElement("div");
+  host.id = "switchboard-webchat";
+  var root = host.attachShadow({ mode: "open" });
+  root.innerHTML =
+    "<style>" + css + "</style>" +
+    '<button class="launcher" type="button" aria-label="Open chat" aria-expanded="false"><svg width="28" height="28" viewBox="0 0 24 24" aria-hidden="true"><path fill="currentColor" d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"/></svg></button>' +
+    '<section class="panel" role="dialog" aria-label="Chat" hidden>' +
+    '<header><h2 class="title">Chat</h2><span class="state" aria-live="polite">connecting…</span>' +
+    '<button class="close" type="button" aria-label="Close chat">&times;</button></header>' +
+    '<div class="log" role="log" aria-live="polite"></div>' +
+    '<div class="notice" role="alert" hidden></div>' +
+    '<form><button class="attach" type="button" aria-label="Attach a file" title="Attach a file"><svg width="20" height="20" viewBox="0 0 24 24" aria-hidden="true"><path fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" d="M21 11.5l-8.6 8.6a5 5 0 0 1-7.1-7.1l8.6-8.6a3.3 3.3 0 0 1 4.7 4.7l-8.6 8.6a1.7 1.7 0 0 1-2.4-2.4l7.9-7.9"/></svg></button>' +
+    '<input type="file" hidden>' +
+    '<textarea rows="1" aria-label="Your message" placeholder="Write a message…"></textarea>' +
+    '<button class="send" type="submit">Send</button></form>' +
+    '<div class="limit"></div>' +
+    "</section>";
+  (document.body || document.documentElement).appendChild(host);
+
+  var $ = function (sel) { return root.querySelector(sel); };
+  var launcher = $(".launcher"), panel = $(".panel"), log = $(".log"), notice = $(".notice");
+  var form = $("form"), input = $("textarea"), fileInput = $("input[type=file]"), stateEl = $(".state");
+  var limitEl = $(".limit"), titleEl = $(".title");
+
+  var ws = null, hello = null, retry = 0, noticeTimer = null;
+  var pending = {};   // client_msg_id -> {frame, bytes, el}
+  var byId = {};      // message id -> element
+  var ackedEl = {};   // message id -> pending element (own message, before its first sync)
+
+  function open(show) {
+    panel.hidden = !show;
+    launcher.setAttribute("aria-expanded", String(show));
+    launcher.classList.toggle("open", show);
+    if (show) { input.focus(); scroll(); }
+  }
+  launcher.addEventListener("click", function () { open(panel.hidden); });
+  $(".close").addEventListener("click", function () { open(false); launcher.focus(); });
+
+  function scroll() { log.scrollTop = log.scrollHeight; }
+  function showNotice(text, ms) {
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(noticeTimer);
+    if (ms) noticeTimer = setTimeout(function () { notice.hidden = true; }, ms);
+  }
+  function human(n) {
+    if (n < 1024) return n + " bytes";
+    if (n < 1048576) return (n / 1024).toFixed(1).replace(/\.0$/, "") + " KB";
+    return (n / 1048576).toFixed(1).replace(/\.0$/, "") + " MB";
+  }
+  function newId() {
+    return "w" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
+  }
+  function time(iso) {
+    var d = iso ? new Date(iso) : new Date();
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function render(el, m) {
+    el.className = "msg " + (m.direction === "in" ? "in" : "out") + (m.deleted ? " deleted" : "");
+    el.textContent = "";
+    if (m.direction !== "in") {
+      var who = document.createElement("span");
+      who.className = "who";
+      who.textContent = m.author && m.author.name ? m.author.name : "Support";
+      el.appendChild(who);
+    }
+    if (m.deleted) {
+      el.appendChild(document.createTextNode("message deleted"));
+    } else {
+      (m.files || []).forEach(function (f) {
+        var url = f.url ? hub + f.url : null;
+        if (url && /^image\//.test(f.mime)) {
+          var img = document.createElement("img");
+          img.src = url; img.alt = f.name;
+          el.appendChild(img);
+        }
+        var a = document.createElement(url ? "a" : "span");
+        if (url) { a.href = url; a.target = "_blank"; a.rel = "noopener"; a.setAttribute("download", f.name); }
+        a.textContent = f.name + " (" + human(f.size) + ")";
+        el.appendChild(a);
+        if (m.text) el.appendChild(document.createElement("br"));
+      });
+      if (m.text) el.appendChild(document.createTextNode(m.text));
+    }
+    var meta = document.createElement("span");
+    meta.className = "meta";
+    var status = m.direction === "in" ? (m.pending ? "sending…" : "sent") : "";
+    meta.textContent = time(m.created_at) + (m.edited ? " · edited" : "") + (status ? " · " + status : "");
+    el.appendChild(meta);
+  }
+
+  function place(el) {
+    var nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+    log.appendChild(el);
+    if (nearBottom) scroll();
+  }
+
+  function onMessage(m) {
+    var el = byId[m.id] || ackedEl[m.id];
+    if (!el) {
+      el = document.createElement("div");
+      place(el);
+    }
+    el.setAttribute("data-id", m.id);
+    byId[m.id] = el;
+    delete ackedEl[m.id];
+    render(el, m);
+  }
+
+  function sendPending(p) {
+    if (!ws || ws.readyState !== 1) return;
+    ws.send(JSON.stringify(p.frame));
+    if (p.bytes) ws.send(p.bytes);
+  }
+
+  function queue(frame, bytes, preview) {
+    var el = document.createElement("div");
+    render(el, { direction: "in", text: preview, pending: true, files: [] });
+    el.setAttribute("data-client-id", frame.client_msg_id);
+    place(el);
+    scroll();
+    var p = { frame: frame, bytes: bytes, el: el };
+    pending[frame.client_msg_id] = p;
+    sendPending(p);
+  }
+
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var text = input.value.trim();
+    if (!text) return;
+    if (hello && text.length > hello.max_text_chars) {
+      showNotice("Messages may have at most " + hello.max_text_chars + " characters.", 5000);
+      return;
+    }
+    input.value = "";
+    queue({ type: "message", client_msg_id: newId(), text: text }, null, text);
+  });
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+  });
+
+  function sendFile(file) {
+    var max = hello ? hello.max_file_bytes : 10485760;
+    if (file.size > max) {
+      showNotice(file.name + " is " + human(file.size) + ": files may be up to " + human(max) + ".", 6000);
+      return;
+    }
+    file.arrayBuffer().then(function (buf) {
+      var text = input.value.trim();
+      input.value = "";
+      queue({ type: "file", client_msg_id: newId(), name: file.name, mime: file.type || "application/octet-stream",
+              size: file.size, text: text || null }, buf, "Attachment: " + file.name + (text ? "\n" + text : ""));
+    });
+  }
+  $(".attach").addEventListener("click", function () { fileInput.click(); });
+  fileInput.addEventListener("change", function () {
+    Array.prototype.forEach.call(fileInput.files, sendFile);
+    fileInput.value = "";
+  });
+  panel.addEventListener("dragover", function (e) { e.preventDefault(); panel.classList.add("drop"); });
+  panel.addEventListener("dragleave", function () { panel.classList.remove("drop"); });
+  panel.addEventListener("drop", function (e) {
+    e.preventDefault();
+    panel.classList.remove("drop");
+    Array.prototype.forEach.call(e.dataTransfer.files, sendFile);
+  });
+
+  function connect() {
+    var url = hub.replace(/^http/, "ws") + "/api/v1/webchat/ws?key=" + encodeURIComponent(key);
+    var token = null;
+    try { token = localStorage.getItem(storeKey); } catch (e) { /* storage blocked */ }
+    if (token) url += "&token=" + encodeURIComponent(token);
+    if (visitorName) url += "&name=" + encodeURIComponent(visitorName);
+    stateEl.textContent = "connecting…";
+    ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    var opened = false;
+    ws.onopen = function () { opened = true; };
+    ws.onmessage = function (ev) {
+      var f;
+      try { f = JSON.parse(ev.data); } catch (e) { return; }
+      if (f.type === "hello") {
+        hello = f;
+        retry = 0;
+        try { localStorage.setItem(storeKey, f.token); } catch (e) { /* storage blocked */ }
+        titleEl.textContent = f.title || "Chat";
+        stateEl.textContent = "online";
+        limitEl.textContent = "Files up to " + f.max_file_size + " · drop a file here or use the clip";
+        if (f.welcome && !log.querySelector(".welcome")) {
+          var w = document.createElement("div");
+          w.className = "welcome";
+          w.textContent = f.welcome;
+          log.insertBefore(w, log.firstChild);
+        }
+        notice.hidden = true;
+        Object.keys(pending).forEach(function (id) { sendPending(pending[id]); });
+      } else if (f.type === "message") {
+        onMessage(f.message);
+      } else if (f.type === "ack") {
+        var p = pending[f.client_msg_id];
+        if (p) {
+          delete pending[f.client_msg_id];
+          if (byId[f.message_id]) { p.el.remove(); } else { ackedEl[f.message_id] = p.el; }
+        }
+      } else if (f.type === "error") {
+        var q = f.client_msg_id && pending[f.client_msg_id];
+        if (q) {
+          delete pending[f.client_msg_id];
+          q.el.classList.add("deleted");
+          q.el.querySelector(".meta").textContent = "not sent";
+        }
+        showNotice(f.message, f.code === "rate_limited" ? (f.retry_after_s || 5) * 1000 + 3000 : 8000);
+      }
+    };
+    ws.onclose = function () {
+      ws = null;
+      retry = Math.min(retry + 1, 6);
+      stateEl.textContent = opened ? "reconnecting…" : "offline";
+      if (!opened && retry >= 2) showNotice("The chat is not available right now.", 0);
+      setTimeout(connect, Math.min(30000, 500 * Math.pow(2, retry)));
+    };
+  }
+
+  open(startOpen);
+  connect();
+  window.SwitchboardWebchat = { open: function () { open(true); }, close: function () { open(false); } };
+})();

@@ -1,0 +1,275 @@
+//! The web chat channel end to end: real customer sockets against the connector runtime, the
+//! real chatserver and file server, and real agent sockets.
+
+mod harness;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use harness::{Hub, WAIT, spawn_hub};
+use schema::domain::Channel;
+use schema::store::{self, NewAccount};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SHOP: &str = "http://shop.example";
+
+struct Webchat {
+    hub: Hub,
+    account_id: Uuid,
+    addr: SocketAddr,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// A hub with a web chat account (`settings` added to its own) served by a connector runtime
+/// on its own port.
+async fn webchat(settings: Value) -> Webchat {
+    let hub = spawn_hub(json!({})).await;
+    let mut all = json!({ "allowed_origins": [SHOP], "title": "Shop" });
+    all.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+    let mut conn = hub.pool.acquire().await.unwrap();
+    let account = store::create_account(
+        &mut conn,
+        &NewAccount {
+            channel: Channel::Webchat,
+            name: "shop chat".into(),
+            default_queue: "support".into(),
+            credentials: json!({}),
+            settings: all,
+        },
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let runtime = hub.runtime(connectors::Config::default());
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = runtime.router();
+    let serving = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { serving.cancelled().await })
+            .await
+            .unwrap();
+    });
+    runtime.spawn_account(account.id, stop.clone());
+    Webchat { hub, account_id: account.id, addr, _stop: stop.drop_guard() }
+}
+
+struct Customer {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    hello: Value,
+}
+
+impl Webchat {
+    fn url(&self, token: Option<&str>) -> String {
+        let mut url = format!("ws://{}/api/v1/webchat/ws?key={}", self.addr, self.account_id);
+        if let Some(token) = token {
+            url.push_str(&format!("&token={token}"));
+        }
+        url
+    }
+
+    async fn try_connect(&self, origin: &str, token: Option<&str>) -> Result<Customer, tungstenite::Error> {
+        let mut request = self.url(token).into_client_request().unwrap();
+        request.headers_mut().insert("Origin", origin.parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let mut customer = Customer { ws, hello: Value::Null };
+        customer.hello = customer.frame("hello").await;
+        Ok(customer)
+    }
+
+    async fn customer(&self, token: Option<&str>) -> Customer {
+        self.try_connect(SHOP, token).await.expect("the customer connects")
+    }
+
+    async fn inbound(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'in' AND account_id = $1")
+            .bind(self.account_id)
+            .fetch_one(&self.hub.pool)
+            .await
+            .unwrap()
+    }
+}
+
+impl Customer {
+    fn token(&self) -> String {
+        self.hello["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    }
+
+    /// The next frame of type `kind` (others are skipped).
+    async fn frame(&mut self, kind: &str) -> Value {
+        self.frame_where(kind, |_| true).await
+    }
+
+    async fn frame_where(&mut self, kind: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let until = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(until, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == kind && check(&v) {
+                        return v;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no {kind} frame: {other:?}"),
+            }
+        }
+    }
+
+    async fn say(&mut self, id: &str, text: &str) -> Value {
+        self.send(json!({ "type": "message", "client_msg_id": id, "text": text })).await;
+        self.frame_where("ack", |v| v["client_msg_id"] == id).await
+    }
+
+    /// The message frame whose text is `text`.
+    async fn shown(&mut self, text: &str) -> Value {
+        self.frame_where("message", |v| v["message"]["text"] == text).await["message"].clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_and_an_agent_talk_and_a_reply_to_an_offline_customer_waits_for_the_reconnect() {
+    let chat = webchat(json!({})).await;
+    let mut alice = chat.hub.ready_agent("alice").await;
+    let mut customer = chat.customer(None).await;
+    assert_eq!(customer.hello["title"], "Shop");
+    assert_eq!(customer.hello["max_file_bytes"], 10 * 1024 * 1024);
+    let customer_id = customer.hello["customer"]["id"].as_str().unwrap().to_owned();
+
+    let ack = customer.say("m1", "is my parcel on its way?").await;
+    let first_id = ack["message_id"].clone();
+    let shown = customer.shown("is my parcel on its way?").await;
+    assert_eq!(shown["id"], first_id);
+    assert_eq!(shown["direction"], "in");
+
+    let interaction = chat.hub.accept_next(&mut alice).await;
+    let reply = alice
+        .call("message.send", json!({"interaction_id": interaction, "client_msg_id": "a1", "text": "Yes, tomorrow."}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let seen = customer.shown("Yes, tomorrow.").await;
+    assert_eq!(seen["direction"], "out");
+    assert_eq!(seen["author"]["name"], "Agent alice");
+    alice.event_where("message.status", |d| d["message"]["status"] == "sent").await;
+
+    // a file from the customer: announced, then the bytes
+    let bytes = b"%PDF-1.4 receipt".to_vec();
+    customer
+        .send(json!({"type": "file", "client_msg_id": "f1", "name": "receipt.pdf", "mime": "application/pdf", "size": bytes.len()}))
+        .await;
+    customer.ws.send(Message::Binary(bytes.clone().into())).await.unwrap();
+    customer.frame_where("ack", |v| v["client_msg_id"] == "f1").await;
+    let new = alice.event_where("message.new", |d| d["message"]["kind"] == "document").await;
+    let file = &new["data"]["message"]["files"][0];
+    assert_eq!(file["name"], "receipt.pdf");
+    let (status, got, _) = chat.hub.download(file["url"].as_str().unwrap()).await;
+    assert_eq!((status, got), (200, bytes));
+
+    // the customer leaves; a reply waits, queued
+    let token = customer.token();
+    drop(customer);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = alice
+        .call("message.send", json!({"interaction_id": interaction, "client_msg_id": "a2", "text": "Are you there?"}))
+        .await;
+    let queued_id = queued["data"]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
+        .bind(Uuid::parse_str(&queued_id).unwrap())
+        .fetch_one(&chat.hub.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "queued", "nobody to deliver to");
+
+    // back with the token: the same customer, the whole conversation, the waiting reply delivered
+    let mut back = chat.customer(Some(&token)).await;
+    assert_eq!(back.hello["customer"]["id"], customer_id.as_str());
+    back.shown("is my parcel on its way?").await;
+    back.shown("Yes, tomorrow.").await;
+    back.shown("Are you there?").await;
+    alice
+        .event_where("message.status", |d| d["message"]["id"] == queued_id.as_str() && d["message"]["status"] == "sent")
+        .await;
+
+    // a resend after a lost ack is the same message, not a new one
+    let before = chat.inbound().await;
+    let again = back.say("m1", "is my parcel on its way?").await;
+    assert_eq!(again["message_id"], first_id);
+    assert_eq!(chat.inbound().await, before);
+}
+
+fn refusal(error: tungstenite::Error) -> (u16, Value) {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let body = response.body().clone().unwrap_or_default();
+            (response.status().as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_unknown_keys_floods_and_big_files_are_refused() {
+    let chat = webchat(json!({ "messages_burst": 3, "messages_per_minute": 6, "max_file_bytes": 1000 })).await;
+
+    let (status, body) = refusal(chat.try_connect("https://evil.example", None).await.err().unwrap());
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("origin_not_allowed")));
+
+    let mut request =
+        format!("ws://{}/api/v1/webchat/ws?key={}", chat.addr, Uuid::now_v7()).into_client_request().unwrap();
+    request.headers_mut().insert("Origin", SHOP.parse().unwrap());
+    let (status, body) = refusal(tokio_tungstenite::connect_async(request).await.err().unwrap());
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_key")));
+
+    // a forged token is not an identity: the customer gets a new one
+    let customer = chat.customer(Some("forged.token.value")).await;
+    assert!(customer.hello["customer"]["id"].as_str().unwrap().starts_with("wc-"));
+    drop(customer);
+
+    let mut customer = chat.customer(None).await;
+    customer
+        .send(json!({"type": "file", "client_msg_id": "big", "name": "huge.zip", "mime": "application/zip", "size": 5000}))
+        .await;
+    let too_big = customer.frame("error").await;
+    assert_eq!(too_big["code"], "file_too_large");
+    assert_eq!(too_big["limit"], 1000);
+    assert!(too_big["message"].as_str().unwrap().contains("up to 1000 bytes"), "{too_big}");
+
+    for i in 0..8 {
+        customer.send(json!({"type": "message", "client_msg_id": format!("s{i}"), "text": format!("spam {i}")})).await;
+    }
+    let mut acks = 0;
+    let mut limited = 0;
+    while acks + limited < 8 {
+        let until = tokio::time::Instant::now() + WAIT;
+        let frame = match tokio::time::timeout_at(until, customer.ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(&t).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        match frame["type"].as_str() {
+            Some("ack") => acks += 1,
+            Some("error") => {
+                assert_eq!(frame["code"], "rate_limited", "{frame}");
+                assert!(frame["retry_after_s"].as_u64().unwrap() >= 1);
+                assert!(frame["message"].as_str().unwrap().contains("too fast"));
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((acks, limited), (3, 5), "the burst passes, the rest is refused");
+    assert_eq!(chat.inbound().await, 3, "refused messages are not stored");
+}
