@@ -95,7 +95,11 @@ pub async fn enqueue_outbound(conn: &mut PgConnection, out: &OutboundMessage) ->
 }
 
 /// The message `agent` already sent with `client_msg_id`, if any.
-pub async fn sent_with_client_msg_id(conn: &mut PgConnection, agent: &str, client_msg_id: &str) -> Result<Option<Message>> {
+pub async fn sent_with_client_msg_id(
+    conn: &mut PgConnection,
+    agent: &str,
+    client_msg_id: &str,
+) -> Result<Option<Message>> {
     match find_by_client_msg_id(conn, agent, client_msg_id).await? {
         Some(id) => Ok(Some(super::load_message(conn, id).await?)),
         None => Ok(None),
