@@ -1,8 +1,9 @@
 //! What a connector writes besides inbound messages: its outbox work (claim, then the outcome
 //! of each attempt, fenced by the leader's token), status events, customers' edits, avatars.
 //!
-//! Every outbox write runs [`check_fence`](super::check_fence) with the leader's token first, in
-//! the same transaction: a deposed leader's claim or result is refused, and the token of the
+//! Every outbox write runs [`check_fence`](super::check_fence) with the leader's token in the
+//! same transaction (at its end, so the fence row is locked only for the commit): a deposed
+//! leader's claim or result is refused and rolled back, and the token of the
 //! leader that attempted a row is kept on it (`outbox.fencing_token`), so a row claimed by one
 //! leader and still pending under the next is known to be in doubt.
 
@@ -93,10 +94,9 @@ pub async fn pending_outbox(
 }
 
 /// Records an attempt on each of `ids` by the leader holding `token` (attempts + 1, the token
-/// kept on the row), after checking the fence. Returns the ids still pending, which the caller
+/// kept on the row), checking the fence. Returns the ids still pending, which the caller
 /// may now perform; the others were finished meanwhile.
 pub async fn claim_outbox(conn: &mut PgConnection, account_id: Uuid, token: i64, ids: &[i64]) -> Result<Vec<i64>> {
-    super::check_fence(conn, &connector_key(account_id), token).await?;
     let claimed: Vec<i64> = sqlx::query_scalar(
         "UPDATE outbox SET attempts = attempts + 1, fencing_token = $3, updated_at = now()
          WHERE account_id = $1 AND id = ANY($2) AND state = 'pending'
@@ -107,6 +107,8 @@ pub async fn claim_outbox(conn: &mut PgConnection, account_id: Uuid, token: i64,
     .bind(token)
     .fetch_all(&mut *conn)
     .await?;
+    // last: the fence row stays locked until the commit, so it is locked for the shortest time
+    super::check_fence(conn, &connector_key(account_id), token).await?;
     Ok(claimed)
 }
 
@@ -129,7 +131,7 @@ pub struct Announced {
     pub message: Option<Message>,
 }
 
-/// Stores the outcome of an attempt on row `outbox_id`, after checking the fence:
+/// Stores the outcome of an attempt on row `outbox_id`, checking the fence:
 ///
 /// - a `send` done: the message becomes `sent` with its platform ids;
 /// - a `send` failed: the message becomes `failed` with the error;
@@ -145,7 +147,19 @@ pub async fn finish_outbox(
     outbox_id: i64,
     outcome: &OutboxOutcome,
 ) -> Result<Announced> {
+    let announced = record_outcome(conn, account_id, outbox_id, outcome).await?;
+    // last: every outcome of the account's leader passes this row, which stays locked until
+    // the commit; checked at the end it is held for the commit only, not the whole transaction
     super::check_fence(conn, &connector_key(account_id), token).await?;
+    Ok(announced)
+}
+
+async fn record_outcome(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    outbox_id: i64,
+    outcome: &OutboxOutcome,
+) -> Result<Announced> {
     let row = sqlx::query("SELECT message_id, action, state FROM outbox WHERE id = $1 AND account_id = $2 FOR UPDATE")
         .bind(outbox_id)
         .bind(account_id)
