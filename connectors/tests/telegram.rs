@@ -283,3 +283,30 @@ async fn a_429_is_honoured_for_its_retry_after() {
     let error: Option<String> = sqlx::query_scalar("SELECT last_error FROM outbox").fetch_one(&hub.pool).await.unwrap();
     assert_eq!(error, None, "a success clears the error");
 }
+
+/// A 5xx is retried after a backoff, and the message goes out once. (teloxide itself waits 10 s
+/// before reading a 5xx answer, so this test takes that long.)
+#[tokio::test]
+async fn a_5xx_is_retried_with_backoff_and_sent_once() {
+    let hub = spawn_hub(json!({})).await;
+    let mut alice = hub.ready_agent("alice").await;
+    let _connector = hub.start_connector(connectors::Config::default()).await;
+    let user = olga();
+    hub.fake.text(&user, "hi");
+    let interaction = hub.accept_next(&mut alice).await;
+    hub.fake.fail_next("sendMessage", 502, json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}));
+    let sent = alice
+        .call("message.send", json!({"interaction_id": interaction, "client_msg_id": "g1", "text": "again"}))
+        .await;
+    let id = sent["data"]["id"].as_str().unwrap().to_owned();
+    eventually("sent after the retry", Duration::from_secs(30), || async {
+        hub.fake.calls_of("sendMessage").iter().any(|c| c.ok())
+    })
+    .await;
+    let status = alice.event_where("message.status", |d| d["message"]["id"] == id.as_str()).await;
+    assert_eq!(status["data"]["message"]["status"], "sent");
+    let calls = hub.fake.calls_of("sendMessage");
+    assert_eq!(calls.iter().map(|c| c.status).collect::<Vec<_>>(), vec![502, 200]);
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM outbox").fetch_one(&hub.pool).await.unwrap();
+    assert_eq!(attempts, 2);
+}
