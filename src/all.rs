@@ -35,6 +35,8 @@ struct Started {
     /// The ZooKeeper coordinator, to close its session at shutdown (`None`: local).
     zookeeper: Option<ZkCoordinator>,
     server: ops::http::Server,
+    /// Lines to print after the URLs: the console, the web chat demo, what the demo seeding did.
+    demo: Vec<String>,
 }
 
 async fn start(config: Config, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<Started> {
@@ -85,7 +87,7 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
                 )
                 .await
                 .context("cannot start the chatserver")?;
-                routes = routes.merge(chat.router());
+                routes = routes.merge(chat.router()).merge(crate::console::router());
             }
             Component::Fileserver => {
                 let files = fileserver::Fileserver::start(
@@ -121,14 +123,28 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
     let bind = config.http.bind;
     let state = AppState { config: Arc::new(config), db, coordinator, metrics };
     let server = ops::http::Server::bind(bind, app(&state, routes)).await?;
+    let addr = server.local_addr();
+    let mut demo = Vec::new();
+    if components.contains(&Component::Chatserver) {
+        demo.push(format!("  console:   http://{addr}/console   the reference agent console"));
+    }
+    if components.contains(&Component::Connectors) {
+        demo.push(format!("  web chat:  http://{addr}/webchat/demo   the widget on a demo page"));
+    }
+    if components.contains(&Component::Chatserver) && components.contains(&Component::Connectors) {
+        demo.extend(crate::demo::seed_if_empty(&state.db, &state.config, addr).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "demo: cannot seed the empty database");
+            Vec::new()
+        }));
+    }
     if let Some((runtime, component)) = connectors {
         crate::connector::start(runtime, component, server.local_addr(), shutdown);
     }
-    Ok(Started { state, zookeeper, server })
+    Ok(Started { state, zookeeper, server, demo })
 }
 
 async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Started { state, zookeeper, server } = started;
+    let Started { state, zookeeper, server, demo } = started;
     let addr = server.local_addr();
     tracing::info!(%addr, "serving");
     println!("switchboard: listening on http://{addr}");
@@ -137,6 +153,9 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
     println!("  metrics:   http://{addr}/metrics");
     println!("  agent API: ws://{addr}/api/v1/agent/ws");
     println!("  REST API:  http://{addr}/api/v1/openapi.json");
+    for line in &demo {
+        println!("{line}");
+    }
 
     let served = server.run_until_stopped(shutdown).await;
 
