@@ -239,6 +239,11 @@ impl Runtime {
         let fileserver = self.fileserver.get().cloned().context(
             "no file server URL: set connectors.fileserver_url (or run the connector where the file server listens)",
         )?;
+        if self.jwt_secret.is_none() {
+            warn!(
+                "jwt.hs256_secret is not set: files cannot go through the file server (messages keep a note instead)"
+            );
+        }
         let files = FileServer::new(fileserver, self.jwt_secret.clone(), account.channel, account_id);
         let ingest = Ingest::new(self.pool.clone(), self.coord.clone(), account_id, self.config.reopen_window());
         let receiver = Arc::new(Receiver::new(bot.clone(), ingest, files.clone(), limits.max_download_bytes));

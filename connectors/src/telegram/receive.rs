@@ -152,6 +152,8 @@ impl Receiver {
         match self.files.upload(&media.name, &media.mime, bytes.into()).await {
             Ok(uploaded) => Ok(Fetch::Stored(uploaded.to_ref())),
             Err(FileError::Refused(reason)) => Ok(Fetch::Unavailable(format!("the file server refused it: {reason}"))),
+            Err(e @ FileError::NoSecret) => Ok(Fetch::Unavailable(e.to_string())),
+            Err(e) if give_up => Ok(Fetch::Unavailable(format!("the file server did not take it: {e}"))),
             Err(e) => Err(HandleError::File(e.to_string())),
         }
     }
