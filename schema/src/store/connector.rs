@@ -278,7 +278,7 @@ pub async fn record_inbound_edit(
 ) -> Result<Option<Announced>> {
     let row = sqlx::query(
         "SELECT id, text FROM messages
-         WHERE account_id = $1 AND external_message_id = $2 AND direction = 'in' FOR UPDATE",
+         WHERE account_id = $1 AND external_message_id = $2 AND direction = 'in' FOR NO KEY UPDATE",
     )
     .bind(account_id)
     .bind(external_message_id)

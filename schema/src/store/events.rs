@@ -124,7 +124,7 @@ pub async fn fan_out(
              UNION
              SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
          ), locked AS (
-             SELECT login FROM agents WHERE login IN (SELECT login FROM audience) ORDER BY login FOR UPDATE
+             SELECT login FROM agents WHERE login IN (SELECT login FROM audience) ORDER BY login FOR NO KEY UPDATE
          ), bumped AS (
              UPDATE agents a SET last_event_seq = a.last_event_seq + 1 FROM locked l WHERE a.login = l.login
              RETURNING a.login, a.last_event_seq

@@ -283,7 +283,7 @@ async fn open_interaction(
         "SELECT ",
         INTERACTION_COLUMNS,
         " FROM interactions i JOIN customers c ON c.id = i.customer_id
-         WHERE i.account_id = $1 AND i.customer_id = $2 AND i.state <> 'closed' FOR UPDATE OF i"
+         WHERE i.account_id = $1 AND i.customer_id = $2 AND i.state <> 'closed' FOR NO KEY UPDATE OF i"
     );
     loop {
         let open = sqlx::query(OPEN).bind(msg.account_id).bind(customer_id).fetch_optional(&mut *conn).await?;
@@ -297,7 +297,7 @@ async fn open_interaction(
              WHERE id = (SELECT id FROM interactions
                          WHERE account_id = $1 AND customer_id = $2 AND state = 'closed'
                            AND closed_at > now() - make_interval(secs => $4::float8 / 1000)
-                         ORDER BY closed_at DESC LIMIT 1 FOR UPDATE)
+                         ORDER BY closed_at DESC LIMIT 1 FOR NO KEY UPDATE)
              RETURNING id",
         )
         .bind(msg.account_id)

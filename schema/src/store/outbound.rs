@@ -153,7 +153,7 @@ pub async fn outbox_backlog(conn: &mut PgConnection, account_id: Uuid) -> Result
 async fn own_outbound(conn: &mut PgConnection, message_id: Uuid, agent: &str) -> Result<(Message, String)> {
     let row = sqlx::query(
         "SELECT i.channel, m.deleted FROM messages m JOIN interactions i ON i.id = m.interaction_id
-         WHERE m.id = $1 AND m.direction = 'out' AND m.agent_login = $2 FOR UPDATE OF m",
+         WHERE m.id = $1 AND m.direction = 'out' AND m.agent_login = $2 FOR NO KEY UPDATE OF m",
     )
     .bind(message_id)
     .bind(agent)

@@ -137,7 +137,7 @@ async fn locked(conn: &mut PgConnection, id: Uuid) -> Result<Interaction> {
     const SQL: &str = concatcp!(
         "SELECT ",
         INTERACTION_COLUMNS,
-        " FROM interactions i JOIN customers c ON c.id = i.customer_id WHERE i.id = $1 FOR UPDATE OF i"
+        " FROM interactions i JOIN customers c ON c.id = i.customer_id WHERE i.id = $1 FOR NO KEY UPDATE OF i"
     );
     let row = sqlx::query(SQL)
         .bind(id)
