@@ -114,6 +114,31 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step test run_tests "$@"
 
+# Browser tests (tests/browser/run.sh: the web chat widget and the agent console in headless
+# Chromium through playwright-core), when no cargo test arguments narrow the run. Debian's
+# chromium (and node/npm) are installed when missing and this runs as root; playwright-core
+# comes from the npm registry and never downloads a browser.
+browser_log=$(mktemp)
+trap 'rm -f "$test_log" "$browser_log"; stop_started' EXIT
+# shellcheck disable=SC2317 # called through step
+browser_tests() {
+    local missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        [ "$(id -u)" = 0 ] ||
+            { say "browser tests need: apt-get install --no-install-recommends ${missing[*]}"; return 1; }
+        say "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+            { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } ||
+            return 1
+    fi
+    cargo build --bin switchboard && tests/browser/run.sh 2>&1 | tee "$browser_log"
+}
+if [ "$#" -eq 0 ]; then
+    step browser browser_tests
+fi
+
 # ------------------------------------------------------------------- summary --
 
 # Totals over every test binary's "test result:" line.
@@ -126,6 +151,11 @@ read -r passed failed_tests ignored < <(awk '
         }
     }
     END { printf "%d %d %d\n", p, f, g }' "$test_log")
+# plus the browser tests' "N passed, M failed" line
+if read -r bp bf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$browser_log" | tail -1) && [ -n "$bp" ]; then
+    passed=$((passed + bp))
+    failed_tests=$((failed_tests + bf))
+fi
 
 echo
 say "summary"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Browser tests of the web chat widget and the agent console, in headless Chromium driven by
+# playwright-core (Debian's /usr/bin/chromium; no browser is ever downloaded).
+#
+# Starts `switchboard all` on a free port against a fresh database (the demo seeding creates the
+# web chat account and the agents alice and bob), runs webchat.test.mjs with the printed URLs,
+# then stops the process and drops the database. Needs: the services of deploy/services.sh (the
+# environment of `deploy/services.sh env`), a built debug binary, node and npm, chromium.
+# Screenshots go to $target/browser-screenshots/, or with SWITCHBOARD_UPDATE_SCREENSHOTS=1 to
+# docs/screenshots/ (the ones the docs show).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+[[ $target == /* ]] || target="$root/$target"
+bin=${SWITCHBOARD_BIN:-$target/debug/switchboard}
+admin_url=${SWITCHBOARD_TEST_DATABASE_URL:?run eval "\$(deploy/services.sh env)" first}
+[ -x "$bin" ] || { echo "browser tests: $bin is missing (cargo build --bin switchboard)" >&2; exit 1; }
+command -v psql >/dev/null || { echo "browser tests: psql is missing (apt-get install postgresql-client)" >&2; exit 1; }
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { echo "browser tests: no chromium (apt-get install --no-install-recommends chromium)" >&2; exit 1; }
+
+if [ ! -d "$here/node_modules/playwright-core" ]; then
+    (cd "$here" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+work=$(mktemp -d)
+db="browser_$(date +%s)_$$"
+db_url="${admin_url%/*}/$db"
+pid=
+# shellcheck disable=SC2317 # called from the EXIT trap
+cleanup() {
+    if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null
+
+port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+SWITCHBOARD_DATABASE__URL="$db_url" \
+SWITCHBOARD_COORD__BACKEND=local \
+SWITCHBOARD_HTTP__BIND="127.0.0.1:$port" \
+SWITCHBOARD_JWT__HS256_SECRET="browser-tests-$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')" \
+SWITCHBOARD_FILESERVER__ROOT="$work/files" \
+    "$bin" all >"$work/out" 2>"$work/err" &
+pid=$!
+
+for _ in $(seq 1 120); do
+    [ "$(grep -c 'console:   http.*#token=' "$work/out" 2>/dev/null)" = 2 ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/err" >&2; echo "browser tests: switchboard all exited" >&2; exit 1; }
+    sleep 0.5
+done
+grep -q 'widget:' "$work/out" || { cat "$work/out" "$work/err" >&2; echo "browser tests: no demo URLs printed" >&2; exit 1; }
+
+export BASE="http://127.0.0.1:$port"
+WIDGET_URL=$(grep -o 'http://[^ ]*/webchat/demo?key=[^ ]*' "$work/out" | head -1)
+ALICE_URL=$(grep 'Alice' "$work/out" | grep -o 'http://[^ ]*/console#token=[^ ]*')
+BOB_URL=$(grep 'Bob' "$work/out" | grep -o 'http://[^ ]*/console#token=[^ ]*')
+export WIDGET_URL ALICE_URL BOB_URL
+if [ "${SWITCHBOARD_UPDATE_SCREENSHOTS:-0}" = 1 ]; then
+    export SCREENSHOTS="$root/docs/screenshots"
+else
+    export SCREENSHOTS="$target/browser-screenshots"
+fi
+status=0
+node "$here/webchat.test.mjs" || status=$?
+if [ "$status" != 0 ]; then
+    echo "--- switchboard stderr (last 60 lines) ---" >&2
+    tail -60 "$work/err" >&2
+fi
+exit "$status"

@@ -1,0 +1,221 @@
+// Web chat widget + agent console in headless Chromium (playwright-core, /usr/bin/chromium).
+// Started by run.sh, which passes BASE, WIDGET_URL, ALICE_URL, BOB_URL and SCREENSHOTS.
+import assert from "node:assert/strict";
+import http from "node:http";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const { BASE, WIDGET_URL, ALICE_URL, BOB_URL, SCREENSHOTS } = process.env;
+for (const [k, v] of Object.entries({ BASE, WIDGET_URL, ALICE_URL, BOB_URL })) {
+  if (!v) throw new Error(`${k} is not set: run tests/browser/run.sh`);
+}
+mkdirSync(SCREENSHOTS, { recursive: true });
+const T = 20_000;
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+
+let passed = 0;
+const failures = [];
+async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+    passed += 1;
+    console.log(`ok - ${name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failures.push(name);
+    console.log(`not ok - ${name}\n  ${String(e.stack || e).split("\n").slice(0, 6).join("\n  ")}`);
+    throw e;
+  }
+}
+
+const widget = (page) => page.locator("#switchboard-webchat");
+const customerMsgs = (page) => widget(page).locator(".log .msg");
+
+async function newPage(viewport) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.log(`  page error on ${page.url()}: ${e.message}`));
+  return { context, page };
+}
+
+async function customerSays(page, text) {
+  const box = widget(page).locator("textarea");
+  await box.fill(text);
+  await box.press("Enter");
+}
+
+async function signedIn(page) {
+  await page.locator("#desk").waitFor({ state: "visible", timeout: T });
+  await page.locator("#conn", { hasText: "online" }).waitFor({ timeout: T });
+}
+
+const customer = await newPage(DESKTOP);
+const alice = await newPage(DESKTOP);
+const bob = await newPage(DESKTOP);
+const cp = customer.page, ap = alice.page, bp = bob.page;
+
+try {
+  await step("the widget opens on the demo page and gets a customer token", async () => {
+    await cp.goto(WIDGET_URL);
+    await widget(cp).locator(".state", { hasText: "online" }).waitFor({ timeout: T });
+    await widget(cp).locator(".limit", { hasText: "Files up to 10 MB" }).waitFor({ timeout: T });
+    const token = await cp.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("switchboard-webchat:")).length);
+    assert.equal(token, 1, "the customer token is kept in localStorage");
+  });
+
+  await step("the customer writes; the message is stored (acknowledged)", async () => {
+    await customerSays(cp, "Hello, where is my order A-1009?");
+    await customerMsgs(cp).filter({ hasText: "where is my order" }).locator(".meta", { hasText: "sent" }).waitFor({ timeout: T });
+  });
+
+  await step("agents sign in to the console with a token; alice goes ready and gets the offer", async () => {
+    await ap.goto(ALICE_URL);
+    await signedIn(ap);
+    await bp.goto(BOB_URL);
+    await signedIn(bp);
+    await ap.locator("#status").selectOption("ready");
+    await ap.locator("#offered li").first().waitFor({ timeout: T });
+  });
+
+  await step("alice accepts, sees the customer's message and replies; the customer sees the reply with her name", async () => {
+    await ap.locator("#offered li button", { hasText: "Accept" }).first().click();
+    await ap.locator("#mine li").first().waitFor({ timeout: T });
+    await ap.locator("#messages li", { hasText: "where is my order" }).waitFor({ timeout: T });
+    await ap.locator("#text").fill("Hi! Alice here, let me check A-1009.");
+    await ap.locator("#composer button[type=submit]").click();
+    const reply = customerMsgs(cp).filter({ hasText: "Alice here" });
+    await reply.waitFor({ timeout: T });
+    assert.match(await reply.locator(".who").textContent(), /Alice Smith/);
+  });
+
+  await step("a file goes from the customer to the agent", async () => {
+    const png = Buffer.from(
+      "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAYAAAAf8/9hAAAAKUlEQVR42mNk+M9Qz0AEYBxVSF+FjIyMDP//MzAwMjIy/P//n4GBgQEAd+kH/c2C2lUAAAAASUVORK5CYII=",
+      "base64");
+    await widget(cp).locator("input[type=file]").setInputFiles({ name: "box-photo.png", mimeType: "image/png", buffer: png });
+    await customerMsgs(cp).filter({ hasText: "box-photo.png" }).locator(".meta", { hasText: "sent" }).waitFor({ timeout: T });
+    const link = ap.locator("#messages li a", { hasText: "box-photo.png" });
+    await link.waitFor({ timeout: T });
+    await ap.locator("#messages li img[alt='box-photo.png']").waitFor({ timeout: T });
+    const href = await link.getAttribute("href");
+    const got = await fetch(new URL(href, BASE));
+    assert.equal(got.status, 200, "the agent's signed link downloads the file");
+    assert.equal(Buffer.from(await got.arrayBuffer()).length, png.length);
+  });
+
+  await step("a file goes from the agent to the customer", async () => {
+    await ap.locator("#file").setInputFiles({ name: "return-label.txt", mimeType: "text/plain", buffer: Buffer.from("RETURN LABEL A-1009\n") });
+    await ap.locator("#text").fill("Here is your return label.");
+    await ap.locator("#composer button[type=submit]").click();
+    const link = customerMsgs(cp).locator("a", { hasText: "return-label.txt" });
+    await link.waitFor({ timeout: T });
+    const href = await link.getAttribute("href");
+    const got = await fetch(href);
+    assert.equal(got.status, 200, "the customer's signed link downloads the file");
+    assert.equal(await got.text(), "RETURN LABEL A-1009\n");
+  });
+
+  await step("screenshots of the widget and the console at desktop width", async () => {
+    await cp.screenshot({ path: `${SCREENSHOTS}/widget-desktop.png` });
+    await ap.screenshot({ path: `${SCREENSHOTS}/console-desktop.png` });
+  });
+
+  await step("a reload of the customer page keeps the conversation", async () => {
+    await cp.reload();
+    await widget(cp).locator(".state", { hasText: "online" }).waitFor({ timeout: T });
+    await customerMsgs(cp).filter({ hasText: "where is my order" }).waitFor({ timeout: T });
+    await customerMsgs(cp).filter({ hasText: "Alice here" }).waitFor({ timeout: T });
+    await customerMsgs(cp).filter({ hasText: "return-label.txt" }).waitFor({ timeout: T });
+    assert.equal(await customerMsgs(cp).filter({ hasText: "where is my order" }).count(), 1, "no message shown twice");
+  });
+
+  await step("screenshots at phone width", async () => {
+    await cp.setViewportSize(PHONE);
+    await ap.setViewportSize(PHONE);
+    await cp.screenshot({ path: `${SCREENSHOTS}/widget-phone.png` });
+    await ap.screenshot({ path: `${SCREENSHOTS}/console-phone.png` });
+    await cp.setViewportSize(DESKTOP);
+    await ap.setViewportSize(DESKTOP);
+  });
+
+  await step("a transfer moves the chat to bob's console; his reply reaches the customer", async () => {
+    await ap.locator("#transfer-to").fill("bob");
+    await ap.locator("#transfer").click();
+    await bp.locator("#mine li", { hasText: "Visitor" }).waitFor({ timeout: T });
+    await ap.locator("#mine li").waitFor({ state: "detached", timeout: T });
+    await bp.locator("#mine li", { hasText: "Visitor" }).click();
+    await bp.locator("#messages li", { hasText: "where is my order" }).waitFor({ timeout: T });
+    await bp.locator("#text").fill("Bob here, I took over from Alice.");
+    await bp.locator("#composer button[type=submit]").click();
+    const reply = customerMsgs(cp).filter({ hasText: "Bob here" });
+    await reply.waitFor({ timeout: T });
+    assert.match(await reply.locator(".who").textContent(), /Bob Jones/);
+  });
+
+  await step("the supervisor overview lists both agents", async () => {
+    await ap.locator("#overview-btn").click();
+    await ap.locator("#overview-body td", { hasText: "bob" }).waitFor({ timeout: T });
+    await ap.locator("#overview-body td", { hasText: "alice" }).waitFor({ timeout: T });
+    await ap.screenshot({ path: `${SCREENSHOTS}/console-supervisor.png` });
+  });
+
+  await step("a socket from a foreign origin is refused before the upgrade (403 origin_not_allowed)", async () => {
+    const key = new URL(WIDGET_URL).searchParams.get("key");
+    const { status, body } = await upgrade(`/api/v1/webchat/ws?key=${key}`, "https://evil.example");
+    assert.equal(status, 403);
+    assert.equal(JSON.parse(body).error.code, "origin_not_allowed");
+    // the same page served from another origin (localhost instead of 127.0.0.1): the widget stays offline
+    const foreign = await newPage(DESKTOP);
+    await foreign.page.goto(WIDGET_URL.replace("127.0.0.1", "localhost"));
+    await widget(foreign.page).locator(".notice", { hasText: "not available" }).waitFor({ timeout: T });
+    await foreign.context.close();
+  });
+
+  await step("a flood from one IP is throttled with a clear error and the agent sees no spam", async () => {
+    const flood = 30;
+    for (let i = 0; i < flood; i++) await customerSays(cp, `spam ${i}`);
+    await widget(cp).locator(".notice", { hasText: "too fast" }).waitFor({ timeout: T });
+    await cp.screenshot({ path: `${SCREENSHOTS}/widget-rate-limited.png` });
+    await customerMsgs(cp).filter({ hasText: "not sent" }).first().waitFor({ timeout: T });
+    const refused = await customerMsgs(cp).filter({ hasText: "not sent" }).count();
+    await bp.waitForTimeout(1500);
+    const seen = await bp.locator("#messages li", { hasText: /spam \d+/ }).count();
+    console.log(`  ${flood} sent, ${refused} refused, ${seen} reached the agent`);
+    assert.ok(refused >= flood - 12, `most of the flood is refused (${refused})`);
+    assert.ok(seen <= 12, `the agent sees at most the burst (${seen})`);
+    assert.equal(seen + refused, flood);
+  });
+} catch {
+  // reported by step()
+} finally {
+  await browser.close();
+}
+
+function upgrade(path, origin) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(new URL(path, BASE), {
+      headers: {
+        Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", Origin: origin,
+      },
+    });
+    req.on("response", (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode, body }));
+    });
+    req.on("upgrade", (res, socket) => { socket.destroy(); resolve({ status: res.statusCode, body: "" }); });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+console.log(`${passed} passed, ${failures.length} failed`);
+process.exit(failures.length ? 1 : 0);
