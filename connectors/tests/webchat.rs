@@ -164,6 +164,9 @@ async fn a_customer_and_an_agent_talk_and_a_reply_to_an_offline_customer_waits_f
     assert_eq!(seen["direction"], "out");
     assert_eq!(seen["author"]["name"], "Agent alice");
     alice.event_where("message.status", |d| d["message"]["status"] == "sent").await;
+    customer.send(json!({"type": "read"})).await;
+    let read = alice.event_where("message.status", |d| d["message"]["status"] == "read").await;
+    assert_eq!(read["data"]["message"]["text"], "Yes, tomorrow.");
 
     // a file from the customer: announced, then the bytes
     let bytes = b"%PDF-1.4 receipt".to_vec();

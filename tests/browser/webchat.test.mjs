@@ -84,7 +84,7 @@ try {
     await ap.locator("#offered li").first().waitFor({ timeout: T });
   });
 
-  await step("alice accepts, sees the customer's message and replies; the customer sees the reply with her name", async () => {
+  await step("alice accepts, sees the customer's message and replies; the customer sees the reply with her name, and alice sees it read", async () => {
     await ap.locator("#offered li button", { hasText: "Accept" }).first().click();
     await ap.locator("#mine li").first().waitFor({ timeout: T });
     await ap.locator("#messages li", { hasText: "where is my order" }).waitFor({ timeout: T });
@@ -93,6 +93,8 @@ try {
     const reply = customerMsgs(cp).filter({ hasText: "Alice here" });
     await reply.waitFor({ timeout: T });
     assert.match(await reply.locator(".who").textContent(), /Alice Smith/);
+    // the widget is open and visible: the console shows the reply as read
+    await ap.locator("#messages li.out", { hasText: "Alice here" }).locator(".meta", { hasText: "read" }).waitFor({ timeout: T });
   });
 
   await step("a file goes from the customer to the agent", async () => {

@@ -11,7 +11,8 @@
 //!   `limit`, `bad_request`, `unavailable`), `message` for people, the `client_msg_id` concerned.
 //!
 //! Widget to server: `message` (`client_msg_id`, `text`), `file` (`client_msg_id`, `name`,
-//! `mime`, `size`, optional `text`) followed by one binary frame with the bytes.
+//! `mime`, `size`, optional `text`) followed by one binary frame with the bytes, `read` (the
+//! customer has seen the conversation: agents' sent messages become `read`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -43,6 +44,8 @@ const TRANSCRIPT: i64 = 200;
 const HEARTBEAT: Duration = Duration::from_secs(20);
 /// A signed file link lives this long; the socket asks for a new one when less is left.
 const LINK_TTL_S: u64 = 3600;
+/// Read receipts are recorded once a second at most per socket.
+const READ_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Deserialize)]
 pub struct ConnectQuery {
@@ -173,6 +176,7 @@ pub async fn connect(
         shown: HashMap::new(),
         links: HashMap::new(),
         pending_file: None,
+        last_read: None,
     };
     upgrade.max_message_size(max_frame).max_frame_size(max_frame).on_upgrade(move |socket| session.run(socket))
 }
@@ -220,6 +224,8 @@ struct Session {
     /// Signed links handed out, with their expiry (unix seconds).
     links: HashMap<Uuid, (String, u64)>,
     pending_file: Option<PendingFile>,
+    /// When the customer last said they read the conversation (one update a second at most).
+    last_read: Option<tokio::time::Instant>,
 }
 
 fn unix_now() -> u64 {
@@ -343,7 +349,11 @@ impl Session {
                 self.pending_file = Some(PendingFile { client_msg_id, name, mime, size, text });
                 Ok(())
             }
-            ClientFrame::Typing {} | ClientFrame::Read {} => Ok(()),
+            ClientFrame::Read {} => {
+                self.read().await;
+                Ok(())
+            }
+            ClientFrame::Typing {} => Ok(()),
         }
     }
 
@@ -447,6 +457,30 @@ impl Session {
                 warn!(account = %self.account.id, error = %e, "web chat message not stored");
                 error(socket, "unavailable", "not sent; try again", Some(client_msg_id), json!({})).await
             }
+        }
+    }
+
+    /// The customer has seen the conversation: agents' sent messages become `read`.
+    async fn read(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self.last_read.is_some_and(|at| now < at + READ_EVERY) {
+            return;
+        }
+        self.last_read = Some(now);
+        let marked = async {
+            let mut tx = self.runtime.pool.begin().await?;
+            let audience = store::customer_read(&mut tx, self.account.id, &self.external_id).await?;
+            tx.commit().await?;
+            Ok::<_, store::StoreError>(audience)
+        }
+        .await;
+        match marked {
+            Ok(audience) => {
+                for agent in &audience {
+                    self.runtime.coord.notify(&topics::agent(agent));
+                }
+            }
+            Err(e) => warn!(account = %self.account.id, error = %e, "web chat: cannot record a read"),
         }
     }
 

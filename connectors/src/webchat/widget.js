@@ -78,7 +78,7 @@
     panel.hidden = !show;
     launcher.setAttribute("aria-expanded", String(show));
     launcher.classList.toggle("open", show);
-    if (show) { input.focus(); scroll(); }
+    if (show) { input.focus(); scroll(); setTimeout(markRead, 300); }
   }
   launcher.addEventListener("click", function () { open(panel.hidden); });
   $(".close").addEventListener("click", function () { open(false); launcher.focus(); });
@@ -143,7 +143,21 @@
     if (nearBottom) scroll();
   }
 
+  // tells the hub the customer has seen the agents' messages (shown while the panel is open)
+  var unread = false;
+  function markRead() {
+    if (!unread || panel.hidden || document.visibilityState !== "visible" || !ws || ws.readyState !== 1) return;
+    unread = false;
+    ws.send(JSON.stringify({ type: "read" }));
+  }
+  document.addEventListener("visibilitychange", markRead);
+
   function onMessage(m) {
+    if (m.direction === "out" && m.status !== "read" && m.status !== "failed") {
+      // a second later: the connector records `sent` right after this frame
+      unread = true;
+      setTimeout(markRead, 1000);
+    }
     var el = byId[m.id] || ackedEl[m.id];
     if (!el) {
       el = document.createElement("div");

@@ -33,3 +33,29 @@ pub async fn customer_transcript(
 pub async fn any_account(conn: &mut PgConnection) -> Result<bool> {
     Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts)").fetch_one(&mut *conn).await?)
 }
+
+/// The customer `external_id` has seen the conversation: the agents' messages already sent to
+/// them become `read`, each announced as `message.status` (actor `customer`) to the
+/// interaction's log and its audience. Returns the agents whose streams got an event.
+pub async fn customer_read(conn: &mut PgConnection, account_id: Uuid, external_id: &str) -> Result<Vec<String>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE messages m SET status = 'read' FROM interactions i
+         WHERE i.id = m.interaction_id AND i.account_id = $1 AND i.external_id = $2
+           AND m.direction = 'out' AND m.status IN ('sent', 'delivered')
+         RETURNING m.id",
+    )
+    .bind(account_id)
+    .bind(external_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut audience = Vec::new();
+    for message in super::load_messages(conn, &ids).await? {
+        let data = serde_json::json!({ "message": message });
+        super::append_interaction_event(conn, message.interaction_id, "message.status", Some("customer"), &data)
+            .await?;
+        audience.extend(super::fan_out(conn, message.interaction_id, "message.status", &data).await?);
+    }
+    audience.sort();
+    audience.dedup();
+    Ok(audience)
+}
