@@ -32,6 +32,10 @@ pub async fn seed_if_empty(db: &PgPool, config: &Config, addr: SocketAddr) -> an
     .await?;
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
     let origin = format!("http://{host}:{}", addr.port());
+    let mut origins = vec![origin.clone()];
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        origins.push(format!("http://localhost:{}", addr.port()));
+    }
     let account = store::create_account(
         &mut tx,
         &NewAccount {
@@ -40,7 +44,7 @@ pub async fn seed_if_empty(db: &PgPool, config: &Config, addr: SocketAddr) -> an
             default_queue: queue.clone(),
             credentials: serde_json::json!({}),
             settings: serde_json::json!({
-                "allowed_origins": [origin],
+                "allowed_origins": origins,
                 "title": "Acme Shop",
                 "welcome": "Hi! Ask us anything; an agent answers in a moment.",
             }),

@@ -17,7 +17,7 @@ const PHONE = { width: 390, height: 844 };
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
+         "--disable-component-update", "--disable-sync", "--host-resolver-rules=MAP shop.foreign.test 127.0.0.1"],
 });
 
 let passed = 0;
@@ -173,9 +173,10 @@ try {
     const { status, body } = await upgrade(`/api/v1/webchat/ws?key=${key}`, "https://evil.example");
     assert.equal(status, 403);
     assert.equal(JSON.parse(body).error.code, "origin_not_allowed");
-    // the same page served from another origin (localhost instead of 127.0.0.1): the widget stays offline
+    // the widget on a site the account does not allow (a host name that resolves to the hub but
+    // is another origin): it stays offline
     const foreign = await newPage(DESKTOP);
-    await foreign.page.goto(WIDGET_URL.replace("127.0.0.1", "localhost"));
+    await foreign.page.goto(WIDGET_URL.replace("127.0.0.1", "shop.foreign.test"));
     await widget(foreign.page).locator(".notice", { hasText: "not available" }).waitFor({ timeout: T });
     await foreign.context.close();
   });
