@@ -109,35 +109,43 @@ pub async fn interaction_audience(conn: &mut PgConnection, interaction_id: Uuid)
 }
 
 /// Appends `event` to the stream of every agent in the interaction's audience and returns who
-/// they are (sorted), so the caller can wake them after the commit. One statement: the agents'
-/// rows are locked in login order, so concurrent fan-outs to overlapping audiences cannot
-/// deadlock.
+/// they are (sorted), so the caller can wake them after the commit. The agents' rows are locked
+/// in login order first, so concurrent fan-outs to overlapping audiences cannot deadlock; the
+/// update is a second statement, because one statement that locks a row and then updates it
+/// deadlocks when another writer commits that row in between (the update's snapshot still sees
+/// the old version and waits for the tuple lock the next waiter holds; seen in
+/// `tests/connector_failover.rs`).
 pub async fn fan_out(
     conn: &mut PgConnection,
     interaction_id: Uuid,
     event: &str,
     data: &serde_json::Value,
 ) -> Result<Vec<String>> {
-    let mut audience: Vec<String> = sqlx::query_scalar(
-        "WITH audience AS (
-             SELECT agent AS login FROM interactions WHERE id = $1 AND agent IS NOT NULL
+    let audience: Vec<String> = sqlx::query_scalar(
+        "SELECT login FROM agents WHERE login IN (
+             SELECT agent FROM interactions WHERE id = $1 AND agent IS NOT NULL
              UNION
              SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
-         ), locked AS (
-             SELECT login FROM agents WHERE login IN (SELECT login FROM audience) ORDER BY login FOR NO KEY UPDATE
-         ), bumped AS (
-             UPDATE agents a SET last_event_seq = a.last_event_seq + 1 FROM locked l WHERE a.login = l.login
-             RETURNING a.login, a.last_event_seq
-         )
-         INSERT INTO agent_events (agent_login, seq, event, data)
-         SELECT login, last_event_seq, $2, $3 FROM bumped
-         RETURNING agent_login",
+         ) ORDER BY login FOR NO KEY UPDATE",
     )
     .bind(interaction_id)
-    .bind(event)
-    .bind(data)
     .fetch_all(&mut *conn)
     .await?;
-    audience.sort();
+    if audience.is_empty() {
+        return Ok(audience);
+    }
+    sqlx::query(
+        "WITH bumped AS (
+             UPDATE agents SET last_event_seq = last_event_seq + 1 WHERE login = ANY($1)
+             RETURNING login, last_event_seq
+         )
+         INSERT INTO agent_events (agent_login, seq, event, data)
+         SELECT login, last_event_seq, $2, $3 FROM bumped",
+    )
+    .bind(&audience)
+    .bind(event)
+    .bind(data)
+    .execute(&mut *conn)
+    .await?;
     Ok(audience)
 }
