@@ -24,7 +24,13 @@ struct Webchat {
     hub: Hub,
     account_id: Uuid,
     addr: SocketAddr,
-    _stop: tokio_util::sync::DropGuard,
+    stop: CancellationToken,
+}
+
+impl Drop for Webchat {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// A hub with a web chat account (`settings` added to its own) served by a connector runtime
@@ -60,7 +66,7 @@ async fn webchat(settings: Value) -> Webchat {
             .unwrap();
     });
     runtime.spawn_account(account.id, stop.clone());
-    Webchat { hub, account_id: account.id, addr, _stop: stop.drop_guard() }
+    Webchat { hub, account_id: account.id, addr, stop }
 }
 
 struct Customer {
@@ -275,4 +281,22 @@ async fn foreign_origins_unknown_keys_floods_and_big_files_are_refused() {
     }
     assert_eq!((acks, limited), (3, 5), "the burst passes, the rest is refused");
     assert_eq!(chat.inbound().await, 3, "refused messages are not stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_connector_closes_its_customer_sockets_with_1001() {
+    let chat = webchat(json!({})).await;
+    let mut customer = chat.customer(None).await;
+    chat.stop.cancel();
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(until, customer.ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                assert_eq!(u16::from(frame.code), 1001);
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }

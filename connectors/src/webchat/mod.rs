@@ -165,6 +165,9 @@ pub struct Hub {
     /// A std lock: arithmetic only.
     throttle: Mutex<Throttle>,
     origin: Instant,
+    /// Cancelled when the account's connector stops here (disabled, or the process stopping):
+    /// its customer sockets close with 1001. A std lock: a map lookup.
+    closing: Mutex<HashMap<Uuid, CancellationToken>>,
 }
 
 impl Default for Hub {
@@ -181,6 +184,7 @@ impl Hub {
             next_id: std::sync::atomic::AtomicU64::new(1),
             throttle: Mutex::new(Throttle::new(connect, Settings::default().message_shape())),
             origin: Instant::now(),
+            closing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -215,6 +219,18 @@ impl Hub {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Cancelled when the account's connector stops in this process.
+    pub fn closing(&self, account_id: Uuid) -> CancellationToken {
+        self.closing.lock().unwrap_or_else(|e| e.into_inner()).entry(account_id).or_default().clone()
+    }
+
+    /// Closes the account's customer sockets here (they reconnect elsewhere, or later).
+    pub fn close_account(&self, account_id: Uuid) {
+        if let Some(token) = self.closing.lock().unwrap_or_else(|e| e.into_inner()).remove(&account_id) {
+            token.cancel();
         }
     }
 
@@ -352,7 +368,20 @@ pub(crate) async fn serve_account(
     };
     let key = store::connector_key(account.id);
     info!("web chat connector campaigning");
-    let mut campaign = runtime.coord.campaign(&key, &runtime.node).await?;
+    let result = lead(runtime, &outbox_config, &key, &stop).await;
+    info!(sockets = runtime.webchat.open_sockets(), "web chat connector stopped; closing its customer sockets here");
+    runtime.webchat.close_account(account.id);
+    result
+}
+
+/// Campaigns and, while leading, runs the outbox worker, until `stop`.
+async fn lead(
+    runtime: &Runtime,
+    outbox_config: &OutboxConfig,
+    key: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut campaign = runtime.coord.campaign(key, &runtime.node).await?;
     loop {
         let token = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -388,7 +417,7 @@ pub(crate) async fn serve_account(
         }
         if fenced {
             drop(campaign);
-            campaign = runtime.coord.campaign(&key, &runtime.node).await?;
+            campaign = runtime.coord.campaign(key, &runtime.node).await?;
         } else if campaign.current() == (coord::Leadership::Leader { token }) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

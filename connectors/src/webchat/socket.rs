@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::ws::{Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -177,6 +177,7 @@ pub async fn connect(
         links: HashMap::new(),
         pending_file: None,
         last_read: None,
+        closing: hub.closing(account_id),
     };
     upgrade.max_message_size(max_frame).max_frame_size(max_frame).on_upgrade(move |socket| session.run(socket))
 }
@@ -226,6 +227,9 @@ struct Session {
     pending_file: Option<PendingFile>,
     /// When the customer last said they read the conversation (one update a second at most).
     last_read: Option<tokio::time::Instant>,
+    /// Cancelled when the account's connector stops in this process (taken before the upgrade,
+    /// so a stop after it is never missed).
+    closing: tokio_util::sync::CancellationToken,
 }
 
 fn unix_now() -> u64 {
@@ -263,8 +267,14 @@ impl Session {
         }
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
+        let closing = self.closing.clone();
         loop {
             tokio::select! {
+                _ = closing.cancelled() => {
+                    let frame = CloseFrame { code: 1001, reason: "the chat is moving; reconnect".into() };
+                    let _ = socket.send(Frame::Close(Some(frame))).await;
+                    break;
+                }
                 frame = socket.recv() => {
                     let Some(Ok(frame)) = frame else { break };
                     let outcome = match frame {
