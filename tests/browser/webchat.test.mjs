@@ -98,9 +98,18 @@ try {
   });
 
   await step("a file goes from the customer to the agent", async () => {
-    const png = Buffer.from(
-      "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAYAAAAf8/9hAAAAKUlEQVR42mNk+M9Qz0AEYBxVSF+FjIyMDP//MzAwMjIy/P//n4GBgQEAd+kH/c2C2lUAAAAASUVORK5CYII=",
-      "base64");
+    // a picture of a parcel, drawn by the browser
+    const dataUrl = await cp.evaluate(() => {
+      const c = document.createElement("canvas");
+      c.width = 240; c.height = 150;
+      const g = c.getContext("2d");
+      g.fillStyle = "#dfe7f5"; g.fillRect(0, 0, 240, 150);
+      g.fillStyle = "#c8955a"; g.fillRect(60, 40, 120, 80);
+      g.fillStyle = "#a8773f"; g.fillRect(110, 40, 20, 80);
+      g.fillStyle = "#1d2733"; g.font = "14px sans-serif"; g.fillText("A-1009", 96, 140);
+      return c.toDataURL("image/png");
+    });
+    const png = Buffer.from(dataUrl.split(",")[1], "base64");
     await widget(cp).locator("input[type=file]").setInputFiles({ name: "box-photo.png", mimeType: "image/png", buffer: png });
     await customerMsgs(cp).filter({ hasText: "box-photo.png" }).locator(".meta", { hasText: "sent" }).waitFor({ timeout: T });
     const link = ap.locator("#messages li a", { hasText: "box-photo.png" });
@@ -136,6 +145,23 @@ try {
     await customerMsgs(cp).filter({ hasText: "Alice here" }).waitFor({ timeout: T });
     await customerMsgs(cp).filter({ hasText: "return-label.txt" }).waitFor({ timeout: T });
     assert.equal(await customerMsgs(cp).filter({ hasText: "where is my order" }).count(), 1, "no message shown twice");
+  });
+
+  await step("a file dropped on the widget is sent; one over the limit is refused before upload, naming the limit", async () => {
+    const dropped = await cp.evaluateHandle(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(["order A-1009 invoice"], "invoice.txt", { type: "text/plain" }));
+      return dt;
+    });
+    await widget(cp).locator(".panel").dispatchEvent("drop", { dataTransfer: dropped });
+    await customerMsgs(cp).filter({ hasText: "invoice.txt" }).locator(".meta", { hasText: "sent" }).waitFor({ timeout: T });
+    await ap.locator("#messages li a", { hasText: "invoice.txt" }).waitFor({ timeout: T });
+    const before = await customerMsgs(cp).count();
+    await widget(cp).locator("input[type=file]").setInputFiles({
+      name: "huge.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(11 * 1024 * 1024),
+    });
+    await widget(cp).locator(".notice", { hasText: "files may be up to 10 MB" }).waitFor({ timeout: T });
+    assert.equal(await customerMsgs(cp).count(), before, "nothing was sent");
   });
 
   await step("screenshots at phone width", async () => {
