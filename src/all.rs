@@ -147,14 +147,25 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
     let Started { state, zookeeper, server, demo } = started;
     let addr = server.local_addr();
     tracing::info!(%addr, "serving");
-    println!("switchboard: listening on http://{addr}");
-    println!("  liveness:  http://{addr}/healthz");
-    println!("  readiness: http://{addr}/readyz");
-    println!("  metrics:   http://{addr}/metrics");
-    println!("  agent API: ws://{addr}/api/v1/agent/ws");
-    println!("  REST API:  http://{addr}/api/v1/openapi.json");
+    let mut banner = format!(
+        "switchboard: listening on http://{addr}
+  liveness:  http://{addr}/healthz
+  readiness: http://{addr}/readyz
+  metrics:   http://{addr}/metrics
+  agent API: ws://{addr}/api/v1/agent/ws
+  REST API:  http://{addr}/api/v1/openapi.json
+"
+    );
     for line in &demo {
-        println!("{line}");
+        banner.push_str(line);
+        banner.push('\n');
+    }
+    // one write, and its failure ignored: a reader that stops reading (a closed pipe) must not
+    // stop the server, as `println!` would by panicking
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
 
     let served = server.run_until_stopped(shutdown).await;
