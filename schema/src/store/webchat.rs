@@ -38,16 +38,30 @@ pub async fn any_account(conn: &mut PgConnection) -> Result<bool> {
 /// them become `read`, each announced as `message.status` (actor `customer`) to the
 /// interaction's log and its audience. Returns the agents whose streams got an event.
 pub async fn customer_read(conn: &mut PgConnection, account_id: Uuid, external_id: &str) -> Result<Vec<String>> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE messages m SET status = 'read' FROM interactions i
-         WHERE i.id = m.interaction_id AND i.account_id = $1 AND i.external_id = $2
+    // lock order as everywhere: messages (by id), then their interactions (by id), then the
+    // audience's agents (in `fan_out`)
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT m.id, m.interaction_id FROM messages m JOIN interactions i ON i.id = m.interaction_id
+         WHERE i.account_id = $1 AND i.external_id = $2
            AND m.direction = 'out' AND m.status IN ('sent', 'delivered')
-         RETURNING m.id",
+         ORDER BY m.id FOR NO KEY UPDATE OF m",
     )
     .bind(account_id)
     .bind(external_id)
     .fetch_all(&mut *conn)
     .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    let mut interactions: Vec<Uuid> = rows.iter().map(|(_, i)| *i).collect();
+    interactions.sort();
+    interactions.dedup();
+    sqlx::query("UPDATE messages SET status = 'read' WHERE id = ANY($1)").bind(&ids).execute(&mut *conn).await?;
+    sqlx::query("SELECT id FROM interactions WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&interactions)
+        .execute(&mut *conn)
+        .await?;
     let mut audience = Vec::new();
     for message in super::load_messages(conn, &ids).await? {
         let data = serde_json::json!({ "message": message });
