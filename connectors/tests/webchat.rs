@@ -281,6 +281,21 @@ async fn foreign_origins_unknown_keys_floods_and_big_files_are_refused() {
     }
     assert_eq!((acks, limited), (3, 5), "the burst passes, the rest is refused");
     assert_eq!(chat.inbound().await, 3, "refused messages are not stored");
+
+    // connections from one address: a burst of 30, then 429 before any other check
+    let mut refused = None;
+    for _ in 0..40 {
+        match chat.try_connect(SHOP, None).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some(refusal(e));
+                break;
+            }
+        }
+    }
+    let (status, body) = refused.expect("a flood of connections is refused");
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")));
+    assert!(body["error"]["retry_after_s"].as_u64().unwrap() >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

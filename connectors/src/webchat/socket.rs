@@ -72,6 +72,21 @@ pub async fn connect(
 ) -> Response {
     let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let hub = runtime.webchat.clone();
+    // first, before any database work: a flood of connections costs nothing but this
+    if let Err(wait) = hub.throttle(ip, Kind::Connect, &Settings::default()) {
+        metrics::counter!("switchboard_webchat_refused_total", "reason" => "connect_rate").increment(1);
+        let secs = wait.as_secs().max(1);
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &format!("too many connections from your network; try again in {secs} s"),
+            json!({ "retry_after_s": secs }),
+        );
+        if let Ok(v) = secs.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
     let Ok(account_id) = query.key.parse::<Uuid>() else {
         return refuse(StatusCode::NOT_FOUND, "unknown_key", "no web chat has this key", Value::Null);
     };
@@ -117,20 +132,6 @@ pub async fn connect(
             &format!("this chat cannot be used on {}", origin.unwrap_or("a page without an origin")),
             Value::Null,
         );
-    }
-    if let Err(wait) = hub.throttle(ip, Kind::Connect, &settings) {
-        metrics::counter!("switchboard_webchat_refused_total", "reason" => "connect_rate").increment(1);
-        let secs = wait.as_secs().max(1);
-        let mut response = refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            &format!("too many connections from your network; try again in {secs} s"),
-            json!({ "retry_after_s": secs }),
-        );
-        if let Ok(v) = secs.to_string().parse() {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return response;
     }
     let Some(secret) = runtime.jwt_secret.as_ref().map(|s| s.expose().to_owned()) else {
         return refuse(
