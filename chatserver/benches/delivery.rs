@@ -78,6 +78,12 @@ async fn agent(url: String, login: String, arrivals: mpsc::UnboundedSender<(Stri
     request.headers_mut().insert("Authorization", format!("Bearer {}", token(&login)).parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     ws.send(Message::Text(json!({"id": "h", "cmd": "hello", "args": {}}).to_string().into())).await.unwrap();
+    // events flow from the hello on: count the agent ready once its reply is here
+    while let Some(Ok(msg)) = ws.next().await {
+        if matches!(msg, Message::Text(_)) {
+            break;
+        }
+    }
     ready.send(()).await.unwrap();
     while let Some(Ok(msg)) = ws.next().await {
         if let Message::Text(t) = msg {
@@ -248,6 +254,32 @@ async fn run(label: &str, nodes: usize, agents: usize, rate: u64, seconds: u64) 
         }
     }
     let elapsed = last_arrival.duration_since(started).as_secs_f64();
+    if (arrived.len() as u64) < sent {
+        // say what is missing, to tell a lost wake-up from a lost event
+        let got: std::collections::HashSet<&String> = arrived.iter().map(|(k, _)| k).collect();
+        let missing: Vec<String> = commits.lock().unwrap().keys().filter(|k| !got.contains(k)).cloned().collect();
+        for key in &missing {
+            let row: Option<(String, i64, i64)> = sqlx::query_as(
+                "SELECT e.agent_login, e.seq, a.last_event_seq FROM agent_events e JOIN agents a ON a.login = e.agent_login
+                 WHERE e.event = 'message.new' AND e.data->'message'->>'text' = $1",
+            )
+            .bind(key)
+            .fetch_optional(&s.pool)
+            .await
+            .unwrap();
+            println!("  missing {key}: agent event (agent, seq, agent's last seq) = {row:?}");
+        }
+        let late = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Some((key, _)) = arrivals.recv().await {
+                if missing.contains(&key) {
+                    return key;
+                }
+            }
+            String::new()
+        })
+        .await;
+        println!("  15 s later: {late:?}");
+    }
     let commits = commits.lock().unwrap();
     let mut latencies: Vec<u64> =
         arrived.iter().filter_map(|(key, at)| commits.get(key).map(|c| at.saturating_sub(*c))).collect();

@@ -45,6 +45,8 @@ const PERSISTENT: CreateOptions<'static> = CreateMode::Persistent.with_acls(Acls
 const EPHEMERAL: CreateOptions<'static> = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
 const EPHEMERAL_SEQUENTIAL: CreateOptions<'static> = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How often a subscription reads its doorbell's version without waiting for a watch event.
+const DOORBELL_RECHECK: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Session {
@@ -286,7 +288,12 @@ async fn notifier(ctx: Ctx, root: String, mut rx: mpsc::UnboundedReceiver<String
 async fn ring_doorbell(client: &Client, path: &str) -> Result<(), zookeeper_client::Error> {
     match client.set_data(path, &[], None).await {
         Ok(_) => Ok(()),
-        Err(zookeeper_client::Error::NoNode) => ensure_node(client, path).await,
+        Err(zookeeper_client::Error::NoNode) => {
+            // a subscriber may create the node at the same moment (mkdir then succeeds without
+            // a write): ring it once it exists, so the version moves past what they read
+            ensure_node(client, path).await?;
+            client.set_data(path, &[], None).await.map(drop)
+        }
         Err(e) => Err(e),
     }
 }
@@ -610,6 +617,8 @@ async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: 
         let client = &session.client;
         let mut zk_state = client.state_watcher();
         let mut last_version: Option<i32> = None;
+        let mut recheck = tokio::time::interval(DOORBELL_RECHECK);
+        recheck.tick().await;
         loop {
             let (stat, watcher) = match client.get_and_watch_data(&path).await {
                 Ok((_, stat, watcher)) => (stat, watcher),
@@ -632,14 +641,31 @@ async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: 
                 ring();
             }
             last_version = Some(stat.version);
-            tokio::select! {
-                _ = watcher.changed() => {}
-                _ = stop.cancelled() => return,
-                _ = ctx.stop.cancelled() => return,
-                _ = ctx.session_ended(session.generation) => continue 'sessions,
-                s = zk_state.changed() => if s == SessionState::SyncConnected {
-                    last_version = None;
-                },
+            // The armed watch is kept until it fires: dropping an unfired watcher makes the client
+            // remove the server's watch, racing the next arm. Meanwhile a plain read of the version
+            // now and then (and after a reconnection) catches any change a watch event missed.
+            let fired = watcher.changed();
+            tokio::pin!(fired);
+            loop {
+                let look = tokio::select! {
+                    _ = &mut fired => break,
+                    _ = stop.cancelled() => return,
+                    _ = ctx.stop.cancelled() => return,
+                    _ = ctx.session_ended(session.generation) => continue 'sessions,
+                    s = zk_state.changed() => s == SessionState::SyncConnected,
+                    _ = recheck.tick() => true,
+                };
+                if look {
+                    match client.check_stat(&path).await {
+                        Ok(Some(stat)) if Some(stat.version) != last_version => {
+                            debug!(path, "doorbell moved without a watch event; ringing");
+                            last_version = Some(stat.version);
+                            ring();
+                        }
+                        Ok(_) => {}
+                        Err(e) => debug!(path, error = %e, "cannot re-check the doorbell"),
+                    }
+                }
             }
         }
     }

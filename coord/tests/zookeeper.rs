@@ -328,3 +328,42 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     }
     Guard(Some(f))
 }
+
+#[tokio::test]
+async fn the_last_notification_of_every_topic_arrives_under_interleaved_load() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let subscriber = coordinator(&zk, &root).await;
+    let notifier = coordinator(&zk, &root).await;
+    const TOPICS: usize = 200;
+    const ROUNDS: u64 = 30;
+    let mut data = Vec::new();
+    let mut seen = Vec::new();
+    for t in 0..TOPICS {
+        let d = Arc::new(AtomicU64::new(0));
+        let (s, _task) = consume(subscriber.subscribe(&format!("agent/a{t}")).await.unwrap(), d.clone());
+        std::mem::forget(_task); // keep consuming until the test ends
+        data.push(d);
+        seen.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 1..=ROUNDS {
+        for t in 0..TOPICS {
+            // topics interleave, and each one's notifications land while earlier ones are in flight
+            if (t + round as usize) % 3 != 0 {
+                data[t].store(round, Ordering::SeqCst);
+                notifier.notify(&format!("agent/a{t}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for t in 0..TOPICS {
+        let last = (1..=ROUNDS).rev().find(|r| (t + *r as usize) % 3 != 0).unwrap();
+        let s = seen[t].clone();
+        eventually(Duration::from_secs(10), &format!("topic a{t} sees its last notification ({last})"), || {
+            let s = s.clone();
+            async move { s.load(Ordering::SeqCst) == last }
+        })
+        .await;
+    }
+}
