@@ -347,19 +347,20 @@ async fn the_last_notification_of_every_topic_arrives_under_interleaved_load() {
         seen.push(s);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // topic t is notified in the rounds where (t + round) is not a multiple of 3, so topics
+    // interleave and each one's notifications land while earlier ones are in flight
+    let notified = |t: usize, round: u64| !(t + round as usize).is_multiple_of(3);
     for round in 1..=ROUNDS {
-        for t in 0..TOPICS {
-            // topics interleave, and each one's notifications land while earlier ones are in flight
-            if (t + round as usize) % 3 != 0 {
-                data[t].store(round, Ordering::SeqCst);
+        for (t, d) in data.iter().enumerate() {
+            if notified(t, round) {
+                d.store(round, Ordering::SeqCst);
                 notifier.notify(&format!("agent/a{t}"));
             }
         }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    for t in 0..TOPICS {
-        let last = (1..=ROUNDS).rev().find(|r| (t + *r as usize) % 3 != 0).unwrap();
-        let s = seen[t].clone();
+    for (t, s) in seen.iter().enumerate() {
+        let last = (1..=ROUNDS).rev().find(|r| notified(t, *r)).unwrap();
         eventually(Duration::from_secs(10), &format!("topic a{t} sees its last notification ({last})"), || {
             let s = s.clone();
             async move { s.load(Ordering::SeqCst) == last }
