@@ -81,6 +81,17 @@ SWITCHBOARD_PG_FAST=1 SWITCHBOARD_ZK_FAST=1 "$SERVICES" start || die "deploy/ser
 "$SERVICES" ensemble start || die "deploy/services.sh ensemble start failed"
 eval "$("$SERVICES" env)"
 
+# Every test makes a throwaway database (t_<uuid>); hundreds left by earlier runs slow the
+# cluster down (autovacuum visits each). Drop them; one still in use by a running test is kept.
+stale=$(psql "$SWITCHBOARD_TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'" 2>/dev/null || true)
+if [ -n "$stale" ]; then
+    dropped=0
+    for db in $stale; do
+        psql -q "$SWITCHBOARD_TEST_DATABASE_URL" -c "DROP DATABASE \"$db\"" >/dev/null 2>&1 && dropped=$((dropped + 1))
+    done
+    say "dropped $dropped throwaway test database(s) of earlier runs"
+fi
+
 say "target directory: ${CARGO_TARGET_DIR:-$ROOT/target}"
 
 # --------------------------------------------------------------------- steps --
