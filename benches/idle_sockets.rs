@@ -6,8 +6,6 @@
 //! `eval "$(deploy/services.sh env)"; ulimit -n 65536; cargo bench --bench idle_sockets`
 //! (`BENCH_SOCKETS` overrides the default 10,000.)
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -23,40 +21,25 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn token(login: &str) -> String {
-    let claims = ops::auth::Claims { sub: login.into(), exp: u64::MAX / 4, name: None, roles: vec!["agent".into()] };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    testenv::token(SECRET, login, &["agent"])
 }
 
 #[tokio::main]
 async fn main() {
     let sockets: usize = std::env::var("BENCH_SOCKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let (db_url, _pool) = testenv::database().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("chatserver")
-        .env("SWITCHBOARD_DATABASE__URL", &db_url)
-        .env("SWITCHBOARD_DATABASE__MAX_CONNECTIONS", "20")
-        .env("SWITCHBOARD_COORD__ZOOKEEPER", testenv::zookeeper())
-        .env("SWITCHBOARD_COORD__ROOT", format!("/bench-{}", uuid::Uuid::new_v4().simple()))
-        .env("SWITCHBOARD_JWT__HS256_SECRET", SECRET)
-        .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
-        .env("SWITCHBOARD_LOG__FILTER", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn switchboard chatserver");
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(a) = line.strip_prefix("switchboard: listening on http://") {
-            break a.to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let root = format!("/bench-{}", uuid::Uuid::new_v4().simple());
+    let server = testenv::Switchboard::start(
+        env!("CARGO_BIN_EXE_switchboard"),
+        &["chatserver"],
+        &[
+            ("SWITCHBOARD_DATABASE__URL", &db_url),
+            ("SWITCHBOARD_DATABASE__MAX_CONNECTIONS", "20"),
+            ("SWITCHBOARD_COORD__ROOT", &root),
+            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
+        ],
+    );
+    let (pid, addr) = (server.pid(), server.addr.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_kib(pid);
 
@@ -101,8 +84,7 @@ async fn main() {
         after as f64 / 1024.0,
         (after.saturating_sub(before)) as f64 / sockets as f64
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     for k in keepers {
         k.abort();
     }

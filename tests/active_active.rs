@@ -2,8 +2,6 @@
 //! node A gets what node B does, and when A is killed with SIGKILL mid-stream the agent
 //! reconnects to B and `resume_from` gives it every event exactly once, with no gap.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,55 +17,28 @@ const SECRET: &str = "active-active-secret-active-active-secret";
 const WAIT: Duration = Duration::from_secs(15);
 
 struct Node {
-    child: Child,
+    process: testenv::Switchboard,
     url: String,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_node(db_url: &str, root: &str, name: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("chatserver")
-        .env_remove("SWITCHBOARD_CONFIG")
-        .env("SWITCHBOARD_DATABASE__URL", db_url)
-        .env("SWITCHBOARD_COORD__BACKEND", "zookeeper")
-        .env("SWITCHBOARD_COORD__ZOOKEEPER", testenv::zookeeper())
-        .env("SWITCHBOARD_COORD__ROOT", root)
-        .env("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000")
-        .env("SWITCHBOARD_JWT__HS256_SECRET", SECRET)
-        .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
-        .env("SWITCHBOARD_CHATSERVER__NODE_ID", name)
-        .env("SWITCHBOARD_LOG__FILTER", std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn switchboard chatserver");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("the node prints its address").unwrap();
-        if let Some(addr) = line.strip_prefix("switchboard: listening on http://") {
-            break addr.to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Node { child, url: format!("ws://{addr}/api/v1/agent/ws") }
+    let process = testenv::Switchboard::start(
+        env!("CARGO_BIN_EXE_switchboard"),
+        &["chatserver"],
+        &[
+            ("SWITCHBOARD_DATABASE__URL", db_url),
+            ("SWITCHBOARD_COORD__ROOT", root),
+            ("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000"),
+            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
+            ("SWITCHBOARD_CHATSERVER__NODE_ID", name),
+        ],
+    );
+    let url = format!("ws://{}/api/v1/agent/ws", process.addr);
+    Node { process, url }
 }
 
 fn token(login: &str) -> String {
-    let claims = ops::auth::Claims { sub: login.into(), exp: u64::MAX / 4, name: None, roles: vec!["agent".into()] };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    testenv::token(SECRET, login, &["agent"])
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -264,8 +235,8 @@ async fn an_agent_keeps_every_event_across_a_killed_node() {
         }
     });
     alice.until("message.new", |e| e["data"]["message"]["text"] == "message 21").await;
-    node_a.child.kill().expect("SIGKILL node A");
-    node_a.child.wait().unwrap();
+    node_a.process.child.kill().expect("SIGKILL node A");
+    node_a.process.child.wait().unwrap();
     // drain whatever A had sent before dying
     while alice.any_frame().await.is_some() {}
     let before: Vec<i64> = alice.seqs();

@@ -6,8 +6,6 @@
 //! the window they came from.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,46 +26,27 @@ const MAX_IN_FLIGHT: usize = 8;
 
 struct Node {
     name: &'static str,
-    child: Child,
+    process: testenv::Switchboard,
     http: String,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_node(db_url: &str, root: &str, account: Uuid, name: &'static str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["connector", "--account", &account.to_string()])
-        .env_remove("SWITCHBOARD_CONFIG")
-        .env("SWITCHBOARD_DATABASE__URL", db_url)
-        .env("SWITCHBOARD_COORD__BACKEND", "zookeeper")
-        .env("SWITCHBOARD_COORD__ZOOKEEPER", testenv::zookeeper())
-        .env("SWITCHBOARD_COORD__ROOT", root)
-        .env("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000")
-        .env("SWITCHBOARD_JWT__HS256_SECRET", SECRET)
-        .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
-        .env("SWITCHBOARD_CONNECTORS__NODE_ID", name)
-        .env("SWITCHBOARD_CONNECTORS__MAX_IN_FLIGHT", MAX_IN_FLIGHT.to_string())
-        .env("SWITCHBOARD_LOG__FILTER", std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn switchboard connector");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("the node prints its address").unwrap();
-        if let Some(addr) = line.strip_prefix("switchboard: listening on http://") {
-            break addr.to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Node { name, child, http: format!("http://{addr}") }
+    let account = account.to_string();
+    let in_flight = MAX_IN_FLIGHT.to_string();
+    let process = testenv::Switchboard::start(
+        env!("CARGO_BIN_EXE_switchboard"),
+        &["connector", "--account", &account],
+        &[
+            ("SWITCHBOARD_DATABASE__URL", db_url),
+            ("SWITCHBOARD_COORD__ROOT", root),
+            ("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000"),
+            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
+            ("SWITCHBOARD_CONNECTORS__NODE_ID", name),
+            ("SWITCHBOARD_CONNECTORS__MAX_IN_FLIGHT", &in_flight),
+        ],
+    );
+    let http = format!("http://{}", process.addr);
+    Node { name, process, http }
 }
 
 /// Whether `node` leads the account, from its `/metrics`.
@@ -220,9 +199,9 @@ async fn killing_the_leader_mid_stream_loses_nothing_and_stores_nothing_twice() 
     let backup = nodes.remove(0);
     let killed_name = leader.name;
     let mut killed = leader;
-    killed.child.kill().expect("SIGKILL the leader");
+    killed.process.child.kill().expect("SIGKILL the leader");
     let killed_at = fake.elapsed();
-    killed.child.wait().unwrap();
+    killed.process.child.wait().unwrap();
     let sent_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await;
     let stored_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await;
 
@@ -350,26 +329,17 @@ async fn all_serves_every_enabled_account_with_its_own_file_server() {
     }
     drop(conn);
     let files = std::env::temp_dir().join(format!("switchboard-all-files-{}", Uuid::new_v4().simple()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("all")
-        .env_remove("SWITCHBOARD_CONFIG")
-        .env("SWITCHBOARD_DATABASE__URL", &db_url)
-        .env("SWITCHBOARD_COORD__ZOOKEEPER", testenv::zookeeper())
-        .env("SWITCHBOARD_COORD__ROOT", &root)
-        .env("SWITCHBOARD_JWT__HS256_SECRET", SECRET)
-        .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
-        .env("SWITCHBOARD_FILESERVER__ROOT", &files)
-        .env("SWITCHBOARD_LOG__FILTER", std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn switchboard all");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    while !lines.next().expect("all prints its address").unwrap().starts_with("switchboard: listening on") {}
-    std::thread::spawn(move || lines.for_each(drop));
-    let node = Node { name: "all", child, http: String::new() };
+    let files = files.to_string_lossy().into_owned();
+    let node = testenv::Switchboard::start(
+        env!("CARGO_BIN_EXE_switchboard"),
+        &["all"],
+        &[
+            ("SWITCHBOARD_DATABASE__URL", &db_url),
+            ("SWITCHBOARD_COORD__ROOT", &root),
+            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
+            ("SWITCHBOARD_FILESERVER__ROOT", &files),
+        ],
+    );
 
     for (i, (_, _, fake)) in fakes.iter().enumerate() {
         let user = TgUser::new(900 + i as u64, "Olga");

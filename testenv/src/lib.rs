@@ -52,3 +52,71 @@ pub async fn database() -> (String, PgPool) {
     schema::store::migrate(&pool).await.expect("migrations apply to an empty database");
     (url, pool)
 }
+
+/// A `switchboard` process on the local services, killed when dropped.
+pub struct Switchboard {
+    pub child: std::process::Child,
+    /// `host:port` of its HTTP listener.
+    pub addr: String,
+}
+
+impl Switchboard {
+    /// Starts the binary at `bin` (a test's `env!("CARGO_BIN_EXE_switchboard")`) with `args` on
+    /// the local ZooKeeper and a free port, plus `env` (database URL, coordination root, keys...).
+    /// Logs go to the test's stderr at `NODE_LOG` (default `warn`). Returns once it prints its
+    /// address.
+    pub fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Switchboard {
+        use std::io::{BufRead, BufReader};
+        let mut command = std::process::Command::new(bin);
+        command
+            .args(args)
+            .env_remove("SWITCHBOARD_CONFIG")
+            .env("SWITCHBOARD_COORD__BACKEND", "zookeeper")
+            .env("SWITCHBOARD_COORD__ZOOKEEPER", zookeeper())
+            .env("SWITCHBOARD_HTTP__BIND", "127.0.0.1:0")
+            .env("SWITCHBOARD_LOG__FILTER", std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {bin} {args:?}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let addr = loop {
+            let line = lines.next().expect("switchboard prints its address").expect("read stdout");
+            if let Some(addr) = line.strip_prefix("switchboard: listening on http://") {
+                break addr.to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Switchboard { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Switchboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bearer token for `sub` with `roles`, signed with the HS256 `secret`, valid for a long time.
+pub fn token(secret: &str, sub: &str, roles: &[&str]) -> String {
+    let claims = ops::auth::Claims {
+        sub: sub.into(),
+        exp: u64::MAX / 4,
+        name: None,
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign a test token")
+}
