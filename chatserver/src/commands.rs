@@ -37,6 +37,8 @@ pub const COMMANDS: &[&str] = &[
     "message.send",
     "message.edit",
     "message.delete",
+    "message.read",
+    "interaction.typing",
     "history.get",
     "supervisor.overview",
     "video.start",
@@ -135,6 +137,8 @@ pub async fn dispatch(
             let a: MessageArgs = args(raw)?;
             edit_or_delete(state, me, a.message_id, None).await.map(|_| json!({}))
         }
+        "message.read" => crate::receipts::read(state, claims, args(raw)?).await,
+        "interaction.typing" => crate::receipts::typing(state, claims, args(raw)?).await,
         "history.get" => history(state, claims, args(raw)?).await,
         "supervisor.overview" => {
             let _: NoArgs = args(raw)?;
@@ -331,7 +335,11 @@ struct SendArgs {
 }
 
 /// Checks that `me` may write into the interaction, and returns its channel.
-async fn may_write(conn: &mut sqlx::PgConnection, interaction_id: Uuid, me: &str) -> Result<Channel, ApiError> {
+pub(crate) async fn may_write(
+    conn: &mut sqlx::PgConnection,
+    interaction_id: Uuid,
+    me: &str,
+) -> Result<Channel, ApiError> {
     match store::participation(conn, interaction_id, me).await?.as_deref() {
         Some("assigned") | Some("participate") => {}
         Some("monitor") => {

@@ -11,6 +11,7 @@
 pub mod commands;
 pub mod error;
 pub mod presence;
+mod receipts;
 pub mod routing;
 pub mod session;
 pub mod wake;

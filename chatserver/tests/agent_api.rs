@@ -365,3 +365,89 @@ async fn a_client_that_stops_reading_is_disconnected_not_buffered() {
     // nothing is lost: a new socket resumes from the last event it got
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 1501);
 }
+
+#[tokio::test]
+async fn typing_and_read_marks_check_who_may_and_a_read_is_stored_once() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 3, &["agent"]).await;
+    app.agent("bob", &["support"], 3, &["agent"]).await;
+    app.agent("sue", &[], 0, &["supervisor"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    let mut bob = app.connect("bob", &["agent"]).await;
+    let mut sue = app.connect("sue", &["supervisor"]).await;
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    let message_id = |ingested: Ingested| match ingested {
+        Ingested::Stored { message, .. } => message.id.to_string(),
+        other => panic!("not stored: {other:?}"),
+    };
+    let first = message_id(app.inbound("c1", "c1:1", "hello").await);
+    let id = interaction_id(&alice.event("interaction.offered").await);
+    alice.call("interaction.accept", json!({"interaction_id": id})).await;
+    let second = message_id(app.inbound("c1", "c1:2", "still there?").await);
+    sue.call("interaction.join", json!({"interaction_id": id, "mode": "monitor"})).await;
+
+    // the assigned agent may; on a channel that cannot show typing it is accepted and ignored
+    let typing = alice.call("interaction.typing", json!({"interaction_id": id})).await;
+    assert_eq!(typing["data"], json!({}), "{typing}");
+    let stop = alice.call("interaction.typing", json!({"interaction_id": id, "typing": false})).await;
+    assert_eq!(stop["ok"], true, "{stop}");
+
+    // who may not, and bad arguments
+    let code = |reply: Value| reply["error"]["code"].as_str().unwrap_or("ok").to_owned();
+    let unknown = "0196a1b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b";
+    let cases = [
+        ("bob", "interaction.typing", json!({"interaction_id": id}), "interaction_not_found"),
+        ("bob", "message.read", json!({"interaction_id": id, "up_to": second}), "interaction_not_found"),
+        ("sue", "interaction.typing", json!({"interaction_id": id}), "forbidden"),
+        ("sue", "message.read", json!({"interaction_id": id, "up_to": second}), "forbidden"),
+        ("alice", "interaction.typing", json!({"interaction_id": unknown}), "interaction_not_found"),
+        ("alice", "message.read", json!({"interaction_id": unknown, "up_to": second}), "interaction_not_found"),
+        ("alice", "message.read", json!({"interaction_id": id, "up_to": unknown}), "message_not_found"),
+        ("alice", "message.read", json!({"interaction_id": id}), "bad_request"),
+        ("alice", "interaction.typing", json!({"interaction_id": id, "typing": "yes"}), "bad_request"),
+        ("alice", "interaction.typing", json!({"interaction_id": id, "until": 5}), "bad_request"),
+    ];
+    for (who, cmd, args, want) in cases {
+        let client = match who {
+            "bob" => &mut bob,
+            "sue" => &mut sue,
+            _ => &mut alice,
+        };
+        let reply = client.call(cmd, args.clone()).await;
+        assert_eq!(code(reply.clone()), want, "{cmd} {args}: {reply}");
+    }
+
+    // up to the first message: only it becomes read; the audience hears it once
+    let read = alice.call("message.read", json!({"interaction_id": id, "up_to": first})).await;
+    assert_eq!(read["data"]["read"], json!([first]), "{read}");
+    let event = alice.event("message.read").await;
+    assert_eq!(event["data"]["message_ids"], json!([first]));
+    assert_eq!(sue.event("message.read").await["data"], event["data"], "a monitoring supervisor sees it");
+    let status = |id: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM messages WHERE id = $1::uuid")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status(first.clone()).await, "read");
+    assert_eq!(status(second.clone()).await, "received");
+    let read = alice.call("message.read", json!({"interaction_id": id, "up_to": second})).await;
+    assert_eq!(read["data"]["read"], json!([second]), "{read}");
+    let again = alice.call("message.read", json!({"interaction_id": id, "up_to": second})).await;
+    assert_eq!(again["data"]["read"], json!([]), "idempotent: {again}");
+    assert_eq!(app.count("SELECT count(*) FROM interaction_events WHERE kind = 'message.read'").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM interaction_events WHERE kind = 'interaction.typing'").await, 0);
+    let history = alice.call("history.get", json!({"interaction_id": id})).await;
+    let kinds: Vec<&str> =
+        history["data"]["events"].as_array().unwrap().iter().filter_map(|e| e["event"]["kind"].as_str()).collect();
+    assert!(kinds.contains(&"message.read"), "{history}");
+
+    // closed: nobody writes into it any more
+    alice.call("interaction.close", json!({"interaction_id": id})).await;
+    let closed = alice.call("message.read", json!({"interaction_id": id, "up_to": second})).await;
+    assert_eq!(code(closed), "interaction_not_found");
+}

@@ -670,8 +670,27 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
     sue.refused("message.send", json!({"interaction_id": c1, "client_msg_id": "s-1", "text": "hi"}), "forbidden").await;
     sue.ok("interaction.join", json!({"interaction_id": c1, "mode": "participate"})).await;
     sue.ok("message.send", json!({"interaction_id": c1, "client_msg_id": "s-2", "text": "A supervisor here"})).await;
-    ingest(&app, text_message(telegram, "c1", "c1:4", "thanks")).await;
+    let thanks = ingest(&app, text_message(telegram, "c1", "c1:4", "thanks")).await;
     sue.event("message.new").await;
+
+    // typing and read marks: bob types, then reads; the customer types (what the web chat does)
+    assert_eq!(bob.ok("interaction.typing", json!({"interaction_id": c1})).await, json!({}));
+    bob.ok("interaction.typing", json!({"interaction_id": c1, "typing": false})).await;
+    let read = bob.ok("message.read", json!({"interaction_id": c1, "up_to": thanks.id})).await;
+    assert!(!read["read"].as_array().unwrap().is_empty(), "{read}");
+    bob.event("message.read").await;
+    sue.event("message.read").await;
+    let again = bob.ok("message.read", json!({"interaction_id": c1, "up_to": thanks.id})).await;
+    assert_eq!(again["read"], json!([]), "{again}");
+    bob.refused("message.read", json!({"interaction_id": c1, "up_to": Uuid::now_v7()}), "message_not_found").await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let audience = store::customer_typing(&mut tx, telegram, "c1").await.unwrap();
+    tx.commit().await.unwrap();
+    for agent in &audience {
+        app.coord.notify(&schema::topics::agent(agent));
+    }
+    bob.event("interaction.typing").await;
+    sue.event("interaction.typing").await;
 
     // transfers: to an agent with a note, then to a manual queue, where alice takes it
     let both = json!({"interaction_id": c1, "to_agent": "alice", "to_queue": "vip"});

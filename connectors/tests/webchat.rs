@@ -36,6 +36,12 @@ impl Drop for Webchat {
 /// A hub with a web chat account (`settings` added to its own) served by a connector runtime
 /// on its own port.
 async fn webchat(settings: Value) -> Webchat {
+    webchat_on(settings, false).await
+}
+
+/// Like [`webchat`]; with `own_session`, the connector runtime has its own ZooKeeper session,
+/// as a separate process would: what the chatserver rings reaches it only through ZooKeeper.
+async fn webchat_on(settings: Value, own_session: bool) -> Webchat {
     let hub = spawn_hub(json!({})).await;
     let mut all = json!({ "allowed_origins": [SHOP], "title": "Shop" });
     all.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
@@ -53,7 +59,13 @@ async fn webchat(settings: Value) -> Webchat {
     .await
     .unwrap();
     drop(conn);
-    let runtime = hub.runtime(connectors::Config::default());
+    let runtime = if own_session {
+        let config = connectors::Config { fileserver_url: format!("http://{}", hub.addr), ..Default::default() };
+        let coord = harness::zk(&hub.zk_root).await;
+        connectors::Runtime::new(hub.pool.clone(), coord, config, Some(ops::config::Secret::new(harness::SECRET)))
+    } else {
+        hub.runtime(connectors::Config::default())
+    };
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -218,6 +230,117 @@ async fn a_customer_and_an_agent_talk_and_a_reply_to_an_offline_customer_waits_f
     let again = back.say("m1", "is my parcel on its way?").await;
     assert_eq!(again["message_id"], first_id);
     assert_eq!(chat.inbound().await, before);
+}
+
+/// The customer's signal version (`webchat_signals`), 0 before any.
+async fn signal_version(chat: &Webchat, customer: &str) -> i64 {
+    sqlx::query_scalar("SELECT version FROM webchat_signals WHERE account_id = $1 AND external_id = $2")
+        .bind(chat.account_id)
+        .bind(customer)
+        .fetch_optional(&chat.hub.pool)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_side_sees_the_other_typing_and_the_customer_sees_their_messages_read() {
+    // the connector in its own ZooKeeper session: the agent's typing and read marks cross
+    // processes through the `webchat/<account>` doorbell and PostgreSQL
+    let chat = webchat_on(json!({}), true).await;
+    let mut alice = chat.hub.ready_agent("alice").await;
+    let mut customer = chat.customer(None).await;
+    let customer_id = customer.hello["customer"]["id"].as_str().unwrap().to_owned();
+    let first = customer.say("m1", "hello?").await["message_id"].as_str().unwrap().to_owned();
+    let interaction = chat.hub.accept_next(&mut alice).await;
+
+    // the customer types: the agent gets interaction.typing (not in the history)
+    customer.send(json!({"type": "typing"})).await;
+    let typing = alice.event("interaction.typing").await;
+    assert_eq!(typing["data"]["interaction_id"], interaction.as_str(), "{typing}");
+    assert_eq!(typing["data"]["author"]["kind"], "customer", "{typing}");
+    assert!(typing["data"]["expires_at"].as_str() > typing["data"]["at"].as_str(), "{typing}");
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM interaction_events WHERE kind = 'interaction.typing'")
+        .fetch_one(&chat.hub.pool)
+        .await
+        .unwrap();
+    assert_eq!(logged, 0, "typing is not history");
+
+    // the agent types: the widget shows who
+    let ok = alice.call("interaction.typing", json!({"interaction_id": interaction})).await;
+    assert_eq!(ok, json!({"re": ok["re"], "ok": true, "data": {}}));
+    let shown = customer.frame_where("typing", |f| f["typing"] == true).await;
+    assert_eq!(shown["name"], "Agent alice");
+    assert!(shown["expires_in_ms"].as_i64().unwrap() > 0, "{shown}");
+
+    // repeated hints within the coalescing window change nothing (the last one is made recent
+    // by moving it into the future, so the check does not depend on the test's speed)
+    sqlx::query("UPDATE webchat_signals SET typing_at = now() + interval '1 hour' WHERE external_id = $1")
+        .bind(&customer_id)
+        .execute(&chat.hub.pool)
+        .await
+        .unwrap();
+    let before = signal_version(&chat, &customer_id).await;
+    for _ in 0..5 {
+        let again = alice.call("interaction.typing", json!({"interaction_id": interaction})).await;
+        assert_eq!(again["ok"], true, "{again}");
+    }
+    assert_eq!(signal_version(&chat, &customer_id).await, before, "coalesced: nothing stored, nobody rung");
+    sqlx::query("UPDATE webchat_signals SET typing_at = now() - interval '1 hour' WHERE external_id = $1")
+        .bind(&customer_id)
+        .execute(&chat.hub.pool)
+        .await
+        .unwrap();
+    alice.call("interaction.typing", json!({"interaction_id": interaction})).await;
+    assert_eq!(signal_version(&chat, &customer_id).await, before + 1, "a stale hint is refreshed");
+
+    // stopping clears it at once
+    let stop = alice.call("interaction.typing", json!({"interaction_id": interaction, "typing": false})).await;
+    assert_eq!(stop["ok"], true, "{stop}");
+    customer.frame_where("typing", |f| f["typing"] == false).await;
+
+    // the agent reads up to the second message: both become read in the widget
+    let second = customer.say("m2", "anyone there?").await["message_id"].as_str().unwrap().to_owned();
+    alice.event_where("message.new", |d| d["message"]["id"] == second.as_str()).await;
+    let read = alice.call("message.read", json!({"interaction_id": interaction, "up_to": second})).await;
+    assert_eq!(read["ok"], true, "{read}");
+    let mut marked: Vec<String> =
+        read["data"]["read"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    marked.sort();
+    let mut want = vec![first.clone(), second.clone()];
+    want.sort();
+    assert_eq!(marked, want, "{read}");
+    let event = alice.event("message.read").await;
+    assert_eq!(event["data"]["agent"], "alice");
+    assert_eq!(event["data"]["up_to"], second.as_str());
+    for id in [&first, &second] {
+        let m = customer.frame_where("message", |f| f["message"]["id"] == id.as_str()).await;
+        assert_eq!(m["message"]["status"], "read", "{m}");
+    }
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT status FROM messages WHERE account_id = $1 AND direction = 'in' ORDER BY created_at",
+    )
+    .bind(chat.account_id)
+    .fetch_all(&chat.hub.pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses, ["read", "read"]);
+
+    // idempotent: again marks nothing and tells nobody
+    let again = alice.call("message.read", json!({"interaction_id": interaction, "up_to": second})).await;
+    assert_eq!(again["data"]["read"], json!([]), "{again}");
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM interaction_events WHERE kind = 'message.read'")
+        .fetch_one(&chat.hub.pool)
+        .await
+        .unwrap();
+    assert_eq!(logged, 1, "one read mark in the interaction's log");
+
+    // a reload shows the read marks and no stale typing
+    let token = customer.token();
+    drop(customer);
+    let mut back = chat.customer(Some(&token)).await;
+    let m = back.frame_where("message", |f| f["message"]["id"] == first.as_str()).await;
+    assert_eq!(m["message"]["status"], "read");
 }
 
 fn refusal(error: tungstenite::Error) -> (u16, Value) {

@@ -1,7 +1,8 @@
 //! Names of the coordination topics, the contract between the processes that ring them and
 //! the ones that listen: a connector rings `agent/<login>` after storing a message for an
 //! assigned interaction and `chatserver/routing` after opening one; the chatserver rings
-//! `account/<id>` after queueing outbound work. (Names only: this crate knows no coordinator.)
+//! `account/<id>` after queueing outbound work and `webchat/<id>` after an agent typed or read
+//! in a web chat. (Names only: this crate knows no coordinator.)
 
 use uuid::Uuid;
 
@@ -30,6 +31,13 @@ pub const ROUTER_ELECTION: &str = "chatserver/router";
 /// The outbox of one channel account has work.
 pub fn account(id: Uuid) -> String {
     format!("account/{id}")
+}
+
+/// The customer sockets of one web chat account: something a widget shows changed (an agent
+/// typing, a read mark). Every process holding customer sockets of the account listens and
+/// rings only the sockets whose `webchat_signals` version moved.
+pub fn webchat(account: Uuid) -> String {
+    format!("webchat/{account}")
 }
 
 #[cfg(test)]

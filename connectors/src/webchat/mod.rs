@@ -34,7 +34,7 @@ pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -42,9 +42,11 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use coord::Coordinator;
 use schema::domain::Account;
-use schema::store;
+use schema::{store, topics};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -168,6 +170,9 @@ pub struct Hub {
     /// Cancelled when the account's connector stops here (disabled, or the process stopping):
     /// its customer sockets close with 1001. A std lock: a map lookup.
     closing: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// Per account with customer sockets here: how many, and the task listening to
+    /// `webchat/<account>` ([`watch_signals`]). A std lock: a map update.
+    watchers: Mutex<HashMap<Uuid, (usize, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Default for Hub {
@@ -185,6 +190,7 @@ impl Hub {
             throttle: Mutex::new(Throttle::new(connect, Settings::default().message_shape())),
             origin: Instant::now(),
             closing: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -206,6 +212,25 @@ impl Hub {
         let key = (account_id, external_id.to_owned());
         self.sockets.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().push((id, bell.clone()));
         (SocketGuard { hub: self.clone(), key, id }, bell)
+    }
+
+    /// Keeps a listener of `webchat/<account>` running while the guard lives (one per account
+    /// in this process, shared by its sockets): agents' typing and read marks reach the
+    /// customer sockets here, whichever process the agent's command ran in.
+    pub fn watch(self: &Arc<Self>, account_id: Uuid, pool: PgPool, coord: Arc<dyn Coordinator>) -> WatchGuard {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = watchers.entry(account_id).or_insert_with(|| {
+            let hub = Arc::downgrade(self);
+            (0, tokio::spawn(watch_signals(hub, account_id, pool, coord)))
+        });
+        entry.0 += 1;
+        WatchGuard { hub: self.clone(), account_id }
+    }
+
+    /// The customers (external ids) of the account with a socket here.
+    fn customers(&self, account_id: Uuid) -> Vec<String> {
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.keys().filter(|(a, _)| *a == account_id).map(|(_, c)| c.clone()).collect()
     }
 
     /// Wakes every socket of the customer here; `false` when there is none.
@@ -255,6 +280,67 @@ impl Drop for SocketGuard {
             if list.is_empty() {
                 sockets.remove(&self.key);
             }
+        }
+    }
+}
+
+/// Stops the account's listener when the last socket that asked for it goes.
+pub struct WatchGuard {
+    hub: Arc<Hub>,
+    account_id: Uuid,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let mut watchers = self.hub.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = watchers.get_mut(&self.account_id) {
+            entry.0 -= 1;
+            if entry.0 == 0
+                && let Some((_, task)) = watchers.remove(&self.account_id)
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Listens to `webchat/<account>`; on every wake-up reads the signal versions of the account's
+/// customers with sockets here (one query) and rings the sockets of those whose version moved.
+/// They re-read their transcript and signal themselves: the wake-up carries no data.
+async fn watch_signals(hub: Weak<Hub>, account_id: Uuid, pool: PgPool, coord: Arc<dyn Coordinator>) {
+    let topic = topics::webchat(account_id);
+    let mut seen: HashMap<String, i64> = HashMap::new();
+    let mut subscription = loop {
+        match coord.subscribe(&topic).await {
+            Ok(s) => break s,
+            Err(e) => {
+                warn!(account = %account_id, error = %e, "web chat: cannot listen for typing and read marks; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    // ends when the coordinator shuts down, or the hub is gone
+    while subscription.wake().await.is_ok() {
+        let Some(hub) = hub.upgrade() else { return };
+        let customers = hub.customers(account_id);
+        seen.retain(|c, _| customers.contains(c));
+        if customers.is_empty() {
+            continue;
+        }
+        let versions = async {
+            let mut conn = pool.acquire().await?;
+            store::signal_versions(&mut conn, account_id, &customers).await
+        }
+        .await;
+        match versions {
+            Ok(versions) => {
+                for (customer, version) in versions {
+                    if seen.insert(customer.clone(), version) != Some(version) {
+                        hub.ring(account_id, &customer);
+                    }
+                }
+            }
+            Err(e) => warn!(account = %account_id, error = %e, "web chat: cannot read the customers' signals"),
         }
     }
 }

@@ -7,12 +7,18 @@
 //!   deletion changes (`id`, `direction`, `author` `{kind, name}`, `kind`, `text`, `files`
 //!   with signed `url`s, `status`, `created_at`, `deleted`);
 //! - `ack`: `client_msg_id`, `message_id`: the customer's message is stored;
+//! - `typing`: an agent is typing (`typing: true`, `name`, `expires_in_ms`: show it that long
+//!   unless refreshed or a message arrives) or stopped (`typing: false`);
 //! - `error`: `code` (`rate_limited` with `retry_after_s`, `too_long`, `file_too_large` with
 //!   `limit`, `bad_request`, `unavailable`), `message` for people, the `client_msg_id` concerned.
 //!
 //! Widget to server: `message` (`client_msg_id`, `text`), `file` (`client_msg_id`, `name`,
 //! `mime`, `size`, optional `text`) followed by one binary frame with the bytes, `read` (the
-//! customer has seen the conversation: agents' sent messages become `read`).
+//! customer has seen the conversation: agents' sent messages become `read`), `typing` (the
+//! customer is typing: `interaction.typing` to the agents, once every [`TYPING_EVERY`] at most).
+//!
+//! The customer's own messages change to `status: "read"` (sent again as `message`) when an
+//! agent marks them read (`message.read` of the agent API).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -46,6 +52,8 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 const LINK_TTL_S: u64 = 3600;
 /// Read receipts are recorded once a second at most per socket.
 const READ_EVERY: Duration = Duration::from_secs(1);
+/// The customer's typing reaches the agents once every this long at most per socket.
+pub const TYPING_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
 pub struct ConnectQuery {
@@ -178,6 +186,8 @@ pub async fn connect(
         links: HashMap::new(),
         pending_file: None,
         last_read: None,
+        last_typing: None,
+        shown_typing: None,
         closing: hub.closing(account_id),
     };
     upgrade.max_message_size(max_frame).max_frame_size(max_frame).on_upgrade(move |socket| session.run(socket))
@@ -228,6 +238,10 @@ struct Session {
     pending_file: Option<PendingFile>,
     /// When the customer last said they read the conversation (one update a second at most).
     last_read: Option<tokio::time::Instant>,
+    /// When the customer's typing last went to the agents.
+    last_typing: Option<tokio::time::Instant>,
+    /// The agent typing as last shown (name, signal version); `None`: nobody shown.
+    shown_typing: Option<(String, i64)>,
     /// Cancelled when the account's connector stops in this process (taken before the upgrade,
     /// so a stop after it is never missed).
     closing: tokio_util::sync::CancellationToken,
@@ -245,6 +259,7 @@ impl Session {
     async fn run(mut self, mut socket: WebSocket) {
         let hub = self.runtime.webchat.clone();
         let (_guard, bell) = hub.register(self.account.id, &self.external_id);
+        let _watch = hub.watch(self.account.id, self.runtime.pool.clone(), self.runtime.coord.clone());
         metrics::gauge!("switchboard_webchat_sockets").set(hub.open_sockets() as f64);
         info!(account = %self.account.id, customer = %self.external_id, ip = %self.ip, "web chat customer connected");
         // messages queued while the customer was away: the leader tries them again now
@@ -364,7 +379,10 @@ impl Session {
                 self.read().await;
                 Ok(())
             }
-            ClientFrame::Typing {} => Ok(()),
+            ClientFrame::Typing {} => {
+                self.typing().await;
+                Ok(())
+            }
         }
     }
 
@@ -495,7 +513,65 @@ impl Session {
         }
     }
 
-    /// Sends every message of the transcript that is new or changed since last sent.
+    /// The customer is typing: the agents who see the interaction get `interaction.typing`.
+    async fn typing(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self.last_typing.is_some_and(|at| now < at + TYPING_EVERY) {
+            return;
+        }
+        self.last_typing = Some(now);
+        let sent = async {
+            let mut tx = self.runtime.pool.begin().await?;
+            let audience = store::customer_typing(&mut tx, self.account.id, &self.external_id).await?;
+            tx.commit().await?;
+            Ok::<_, store::StoreError>(audience)
+        }
+        .await;
+        match sent {
+            Ok(audience) => {
+                for agent in &audience {
+                    self.runtime.coord.notify(&topics::agent(agent));
+                }
+            }
+            Err(e) => warn!(account = %self.account.id, error = %e, "web chat: cannot pass on typing"),
+        }
+    }
+
+    /// Shows or clears the agent's typing when it changed since last shown.
+    async fn sync_typing(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        let signal = async {
+            let mut conn = self.runtime.pool.acquire().await?;
+            store::customer_signal(&mut conn, self.account.id, &self.external_id).await
+        }
+        .await;
+        let signal = match signal {
+            Ok(Some(signal)) => signal,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                warn!(account = %self.account.id, error = %e, "web chat: cannot read the typing state");
+                return Ok(());
+            }
+        };
+        match signal.typing {
+            Some((name, left_ms)) => {
+                if self.shown_typing.as_ref().is_some_and(|(_, v)| *v == signal.version) {
+                    return Ok(());
+                }
+                send(socket, &json!({ "type": "typing", "typing": true, "name": name, "expires_in_ms": left_ms }))
+                    .await?;
+                self.shown_typing = Some((name, signal.version));
+            }
+            None => {
+                if self.shown_typing.take().is_some() {
+                    send(socket, &json!({ "type": "typing", "typing": false })).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every message of the transcript that is new or changed since last sent, then the
+    /// agent's typing if it changed.
     async fn sync(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
         let transcript = async {
             let mut conn = self.runtime.pool.acquire().await?;
@@ -518,7 +594,7 @@ impl Session {
             send(socket, &frame).await?;
             self.shown.insert(message.id, look);
         }
-        Ok(())
+        self.sync_typing(socket).await
     }
 
     async fn frame(&mut self, m: &Message) -> Value {
