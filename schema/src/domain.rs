@@ -67,6 +67,50 @@ string_enum!(
     MessageStatus { Received = "received", Queued = "queued", Sent = "sent", Delivered = "delivered", Read = "read", Failed = "failed" }
 );
 string_enum!(AgentStatus { Ready = "ready", NotReady = "not_ready", Away = "away" });
+string_enum!(
+    /// `two_way`: audio and video both ways; `one_way`: the customer's audio and video reach
+    /// the agent, nothing but chat goes back.
+    VideoMode { TwoWay = "two_way", OneWay = "one_way" }
+);
+string_enum!(
+    /// The cap on a call's video resolution, passed to the pages.
+    VideoQuality { P480 = "480p", P720 = "720p", P1080 = "1080p", P2160 = "2160p" }
+);
+string_enum!(VideoRoomState { Open = "open", Ended = "ended" });
+
+impl VideoQuality {
+    /// Width, height and the sender bitrate cap (bits/s) of the quality.
+    pub fn limits(self) -> (u32, u32, u32) {
+        match self {
+            VideoQuality::P480 => (854, 480, 1_000_000),
+            VideoQuality::P720 => (1280, 720, 2_500_000),
+            VideoQuality::P1080 => (1920, 1080, 4_500_000),
+            VideoQuality::P2160 => (3840, 2160, 12_000_000),
+        }
+    }
+}
+
+/// A video call of an interaction (see `docs/video.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoRoom {
+    pub id: Uuid,
+    pub interaction_id: Uuid,
+    /// The agent who started it.
+    pub agent: String,
+    pub mode: VideoMode,
+    pub quality: VideoQuality,
+    pub state: VideoRoomState,
+    pub link_expires_at: DateTime<Utc>,
+    /// The video node hosting the media (claimed by the first join).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+}
+
 string_enum!(RoutingMode { Auto = "auto", Manual = "manual" });
 string_enum!(
     /// What the account's connector must do with an outbox row.

@@ -13,10 +13,10 @@ mod files;
 mod history;
 mod inbound;
 mod outbound;
-mod receipts;
 mod reports;
 mod routing;
 mod rows;
+mod video;
 mod webchat;
 mod webhooks;
 
@@ -34,10 +34,10 @@ pub use files::*;
 pub use history::*;
 pub use inbound::*;
 pub use outbound::*;
-pub use receipts::*;
 pub use reports::*;
 pub use routing::*;
 pub use rows::{load_interaction, load_message, load_messages};
+pub use video::*;
 pub use webchat::*;
 pub use webhooks::*;
 
