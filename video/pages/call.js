@@ -1,0 +1,1037 @@
+/* Switchboard video call client: an ES module, no build step, no dependency.
+ *
+ *   import { joinCall } from "https://HUB/video/call.js";
+ *   const call = await joinCall({ roomId, token, container: document.querySelector("#call") });
+ *   call.on("chat", (e) => console.log(e.detail.from.name, e.detail.text));
+ *   call.on("ended", (e) => console.log("ended:", e.detail.reason));
+ *   await call.setMuted(true); await call.shareScreen(); call.sendChat("hello"); await call.leave();
+ *
+ * Protocol (docs/video.md, "Signalling"): one WebSocket per participant, the first frame
+ * authenticates; the server is always the offerer and one offer covers the whole call. This page
+ * answers with mids 0-2 (its microphone, camera and screen) set to `sendonly`; sources are
+ * switched with RTCRtpSender.replaceTrack, so turning the camera on or sharing the screen never
+ * renegotiates. Mids 3-8 carry the others, as said by `slots`. Chat and pointer events go over the
+ * data channel `switchboard` the server opens. */
+
+const HUB = (() => {
+  try { return new URL(import.meta.url).origin; } catch { return location.origin; }
+})();
+
+/** The mids this page sends on (server's recvonly m-sections). */
+const LOCAL_MIDS = { audio: "0", camera: "1", screen: "2" };
+const POINTER_INTERVAL_MS = 40; // 25/s, under the server's 30/s per sender
+const CHAT_MAX = 2000;
+
+/**
+ * Join a call. Resolves with a Call once the server has answered `joined` (media keeps
+ * connecting in the background: listen to "state"). Rejects with an Error whose `code` is the
+ * server's error code (`unauthorized`, `room_ended`, `room_full`, ...) if the join is refused.
+ *
+ * options:
+ *   server     the hub's base URL (default: where this module was loaded from)
+ *   link       the customer link token (the last part of /call/<token>), or
+ *   roomId, token   the room id and an agent or supervisor JWT
+ *   container  optional element: the call renders its video tiles there (CallView)
+ *   audio, video   start the microphone / camera (default true; ignored where the room's mode
+ *              sends nothing from this role)
+ *   muted      join with the microphone muted (default false)
+ *   pointer    let a click or drag on the main remote video send pointer events (default: agent
+ *              and supervisor roles)
+ *   reconnect  rejoin after a lost socket (default true)
+ */
+export async function joinCall(options = {}) {
+  const call = new Call(options);
+  await call._start();
+  return call;
+}
+
+/** One participant's view of a call. Events (CustomEvent, data in `detail`):
+ *   state {state: "connecting"|"connected"|"reconnecting"|"ended"}
+ *   joined {participant, room}            this page joined (again, after a reconnect)
+ *   participant-joined {participant}, participant-left {participant}
+ *   media {participant}                  a participant's audio/camera/screen flags changed
+ *   tracks {}                            the remote tracks or slots changed (see remoteTracks())
+ *   local {audio, camera, screen, muted} this page's sources changed
+ *   chat {from, at, text, self}          a chat message (self: sent from this page)
+ *   pointer {from, at, target, x, y}     a pointer event from another participant
+ *   chat-ready {}                        the data channel is open
+ *   ended {reason}                       the call is over for this page (reason: ended_by_agent,
+ *                                        empty, expired, left, replaced, or an error code)
+ *   error {code, message}                an error the server reported, or a device error
+ */
+export class Call extends EventTarget {
+  constructor(options) {
+    super();
+    this.options = { audio: true, video: true, muted: false, reconnect: true, ...options };
+    this.server = (this.options.server || HUB).replace(/\/+$/, "");
+    if (!this.options.link && !(this.options.roomId && this.options.token)) {
+      throw new Error("joinCall needs link, or roomId and token");
+    }
+    this.state = "connecting";
+    this.me = null; // {id, role, name}
+    this.room = null; // {id, interaction_id, mode, quality}
+    this.participants = new Map(); // id -> {id, role, name, media: {audio, camera, screen} | null}
+    this.slots = []; // [{mid, participant_id, source}]
+    this.local = { audio: null, camera: null, screen: null };
+    this.muted = !!this.options.muted;
+    this.facing = "user";
+    this.cameraId = null;
+    this.pc = null;
+    this.dc = null;
+    this.ws = null;
+    this._queue = Promise.resolve();
+    this._closing = false;
+    this._attempt = 0;
+    this._lastPointer = 0;
+    this._restartTimer = null;
+    this._lastRestart = 0;
+    this._candidates = null; // buffered until the answer is sent
+    this.view = this.options.container ? new CallView(this, this.options.container, this.options) : null;
+  }
+
+  /** Subscribe to an event; returns a function that unsubscribes. */
+  on(type, fn) {
+    this.addEventListener(type, fn);
+    return () => this.removeEventListener(type, fn);
+  }
+
+  _emit(type, detail = {}) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  _setState(state) {
+    if (this.state === state || this.state === "ended") return;
+    this.state = state;
+    this._emit("state", { state });
+  }
+
+  /** What this role may send in this room: nothing but chat goes back in a one_way room. */
+  get canSend() {
+    return !(this.room && this.room.mode === "one_way" && this.me && this.me.role !== "customer");
+  }
+
+  get quality() {
+    return (this.room && this.room.quality) || { label: "720p", width: 1280, height: 720, max_bitrate: 2_500_000 };
+  }
+
+  // --- signalling -------------------------------------------------------------------------
+
+  _start() {
+    return new Promise((resolve, reject) => {
+      this._joinWaiter = { resolve, reject };
+      this._connect();
+    });
+  }
+
+  _connect() {
+    const url = this.server.replace(/^http/, "ws") + "/api/v1/video/ws";
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    ws.onopen = () => {
+      const join = this.options.link
+        ? { type: "join", link: this.options.link }
+        : { type: "join", room_id: this.options.roomId, token: this.options.token };
+      ws.send(JSON.stringify(join));
+    };
+    ws.onmessage = (ev) => {
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      this._queue = this._queue.then(() => this._handle(msg)).catch((e) => this._fail("internal", e));
+    };
+    ws.onclose = (ev) => {
+      if (ws !== this.ws) return;
+      this._lostSocket(ev);
+    };
+  }
+
+  _send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  async _handle(msg) {
+    switch (msg.type) {
+      case "joined": return this._onJoined(msg);
+      case "offer": return this._onOffer(msg);
+      case "slots": this.slots = msg.slots || []; this._emit("tracks"); return;
+      case "candidate": // the server is ICE-lite and puts its candidate in the offer; accept trickle anyway
+        if (this.pc && msg.candidate) await this.pc.addIceCandidate(msg.candidate).catch(() => {});
+        return;
+      case "participant_joined": {
+        const p = this._addParticipant(msg.participant);
+        this._emit("participant-joined", { participant: p });
+        this._sendMedia(); // `media` is relayed, not kept: tell the newcomer what this page sends
+        return;
+      }
+      case "participant_left": {
+        const p = this.participants.get(msg.participant_id);
+        this.participants.delete(msg.participant_id);
+        this.slots = this.slots.filter((s) => s.participant_id !== msg.participant_id);
+        if (p) this._emit("participant-left", { participant: p });
+        this._emit("tracks");
+        return;
+      }
+      case "media": {
+        const p = this.participants.get(msg.participant_id);
+        if (!p) return;
+        p.media = { audio: !!msg.audio, camera: !!msg.camera, screen: !!msg.screen };
+        this._emit("media", { participant: p });
+        return;
+      }
+      case "ended": return this._finish(msg.reason || "ended");
+      case "error": return this._onError(msg);
+      default: return undefined;
+    }
+  }
+
+  _onError(msg) {
+    const err = Object.assign(new Error(msg.message || msg.code), { code: msg.code });
+    if (this._joinWaiter) {
+      // a refused join: the server closes the socket; do not reconnect
+      this._closing = true;
+      const w = this._joinWaiter;
+      this._joinWaiter = null;
+      this._setState("ended");
+      w.reject(err);
+      return;
+    }
+    if (!this.me) { // a refused rejoin after a lost socket
+      this._finish(msg.code);
+      return;
+    }
+    this._emit("error", { code: msg.code, message: msg.message });
+  }
+
+  _addParticipant(p) {
+    const known = this.participants.get(p.id);
+    // media flags stay unknown (null) until the participant's first `media` frame, unless the
+    // server includes them; a late joiner then relies on whether the tracks carry frames
+    const entry = { media: null, ...known, ...p };
+    this.participants.set(p.id, entry);
+    return entry;
+  }
+
+  async _onJoined(msg) {
+    this._attempt = 0;
+    this.me = msg.participant;
+    this.room = msg.room;
+    this.participants.clear();
+    for (const p of msg.participants || []) this._addParticipant(p);
+    this._newPeerConnection(msg.ice_servers || []);
+    this._emit("joined", { participant: this.me, room: this.room });
+    if (this._joinWaiter) {
+      const w = this._joinWaiter;
+      this._joinWaiter = null;
+      // the first join: open the sources asked for (an offer may arrive meanwhile; the tracks
+      // are attached to the negotiated transceivers when they are ready)
+      if (this.canSend) {
+        const wantAudio = this.options.audio !== false;
+        const wantVideo = this.options.video !== false;
+        Promise.all([
+          wantAudio ? this.setMicrophone(true).catch((e) => this._deviceError("microphone", e)) : null,
+          wantVideo ? this.setCamera(true).catch((e) => this._deviceError("camera", e)) : null,
+        ]).then(() => this._sendMedia());
+      } else {
+        this._stopAll();
+      }
+      this._sendMedia();
+      w.resolve(this);
+    } else {
+      this._sendMedia();
+      await this._attachLocalTracks();
+    }
+  }
+
+  _newPeerConnection(iceServers) {
+    if (this.pc) { try { this.pc.close(); } catch { /* closed */ } }
+    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+    this.pc = pc;
+    this.dc = null;
+    pc.onicecandidate = (e) => {
+      const c = e.candidate;
+      const frame = {
+        type: "candidate",
+        candidate: c && c.candidate ? {
+          candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex,
+          ...(c.usernameFragment ? { usernameFragment: c.usernameFragment } : {}),
+        } : null,
+      };
+      if (!frame.candidate) { // end of candidates, said once per gathering
+        if (this._endSent) return;
+        this._endSent = true;
+      }
+      if (this._candidates) this._candidates.push(frame); else this._send(frame);
+    };
+    pc.ontrack = () => this._emit("tracks");
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.pc) return;
+      if (pc.connectionState === "connected") this._setState("connected");
+      else if (pc.connectionState === "failed") this._iceRestart(0);
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (pc !== this.pc) return;
+      const s = pc.iceConnectionState;
+      if (s === "disconnected") this._iceRestart(4000);
+      else if (s === "failed") this._iceRestart(0);
+      else if (s === "connected" || s === "completed") clearTimeout(this._restartTimer);
+    };
+    pc.ondatachannel = (e) => {
+      if (e.channel.label !== "switchboard") return;
+      this.dc = e.channel;
+      this.dc.onopen = () => this._emit("chat-ready");
+      this.dc.onmessage = (m) => this._onData(m.data);
+      if (this.dc.readyState === "open") this._emit("chat-ready");
+    };
+  }
+
+  _iceRestart(delay) {
+    clearTimeout(this._restartTimer);
+    this._restartTimer = setTimeout(() => {
+      const s = this.pc && this.pc.iceConnectionState;
+      if (!this.pc || (s !== "disconnected" && s !== "failed")) return;
+      if (Date.now() - this._lastRestart < 5000) return this._iceRestart(5000);
+      this._lastRestart = Date.now();
+      this._setState("reconnecting");
+      this._send({ type: "renegotiate" });
+    }, delay);
+  }
+
+  async _onOffer(msg) {
+    const pc = this.pc;
+    if (!pc) return;
+    this.slots = msg.slots || [];
+    await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    const directions = sdpDirections(msg.sdp);
+    for (const t of pc.getTransceivers()) {
+      if (t.mid === null) continue;
+      if (isLocalMid(t.mid)) {
+        const serverReceives = directions[t.mid] === "recvonly" || directions[t.mid] === "sendrecv";
+        t.direction = serverReceives && this.canSend ? "sendonly" : "inactive";
+      } else if (directions[t.mid] === "sendonly" || directions[t.mid] === "sendrecv") {
+        t.direction = "recvonly";
+      }
+    }
+    await this._attachLocalTracks();
+    const answer = await pc.createAnswer();
+    this._candidates = [];
+    this._endSent = false;
+    await pc.setLocalDescription(answer);
+    this._send({ type: "answer", sdp: pc.localDescription.sdp });
+    const buffered = this._candidates;
+    this._candidates = null;
+    for (const frame of buffered) this._send(frame);
+    await this._applyEncodings();
+    this._emit("tracks");
+  }
+
+  _transceiver(mid) {
+    return this.pc ? this.pc.getTransceivers().find((t) => t.mid === mid) : undefined;
+  }
+
+  async _attachLocalTracks() {
+    for (const [source, mid] of Object.entries(LOCAL_MIDS)) {
+      const t = this._transceiver(mid);
+      if (!t) continue;
+      const track = this.canSend ? this.local[source] : null;
+      if (t.sender.track !== track) await t.sender.replaceTrack(track).catch(() => {});
+    }
+  }
+
+  /** Caps what is sent to the room's quality: encoder bitrate and, when the source is larger,
+   * a scale-down (cameras that ignore the getUserMedia constraints, screens). */
+  async _applyEncodings() {
+    const q = this.quality;
+    for (const source of ["camera", "screen"]) {
+      const t = this._transceiver(LOCAL_MIDS[source]);
+      const track = this.local[source];
+      if (!t || !track) continue;
+      const params = t.sender.getParameters();
+      if (!params.encodings || !params.encodings.length) continue;
+      const s = track.getSettings();
+      const long = Math.max(s.width || 0, s.height || 0), short = Math.min(s.width || 0, s.height || 0);
+      const scale = Math.max(1, long / q.width || 1, short / q.height || 1);
+      const enc = params.encodings[0];
+      if (q.max_bitrate) enc.maxBitrate = q.max_bitrate;
+      enc.scaleResolutionDownBy = scale;
+      if (source === "screen") params.degradationPreference = "maintain-resolution";
+      try { await t.sender.setParameters(params); } catch { /* not negotiated yet: applied after the answer */ }
+    }
+  }
+
+  _lostSocket(ev) {
+    if (this._closing || this.state === "ended") return;
+    if (this._joinWaiter && !this.me) {
+      // never joined: nothing to resume
+      const w = this._joinWaiter;
+      this._joinWaiter = null;
+      this._setState("ended");
+      w.reject(Object.assign(new Error(`could not reach the video server (${ev.code})`), { code: "unreachable" }));
+      return;
+    }
+    if (!this.options.reconnect || this._attempt >= 6) return this._finish("disconnected");
+    this._setState("reconnecting");
+    const delay = Math.min(8000, 500 * 2 ** this._attempt++);
+    this.me = null;
+    if (this.pc) { try { this.pc.close(); } catch { /* closed */ } this.pc = null; }
+    this._emit("tracks");
+    setTimeout(() => { if (!this._closing) this._connect(); }, delay);
+  }
+
+  _finish(reason) {
+    if (this.state === "ended") return;
+    this._closing = true;
+    clearTimeout(this._restartTimer);
+    this._stopAll();
+    if (this.pc) { try { this.pc.close(); } catch { /* closed */ } }
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000);
+    this.pc = null;
+    this._setState("ended");
+    this._emit("tracks");
+    this._emit("ended", { reason });
+  }
+
+  _fail(code, e) {
+    this._emit("error", { code, message: String((e && e.message) || e) });
+  }
+
+  // --- data channel ------------------------------------------------------------------------
+
+  _onData(data) {
+    let m;
+    try { m = JSON.parse(data); } catch { return; }
+    if (m.from && this.me && m.from.id === this.me.id) return; // an echo of our own
+    if (m.type === "chat" && typeof m.text === "string") {
+      this._emit("chat", { from: m.from || {}, at: m.at, text: m.text, self: false });
+    } else if (m.type === "pointer") {
+      this._emit("pointer", { from: m.from || {}, at: m.at, target: m.target, x: clamp01(m.x), y: clamp01(m.y) });
+    }
+  }
+
+  get chatReady() { return !!(this.dc && this.dc.readyState === "open"); }
+
+  /** Sends a chat message to the others (at most 2,000 characters). */
+  sendChat(text) {
+    text = String(text || "").trim();
+    if (!text) return false;
+    if (text.length > CHAT_MAX) throw Object.assign(new Error(`a chat message is at most ${CHAT_MAX} characters`), { code: "too_long" });
+    if (!this.chatReady) throw Object.assign(new Error("the chat is not connected yet"), { code: "not_connected" });
+    this.dc.send(JSON.stringify({ type: "chat", text }));
+    this._emit("chat", { from: this.me, at: new Date().toISOString(), text, self: true });
+    return true;
+  }
+
+  /** Points at (x, y) in [0, 1] of participant `target`'s video; rate-limited to 25/s
+   * (`force` sends even inside the interval, e.g. the last point of a drag). */
+  sendPointer(target, x, y, force = false) {
+    const now = performance.now();
+    if (!this.chatReady || (!force && now - this._lastPointer < POINTER_INTERVAL_MS)) return false;
+    this._lastPointer = now;
+    const msg = { type: "pointer", target, x: round4(clamp01(x)), y: round4(clamp01(y)) };
+    this.dc.send(JSON.stringify(msg));
+    this._emit("pointer", { from: this.me, at: new Date().toISOString(), ...msg, self: true });
+    return true;
+  }
+
+  // --- local sources -----------------------------------------------------------------------
+
+  _deviceError(what, e) {
+    const code = e && e.name === "NotAllowedError" ? "permission_denied"
+      : e && (e.name === "NotFoundError" || e.name === "OverconstrainedError") ? "no_device" : "device_error";
+    this._emit("error", { code, message: `${what}: ${(e && e.message) || e}`, source: what });
+  }
+
+  _sendMedia() {
+    const media = {
+      audio: !!(this.local.audio && !this.muted),
+      camera: !!this.local.camera,
+      screen: !!this.local.screen,
+    };
+    if (this.me) this._send({ type: "media", ...media });
+    this._emit("local", { ...media, muted: this.muted });
+  }
+
+  async _setSource(source, track) {
+    const old = this.local[source];
+    this.local[source] = track;
+    if (old && old !== track) old.stop();
+    const t = this._transceiver(LOCAL_MIDS[source]);
+    if (t && this.canSend) await t.sender.replaceTrack(track).catch(() => {});
+    if (track) await this._applyEncodings();
+    this._sendMedia();
+  }
+
+  _stopAll() {
+    for (const k of Object.keys(this.local)) {
+      if (this.local[k]) this.local[k].stop();
+      this.local[k] = null;
+    }
+  }
+
+  _requireSend() {
+    if (!this.canSend) throw Object.assign(new Error("this room sends no media from your side (one-way)"), { code: "forbidden" });
+    if (this.state === "ended") throw Object.assign(new Error("the call has ended"), { code: "ended" });
+  }
+
+  /** Turns the microphone on or off (off releases the device; see setMuted for muting). */
+  async setMicrophone(on) {
+    if (!on) return this._setSource("audio", null);
+    this._requireSend();
+    if (this.local.audio) return undefined;
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+    });
+    const track = stream.getAudioTracks()[0];
+    if (this.state === "ended") { track.stop(); return undefined; }
+    track.enabled = !this.muted;
+    return this._setSource("audio", track);
+  }
+
+  /** Mutes or unmutes the microphone (opens it if it was never on). */
+  async setMuted(muted) {
+    this.muted = !!muted;
+    if (!this.muted && !this.local.audio && this.canSend) await this.setMicrophone(true);
+    if (this.local.audio) this.local.audio.enabled = !this.muted;
+    this._sendMedia();
+  }
+
+  _cameraConstraints() {
+    const q = this.quality;
+    const c = { width: { ideal: q.width }, height: { ideal: q.height }, frameRate: { ideal: 30, max: 30 } };
+    if (this.cameraId) c.deviceId = { exact: this.cameraId };
+    else c.facingMode = { ideal: this.facing };
+    return c;
+  }
+
+  /** Turns the camera on or off (off releases the device, so its light goes out). */
+  async setCamera(on) {
+    if (!on) return this._setSource("camera", null);
+    this._requireSend();
+    if (this.local.camera) return undefined;
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: this._cameraConstraints() });
+    } catch (e) {
+      if (e.name !== "OverconstrainedError" || !this.cameraId) throw e;
+      this.cameraId = null; // the chosen camera went away: any camera
+      stream = await navigator.mediaDevices.getUserMedia({ video: this._cameraConstraints() });
+    }
+    const track = stream.getVideoTracks()[0];
+    if (this.state === "ended") { track.stop(); return undefined; }
+    track.contentHint = "motion";
+    const s = track.getSettings();
+    if (s.facingMode) this.facing = s.facingMode;
+    return this._setSource("camera", track);
+  }
+
+  /** The cameras of this device (labels once camera access was granted). */
+  async cameras() {
+    const all = await navigator.mediaDevices.enumerateDevices();
+    return all.filter((d) => d.kind === "videoinput");
+  }
+
+  /** Switches to the next camera: the other facing on phones, else the next device. */
+  async switchCamera() {
+    this._requireSend();
+    const cams = await this.cameras();
+    const current = this.local.camera && this.local.camera.getSettings();
+    if (current && current.facingMode) {
+      this.facing = current.facingMode === "user" ? "environment" : "user";
+      this.cameraId = null;
+    } else if (cams.length > 1) {
+      const i = cams.findIndex((d) => current && d.deviceId === current.deviceId);
+      this.cameraId = cams[(i + 1) % cams.length].deviceId;
+    } else {
+      this.facing = this.facing === "user" ? "environment" : "user";
+    }
+    // phones open one camera at a time: release the old one first
+    const wasOn = !!this.local.camera;
+    if (this.local.camera) this.local.camera.stop();
+    try {
+      this.local.camera = null;
+      await this.setCamera(true);
+    } catch (e) {
+      if (wasOn) { this.cameraId = null; await this.setCamera(true).catch(() => this._sendMedia()); }
+      throw e;
+    }
+  }
+
+  /** Starts (default) or stops sharing the screen. Must be called from a user gesture. */
+  async shareScreen(on = true) {
+    if (!on) return this._setSource("screen", null);
+    this._requireSend();
+    if (this.local.screen) return undefined;
+    if (!canShareScreen()) throw Object.assign(new Error("screen sharing is not available on this device"), { code: "unsupported" });
+    const q = this.quality;
+    const stream = await navigator.mediaDevices.getDisplayMedia({
+      video: { width: { max: Math.max(q.width, 1280) }, height: { max: Math.max(q.height, 720) }, frameRate: { ideal: 15, max: 30 } },
+      audio: false,
+    });
+    const track = stream.getVideoTracks()[0];
+    if (this.state === "ended") { track.stop(); return undefined; }
+    track.contentHint = "detail";
+    track.addEventListener("ended", () => { if (this.local.screen === track) this._setSource("screen", null); });
+    return this._setSource("screen", track);
+  }
+
+  // --- leaving -----------------------------------------------------------------------------
+
+  /** Leaves the call (the others stay). */
+  async leave() {
+    this._send({ type: "leave" });
+    this._finish("left");
+  }
+
+  /** Ends the call for everyone (agent only; others get `forbidden` and stay). */
+  async end() {
+    if (this.me && this.me.role !== "agent") throw Object.assign(new Error("only the agent ends the call"), { code: "forbidden" });
+    this._send({ type: "end" });
+    this._finish("ended_by_agent");
+  }
+
+  // --- what is received ----------------------------------------------------------------------
+
+  /** The remote tracks by participant: [{participant, audio, camera, screen}] (tracks or null). */
+  remoteTracks() {
+    const byId = new Map();
+    for (const p of this.participants.values()) byId.set(p.id, { participant: p, audio: null, camera: null, screen: null });
+    if (!this.pc) return [...byId.values()];
+    for (const s of this.slots) {
+      const entry = byId.get(s.participant_id);
+      const t = this._transceiver(String(s.mid));
+      if (entry && t && t.receiver.track && s.source in entry) entry[s.source] = t.receiver.track;
+    }
+    return [...byId.values()];
+  }
+
+  /** A summary of RTCPeerConnection.getStats(): per received and sent stream, with the
+   * participant and source of each received mid. */
+  async stats() {
+    const out = { state: this.state, inbound: [], outbound: [], candidatePair: null };
+    if (!this.pc) return out;
+    const report = await this.pc.getStats();
+    const slotOf = new Map(this.slots.map((s) => [String(s.mid), s]));
+    let pairId = null;
+    report.forEach((r) => {
+      if (r.type === "transport" && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
+    });
+    report.forEach((r) => {
+      if (r.type === "inbound-rtp") {
+        const slot = slotOf.get(String(r.mid));
+        const p = slot && this.participants.get(slot.participant_id);
+        out.inbound.push({
+          mid: r.mid, kind: r.kind, participant_id: slot ? slot.participant_id : null,
+          role: p ? p.role : null, source: slot ? slot.source : null,
+          packetsReceived: r.packetsReceived, packetsLost: r.packetsLost, bytesReceived: r.bytesReceived,
+          framesDecoded: r.framesDecoded, frameWidth: r.frameWidth, frameHeight: r.frameHeight,
+          framesPerSecond: r.framesPerSecond, jitter: r.jitter,
+        });
+      } else if (r.type === "outbound-rtp") {
+        const source = Object.keys(LOCAL_MIDS).find((k) => LOCAL_MIDS[k] === String(r.mid)) || null;
+        out.outbound.push({
+          mid: r.mid, kind: r.kind, source, packetsSent: r.packetsSent, bytesSent: r.bytesSent,
+          framesEncoded: r.framesEncoded, frameWidth: r.frameWidth, frameHeight: r.frameHeight,
+          qualityLimitationReason: r.qualityLimitationReason, targetBitrate: r.targetBitrate,
+        });
+      } else if (r.type === "candidate-pair" && (r.id === pairId || (!pairId && r.nominated && r.state === "succeeded"))) {
+        out.candidatePair = {
+          currentRoundTripTime: r.currentRoundTripTime, availableOutgoingBitrate: r.availableOutgoingBitrate,
+          bytesSent: r.bytesSent, bytesReceived: r.bytesReceived,
+        };
+      }
+    });
+    return out;
+  }
+}
+
+/** Whether this browser can share its screen (desktop browsers; not phones or tablets). */
+export function canShareScreen() {
+  if (!navigator.mediaDevices || typeof navigator.mediaDevices.getDisplayMedia !== "function") return false;
+  const mobile = (navigator.userAgentData && navigator.userAgentData.mobile)
+    || /Android|iPhone|iPad|iPod|Mobile/i.test(navigator.userAgent);
+  return !mobile;
+}
+
+/** Whether this is probably a phone or tablet (front/back camera switch by facingMode). */
+export function isMobile() {
+  return !!((navigator.userAgentData && navigator.userAgentData.mobile)
+    || /Android|iPhone|iPad|iPod|Mobile/i.test(navigator.userAgent)
+    || (window.matchMedia && matchMedia("(pointer: coarse)").matches && Math.min(screen.width, screen.height) < 820));
+}
+
+function isLocalMid(mid) { return mid === "0" || mid === "1" || mid === "2"; }
+function clamp01(v) { v = Number(v); return Number.isFinite(v) ? Math.min(1, Math.max(0, v)) : 0; }
+function round4(v) { return Math.round(v * 10000) / 10000; }
+
+/** mid -> direction of every m-section of an SDP. */
+export function sdpDirections(sdp) {
+  const out = {};
+  const sessionDir = (/^a=(sendrecv|sendonly|recvonly|inactive)\s*$/m.exec(sdp.split(/\r?\nm=/)[0]) || [])[1] || "sendrecv";
+  for (const section of sdp.split(/\r?\nm=/).slice(1)) {
+    const mid = (/^a=mid:(\S+)/m.exec(section) || [])[1];
+    if (mid === undefined) continue;
+    out[mid] = (/^a=(sendrecv|sendonly|recvonly|inactive)\s*$/m.exec(section) || [])[1] || sessionDir;
+  }
+  return out;
+}
+
+// --- the default rendering -------------------------------------------------------------------
+
+const MIC_OFF = '<svg viewBox="0 0 24 24" width="14" height="14" aria-hidden="true" focusable="false"><path fill="currentColor" d="M19 11h-1.7c0 .74-.16 1.43-.43 2.05l1.23 1.23c.56-.98.9-2.09.9-3.28zm-4.02.17c0-.06.02-.11.02-.17V5a3 3 0 0 0-6 0v.18l5.98 5.99zM4.27 3L3 4.27l6.01 6.01V11a3 3 0 0 0 3 3c.22 0 .44-.03.65-.08l1.66 1.66c-.71.33-1.5.52-2.31.52A5.2 5.2 0 0 1 6.7 11H5c0 3.41 2.72 6.23 6 6.72V21h2v-3.28c.91-.13 1.77-.45 2.54-.9L19.73 21 21 19.73 4.27 3z"/></svg>';
+const ROLE_NAMES = { agent: "Agent", customer: "Customer", supervisor: "Supervisor" };
+
+/**
+ * Renders a call into a container: one large tile (a shared screen first, then the other
+ * side's camera: the customer's for agents and supervisors, the agent's for customers) and a
+ * strip of the rest, the self-view last. Remote audio plays through hidden <audio> elements.
+ * Pointer events are drawn over the video they point at; with `pointer: true` a click or drag
+ * on the large tile sends them.
+ */
+export class CallView {
+  constructor(call, container, options = {}) {
+    this.call = call;
+    this.root = container;
+    this.options = options;
+    this.tiles = new Map(); // key -> {el, video, key}
+    this.audios = new Map(); // participant id -> <audio>
+    this.soundBlocked = false;
+    container.classList.add("sb-call");
+    container.innerHTML = "";
+    this.stage = el("div", "sb-stage");
+    this.strip = el("div", "sb-strip");
+    this.strip.setAttribute("aria-label", "Other videos");
+    this.soundBtn = el("button", "sb-sound");
+    this.soundBtn.type = "button";
+    this.soundBtn.textContent = "Turn on sound";
+    this.soundBtn.hidden = true;
+    this.soundBtn.addEventListener("click", () => this._playAll());
+    this.audioBox = el("div", "sb-audio");
+    this.audioBox.hidden = true;
+    container.append(this.stage, this.strip, this.soundBtn, this.audioBox);
+    const render = () => this.render();
+    for (const t of ["tracks", "joined", "participant-joined", "participant-left", "media", "local", "state"]) call.on(t, render);
+    call.on("pointer", (e) => this.showPointer(e.detail));
+    if (typeof ResizeObserver === "function") new ResizeObserver(() => this._placePointers()).observe(container);
+    this.render();
+  }
+
+  /** The large tile's key: remote screen > the other side's camera > any remote camera > self. */
+  _mainKey(entries) {
+    const role = this.call.me && this.call.me.role;
+    const screens = entries.filter((e) => e.screen && e.participant.media && e.participant.media.screen);
+    const prefer = role === "customer" ? ["agent", "supervisor"] : ["customer", "agent", "supervisor"];
+    const byRole = (list) => list.sort((a, b) => prefer.indexOf(a.participant.role) - prefer.indexOf(b.participant.role));
+    if (screens.length) return `${byRole(screens)[0].participant.id}:screen`;
+    const others = byRole(entries.filter((e) => e.participant.id !== (this.call.me && this.call.me.id)));
+    if (others.length) return `${others[0].participant.id}:camera`;
+    return "self:camera";
+  }
+
+  render() {
+    const call = this.call;
+    const entries = call.state === "ended" ? [] : call.remoteTracks();
+    const wanted = [];
+    for (const e of entries) {
+      const p = e.participant;
+      wanted.push({ key: `${p.id}:camera`, participant: p, track: e.camera, source: "camera", remote: true });
+      if (e.screen && p.media && p.media.screen) {
+        wanted.push({ key: `${p.id}:screen`, participant: p, track: e.screen, source: "screen", remote: true });
+      }
+      this._audio(p.id, e.audio);
+    }
+    for (const [id, a] of this.audios) {
+      if (!entries.some((e) => e.participant.id === id)) { a.srcObject = null; a.remove(); this.audios.delete(id); }
+    }
+    if (call.me && call.state !== "ended") {
+      const me = { ...call.me, name: call.me.name || "You", media: { audio: !!call.local.audio && !call.muted, camera: !!call.local.camera, screen: !!call.local.screen } };
+      wanted.push({ key: "self:camera", participant: me, track: call.local.camera, source: "camera", self: true });
+      if (call.local.screen) wanted.push({ key: "self:screen", participant: me, track: call.local.screen, source: "screen", self: true });
+    }
+    const main = this._mainKey(entries);
+    const keys = new Set(wanted.map((w) => w.key));
+    for (const [key, t] of this.tiles) {
+      if (!keys.has(key)) { t.video.srcObject = null; t.el.remove(); this.tiles.delete(key); }
+    }
+    for (const w of wanted) {
+      const t = this.tiles.get(w.key) || this._tile(w);
+      this._update(t, w);
+      const parent = w.key === main ? this.stage : this.strip;
+      if (t.el.parentNode !== parent) parent.append(t.el);
+      t.el.classList.toggle("sb-main", parent === this.stage);
+    }
+    // keep the strip in a stable order: remote tiles first, self last
+    for (const w of wanted) {
+      const t = this.tiles.get(w.key);
+      if (t.el.parentNode === this.strip) this.strip.append(t.el);
+    }
+    this.root.dataset.tiles = String(this.tiles.size);
+    this.stage.hidden = !this.stage.firstChild;
+    this._placePointers();
+  }
+
+  _tile(w) {
+    const fig = el("figure", "sb-tile");
+    const video = el("video", "");
+    video.autoplay = true;
+    video.playsInline = true;
+    video.muted = true; // audio plays through <audio>: video autoplays under every policy
+    const cap = el("figcaption", "");
+    const name = el("span", "sb-name");
+    const flags = el("span", "sb-flags");
+    const placeholder = el("div", "sb-placeholder");
+    placeholder.setAttribute("aria-hidden", "true");
+    const pointer = el("div", "sb-pointer");
+    pointer.hidden = true;
+    pointer.setAttribute("aria-hidden", "true");
+    cap.append(name, flags);
+    fig.append(video, placeholder, pointer, cap);
+    const t = { el: fig, video, name, flags, placeholder, pointer, key: w.key, pointerAt: null };
+    video.addEventListener("loadedmetadata", () => this._placePointers());
+    video.addEventListener("resize", () => this._placePointers());
+    if (w.remote && this.options.pointer !== false) this._pointable(t);
+    this.tiles.set(w.key, t);
+    return t;
+  }
+
+  _update(t, w) {
+    const p = w.participant;
+    const { el: fig, video } = t;
+    t.participant = p;
+    t.source = w.source;
+    fig.dataset.participant = w.self ? "self" : p.id;
+    fig.dataset.role = p.role || "";
+    fig.dataset.source = w.source;
+    fig.classList.toggle("sb-self", !!w.self);
+    const mirrored = !!(w.self && w.source === "camera" && this.call.facing !== "environment");
+    fig.classList.toggle("sb-mirror", mirrored);
+    const label = w.self ? (w.source === "screen" ? "Your screen" : "You")
+      : `${p.name || ROLE_NAMES[p.role] || "Participant"}${w.source === "screen" ? "'s screen" : ""}`;
+    t.name.textContent = label;
+    const role = ROLE_NAMES[p.role] || "";
+    t.name.title = role;
+    const micOff = w.source === "camera" && !!p.media && !p.media.audio;
+    if (micOff !== t.micOff) {
+      t.micOff = micOff;
+      t.flags.innerHTML = micOff ? MIC_OFF : "";
+      t.flags.setAttribute("aria-label", micOff ? "microphone off" : "");
+      t.flags.setAttribute("role", micOff ? "img" : "none");
+    }
+    const flagged = w.self || w.source === "screen" || !p.media || p.media.camera;
+    const videoOn = !!w.track && flagged && w.track.readyState !== "ended" && (w.self || !w.track.muted);
+    if (w.track && !w.self && t.hooked !== w.track) {
+      // a remote track is muted while no frames arrive: show the placeholder meanwhile
+      t.hooked = w.track;
+      const again = () => { if (t.hooked === w.track) this.render(); };
+      w.track.addEventListener("mute", again);
+      w.track.addEventListener("unmute", again);
+    }
+    fig.classList.toggle("sb-off", !videoOn);
+    t.placeholder.textContent = initials(w.self ? (this.call.me && this.call.me.name) || "You" : p.name || role);
+    video.setAttribute("aria-label", w.self ? `${label} (preview)` : `${label}, video`);
+    const stream = video.srcObject;
+    if (w.track && (!stream || stream.getVideoTracks()[0] !== w.track)) {
+      video.srcObject = new MediaStream([w.track]);
+      video.play().catch(() => {});
+    } else if (!w.track && stream) {
+      video.srcObject = null;
+    }
+  }
+
+  _audio(id, track) {
+    let a = this.audios.get(id);
+    if (!track) { if (a) { a.srcObject = null; a.remove(); this.audios.delete(id); } return; }
+    if (!a) {
+      a = document.createElement("audio");
+      a.autoplay = true;
+      this.audioBox.append(a);
+      this.audios.set(id, a);
+    }
+    const stream = a.srcObject;
+    if (!stream || stream.getAudioTracks()[0] !== track) {
+      a.srcObject = new MediaStream([track]);
+      a.play().then(() => { this.soundBlocked = false; this.soundBtn.hidden = true; }, () => {
+        this.soundBlocked = true;
+        this.soundBtn.hidden = false; // autoplay blocked until a click
+      });
+    }
+  }
+
+  _playAll() {
+    for (const a of this.audios.values()) a.play().catch(() => {});
+    this.soundBtn.hidden = true;
+  }
+
+  _pointable(t) {
+    const call = this.call;
+    let down = false;
+    const send = (ev, force) => {
+      if (!t.el.classList.contains("sb-main") || !t.participant) return;
+      const r = contentRect(t.video);
+      if (!r) return;
+      const x = (ev.clientX - r.left) / r.width, y = (ev.clientY - r.top) / r.height;
+      if (x < 0 || x > 1 || y < 0 || y > 1) return;
+      if (call.sendPointer(t.participant.id, x, y, force)) ev.preventDefault();
+    };
+    t.el.addEventListener("pointerdown", (ev) => {
+      if (!this.options.pointer) return;
+      down = true;
+      try { t.el.setPointerCapture(ev.pointerId); } catch { /* not capturable */ }
+      send(ev, true);
+    });
+    t.el.addEventListener("pointermove", (ev) => { if (down && this.options.pointer) send(ev, false); });
+    const up = (ev) => { if (down && this.options.pointer) send(ev, true); down = false; };
+    t.el.addEventListener("pointerup", up);
+    t.el.addEventListener("pointercancel", () => { down = false; });
+  }
+
+  /** Draws a pointer event over the video it points at (the target's screen when shared). */
+  showPointer(p) {
+    const call = this.call;
+    const mine = call.me && p.target === call.me.id;
+    let key;
+    if (mine) key = call.local.screen ? "self:screen" : "self:camera";
+    else key = this.tiles.has(`${p.target}:screen`) ? `${p.target}:screen` : `${p.target}:camera`;
+    const t = this.tiles.get(key);
+    if (!t) return;
+    t.pointerAt = { x: p.x, y: p.y, name: p.self ? "" : (p.from && p.from.name) || "" };
+    t.pointer.title = t.pointerAt.name;
+    t.pointer.dataset.name = t.pointerAt.name;
+    t.pointer.hidden = false;
+    t.el.classList.add("sb-pointed");
+    clearTimeout(t.pointerTimer);
+    t.pointerTimer = setTimeout(() => { t.pointer.hidden = true; t.pointerAt = null; t.el.classList.remove("sb-pointed"); }, 2500);
+    this._placePointer(t);
+  }
+
+  _placePointers() { for (const t of this.tiles.values()) if (t.pointerAt) this._placePointer(t); }
+
+  _placePointer(t) {
+    const r = contentRect(t.video);
+    const box = t.el.getBoundingClientRect();
+    if (!r) return;
+    const x = t.el.classList.contains("sb-mirror") ? 1 - t.pointerAt.x : t.pointerAt.x;
+    t.pointer.style.left = `${r.left - box.left + x * r.width}px`;
+    t.pointer.style.top = `${r.top - box.top + t.pointerAt.y * r.height}px`;
+  }
+}
+
+/** The rectangle the picture occupies in a <video> (object-fit: contain or cover). */
+function contentRect(video) {
+  const r = video.getBoundingClientRect();
+  if (!r.width || !r.height) return null;
+  const vw = video.videoWidth, vh = video.videoHeight;
+  if (!vw || !vh) return r;
+  const fit = getComputedStyle(video).objectFit;
+  const s = fit === "cover" ? Math.max(r.width / vw, r.height / vh) : Math.min(r.width / vw, r.height / vh);
+  const w = vw * s, h = vh * s;
+  return { left: r.left + (r.width - w) / 2, top: r.top + (r.height - h) / 2, width: w, height: h };
+}
+
+function initials(name) {
+  const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
+  return (parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] || "?").slice(0, 2)).toUpperCase();
+}
+
+function el(tag, cls) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  return e;
+}
+
+// --- page helpers (shared by customer.html and agent.html) ----------------------------------
+
+/**
+ * Wires a chat UI: `log` (a list), `form` with a text `input`. Messages from the data channel
+ * and this page's own are appended; the form is disabled until the channel is open.
+ */
+export function mountChat(call, { log, form, input, button }) {
+  const setReady = () => {
+    const ready = call.chatReady;
+    input.disabled = !ready;
+    if (button) button.disabled = !ready;
+    input.placeholder = ready ? "Write a message" : "Chat connects with the call…";
+  };
+  setReady();
+  call.on("chat-ready", setReady);
+  call.on("state", setReady);
+  call.on("chat", (e) => {
+    const { from, at, text, self } = e.detail;
+    const li = document.createElement("li");
+    li.className = self ? "out" : "in";
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = self ? "You" : `${from.name || ROLE_NAMES[from.role] || "Participant"}`;
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = text;
+    const time = document.createElement("time");
+    const d = at ? new Date(at) : new Date();
+    time.dateTime = d.toISOString();
+    time.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    li.append(who, body, time);
+    log.append(li);
+    log.scrollTop = log.scrollHeight;
+  });
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    try {
+      if (call.sendChat(input.value)) input.value = "";
+    } catch (e) {
+      call._emit("error", { code: e.code || "chat", message: e.message });
+    }
+  });
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && input.tagName === "TEXTAREA") { ev.preventDefault(); form.requestSubmit(); }
+  });
+}
+
+/**
+ * Wires the call controls found in `root` by data-action: mute, camera, switch, screen, leave,
+ * end. A button's label says what a click does ("Mute" / "Unmute"); each is shown only where
+ * it applies (no camera switch with one camera, no screen share on phones or in one-way rooms).
+ */
+export function mountControls(call, root, { onError } = {}) {
+  const btn = (a) => root.querySelector(`[data-action="${a}"]`);
+  const report = (e) => { if (onError) onError(e); else call._emit("error", { code: e.code || "device_error", message: e.message }); };
+  const act = (name, fn) => {
+    const b = btn(name);
+    if (!b) return;
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      try { await fn(b); } catch (e) { report(e); } finally { b.disabled = false; sync(); }
+    });
+  };
+  act("mute", () => call.setMuted(!call.muted));
+  act("camera", () => call.setCamera(!call.local.camera));
+  act("switch", () => call.switchCamera());
+  act("screen", () => call.shareScreen(!call.local.screen));
+  act("leave", () => call.leave());
+  act("end", () => call.end());
+  const sync = () => {
+    const send = call.canSend && call.state !== "ended";
+    const set = (name, pressed, label, show = true) => {
+      const b = btn(name);
+      if (!b) return;
+      b.hidden = !show;
+      // the label says what a click does; data-active marks a source that is off or shared
+      if (pressed !== null) b.dataset.active = String(pressed);
+      if (label) { const l = b.querySelector(".label"); (l || b).textContent = label; }
+    };
+    set("mute", call.muted || !call.local.audio, call.muted || !call.local.audio ? "Unmute" : "Mute", send);
+    set("camera", !call.local.camera, call.local.camera ? "Camera off" : "Camera on", send);
+    set("screen", !!call.local.screen, call.local.screen ? "Stop sharing" : "Share screen", send && canShareScreen());
+    const sw = btn("switch");
+    if (sw) sw.hidden = !send || !call.local.camera || !(isMobile() || sw.dataset.cameras > 1);
+    const end = btn("end");
+    if (end) end.hidden = !(call.me && call.me.role === "agent") || call.state === "ended";
+    const leave = btn("leave");
+    if (leave) leave.hidden = call.state === "ended" || !!(call.me && call.me.role === "agent" && end);
+  };
+  const countCameras = async () => {
+    const sw = btn("switch");
+    if (!sw || !navigator.mediaDevices) return;
+    try { sw.dataset.cameras = String((await call.cameras()).length); } catch { /* no devices */ }
+    sync();
+  };
+  for (const t of ["local", "state", "joined"]) call.on(t, sync);
+  call.on("local", countCameras);
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener("devicechange", countCameras);
+  sync();
+  return sync;
+}
