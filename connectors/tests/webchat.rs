@@ -294,6 +294,25 @@ async fn each_side_sees_the_other_typing_and_the_customer_sees_their_messages_re
     alice.call("interaction.typing", json!({"interaction_id": interaction})).await;
     assert_eq!(signal_version(&chat, &customer_id).await, before + 1, "a stale hint is refreshed");
 
+    // a message from the agent ends the hint; the next hint shows again at once, however recent
+    // the last one was
+    sqlx::query("UPDATE webchat_signals SET typing_at = now() - interval '1 second' WHERE external_id = $1")
+        .bind(&customer_id)
+        .execute(&chat.hub.pool)
+        .await
+        .unwrap();
+    let sent = alice
+        .call("message.send", json!({"interaction_id": interaction, "client_msg_id": "a1", "text": "One moment"}))
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    customer.shown("One moment").await;
+    let mut conn = chat.hub.pool.acquire().await.unwrap();
+    let signal = store::customer_signal(&mut conn, chat.account_id, &customer_id).await.unwrap().unwrap();
+    assert_eq!(signal.typing, None, "answered: no longer typing");
+    drop(conn);
+    alice.call("interaction.typing", json!({"interaction_id": interaction})).await;
+    customer.frame_where("typing", |f| f["typing"] == true).await;
+
     // stopping clears it at once
     let stop = alice.call("interaction.typing", json!({"interaction_id": interaction, "typing": false})).await;
     assert_eq!(stop["ok"], true, "{stop}");

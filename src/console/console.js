@@ -116,8 +116,24 @@
         }
         break;
       case "message.new":
-        if (selected === d.message.interaction_id) appendMessage(d.message);
-        else markUnread(d.message.interaction_id);
+        if (selected === d.message.interaction_id) {
+          if (d.message.direction === "in") showTyping(null);
+          appendMessage(d.message);
+          markRead();
+        } else {
+          markUnread(d.message.interaction_id);
+        }
+        break;
+      case "message.read":
+        d.message_ids.forEach(function (id) {
+          if (msgs[id]) { msgs[id].status = "read"; appendMessage(msgs[id]); }
+        });
+        break;
+      case "interaction.typing":
+        // ephemeral: a replayed one whose time has passed means nothing
+        if (selected === d.interaction_id && new Date(d.expires_at) > new Date()) {
+          showTyping(d.author.name, new Date(d.expires_at) - new Date());
+        }
         break;
       case "message.status":
       case "message.edited":
@@ -199,8 +215,9 @@
   }
 
   // ---- a conversation ------------------------------------------------------------------------
-  var shown = {};
+  var shown = {}, msgs = {};
   function openInteraction(id) {
+    if (selected !== id) showTyping(null);
     selected = id;
     delete unread[id];
     renderLists();
@@ -211,6 +228,7 @@
     $("c-meta").textContent = i ? i.channel + " · " + (i.queue || "") + " · " + i.state : "";
     $("messages").textContent = "";
     shown = {};
+    msgs = {};
     request("history.get", { interaction_id: id, limit: 200 }).then(function (page) {
       if (selected !== id) return;
       var entries = page.messages.map(function (m) { return { at: m.created_at, m: m }; })
@@ -220,6 +238,7 @@
         if (x.m) appendMessage(x.m);
         else appendEvent(describe(x.e));
       });
+      markRead();
     }, function (e) { toast(e.message); });
   }
 
@@ -236,7 +255,57 @@
   }
   function scrollDown() { var m = $("messages"); m.scrollTop = m.scrollHeight; }
 
+  // ---- typing and read marks ------------------------------------------------------------------
+  // Only in an interaction assigned to me: the hub refuses the others (monitoring, not mine).
+  function writable() {
+    var i = selected && interactions[selected];
+    return !!(i && me && i.state === "assigned" && i.agent === me.login);
+  }
+
+  // the customer sees "<me> is typing…": a hint every 2.5 s while the draft changes, and a stop
+  // when it is cleared
+  var typingAt = 0, typingIn = null;
+  $("text").addEventListener("input", function () {
+    if (!writable()) return;
+    var empty = !this.value.trim(), now = Date.now();
+    if (empty) {
+      if (typingIn === selected) request("interaction.typing", { interaction_id: selected, typing: false }).catch(function () {});
+      typingIn = null;
+      typingAt = 0;
+    } else if (now - typingAt > 2500 || typingIn !== selected) {
+      typingAt = now;
+      typingIn = selected;
+      request("interaction.typing", { interaction_id: selected }).catch(function () {});
+    }
+  });
+
+  // "<customer> is typing…" under the conversation, until the hint expires or they write
+  function showTyping(name, ms) {
+    var t = $("c-typing");
+    clearTimeout(showTyping.timer);
+    if (!name) { t.hidden = true; t.textContent = ""; return; }
+    t.textContent = name + " is typing…";
+    t.hidden = false;
+    showTyping.timer = setTimeout(function () { showTyping(null); }, Math.min(Math.max(ms, 300), 10000));
+  }
+
+  // the customer's messages on screen are read: up to the newest message of the conversation
+  function markRead() {
+    if (!writable() || document.visibilityState !== "visible") return;
+    var newest = null, unreadIn = false;
+    Object.keys(msgs).forEach(function (k) {
+      var m = msgs[k];
+      if (m.interaction_id !== selected) return;
+      if (m.direction === "in" && m.status === "received") unreadIn = true;
+      if (!newest || m.created_at > newest.created_at || (m.created_at === newest.created_at && m.id > newest.id)) newest = m;
+    });
+    if (!unreadIn || !newest) return;
+    request("message.read", { interaction_id: selected, up_to: newest.id }).catch(function (e) { toast(e.message); });
+  }
+  document.addEventListener("visibilitychange", markRead);
+
   function appendMessage(m) {
+    msgs[m.id] = m;
     var li = shown[m.id];
     if (!li) {
       li = el("li");
@@ -270,7 +339,8 @@
       });
       if (m.text) li.appendChild(document.createTextNode(m.text));
     }
-    var status = m.direction === "out" ? " · " + m.status + (m.error ? ": " + m.error : "") : "";
+    var status = m.direction === "out" ? " · " + m.status + (m.error ? ": " + m.error : "") : m.status === "read" ? " · read" : "";
+    li.setAttribute("data-status", m.status);
     li.appendChild(el("span", "meta", time(m.created_at) + status));
     scrollDown();
   }
@@ -312,6 +382,7 @@
       if (fileIds.length) args.file_ids = fileIds;
       return request("message.send", args).then(function (m) {
         $("text").value = "";
+        typingAt = 0;
         attachedFile = null;
         $("attached").textContent = "";
         appendMessage(m);

@@ -72,7 +72,7 @@ try {
 
   await step("the customer writes; the message is stored (acknowledged)", async () => {
     await customerSays(cp, "Hello, where is my order A-1009?");
-    await customerMsgs(cp).filter({ hasText: "where is my order" }).locator(".meta", { hasText: "sent" }).waitFor({ timeout: T });
+    await customerMsgs(cp).filter({ hasText: "where is my order" }).locator(".meta", { hasText: /sent|read/i }).waitFor({ timeout: T });
   });
 
   await step("agents sign in to the console with a token; alice goes ready and gets the offer", async () => {
@@ -97,6 +97,28 @@ try {
     await ap.locator("#messages li.out", { hasText: "Alice here" }).locator(".meta", { hasText: "read" }).waitFor({ timeout: T });
   });
 
+  await step("alice has the chat open: the customer sees their message read, then alice typing", async () => {
+    // the console marks the customer's messages read when the conversation is on screen
+    await customerMsgs(cp).filter({ hasText: "where is my order" }).locator(".meta .read", { hasText: "read" }).waitFor({ timeout: T });
+    const typing = widget(cp).locator(".typing");
+    await ap.locator("#text").pressSequentially("Let me look", { delay: 40 });
+    await typing.filter({ hasText: "Alice Smith is typing" }).waitFor({ timeout: T });
+    await cp.screenshot({ path: `${SCREENSHOTS}/widget-typing.png` });
+    // the draft cleared: the hint goes at once (typing: false)
+    await ap.locator("#text").fill("");
+    await typing.waitFor({ state: "hidden", timeout: T });
+  });
+
+  await step("the customer types: alice sees it; their new message is read while she has it open", async () => {
+    await widget(cp).locator("textarea").pressSequentially("It was due Monday", { delay: 40 });
+    await ap.locator("#c-typing", { hasText: "is typing" }).waitFor({ timeout: T });
+    await widget(cp).locator("textarea").press("Enter");
+    await ap.locator("#messages li", { hasText: "It was due Monday" }).waitFor({ timeout: T });
+    await ap.locator("#c-typing").waitFor({ state: "hidden", timeout: T });
+    await customerMsgs(cp).filter({ hasText: "It was due Monday" }).locator(".meta .read", { hasText: "read" }).waitFor({ timeout: T });
+    await ap.locator("#messages li.in", { hasText: "It was due Monday" }).locator(".meta", { hasText: "read" }).waitFor({ timeout: T });
+  });
+
   await step("a file goes from the customer to the agent", async () => {
     // a picture of a parcel, drawn by the browser
     const dataUrl = await cp.evaluate(() => {
@@ -111,7 +133,7 @@ try {
     });
     const png = Buffer.from(dataUrl.split(",")[1], "base64");
     await widget(cp).locator("input[type=file]").setInputFiles({ name: "box-photo.png", mimeType: "image/png", buffer: png });
-    await customerMsgs(cp).filter({ hasText: "box-photo.png" }).locator(".meta", { hasText: "sent" }).waitFor({ timeout: T });
+    await customerMsgs(cp).filter({ hasText: "box-photo.png" }).locator(".meta", { hasText: /sent|read/i }).waitFor({ timeout: T });
     const link = ap.locator("#messages li a", { hasText: "box-photo.png" });
     await link.waitFor({ timeout: T });
     await ap.locator("#messages li img[alt='box-photo.png']").waitFor({ timeout: T });
@@ -154,7 +176,7 @@ try {
       return dt;
     });
     await widget(cp).locator(".panel").dispatchEvent("drop", { dataTransfer: dropped });
-    await customerMsgs(cp).filter({ hasText: "invoice.txt" }).locator(".meta", { hasText: "sent" }).waitFor({ timeout: T });
+    await customerMsgs(cp).filter({ hasText: "invoice.txt" }).locator(".meta", { hasText: /sent|read/i }).waitFor({ timeout: T });
     await ap.locator("#messages li a", { hasText: "invoice.txt" }).waitFor({ timeout: T });
     const before = await customerMsgs(cp).count();
     await widget(cp).locator("input[type=file]").setInputFiles({

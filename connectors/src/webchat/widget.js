@@ -2,7 +2,9 @@
  *   <script src="https://HUB/webchat/widget.js" data-key="ACCOUNT_KEY" async></script>
  * Optional: data-open="true" (start opened), data-name="Visitor name".
  * Plain JS, no build step. The customer token is kept in localStorage so a reload resumes the
- * conversation. Protocol: connectors/src/webchat/socket.rs. */
+ * conversation. Shows "<agent> is typing…" and marks the customer's own messages "✓✓ read" once
+ * an agent has read them; tells the agents when the customer types. Protocol:
+ * connectors/src/webchat/socket.rs. */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -35,6 +37,9 @@
     ".msg img{max-width:100%;border-radius:8px;display:block;margin-top:4px}",
     ".msg.deleted{font-style:italic;opacity:.6}",
     ".welcome{align-self:center;font-size:13px;color:#4a5a70;text-align:center}",
+    ".msg .meta .read{font-weight:600}",
+    ".typing{padding:4px 16px 6px;font-size:13px;font-style:italic;color:#4a5a70;background:#f4f6f9}",
+    ".typing[hidden]{display:none}",
     ".notice{padding:8px 14px;font-size:13px;background:#fff4e0;color:#7a4b00;border-top:1px solid #f0d9a8}",
     ".notice[hidden]{display:none}",
     "form{display:flex;gap:6px;padding:10px;border-top:1px solid #dde3ec;background:#fff;align-items:flex-end}",
@@ -55,6 +60,7 @@
     '<header><h2 class="title">Chat</h2><span class="state" aria-live="polite">connecting…</span>' +
     '<button class="close" type="button" aria-label="Close chat">&times;</button></header>' +
     '<div class="log" role="log" aria-live="polite"></div>' +
+    '<div class="typing" aria-live="polite" hidden></div>' +
     '<div class="notice" role="alert" hidden></div>' +
     '<form><button class="attach" type="button" aria-label="Attach a file" title="Attach a file"><svg width="20" height="20" viewBox="0 0 24 24" aria-hidden="true"><path fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" d="M21 11.5l-8.6 8.6a5 5 0 0 1-7.1-7.1l8.6-8.6a3.3 3.3 0 0 1 4.7 4.7l-8.6 8.6a1.7 1.7 0 0 1-2.4-2.4l7.9-7.9"/></svg></button>' +
     '<input type="file" hidden>' +
@@ -67,7 +73,7 @@
   var $ = function (sel) { return root.querySelector(sel); };
   var launcher = $(".launcher"), panel = $(".panel"), log = $(".log"), notice = $(".notice");
   var form = $("form"), input = $("textarea"), fileInput = $("input[type=file]"), stateEl = $(".state");
-  var limitEl = $(".limit"), titleEl = $(".title");
+  var limitEl = $(".limit"), titleEl = $(".title"), typingEl = $(".typing");
 
   var ws = null, hello = null, retry = 0, noticeTimer = null;
   var pending = {};   // client_msg_id -> {frame, bytes, el}
@@ -132,8 +138,16 @@
     }
     var meta = document.createElement("span");
     meta.className = "meta";
-    var status = m.direction === "in" ? (m.pending ? "sending…" : "sent") : "";
-    meta.textContent = time(m.created_at) + (m.edited ? " · edited" : "") + (status ? " · " + status : "");
+    meta.textContent = time(m.created_at) + (m.edited ? " · edited" : "");
+    if (m.direction === "in") {
+      // the customer's own message: sending, sent, or read by an agent
+      var status = document.createElement("span");
+      status.className = m.status === "read" ? "read" : "";
+      status.textContent = m.pending ? " · sending…" : m.status === "read" ? " · ✓✓ read" : " · ✓ sent";
+      status.setAttribute("aria-label", m.pending ? "sending" : m.status === "read" ? "read" : "sent");
+      meta.appendChild(status);
+      el.setAttribute("data-status", m.pending ? "pending" : m.status || "");
+    }
     el.appendChild(meta);
   }
 
@@ -152,7 +166,27 @@
   }
   document.addEventListener("visibilitychange", markRead);
 
+  // "<agent> is typing…", until the hint expires, the agent stops, or their message arrives
+  var typingTimer = null;
+  function showTyping(name, ms) {
+    clearTimeout(typingTimer);
+    if (!name) { typingEl.hidden = true; typingEl.textContent = ""; return; }
+    typingEl.textContent = name + " is typing…";
+    typingEl.hidden = false;
+    typingTimer = setTimeout(function () { showTyping(null); }, Math.min(Math.max(ms || 6000, 500), 10000));
+  }
+
+  // tells the agents the customer is typing: once every 2 s at most while they type
+  var typingSent = 0;
+  input.addEventListener("input", function () {
+    var now = Date.now();
+    if (!input.value.trim() || now - typingSent < 2000 || !ws || ws.readyState !== 1) return;
+    typingSent = now;
+    ws.send(JSON.stringify({ type: "typing" }));
+  });
+
   function onMessage(m) {
+    if (m.direction === "out" && !byId[m.id]) showTyping(null);
     if (m.direction === "out" && m.status !== "read" && m.status !== "failed") {
       // a second later: the connector records `sent` right after this frame
       unread = true;
@@ -258,6 +292,8 @@
         Object.keys(pending).forEach(function (id) { sendPending(pending[id]); });
       } else if (f.type === "message") {
         onMessage(f.message);
+      } else if (f.type === "typing") {
+        showTyping(f.typing ? f.name || "Support" : null, f.expires_in_ms);
       } else if (f.type === "ack") {
         var p = pending[f.client_msg_id];
         if (p) {
@@ -276,6 +312,7 @@
     };
     ws.onclose = function () {
       ws = null;
+      showTyping(null);
       retry = Math.min(retry + 1, 6);
       stateEl.textContent = opened ? "reconnecting…" : "offline";
       if (!opened && retry >= 2) showNotice("The chat is not available right now.", 0);

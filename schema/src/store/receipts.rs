@@ -100,7 +100,8 @@ async fn bump_signal(conn: &mut PgConnection, account_id: Uuid, external_id: &st
 
 /// `agent` (shown as `name`) is typing in the interaction (`typing`), or stopped. Only a web
 /// chat shows it (other channels: `Ok(None)`, nothing stored). A hint repeated within
-/// [`TYPING_COALESCE_S`] seconds changes nothing. Returns the web chat account whose customer
+/// [`TYPING_COALESCE_S`] seconds changes nothing, unless the agent sent a message in between
+/// (which ended the previous hint). Returns the web chat account whose customer
 /// sockets must be rung when something changed. The caller checks that `agent` may write.
 pub async fn agent_typing(
     conn: &mut PgConnection,
@@ -122,27 +123,35 @@ pub async fn agent_typing(
     let external_id: String = row.try_get("external_id")?;
     let changed = if typing {
         sqlx::query(
-            "INSERT INTO webchat_signals (account_id, external_id, typing_agent, typing_name, typing_at)
-             VALUES ($1, $2, $3, $4, now())
+            "INSERT INTO webchat_signals
+                 (account_id, external_id, typing_agent, typing_name, typing_interaction, typing_at)
+             VALUES ($1, $2, $3, $4, $6, now())
              ON CONFLICT (account_id, external_id) DO UPDATE
-             SET version = webchat_signals.version + 1, typing_agent = $3, typing_name = $4, typing_at = now()
+             SET version = webchat_signals.version + 1, typing_agent = $3, typing_name = $4,
+                 typing_interaction = $6, typing_at = now()
              WHERE webchat_signals.typing_agent IS DISTINCT FROM $3
                 OR webchat_signals.typing_name IS DISTINCT FROM $4
+                OR webchat_signals.typing_interaction IS DISTINCT FROM $6
                 OR webchat_signals.typing_at IS NULL
-                OR webchat_signals.typing_at < now() - make_interval(secs => $5)",
+                OR webchat_signals.typing_at < now() - make_interval(secs => $5)
+                OR EXISTS (SELECT 1 FROM messages m
+                           WHERE m.interaction_id = $6 AND m.created_at >= webchat_signals.typing_at
+                             AND m.direction = 'out' AND m.agent_login = $3)",
         )
         .bind(account_id)
         .bind(&external_id)
         .bind(agent)
         .bind(name)
         .bind(TYPING_COALESCE_S as f64)
+        .bind(interaction_id)
         .execute(&mut *conn)
         .await?
         .rows_affected()
     } else {
         sqlx::query(
             "UPDATE webchat_signals
-             SET version = version + 1, typing_agent = NULL, typing_name = NULL, typing_at = NULL
+             SET version = version + 1, typing_agent = NULL, typing_name = NULL, typing_interaction = NULL,
+                 typing_at = NULL
              WHERE account_id = $1 AND external_id = $2 AND typing_agent = $3",
         )
         .bind(account_id)
@@ -163,16 +172,20 @@ pub struct CustomerSignal {
     pub typing: Option<(String, i64)>,
 }
 
-/// The signal of one web chat customer (`None`: nothing ever signalled).
+/// The signal of one web chat customer (`None`: nothing ever signalled). The typing hint is
+/// over once its time is up or the typing agent sent a message after it.
 pub async fn customer_signal(
     conn: &mut PgConnection,
     account_id: Uuid,
     external_id: &str,
 ) -> Result<Option<CustomerSignal>> {
     let row = sqlx::query(
-        "SELECT version, typing_name,
-                (EXTRACT(EPOCH FROM (typing_at + make_interval(secs => $3) - now())) * 1000)::bigint AS left_ms
-         FROM webchat_signals WHERE account_id = $1 AND external_id = $2",
+        "SELECT s.version, s.typing_name,
+                (EXTRACT(EPOCH FROM (s.typing_at + make_interval(secs => $3) - now())) * 1000)::bigint AS left_ms,
+                EXISTS (SELECT 1 FROM messages m
+                        WHERE m.interaction_id = s.typing_interaction AND m.created_at >= s.typing_at
+                          AND m.direction = 'out' AND m.agent_login = s.typing_agent) AS answered
+         FROM webchat_signals s WHERE s.account_id = $1 AND s.external_id = $2",
     )
     .bind(account_id)
     .bind(external_id)
@@ -182,8 +195,9 @@ pub async fn customer_signal(
     let Some(row) = row else { return Ok(None) };
     let name: Option<String> = row.try_get("typing_name")?;
     let left: Option<i64> = row.try_get("left_ms")?;
+    let answered: bool = row.try_get("answered")?;
     let typing = match (name, left) {
-        (Some(name), Some(left)) if left > 0 => Some((name, left)),
+        (Some(name), Some(left)) if left > 0 && !answered => Some((name, left)),
         _ => None,
     };
     Ok(Some(CustomerSignal { version: row.try_get("version")?, typing }))
