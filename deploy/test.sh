@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: start the local services (fast, test-only settings) and the
-# 3-node ZooKeeper ensemble, then rustfmt, clippy (warnings are errors) and every test of the
-# workspace. Extra arguments go to `cargo test` (e.g. deploy/test.sh -p ops, or -- --nocapture).
+# The whole check, as CI runs it: start the local services (fast, test-only settings), the
+# 3-node ZooKeeper ensemble and coturn (TURN, for the video tests), then rustfmt, clippy
+# (warnings are errors) and every test of the workspace. Extra arguments go to `cargo test`
+# (e.g. deploy/test.sh -p ops, or -- --nocapture).
 #
 # Services this script starts it also stops at the end; services that were already running
 # (a developer's) are left running. It honours CARGO_TARGET_DIR. Exit status: 0 when every step
@@ -25,8 +26,12 @@ command -v cargo >/dev/null 2>&1 ||
 
 started_services=no
 started_ensemble=no
+started_coturn=no
 # shellcheck disable=SC2317 # called from the EXIT trap
 stop_started() {
+    if [ "$started_coturn" = yes ]; then
+        "$SERVICES" coturn stop >/dev/null 2>&1 || true
+    fi
     if [ "$started_ensemble" = yes ]; then
         "$SERVICES" ensemble stop >/dev/null 2>&1 || true
     fi
@@ -38,9 +43,11 @@ trap stop_started EXIT
 trap 'exit 130' INT TERM
 
 # `status` exits 0 only when PostgreSQL and ZooKeeper both run; `ensemble status` only when
-# all three nodes run. Whatever is not running now is ours to stop afterwards.
+# all three nodes run; `coturn status` when coturn runs. Whatever is not running now is ours to
+# stop afterwards.
 "$SERVICES" status >/dev/null 2>&1 || started_services=yes
 "$SERVICES" ensemble status >/dev/null 2>&1 || started_ensemble=yes
+"$SERVICES" coturn status >/dev/null 2>&1 || started_coturn=yes
 
 # When none of this checkout's services run but the default ports are taken (typically by the
 # services of another checkout on the same machine, e.g. CI's fresh clone next to a developer's
@@ -54,6 +61,7 @@ ports_free() {
     local o=$1 n
     port_busy $((25432 + o)) && return 1
     port_busy $((22181 + o)) && return 1
+    port_busy $((23478 + o)) && return 1
     for n in 0 1 2; do
         port_busy $((22281 + o + n)) && return 1
         port_busy $((22381 + o + n)) && return 1
@@ -61,7 +69,7 @@ ports_free() {
     done
     return 0
 }
-ours=$("$SERVICES" status 2>/dev/null || true)
+ours=$("$SERVICES" status 2>/dev/null; "$SERVICES" coturn status 2>/dev/null || true)
 if [ -z "${SWITCHBOARD_PG_PORT:-}${SWITCHBOARD_ZK_PORT:-}${SWITCHBOARD_ZK_ENSEMBLE_BASE:-}" ] &&
     [[ $ours != *": running"* ]]; then
     for offset in 0 10 20 30 40 50 60 70 80 90; do
@@ -70,7 +78,9 @@ if [ -z "${SWITCHBOARD_PG_PORT:-}${SWITCHBOARD_ZK_PORT:-}${SWITCHBOARD_ZK_ENSEMB
                 export SWITCHBOARD_PG_PORT=$((25432 + offset))
                 export SWITCHBOARD_ZK_PORT=$((22181 + offset))
                 export SWITCHBOARD_ZK_ENSEMBLE_BASE=$((22281 + offset))
-                say "default ports are taken (another checkout's services?): using PostgreSQL $SWITCHBOARD_PG_PORT, ZooKeeper $SWITCHBOARD_ZK_PORT, ensemble from $SWITCHBOARD_ZK_ENSEMBLE_BASE"
+                export SWITCHBOARD_TURN_PORT=$((23478 + offset))
+                export SWITCHBOARD_TURN_RELAY_MIN=$((23600 + offset * 10))
+                say "default ports are taken (another checkout's services?): using PostgreSQL $SWITCHBOARD_PG_PORT, ZooKeeper $SWITCHBOARD_ZK_PORT, ensemble from $SWITCHBOARD_ZK_ENSEMBLE_BASE, coturn $SWITCHBOARD_TURN_PORT (relays from $SWITCHBOARD_TURN_RELAY_MIN)"
             fi
             break
         fi
@@ -79,6 +89,7 @@ fi
 
 SWITCHBOARD_PG_FAST=1 SWITCHBOARD_ZK_FAST=1 "$SERVICES" start || die "deploy/services.sh start failed"
 "$SERVICES" ensemble start || die "deploy/services.sh ensemble start failed"
+"$SERVICES" coturn start || die "deploy/services.sh coturn start failed"
 eval "$("$SERVICES" env)"
 
 # Every test makes a throwaway database (t_<uuid>); hundreds left by earlier runs slow the
