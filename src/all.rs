@@ -39,7 +39,7 @@ struct Started {
     demo: Vec<String>,
 }
 
-async fn start(config: Config, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<Started> {
+async fn start(mut config: Config, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<Started> {
     let metrics = ops::metrics::install();
     metrics::gauge!("switchboard_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 
@@ -73,6 +73,18 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
     };
 
     let verifier = ops::auth::Verifier::from_config(&config.jwt).context("cannot verify bearer tokens")?;
+    // bound first: the video links and the demo need the real address when the port is 0
+    let listener = tokio::net::TcpListener::bind(config.http.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.bind))?;
+    let http_base = format!("http://{}", listener.local_addr()?);
+    if components.contains(&Component::Video) && config.chatserver.video_url.is_empty() {
+        // the chatserver's video.start links to this process's video channel
+        config.chatserver.video_url =
+            if config.video.public_url.is_empty() { http_base.clone() } else { config.video.public_url.clone() };
+        config.chatserver.video_link_ttl_s = config.video.link_ttl_s;
+        config.chatserver.video_quality = config.video.default_quality.clone();
+    }
     let mut routes = axum::Router::new();
     let mut connectors = None;
     for component in components {
@@ -112,6 +124,19 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
                 .context("cannot start the interaction loader")?;
                 routes = routes.merge(loader.router());
             }
+            Component::Video => {
+                let video = video::Video::start(
+                    config.video.clone(),
+                    &http_base,
+                    verifier.clone(),
+                    db.clone(),
+                    coordinator.clone(),
+                    shutdown.clone(),
+                )
+                .await
+                .context("cannot start the video channel")?;
+                routes = routes.merge(video.router());
+            }
             Component::Connectors | Component::Connector(_) => {
                 let runtime = crate::connector::runtime(&config, db.clone(), coordinator.clone());
                 routes = routes.merge(runtime.router());
@@ -120,9 +145,8 @@ async fn start(config: Config, components: &[Component], shutdown: CancellationT
         }
     }
 
-    let bind = config.http.bind;
     let state = AppState { config: Arc::new(config), db, coordinator, metrics };
-    let server = ops::http::Server::bind(bind, app(&state, routes)).await?;
+    let server = ops::http::Server::from_listener(listener, app(&state, routes))?;
     let addr = server.local_addr();
     let mut demo = Vec::new();
     if components.contains(&Component::Chatserver) {

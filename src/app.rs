@@ -30,11 +30,13 @@ pub enum Component {
     Connectors,
     /// The connector of one messenger account.
     Connector(uuid::Uuid),
+    /// The video channel: SFU, signalling, rooms API, call pages.
+    Video,
 }
 
 /// What `switchboard all` runs.
 pub const EVERYTHING: &[Component] =
-    &[Component::Chatserver, Component::Fileserver, Component::Loader, Component::Connectors];
+    &[Component::Chatserver, Component::Fileserver, Component::Loader, Component::Connectors, Component::Video];
 
 /// The one HTTP router of the process, served on `http.bind`: the ops routes and every started
 /// component's routes, under the same request metrics.

@@ -23,6 +23,7 @@ pub struct Config {
     pub fileserver: fileserver::Config,
     pub loader: interaction_loader::Config,
     pub connectors: connectors::Config,
+    pub video: video::Config,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +164,13 @@ impl Config {
         }
         problems.extend(self.fileserver.problems());
         problems.extend(self.loader.problems());
+        problems.extend(self.video.problems());
+        if self.chatserver.video_quality.parse::<schema::domain::VideoQuality>().is_err() {
+            problems.push(Problem::new(
+                "chatserver.video_quality",
+                format!("{:?} is not one of 480p, 720p, 1080p, 2160p", self.chatserver.video_quality),
+            ));
+        }
         problems.extend(crate::connector::problems(&self.connectors));
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }

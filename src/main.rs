@@ -67,6 +67,10 @@ enum Command {
         #[arg(long, value_name = "UUID")]
         account: uuid::Uuid,
     },
+    /// Run the video channel alone: the SFU on its UDP port (video.udp_bind), signalling at
+    /// /api/v1/video/ws, the rooms API under /api/v1/video/rooms and the call pages, until
+    /// SIGTERM.
+    Video,
     /// Print the effective configuration as TOML, secrets masked
     Config,
     /// Mint a bearer token signed with jwt.hs256_secret (for tests, demos and service accounts)
@@ -107,6 +111,10 @@ async fn main() -> ExitCode {
         },
         Command::Connector { account } => match init_logging(&config) {
             Ok(()) => all::run(config, &[app::Component::Connector(account)]).await,
+            Err(code) => return code,
+        },
+        Command::Video => match init_logging(&config) {
+            Ok(()) => all::run(config, &[app::Component::Video]).await,
             Err(code) => return code,
         },
         Command::Token(args) => token::run(&config, &args),

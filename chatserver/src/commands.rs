@@ -148,7 +148,7 @@ pub async fn dispatch(
             let mut conn = state.pool.acquire().await?;
             Ok(store::overview(&mut conn).await?)
         }
-        "video.start" => Err(ApiError::new(code::VIDEO_UNAVAILABLE, "the video channel is not enabled on this hub")),
+        "video.start" => start_video(state, claims, args(raw)?).await,
         other => Err(ApiError::new(
             code::UNKNOWN_COMMAND,
             format!("unknown command {other:?}; known: {}", COMMANDS.join(", ")),
@@ -162,17 +162,53 @@ struct NoArgs {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // checked, not used, until the video channel lands
 struct VideoArgs {
     interaction_id: Uuid,
-    mode: Option<VideoMode>,
+    mode: Option<schema::domain::VideoMode>,
+    quality: Option<schema::domain::VideoQuality>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum VideoMode {
-    TwoWay,
-    OneWay,
+/// `video.start`: the room, its invitation through the interaction's channel, the links.
+async fn start_video(state: &AppState, claims: &Claims, a: VideoArgs) -> Result<Value, ApiError> {
+    let config = &state.config;
+    if config.video_url.is_empty() {
+        return Err(ApiError::new(code::VIDEO_UNAVAILABLE, "the video channel is not enabled on this hub"));
+    }
+    let quality = match a.quality {
+        Some(q) => q,
+        None => config.video_quality.parse().unwrap_or(schema::domain::VideoQuality::P720),
+    };
+    let token = store::new_link_token();
+    let customer_link = store::customer_link(&config.video_url, &token);
+    let agent_name = claims.name.clone().unwrap_or_else(|| claims.sub.clone());
+    let new = store::NewRoom {
+        interaction_id: a.interaction_id,
+        agent_login: claims.sub.clone(),
+        agent_name: agent_name.clone(),
+        mode: a.mode.unwrap_or(schema::domain::VideoMode::TwoWay),
+        quality,
+        link_token: token,
+        link_expires_at: chrono::Utc::now() + std::time::Duration::from_secs(config.video_link_ttl_s),
+        invitation: store::invitation_text(&agent_name, &customer_link),
+    };
+    let mut tx = state.pool.begin().await?;
+    let started = store::start_room(&mut tx, &new).await?;
+    tx.commit().await?;
+    wake_agents(state.coord.as_ref(), &started.audience);
+    if started.invitation.created {
+        wake_agents(state.coord.as_ref(), &started.invitation.audience);
+        state.coord.notify(&topics::account(started.invitation.account_id));
+    }
+    let room = &started.room;
+    Ok(json!({
+        "room_id": room.id,
+        "interaction_id": room.interaction_id,
+        "mode": room.mode,
+        "quality": room.quality,
+        "customer_link": customer_link,
+        "agent_join": store::agent_join_link(&config.video_url, room.id),
+        "expires_at": room.link_expires_at,
+    }))
 }
 
 #[derive(Deserialize)]

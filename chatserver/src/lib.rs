@@ -45,11 +45,27 @@ pub struct Config {
     pub send_timeout_s: u64,
     /// The queue created at start if no queue exists yet.
     pub default_queue: String,
+    /// The base URL of the video channel's links and pages (`video.start`); empty: video is
+    /// off and `video.start` answers `video_unavailable`. `switchboard all` sets it to its own
+    /// video channel.
+    pub video_url: String,
+    /// How long the customer link of a room started with `video.start` is valid, in seconds.
+    pub video_link_ttl_s: u64,
+    /// The quality cap of rooms started with `video.start` when it names none.
+    pub video_quality: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { node_id: String::new(), heartbeat_s: 20, send_timeout_s: 10, default_queue: "support".into() }
+        Config {
+            node_id: String::new(),
+            heartbeat_s: 20,
+            send_timeout_s: 10,
+            default_queue: "support".into(),
+            video_url: String::new(),
+            video_link_ttl_s: 3600,
+            video_quality: "720p".into(),
+        }
     }
 }
 

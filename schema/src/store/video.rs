@@ -27,6 +27,21 @@ pub fn link_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// The customer's link to a room, under the video service's public URL.
+pub fn customer_link(public_url: &str, token: &str) -> String {
+    format!("{}/call/{token}", public_url.trim_end_matches('/'))
+}
+
+/// The agent's (or a supervisor's) page of a room, under the video service's public URL.
+pub fn agent_join_link(public_url: &str, room: Uuid) -> String {
+    format!("{}/video/agent?room={room}", public_url.trim_end_matches('/'))
+}
+
+/// The message that carries the link to the customer.
+pub fn invitation_text(agent_name: &str, link: &str) -> String {
+    format!("{agent_name} invites you to a video call. Open this link to join (camera and microphone optional): {link}")
+}
+
 /// A room to create with [`start_room`].
 #[derive(Debug, Clone)]
 pub struct NewRoom {

@@ -1,0 +1,236 @@
+//! The REST calls and the pages of the video channel, and the job that ends forgotten rooms.
+//!
+//! - `POST /api/v1/video/rooms` (agent JWT): start a room for an interaction;
+//! - `GET /api/v1/video/rooms/{id}` (JWT): the room and who is in it;
+//! - `POST /api/v1/video/rooms/{id}/end` (the room's agent or a supervisor);
+//! - `GET /api/v1/video/ws`: signalling (see `signal`);
+//! - `/call/{token}`, `/video/agent`, `/video/call.js`, `/video/call.css`: the pages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State as Extract};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use ops::auth::Claims;
+use schema::domain::{VideoMode, VideoQuality, VideoRoom, VideoRoomState};
+use schema::store::{self, NewRoom};
+use schema::topics;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::State;
+use crate::error::VideoError;
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/api/v1/video/rooms", post(create))
+        .route("/api/v1/video/rooms/{id}", get(show))
+        .route("/api/v1/video/rooms/{id}/end", post(end))
+        .route("/api/v1/video/ws", get(crate::signal::upgrade))
+        .route("/call/{token}", get(customer_page))
+        .route("/video/agent", get(agent_page))
+        .route("/video/call.js", get(call_js))
+        .route("/video/call.css", get(call_css))
+        .with_state(state)
+}
+
+fn claims(state: &State, headers: &HeaderMap) -> Result<Claims, VideoError> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = ops::auth::bearer(authorization, None)?;
+    Ok(state.verifier.verify(token)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    interaction_id: Uuid,
+    mode: Option<VideoMode>,
+    quality: Option<VideoQuality>,
+}
+
+/// What starting a room answers (REST and the agent API's `video.start`).
+pub(crate) fn started_body(room: &VideoRoom, customer_link: &str, agent_join: &str) -> Value {
+    json!({
+        "room_id": room.id,
+        "interaction_id": room.interaction_id,
+        "mode": room.mode,
+        "quality": room.quality,
+        "customer_link": customer_link,
+        "agent_join": agent_join,
+        "expires_at": room.link_expires_at,
+    })
+}
+
+async fn create(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, VideoError> {
+    let claims = claims(&state, &headers)?;
+    let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
+    let token = store::new_link_token();
+    let customer_link = store::customer_link(&state.public_url, &token);
+    let agent_name = claims.name.clone().unwrap_or_else(|| claims.sub.clone());
+    let new = NewRoom {
+        interaction_id: body.interaction_id,
+        agent_login: claims.sub.clone(),
+        agent_name: agent_name.clone(),
+        mode: body.mode.unwrap_or(VideoMode::TwoWay),
+        quality: body.quality.unwrap_or_else(|| state.config.quality()),
+        link_token: token.clone(),
+        link_expires_at: Utc::now() + state.config.link_ttl(),
+        invitation: store::invitation_text(&agent_name, &customer_link),
+    };
+    let mut tx = state.pool.begin().await?;
+    let started = store::start_room(&mut tx, &new).await?;
+    tx.commit().await?;
+    wake(&state, &started.audience);
+    if started.invitation.created {
+        wake(&state, &started.invitation.audience);
+        state.coord.notify(&topics::account(started.invitation.account_id));
+    }
+    let agent_join = store::agent_join_link(&state.public_url, started.room.id);
+    tracing::info!(room = %started.room.id, interaction = %started.room.interaction_id, agent = %claims.sub, "video room started");
+    metrics::counter!("switchboard_video_rooms_started_total").increment(1);
+    Ok((StatusCode::CREATED, Json(started_body(&started.room, &customer_link, &agent_join))).into_response())
+}
+
+pub(crate) fn wake(state: &State, agents: &[String]) {
+    for agent in agents {
+        state.coord.notify(&topics::agent(agent));
+    }
+}
+
+/// The room's agent, a supervisor, or an agent of the interaction may look at a room.
+async fn may_see(state: &State, claims: &Claims, room: &VideoRoom) -> Result<(), VideoError> {
+    if claims.sub == room.agent || claims.has_role("supervisor") {
+        return Ok(());
+    }
+    let mut conn = state.pool.acquire().await?;
+    match store::participation(&mut conn, room.interaction_id, &claims.sub).await? {
+        Some(_) => Ok(()),
+        None => Err(VideoError::RoomNotFound(room.id.to_string())),
+    }
+}
+
+async fn show(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, VideoError> {
+    let claims = claims(&state, &headers)?;
+    let id: Uuid = id.parse().map_err(|_| VideoError::BadRequest(format!("{id:?} is not a room id")))?;
+    let room = store::load_room(&mut *state.pool.acquire().await?, id).await?;
+    may_see(&state, &claims, &room).await?;
+    let mut body = serde_json::to_value(&room).expect("room serializes");
+    body["participants"] = serde_json::to_value(state.rooms.participants(id)).expect("participants serialize");
+    Ok(Json(body))
+}
+
+async fn end(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, VideoError> {
+    let claims = claims(&state, &headers)?;
+    let id: Uuid = id.parse().map_err(|_| VideoError::BadRequest(format!("{id:?} is not a room id")))?;
+    let room = store::load_room(&mut *state.pool.acquire().await?, id).await?;
+    if claims.sub != room.agent && !claims.has_role("supervisor") {
+        may_see(&state, &claims, &room).await?;
+        return Err(VideoError::Forbidden("only the agent who started the call or a supervisor may end it".into()));
+    }
+    let ended = end_room(&state, id, "ended_by_agent", Some(&claims.sub)).await?;
+    let room = ended.unwrap_or(room);
+    Ok(Json(serde_json::to_value(&room).expect("room serializes")))
+}
+
+/// Ends the room in the database (once) and closes every socket of it on this node.
+pub(crate) async fn end_room(
+    state: &State,
+    id: Uuid,
+    reason: &str,
+    actor: Option<&str>,
+) -> Result<Option<VideoRoom>, VideoError> {
+    let mut tx = state.pool.begin().await?;
+    let ended = store::end_room(&mut tx, id, reason, actor).await?;
+    tx.commit().await?;
+    state.rooms.end(id, reason);
+    Ok(ended.map(|(room, audience)| {
+        wake(state, &audience);
+        tracing::info!(room = %id, reason, "video room ended");
+        metrics::counter!("switchboard_video_rooms_ended_total", "reason" => reason.to_owned()).increment(1);
+        room
+    }))
+}
+
+/// Every 30 s: open rooms whose link expired and that nobody is in on this node are ended
+/// (`expired`). A call still in progress goes on past its link's expiry.
+pub(crate) async fn expire_rooms(state: Arc<State>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let expired = match state.pool.acquire().await {
+            Ok(mut conn) => store::open_rooms_expired(&mut conn, Utc::now(), 100).await,
+            Err(e) => Err(e.into()),
+        };
+        match expired {
+            Ok(rooms) => {
+                for room in rooms {
+                    let mine_or_nobodys = room.node.as_deref().is_none_or(|n| n == state.node);
+                    if mine_or_nobodys
+                        && !state.rooms.is_live(room.id)
+                        && room.state == VideoRoomState::Open
+                        && let Err(e) = end_room(&state, room.id, "expired", None).await
+                    {
+                        tracing::warn!(room = %room.id, error = %e, "cannot end an expired room");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for expired video rooms"),
+        }
+    }
+}
+
+const CUSTOMER_HTML: &str = include_str!("../pages/customer.html");
+const AGENT_HTML: &str = include_str!("../pages/agent.html");
+const CALL_JS: &str = include_str!("../pages/call.js");
+const CALL_CSS: &str = include_str!("../pages/call.css");
+
+/// Pages carry no secret and the token stays in the page's URL; no caching of the pages
+/// keeps a link's page from lingering in shared caches, no referrer keeps it from leaking.
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn customer_page(Path(_token): Path<String>) -> Response {
+    page("text/html; charset=utf-8", CUSTOMER_HTML)
+}
+
+async fn agent_page() -> Response {
+    page("text/html; charset=utf-8", AGENT_HTML)
+}
+
+async fn call_js() -> Response {
+    page("text/javascript; charset=utf-8", CALL_JS)
+}
+
+async fn call_css() -> Response {
+    page("text/css; charset=utf-8", CALL_CSS)
+}

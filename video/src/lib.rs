@@ -1,0 +1,223 @@
+//! The video channel: rooms for an interaction, the embedded SFU on one UDP port, WebSocket
+//! signalling, TURN REST credentials and the call pages.
+//!
+//! - [`sfu`]: one task, one UDP socket, every peer connection of the node; its routing core
+//!   ([`sfu::router`]) is a pure state machine, its engine ([`sfu::engine`]) webrtc-rs's
+//!   sans-I/O `rtc` crate behind a small trait.
+//! - [`rooms`]: who is in which live room on this node.
+//! - `signal`: the signalling WebSocket at `/api/v1/video/ws`.
+//! - `api`: the REST calls under `/api/v1/video/rooms` and the pages (`/call/{token}`,
+//!   `/video/agent`, `/video/call.js`).
+//!
+//! The contract is `docs/video.md`. Entry point: [`Video::start`].
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod rooms;
+pub mod sfu;
+pub mod turn;
+
+mod api;
+mod signal;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use coord::Coordinator;
+use ops::auth::Verifier;
+use ops::config::Problem;
+use schema::domain::VideoQuality;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::rooms::Rooms;
+use crate::sfu::Sfu;
+use crate::turn::TurnIssuer;
+
+/// The `[video]` configuration section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The SFU's one UDP port for every peer (`127.0.0.1:0`: any free port on loopback).
+    pub udp_bind: SocketAddr,
+    /// The address browsers reach the UDP port at (the host candidate); not set: the bound
+    /// address, or 127.0.0.1 when bound to every interface.
+    pub public_ip: Option<IpAddr>,
+    /// The port browsers reach the UDP port at (0: the bound port), for a port mapping.
+    pub public_port: u16,
+    /// The base URL of the call links and pages, as customers reach the hub (e.g.
+    /// `https://hub.example.com`); empty: `http://<http.bind>` (fine on one machine only).
+    pub public_url: String,
+    /// How long a customer link stays valid, in seconds.
+    pub link_ttl_s: u64,
+    /// A room everyone left is ended after this many seconds (a reload or a network change
+    /// rejoins within it).
+    pub empty_grace_s: u64,
+    /// The most calls this node hosts at once.
+    pub max_rooms: usize,
+    /// The video quality cap when `video.start` names none: 480p, 720p, 1080p or 2160p.
+    pub default_quality: String,
+    /// This node's name in the cluster (which node hosts a room); a random one when empty.
+    pub node_id: String,
+    /// TURN credentials for an external coturn (`use-auth-secret`).
+    pub turn: turn::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            udp_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_ip: None,
+            public_port: 0,
+            public_url: String::new(),
+            link_ttl_s: 3600,
+            empty_grace_s: 30,
+            max_rooms: 100,
+            default_quality: "720p".into(),
+            node_id: String::new(),
+            turn: turn::Config::default(),
+        }
+    }
+}
+
+impl Config {
+    /// What is wrong with these settings, each naming its `video.*` key.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = self.turn.problems("video.turn");
+        if self.default_quality.parse::<VideoQuality>().is_err() {
+            problems.push(Problem::new(
+                "video.default_quality",
+                format!("{:?} is not one of 480p, 720p, 1080p, 2160p", self.default_quality),
+            ));
+        }
+        if self.link_ttl_s < 60 {
+            problems.push(Problem::new("video.link_ttl_s", "must be at least 60 seconds"));
+        }
+        if self.max_rooms == 0 {
+            problems.push(Problem::new("video.max_rooms", "must be at least 1"));
+        }
+        if !self.public_url.is_empty() && url_base(&self.public_url).is_none() {
+            problems.push(Problem::new("video.public_url", format!("{:?} is not an http(s) URL", self.public_url)));
+        }
+        problems
+    }
+
+    pub fn quality(&self) -> VideoQuality {
+        self.default_quality.parse().unwrap_or(VideoQuality::P720)
+    }
+
+    pub fn link_ttl(&self) -> Duration {
+        Duration::from_secs(self.link_ttl_s)
+    }
+}
+
+/// `https://hub.example.com/` -> `https://hub.example.com`; `None` for anything not http(s).
+fn url_base(url: &str) -> Option<String> {
+    let trimmed = url.trim_end_matches('/');
+    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://"))?;
+    (!rest.is_empty() && !rest.contains(char::is_whitespace)).then(|| trimmed.to_owned())
+}
+
+/// Why the video component cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid video configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config(Vec<Problem>),
+    #[error("cannot bind the SFU's UDP port {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+pub(crate) struct State {
+    pub config: Config,
+    pub public_url: String,
+    pub node: String,
+    pub pool: PgPool,
+    pub coord: Arc<dyn Coordinator>,
+    pub verifier: Verifier,
+    pub sfu: Sfu,
+    pub rooms: Rooms,
+    pub turn: Option<TurnIssuer>,
+    pub shutdown: CancellationToken,
+}
+
+/// A started video component: the routes to mount, and the SFU for tests and benchmarks.
+pub struct Video {
+    state: Arc<State>,
+}
+
+impl Video {
+    /// Binds the SFU's UDP port and starts the room expiry job. `http_base` is the URL the
+    /// hub's HTTP listener is reached at, used when `public_url` is not set.
+    pub async fn start(
+        config: Config,
+        http_base: &str,
+        verifier: Verifier,
+        pool: PgPool,
+        coord: Arc<dyn Coordinator>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(StartError::Config(problems));
+        }
+        let turn = config.turn.issuer("video.turn").map_err(StartError::Config)?;
+        let public_ip = config.public_ip.unwrap_or(match config.udp_bind.ip() {
+            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        });
+        let sfu = Sfu::start(config.udp_bind, SocketAddr::new(public_ip, config.public_port), shutdown.clone())
+            .await
+            .map_err(|e| StartError::Bind(config.udp_bind, e))?;
+        let public_url = if config.public_url.is_empty() {
+            http_base.trim_end_matches('/').to_owned()
+        } else {
+            url_base(&config.public_url).unwrap_or_default()
+        };
+        let node = if config.node_id.is_empty() {
+            format!("video-{}", uuid::Uuid::new_v4().simple())
+        } else {
+            config.node_id.clone()
+        };
+        tracing::info!(%public_url, %node, udp = %sfu.local_addr(), turn = turn.is_some(), "video channel ready");
+        let state = Arc::new(State {
+            config,
+            public_url,
+            node,
+            pool,
+            coord,
+            verifier,
+            sfu,
+            rooms: Rooms::new(),
+            turn,
+            shutdown: shutdown.clone(),
+        });
+        tokio::spawn(api::expire_rooms(state.clone()));
+        Ok(Video { state })
+    }
+
+    pub fn router(&self) -> Router {
+        api::router(self.state.clone())
+    }
+
+    /// The SFU's UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.state.sfu.local_addr()
+    }
+
+    /// The base URL of links and pages.
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    pub fn sfu(&self) -> &Sfu {
+        &self.state.sfu
+    }
+
+    /// Rooms live on this node.
+    pub fn live_rooms(&self) -> usize {
+        self.state.rooms.room_count()
+    }
+}

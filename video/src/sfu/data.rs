@@ -1,0 +1,108 @@
+//! The data channel's messages between participants: what is relayed, stamped with who sent
+//! it and when, and what is dropped (pure: the SFU loop calls it for every message).
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 2000;
+/// Pointer events per second per sender; extra ones are dropped.
+pub const POINTER_PER_SECOND: u32 = 30;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Incoming {
+    Chat { text: String },
+    Pointer { target: String, x: f64, y: f64 },
+}
+
+/// Why a message was not relayed (logged at debug; the sender's page validates first).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Dropped {
+    #[error("not a chat or pointer message")]
+    Malformed,
+    #[error("a chat message must have 1 to {MAX_CHAT_CHARS} characters")]
+    ChatLength,
+    #[error("pointer coordinates must be between 0 and 1")]
+    PointerRange,
+    #[error("more than {POINTER_PER_SECOND} pointer events in a second")]
+    PointerRate,
+}
+
+/// Per-sender state of the relay.
+#[derive(Debug, Default)]
+pub struct Relay {
+    window: Option<Instant>,
+    pointers: u32,
+}
+
+impl Relay {
+    /// The text to send to the others, or why not. `from` is the sender (`id`, `role`,
+    /// `name`), `at` the RFC 3339 time to stamp.
+    pub fn relay(&mut self, text: &str, from: &Value, at: &str, now: Instant) -> Result<String, Dropped> {
+        let message: Incoming = serde_json::from_str(text).map_err(|_| Dropped::Malformed)?;
+        let out = match message {
+            Incoming::Chat { text } => {
+                let chars = text.trim().chars().count();
+                if chars == 0 || chars > MAX_CHAT_CHARS {
+                    return Err(Dropped::ChatLength);
+                }
+                json!({"type": "chat", "text": text, "from": from, "at": at})
+            }
+            Incoming::Pointer { target, x, y } => {
+                if !(0.0..=1.0).contains(&x) || !(0.0..=1.0).contains(&y) {
+                    return Err(Dropped::PointerRange);
+                }
+                if self.window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1)) {
+                    self.window = Some(now);
+                    self.pointers = 0;
+                }
+                if self.pointers >= POINTER_PER_SECOND {
+                    return Err(Dropped::PointerRate);
+                }
+                self.pointers += 1;
+                json!({"type": "pointer", "target": target, "x": x, "y": y, "from": from, "at": at})
+            }
+        };
+        Ok(out.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_and_pointer_are_stamped_and_bad_ones_dropped() {
+        let mut r = Relay::default();
+        let from = json!({"id": "p1", "role": "agent", "name": "Alice"});
+        let now = Instant::now();
+        let out: Value =
+            serde_json::from_str(&r.relay(r#"{"type":"chat","text":"hi"}"#, &from, "T", now).unwrap()).unwrap();
+        assert_eq!(out, json!({"type": "chat", "text": "hi", "from": from, "at": "T"}));
+        assert_eq!(r.relay("not json", &from, "T", now), Err(Dropped::Malformed));
+        assert_eq!(r.relay(r#"{"type":"chat","text":"hi","from":"forged"}"#, &from, "T", now), Err(Dropped::Malformed));
+        assert_eq!(r.relay(r#"{"type":"chat","text":"  "}"#, &from, "T", now), Err(Dropped::ChatLength));
+        let long = format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(MAX_CHAT_CHARS + 1));
+        assert_eq!(r.relay(&long, &from, "T", now), Err(Dropped::ChatLength));
+        assert_eq!(
+            r.relay(r#"{"type":"pointer","target":"p2","x":1.5,"y":0}"#, &from, "T", now),
+            Err(Dropped::PointerRange)
+        );
+    }
+
+    #[test]
+    fn pointer_events_are_capped_per_second() {
+        let mut r = Relay::default();
+        let from = json!({"id": "p1"});
+        let t0 = Instant::now();
+        let pointer = r#"{"type":"pointer","target":"p2","x":0.5,"y":0.25}"#;
+        for _ in 0..POINTER_PER_SECOND {
+            r.relay(pointer, &from, "T", t0).unwrap();
+        }
+        assert_eq!(r.relay(pointer, &from, "T", t0 + Duration::from_millis(500)), Err(Dropped::PointerRate));
+        assert!(r.relay(pointer, &from, "T", t0 + Duration::from_secs(1)).is_ok(), "a new second, a new budget");
+    }
+}

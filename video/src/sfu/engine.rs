@@ -1,0 +1,439 @@
+//! The WebRTC engine behind a small trait: one peer connection, fed datagrams and timeouts,
+//! polled for datagrams to send and for what happened. The SFU loop and its routing core know
+//! only this trait, so the engine (webrtc-rs's sans-I/O `rtc` crate today) can be swapped or
+//! upgraded in one file, and the loop can be driven by a fake in tests.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::data_channel::RTCDataChannelId;
+use rtc::interceptor::Registry;
+use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use super::router::{SEND_SLOTS, Source};
+
+/// What can go wrong inside the engine; the message is for the participant (`bad_sdp`, ...).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the session description was refused: {0}")]
+    BadSdp(String),
+    #[error("the ICE candidate was refused: {0}")]
+    BadCandidate(String),
+    #[error("the peer connection failed: {0}")]
+    Internal(String),
+}
+
+/// What a peer connection reports.
+#[derive(Debug)]
+pub enum EngineEvent {
+    /// DTLS is up: media can flow.
+    Connected,
+    /// ICE or DTLS failed, or the connection closed.
+    Disconnected,
+    /// An RTP packet this participant published on one of its sources.
+    Media { source: Source, packet: rtp::Packet },
+    /// The participant asked for a keyframe of what it receives on a send slot (PLI or FIR).
+    KeyframeRequest { slot: usize },
+    /// The data channel is open.
+    DataOpen,
+    /// A text message on the data channel.
+    Data(String),
+}
+
+/// One peer connection of the SFU: the server side of one participant.
+pub trait Engine: Send {
+    /// The local ICE username fragment: how the demultiplexer recognises this peer's STUN.
+    fn ice_ufrag(&self) -> &str;
+    /// A fresh offer (the whole call: see docs/video.md), with an ICE restart when `restart`.
+    fn offer(&mut self, now: Instant, restart: bool) -> Result<String, EngineError>;
+    fn accept_answer(&mut self, now: Instant, sdp: String) -> Result<(), EngineError>;
+    fn add_remote_candidate(&mut self, candidate: RTCIceCandidateInit) -> Result<(), EngineError>;
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_timeout(&mut self) -> Option<Instant>;
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)>;
+    fn poll_event(&mut self) -> Option<EngineEvent>;
+    /// Forwards a packet on send slot `slot` (0..SEND_SLOTS), rewriting its SSRC.
+    fn send_media(&mut self, now: Instant, slot: usize, packet: rtp::Packet);
+    /// Asks this participant for a keyframe of `source`.
+    fn request_keyframe(&mut self, now: Instant, source: Source);
+    fn send_data(&mut self, now: Instant, text: &str);
+    fn close(&mut self);
+}
+
+/// Settings shared by every peer of one SFU.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The address of the host candidate (the public address of the SFU's UDP port).
+    pub candidate: SocketAddr,
+    /// The address the socket is bound to (what datagrams are tagged with).
+    pub local: SocketAddr,
+}
+
+/// [`Engine`] on webrtc-rs's sans-I/O `rtc` crate.
+pub struct RtcEngine {
+    pc: RTCPeerConnection,
+    settings: EngineSettings,
+    ufrag: String,
+    /// Track ids of the receivers on mids 0, 1, 2, learnt from `OnTrack`.
+    receivers: Vec<(MediaStreamTrackId, Source, u32)>,
+    /// The senders of the send slots, with their track ids and SSRCs.
+    senders: Vec<(RTCRtpSenderId, MediaStreamTrackId, u32)>,
+    data_channel: Option<RTCDataChannelId>,
+    pending: std::collections::VecDeque<EngineEvent>,
+    connected: bool,
+}
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(e.to_string())
+}
+
+fn media_engine() -> Result<MediaEngine, EngineError> {
+    let mut media = MediaEngine::default();
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    let video_feedback = vec![
+        feedback("goog-remb", ""),
+        feedback("transport-cc", ""),
+        feedback("ccm", "fir"),
+        feedback("nack", ""),
+        feedback("nack", "pli"),
+    ];
+    let codec =
+        |mime: &str, clock_rate: u32, channels: u16, fmtp: &str, fb: Vec<RTCPFeedback>, pt: u8| RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.into(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: fmtp.into(),
+                rtcp_feedback: fb,
+            },
+            payload_type: pt,
+        };
+    media
+        .register_codec(
+            codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", vec![feedback("transport-cc", "")], 111),
+            RtpCodecKind::Audio,
+        )
+        .map_err(internal)?;
+    for c in [
+        codec(MIME_TYPE_VP8, 90000, 0, "", video_feedback.clone(), 96),
+        codec(MIME_TYPE_RTX, 90000, 0, "apt=96", vec![], 97),
+        codec(
+            MIME_TYPE_H264,
+            90000,
+            0,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            video_feedback,
+            102,
+        ),
+        codec(MIME_TYPE_RTX, 90000, 0, "apt=102", vec![], 103),
+    ] {
+        media.register_codec(c, RtpCodecKind::Video).map_err(internal)?;
+    }
+    Ok(media)
+}
+
+impl RtcEngine {
+    /// A peer connection with the whole call's transceivers: three to receive (microphone,
+    /// camera, screen) and [`SEND_SLOTS`] to send, plus the data channel.
+    pub fn new(now: Instant, settings: EngineSettings) -> Result<Self, EngineError> {
+        let ufrag = random_token(16);
+        let pwd = random_token(32);
+        let setting_engine = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let mut media = media_engine()?;
+        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(internal)?;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .map_err(internal)?;
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video, RtpCodecKind::Video] {
+            let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+            pc.add_transceiver_from_kind(kind, Some(init)).map_err(internal)?;
+        }
+        let mut senders = Vec::with_capacity(SEND_SLOTS);
+        for slot in 0..SEND_SLOTS {
+            let source = Source::ALL[slot % 3];
+            let (kind, codec) = match source {
+                Source::Audio => (
+                    RtpCodecKind::Audio,
+                    RTCRtpCodec {
+                        mime_type: MIME_TYPE_OPUS.into(),
+                        clock_rate: 48000,
+                        channels: 2,
+                        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                        rtcp_feedback: vec![],
+                    },
+                ),
+                _ => (
+                    RtpCodecKind::Video,
+                    RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, ..Default::default() },
+                ),
+            };
+            let ssrc = rand::random::<u32>();
+            let stream = format!("slot{}", slot / 3);
+            let track_id: MediaStreamTrackId = format!("slot{slot}-{}", source.as_str());
+            let track = MediaStreamTrack::new(
+                stream,
+                track_id.clone(),
+                format!("slot {slot}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec,
+                    ..Default::default()
+                }],
+            );
+            let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
+            let transceiver = pc.add_transceiver_from_track(track, Some(init)).map_err(internal)?;
+            let sender = pc
+                .rtp_transceiver(transceiver)
+                .and_then(|t| t.sender())
+                .ok_or_else(|| internal("a send transceiver without a sender"))?;
+            senders.push((sender, track_id, ssrc));
+        }
+        let data_channel = pc.create_data_channel("switchboard", None).map_err(internal)?.id();
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: settings.candidate.ip().to_string(),
+                port: settings.candidate.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(internal)?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().map_err(internal)?).map_err(internal)?;
+        pc.add_local_candidate(RTCIceCandidateInit::default()).map_err(internal)?;
+        Ok(RtcEngine {
+            pc,
+            settings,
+            ufrag,
+            receivers: Vec::new(),
+            senders,
+            data_channel: Some(data_channel),
+            pending: Default::default(),
+            connected: false,
+        })
+    }
+
+    fn source_of_receiver(&mut self, receiver_id: rtc::rtp_transceiver::RTCRtpReceiverId) -> Option<Source> {
+        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
+        for id in transceivers {
+            let t = self.pc.rtp_transceiver(id)?;
+            if t.receiver() == Some(receiver_id) {
+                return match t.mid().as_deref() {
+                    Some("0") => Some(Source::Audio),
+                    Some("1") => Some(Source::Camera),
+                    Some("2") => Some(Source::Screen),
+                    _ => None,
+                };
+            }
+        }
+        None
+    }
+
+    fn drain_engine(&mut self) {
+        while let Some(event) = self.pc.poll_event() {
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                    RTCPeerConnectionState::Connected if !self.connected => {
+                        self.connected = true;
+                        self.pending.push_back(EngineEvent::Connected);
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        self.pending.push_back(EngineEvent::Disconnected);
+                    }
+                    _ => {}
+                },
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    if let Some(source) = self.source_of_receiver(init.receiver_id) {
+                        self.receivers.retain(|(track, ..)| *track != init.track_id);
+                        self.receivers.push((init.track_id, source, init.ssrc));
+                    }
+                }
+                RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
+                    self.data_channel = Some(id);
+                    self.pending.push_back(EngineEvent::DataOpen);
+                }
+                _ => {}
+            }
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(track_id, packet) => {
+                    if let Some((_, source, ssrc)) = self.receivers.iter_mut().find(|(t, ..)| *t == track_id) {
+                        *ssrc = packet.header.ssrc;
+                        self.pending.push_back(EngineEvent::Media { source: *source, packet });
+                    }
+                }
+                RTCMessage::RtcpPacket(track_id, packets) => {
+                    let Some(slot) = self.senders.iter().position(|(_, t, _)| *t == track_id) else { continue };
+                    let keyframe = packets.iter().any(|p| {
+                        p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                            || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+                    });
+                    if keyframe {
+                        self.pending.push_back(EngineEvent::KeyframeRequest { slot });
+                    }
+                }
+                RTCMessage::DataChannelMessage(_, message) => {
+                    if let Ok(text) = std::str::from_utf8(&message.data) {
+                        self.pending.push_back(EngineEvent::Data(text.to_owned()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Engine for RtcEngine {
+    fn ice_ufrag(&self) -> &str {
+        &self.ufrag
+    }
+
+    fn offer(&mut self, now: Instant, restart: bool) -> Result<String, EngineError> {
+        if restart {
+            self.pc.restart_ice();
+        }
+        let offer = self.pc.create_offer(None).map_err(internal)?;
+        self.pc.set_local_description(now, offer).map_err(internal)?;
+        let local = self.pc.local_description().ok_or_else(|| internal("no local description"))?;
+        self.drain_engine();
+        Ok(local.sdp)
+    }
+
+    fn accept_answer(&mut self, now: Instant, sdp: String) -> Result<(), EngineError> {
+        let answer = RTCSessionDescription::answer(sdp).map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        self.pc.set_remote_description(now, answer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        self.drain_engine();
+        Ok(())
+    }
+
+    fn add_remote_candidate(&mut self, candidate: RTCIceCandidateInit) -> Result<(), EngineError> {
+        if candidate.candidate.is_empty() {
+            return Ok(()); // end of candidates: nothing to do for an ICE-lite agent
+        }
+        self.pc.add_remote_candidate(candidate).map_err(|e| EngineError::BadCandidate(e.to_string()))
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let packet = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.settings.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = self.pc.handle_read(packet) {
+            tracing::debug!(error = %e, %from, "a datagram was refused by the peer connection");
+        }
+        self.drain_engine();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Err(e) = self.pc.handle_timeout(now) {
+            tracing::debug!(error = %e, "peer connection timeout handling failed");
+        }
+        self.drain_engine();
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.pc.poll_write().map(|m| (m.transport.peer_addr, m.message))
+    }
+
+    fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.pending.pop_front()
+    }
+
+    fn send_media(&mut self, now: Instant, slot: usize, mut packet: rtp::Packet) {
+        let Some(&(sender_id, _, ssrc)) = self.senders.get(slot) else { return };
+        packet.header.ssrc = ssrc;
+        // the publisher's extension ids (mid above all) mean nothing on this connection
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        packet.header.extension_profile = 0;
+        if let Some(mut sender) = self.pc.rtp_sender(sender_id)
+            && let Err(e) = sender.write_rtp(now, packet)
+        {
+            tracing::trace!(error = %e, slot, "forwarding refused by the sender");
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, source: Source) {
+        let Some(&(ref track_id, _, media_ssrc)) = self.receivers.iter().find(|(_, s, _)| *s == source) else { return };
+        let track_id = track_id.clone();
+        let receivers: Vec<_> = self.pc.get_receivers().collect();
+        for id in receivers {
+            if let Some(mut receiver) = self.pc.rtp_receiver(id)
+                && *receiver.track().track_id() == track_id
+            {
+                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+                if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                    tracing::debug!(error = %e, "cannot send a keyframe request");
+                }
+                return;
+            }
+        }
+    }
+
+    fn send_data(&mut self, now: Instant, text: &str) {
+        let Some(id) = self.data_channel else { return };
+        if let Some(mut channel) = self.pc.data_channel(id)
+            && let Err(e) = channel.send_text(now, text)
+        {
+            tracing::debug!(error = %e, "cannot send on the data channel");
+        }
+    }
+
+    fn close(&mut self) {
+        let _ = self.pc.close();
+    }
+}
+
+/// A random ICE credential of `len` characters from the ICE alphabet.
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}

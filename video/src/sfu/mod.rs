@@ -1,0 +1,463 @@
+//! The SFU: one task owns one UDP socket and every peer connection of this node. Datagrams are
+//! demultiplexed to their peer ([`demux`]), fed to its [`engine::Engine`], and what comes out
+//! is forwarded by the routing core ([`router`]). Signalling talks to the task through
+//! [`Sfu`]'s commands; the task tells each participant's socket what changed through its
+//! notice channel.
+
+pub mod data;
+pub mod demux;
+pub mod engine;
+pub mod router;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use serde_json::Value;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use self::data::Relay;
+use self::demux::Demux;
+use self::engine::{Engine, EngineError, EngineEvent, EngineSettings, RtcEngine};
+use self::router::{Effect, Member, PeerId, Router, SlotInfo};
+
+/// What the SFU tells a participant's signalling socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// The send slots now carry these participants' sources.
+    Slots(Vec<SlotInfo>),
+    /// Media can flow.
+    Connected,
+    /// ICE or DTLS failed or closed: the participant's connection is gone.
+    Disconnected,
+}
+
+/// What a signalling socket asks of the SFU.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the room already has three participants")]
+    RoomFull,
+    #[error("no such peer")]
+    NoPeer,
+    #[error("the SFU has stopped")]
+    Stopped,
+}
+
+/// A participant joining through the SFU.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub member: Member,
+    /// Stamped on the participant's data-channel messages (`id`, `role`, `name`).
+    pub from: Value,
+}
+
+/// The offer a joining participant answers.
+#[derive(Debug)]
+pub struct Joined {
+    pub peer: PeerId,
+    pub offer: String,
+    pub slots: Vec<SlotInfo>,
+}
+
+enum Command {
+    Join { join: Join, notices: mpsc::UnboundedSender<Notice>, reply: oneshot::Sender<Result<Joined, SfuError>> },
+    Answer { peer: PeerId, sdp: String, reply: oneshot::Sender<Result<(), SfuError>> },
+    Candidate { peer: PeerId, candidate: RTCIceCandidateInit, reply: oneshot::Sender<Result<(), SfuError>> },
+    Renegotiate { peer: PeerId, reply: oneshot::Sender<Result<(String, Vec<SlotInfo>), SfuError>> },
+    Leave { peer: PeerId },
+    Snapshot { reply: oneshot::Sender<Snapshot> },
+}
+
+/// Counters of the SFU, shared with metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub datagrams_in: AtomicU64,
+    pub datagrams_unknown: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub datagrams_dropped: AtomicU64,
+    pub rtp_forwarded: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+}
+
+/// What the SFU holds right now (for tests and the leak check: all zero when every call ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub peers: usize,
+    pub rooms: usize,
+    pub addresses: usize,
+    pub timers: usize,
+}
+
+/// The handle signalling uses; cheap to clone.
+#[derive(Clone)]
+pub struct Sfu {
+    commands: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+    pub counters: Arc<Counters>,
+}
+
+impl Sfu {
+    /// Binds the UDP socket and starts the task. `public` is the address announced in the host
+    /// candidate; its port 0 means the bound port.
+    pub async fn start(bind: SocketAddr, public: SocketAddr, shutdown: CancellationToken) -> std::io::Result<Sfu> {
+        let socket = UdpSocket::bind(bind).await?;
+        let local_addr = socket.local_addr()?;
+        let candidate =
+            SocketAddr::new(public.ip(), if public.port() == 0 { local_addr.port() } else { public.port() });
+        let (tx, rx) = mpsc::channel(1024);
+        let counters = Arc::new(Counters::default());
+        let settings = EngineSettings { candidate, local: local_addr };
+        let task = Task::new(socket, settings, counters.clone());
+        tokio::spawn(task.run(rx, shutdown));
+        tracing::info!(%local_addr, %candidate, "SFU listening on one UDP port");
+        Ok(Sfu { commands: tx, local_addr, counters })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SfuError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)
+    }
+
+    pub async fn join(&self, join: Join, notices: mpsc::UnboundedSender<Notice>) -> Result<Joined, SfuError> {
+        self.ask(|reply| Command::Join { join, notices, reply }).await?
+    }
+
+    pub async fn answer(&self, peer: PeerId, sdp: String) -> Result<(), SfuError> {
+        self.ask(|reply| Command::Answer { peer, sdp, reply }).await?
+    }
+
+    pub async fn candidate(&self, peer: PeerId, candidate: RTCIceCandidateInit) -> Result<(), SfuError> {
+        self.ask(|reply| Command::Candidate { peer, candidate, reply }).await?
+    }
+
+    /// A fresh offer with an ICE restart, and the current slots.
+    pub async fn renegotiate(&self, peer: PeerId) -> Result<(String, Vec<SlotInfo>), SfuError> {
+        self.ask(|reply| Command::Renegotiate { peer, reply }).await?
+    }
+
+    /// Removes the peer; never fails (a stopped SFU has no peers).
+    pub async fn leave(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Leave { peer }).await;
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, SfuError> {
+        self.ask(|reply| Command::Snapshot { reply }).await
+    }
+}
+
+struct Peer {
+    engine: Box<dyn Engine>,
+    notices: mpsc::UnboundedSender<Notice>,
+    from: Value,
+    relay: Relay,
+    deadline: Option<Instant>,
+}
+
+struct Task {
+    socket: UdpSocket,
+    settings: EngineSettings,
+    counters: Arc<Counters>,
+    peers: HashMap<PeerId, Peer>,
+    router: Router,
+    demux: Demux,
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    /// Peers that got input since their output was last drained.
+    dirty: Vec<PeerId>,
+    events: Vec<EngineEvent>,
+    next_peer: PeerId,
+}
+
+/// How many datagrams one wake-up reads before it looks at commands and timers again.
+const READ_BATCH: usize = 64;
+
+impl Task {
+    fn new(socket: UdpSocket, settings: EngineSettings, counters: Arc<Counters>) -> Self {
+        Task {
+            socket,
+            settings,
+            counters,
+            peers: HashMap::new(),
+            router: Router::new(),
+            demux: Demux::default(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            events: Vec::new(),
+            next_peer: 1,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            let sleep = tokio::time::sleep_until(
+                next_timer
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                received = self.socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((n, from)) => {
+                            self.datagram(from, &buf[..n]);
+                            for _ in 1..READ_BATCH {
+                                match self.socket.try_recv_from(&mut buf) {
+                                    Ok((n, from)) => self.datagram(from, &buf[..n]),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "SFU socket read failed"),
+                    }
+                }
+                _ = sleep => self.timeouts(),
+            }
+            self.flush();
+        }
+        for (_, mut peer) in self.peers.drain() {
+            peer.engine.close();
+        }
+        tracing::info!("SFU stopped");
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Join { join, notices, reply } => {
+                let _ = reply.send(self.join(join, notices, now));
+            }
+            Command::Answer { peer, sdp, reply } => {
+                let result = match self.peers.get_mut(&peer) {
+                    Some(p) => p.engine.accept_answer(now, sdp).map_err(SfuError::from),
+                    None => Err(SfuError::NoPeer),
+                };
+                self.dirty.push(peer);
+                let _ = reply.send(result);
+            }
+            Command::Candidate { peer, candidate, reply } => {
+                let result = match self.peers.get_mut(&peer) {
+                    Some(p) => p.engine.add_remote_candidate(candidate).map_err(SfuError::from),
+                    None => Err(SfuError::NoPeer),
+                };
+                self.dirty.push(peer);
+                let _ = reply.send(result);
+            }
+            Command::Renegotiate { peer, reply } => {
+                let result = match self.peers.get_mut(&peer) {
+                    Some(p) => p.engine.offer(now, true).map_err(SfuError::from),
+                    None => Err(SfuError::NoPeer),
+                };
+                self.dirty.push(peer);
+                let _ = reply.send(result.map(|sdp| (sdp, self.router.slots(peer))));
+            }
+            Command::Leave { peer } => self.remove(peer),
+            Command::Snapshot { reply } => {
+                let _ = reply.send(Snapshot {
+                    peers: self.peers.len().max(self.router.peer_count()),
+                    rooms: self.router.room_count(),
+                    addresses: self.demux.addresses(),
+                    timers: self.peers.values().filter(|p| p.deadline.is_some()).count(),
+                });
+            }
+        }
+    }
+
+    fn join(&mut self, join: Join, notices: mpsc::UnboundedSender<Notice>, now: Instant) -> Result<Joined, SfuError> {
+        if self.router.room_peers(join.member.room).len() >= 3 {
+            return Err(SfuError::RoomFull);
+        }
+        let mut engine = RtcEngine::new(now, self.settings.clone())?;
+        let offer = engine.offer(now, false)?;
+        let peer = self.next_peer;
+        self.next_peer += 1;
+        self.demux.add(peer, engine.ice_ufrag());
+        self.peers.insert(
+            peer,
+            Peer { engine: Box::new(engine), notices, from: join.from, relay: Relay::default(), deadline: None },
+        );
+        let effects = self.router.join(peer, join.member, now).map_err(|_| SfuError::RoomFull)?;
+        let slots = self.router.slots(peer);
+        self.apply(effects, now, Some(peer));
+        self.dirty.push(peer);
+        Ok(Joined { peer, offer, slots })
+    }
+
+    fn remove(&mut self, peer: PeerId) {
+        if let Some(mut p) = self.peers.remove(&peer) {
+            p.engine.close();
+        }
+        self.demux.remove(peer);
+        let effects = self.router.leave(peer);
+        self.apply(effects, Instant::now(), None);
+    }
+
+    /// Carries out what a membership change asks; `skip_slots` already has its mapping.
+    fn apply(&mut self, effects: Vec<Effect>, now: Instant, skip_slots: Option<PeerId>) {
+        for effect in effects {
+            match effect {
+                Effect::Slots { peer, slots } => {
+                    if Some(peer) != skip_slots
+                        && let Some(p) = self.peers.get(&peer)
+                    {
+                        let _ = p.notices.send(Notice::Slots(slots));
+                    }
+                }
+                Effect::Keyframe { peer, source } => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.engine.request_keyframe(now, source);
+                        self.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        self.dirty.push(peer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        self.counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        let Some(peer) = self.demux.route(from, data) else {
+            self.counters.datagrams_unknown.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.engine.handle_datagram(Instant::now(), from, data);
+        self.dirty.push(peer);
+        self.process(peer);
+    }
+
+    fn timeouts(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, peer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(p) = self.peers.get_mut(&peer) else { continue };
+            if p.deadline != Some(at) {
+                continue; // superseded by a later deadline
+            }
+            p.deadline = None;
+            p.engine.handle_timeout(now);
+            self.dirty.push(peer);
+            self.process(peer);
+        }
+    }
+
+    /// Acts on what `peer` reported: forwards media, relays keyframe requests and data.
+    fn process(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        while let Some(event) = p.engine.poll_event() {
+            self.events.push(event);
+        }
+        if self.events.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            match event {
+                EngineEvent::Media { source, packet } => {
+                    let h = &packet.header;
+                    let forwards = self.router.route(peer, source, h.ssrc, h.sequence_number, h.timestamp);
+                    for forward in forwards.into_iter().flatten() {
+                        if let Some(target) = self.peers.get_mut(&forward.peer) {
+                            let mut copy = packet.clone();
+                            copy.header.sequence_number = forward.seq;
+                            copy.header.timestamp = forward.timestamp;
+                            target.engine.send_media(now, forward.slot, copy);
+                            self.counters.rtp_forwarded.fetch_add(1, Ordering::Relaxed);
+                            self.dirty.push(forward.peer);
+                        }
+                    }
+                }
+                EngineEvent::KeyframeRequest { slot } => {
+                    if let Some((publisher, source)) = self.router.keyframe_request(peer, slot, now)
+                        && let Some(target) = self.peers.get_mut(&publisher)
+                    {
+                        target.engine.request_keyframe(now, source);
+                        self.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        self.dirty.push(publisher);
+                    }
+                }
+                EngineEvent::Data(text) => self.relay_data(peer, &text, now),
+                EngineEvent::Connected => self.notify(peer, Notice::Connected),
+                EngineEvent::Disconnected => self.notify(peer, Notice::Disconnected),
+                EngineEvent::DataOpen => {}
+            }
+        }
+        self.events = events;
+    }
+
+    fn notify(&self, peer: PeerId, notice: Notice) {
+        if let Some(p) = self.peers.get(&peer) {
+            let _ = p.notices.send(notice);
+        }
+    }
+
+    fn relay_data(&mut self, from: PeerId, text: &str, now: Instant) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let Some(sender) = self.peers.get_mut(&from) else { return };
+        let stamped = match sender.relay.relay(text, &sender.from, &at, now) {
+            Ok(stamped) => stamped,
+            Err(why) => {
+                tracing::debug!(peer = from, %why, "data-channel message dropped");
+                return;
+            }
+        };
+        for target in self.router.data_audience(from) {
+            if let Some(t) = self.peers.get_mut(&target) {
+                t.engine.send_data(now, &stamped);
+                self.dirty.push(target);
+            }
+        }
+    }
+
+    /// Sends what every dirty peer has queued and re-arms its timer.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for peer in dirty.drain(..) {
+            let Some(p) = self.peers.get_mut(&peer) else { continue };
+            while let Some((to, bytes)) = p.engine.poll_transmit() {
+                match self.socket.try_send_to(&bytes, to) {
+                    Ok(_) => self.counters.datagrams_out.fetch_add(1, Ordering::Relaxed),
+                    // a full socket buffer drops the datagram, as the network would
+                    Err(_) => self.counters.datagrams_dropped.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            let deadline = p.engine.poll_timeout();
+            if deadline != p.deadline {
+                p.deadline = deadline;
+                if let Some(at) = deadline {
+                    self.timers.push(Reverse((at, peer)));
+                }
+            }
+        }
+        self.dirty = dirty;
+        // stale timer entries are skipped when popped; keep the heap from growing without end
+        if self.timers.len() > 64 + 8 * self.peers.len() {
+            let live: Vec<_> = self.peers.iter().filter_map(|(id, p)| p.deadline.map(|d| Reverse((d, *id)))).collect();
+            self.timers = live.into_iter().collect();
+        }
+    }
+}

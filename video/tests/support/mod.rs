@@ -1,0 +1,521 @@
+//! What the video tests and benchmarks share: a hub with an assigned web chat interaction and
+//! the video component served in-process on the real PostgreSQL, and `TestPeer`, a participant
+//! built on webrtc-rs's `rtc` crate (the same engine as the SFU, as a full ICE agent) that
+//! joins through the signalling socket, publishes synthetic Opus and VP8 RTP and counts what
+//! it receives on every mid.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use schema::domain::{Channel, MessageKind, Queue, RoutingMode};
+use schema::store::{self, AgentProfile, InboundMessage, Ingested, NewAccount, Sender};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SECRET: &str = "video-tests-secret-0123456789abcdef";
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The video component on a fresh database, with agent `alice` assigned to a web chat
+/// interaction, supervisor `sue`, and agent `bob` who has nothing to do with it.
+pub struct Hub {
+    pub pool: PgPool,
+    pub http: SocketAddr,
+    pub video: Arc<video::Video>,
+    pub interaction: Uuid,
+    pub shutdown: CancellationToken,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn token(sub: &str, roles: &[&str]) -> String {
+    testenv::token(SECRET, sub, roles)
+}
+
+impl Hub {
+    pub async fn start() -> Hub {
+        Self::start_with(video::Config::default()).await
+    }
+
+    pub async fn start_with(mut config: video::Config) -> Hub {
+        testenv::init_logging();
+        let (_url, pool) = testenv::database().await;
+        let interaction = assigned_interaction(&pool).await;
+        let verifier = ops::auth::Verifier::from_config(&ops::auth::JwtConfig {
+            hs256_secret: Some(ops::config::Secret::new(SECRET.to_owned())),
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway_s: 0,
+        })
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        config.empty_grace_s = config.empty_grace_s.min(1);
+        let video = video::Video::start(
+            config,
+            &format!("http://{http}"),
+            verifier,
+            pool.clone(),
+            Arc::new(coord::LocalCoordinator::new()),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let router = video.router();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await.unwrap();
+        });
+        Hub { pool, http, video: Arc::new(video), interaction, shutdown }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// Starts a room over REST as alice; returns the answer.
+    pub async fn start_room(&self, body: Value) -> (reqwest::StatusCode, Value) {
+        let response = reqwest::Client::new()
+            .post(self.url("/api/v1/video/rooms"))
+            .bearer_auth(token("alice", &["agent"]))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// A two-way room of the interaction: (room id, customer link token).
+    pub async fn room(&self) -> (Uuid, String) {
+        let (status, body) = self.start_room(json!({"interaction_id": self.interaction})).await;
+        assert_eq!(status, 201, "{body}");
+        let link = body["customer_link"].as_str().unwrap();
+        (body["room_id"].as_str().unwrap().parse().unwrap(), link.rsplit('/').next().unwrap().to_owned())
+    }
+
+    pub async fn socket(&self) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/video/ws", self.http)).await.unwrap();
+        ws
+    }
+}
+
+async fn assigned_interaction(pool: &PgPool) -> Uuid {
+    let mut conn = pool.acquire().await.unwrap();
+    store::upsert_queue(
+        &mut conn,
+        &Queue { name: "support".into(), routing_mode: RoutingMode::Auto, offer_timeout_ms: 30_000 },
+    )
+    .await
+    .unwrap();
+    for (login, role) in [("alice", "agent"), ("bob", "agent"), ("sue", "supervisor")] {
+        store::upsert_agent(
+            &mut conn,
+            &AgentProfile {
+                login: login.into(),
+                name: login.into(),
+                roles: vec![role.into()],
+                queues: vec!["support".into()],
+                max_interactions: 3,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let account = store::create_account(
+        &mut conn,
+        &NewAccount {
+            channel: Channel::Webchat,
+            name: "site".into(),
+            default_queue: "support".into(),
+            credentials: json!({}),
+            settings: json!({}),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    let msg = InboundMessage {
+        account_id: account,
+        external_message_id: "v:1".into(),
+        chat_id: "wc-v".into(),
+        sender: Sender {
+            external_id: "wc-v".into(),
+            name: "Vera".into(),
+            username: None,
+            phone: None,
+            avatar_url: None,
+        },
+        kind: MessageKind::Text,
+        text: Some("can we talk on video?".into()),
+        file_ids: vec![],
+        location: None,
+        contact: None,
+        reply_to_external_id: None,
+        forwarded: None,
+        sent_at: None,
+    };
+    let mut tx = pool.begin().await.unwrap();
+    let Ingested::Stored { interaction, .. } =
+        store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap()
+    else {
+        panic!("not stored")
+    };
+    tx.commit().await.unwrap();
+    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice' WHERE id = $1")
+        .bind(interaction.id)
+        .execute(pool)
+        .await
+        .unwrap();
+    interaction.id
+}
+
+/// Reads frames until one of `kind` arrives (others are kept in `seen`); panics after 10 s.
+pub async fn frame_of(ws: &mut Ws, kind: &str, seen: &mut Vec<Value>) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} frame within 10 s; saw {seen:?}"));
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == kind {
+                    return frame;
+                }
+                seen.push(frame);
+            }
+            Some(Ok(Message::Close(close))) => panic!("closed ({close:?}) before a {kind} frame; saw {seen:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("socket ended before a {kind} frame: {other:?}; saw {seen:?}"),
+        }
+    }
+}
+
+pub async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+}
+
+/// What a test peer received, per mid of its peer connection.
+#[derive(Default)]
+pub struct Received {
+    pub rtp: [AtomicU64; 9],
+    pub bytes: AtomicU64,
+    pub data: Mutex<Vec<String>>,
+    pub connected: AtomicBool,
+    pub data_open: AtomicBool,
+    /// One-way latency samples (µs) of packets whose payload carries a send time.
+    pub latencies_us: Mutex<Vec<u64>>,
+}
+
+impl Received {
+    pub fn on(&self, mid: &str) -> u64 {
+        self.rtp[mid.parse::<usize>().unwrap()].load(Ordering::Relaxed)
+    }
+}
+
+enum PeerCommand {
+    Data(String),
+}
+
+/// One participant, joined and connected through the SFU.
+pub struct TestPeer {
+    pub ws: Ws,
+    pub joined: Value,
+    pub slots: Value,
+    pub received: Arc<Received>,
+    pub seen: Vec<Value>,
+    commands: mpsc::UnboundedSender<PeerCommand>,
+    stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// How a test peer publishes.
+#[derive(Clone, Copy)]
+pub struct Publish {
+    /// Video packets per second (each ~1,100 bytes; 0: no video).
+    pub video_pps: u32,
+    /// Audio packets per second (each ~160 bytes; 0: no audio).
+    pub audio_pps: u32,
+}
+
+impl Publish {
+    pub const CALL: Publish = Publish { video_pps: 100, audio_pps: 50 };
+    pub const NONE: Publish = Publish { video_pps: 0, audio_pps: 0 };
+}
+
+/// The epoch of the latency stamps in payloads.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn micros_since_epoch() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+impl TestPeer {
+    /// Joins with `join` (a join frame), answers the offer and starts the media loop.
+    pub async fn join(hub_ws: Ws, join: Value, publish: Publish) -> TestPeer {
+        let mut ws = hub_ws;
+        send(&mut ws, join).await;
+        let mut seen = Vec::new();
+        let joined = frame_of(&mut ws, "joined", &mut seen).await;
+        let offer = frame_of(&mut ws, "offer", &mut seen).await;
+        let slots = offer["slots"].clone();
+
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let setting_engine =
+            SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())
+            .unwrap();
+        let offer = RTCSessionDescription::offer(offer["sdp"].as_str().unwrap().to_owned()).unwrap();
+        pc.set_remote_description(Instant::now(), offer).unwrap();
+        let audio_ssrc = rand::random::<u32>();
+        let video_ssrc = rand::random::<u32>();
+        let track = |kind, mime: &str, clock_rate, channels, ssrc| {
+            MediaStreamTrack::new(
+                "me".into(),
+                format!("{mime}-{ssrc}"),
+                mime.into(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec: RTCRtpCodec { mime_type: mime.into(), clock_rate, channels, ..Default::default() },
+                    ..Default::default()
+                }],
+            )
+        };
+        let audio_sender = pc.add_track(track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, audio_ssrc)).unwrap();
+        let video_sender = pc.add_track(track(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, video_ssrc)).unwrap();
+        let answer = pc.create_answer(None).unwrap();
+        pc.set_local_description(Instant::now(), answer).unwrap();
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".into(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .unwrap();
+        let candidate = RTCIceCandidate::from(&candidate).to_json().unwrap();
+        pc.add_local_candidate(candidate.clone()).unwrap();
+        let sdp = pc.local_description().unwrap().sdp;
+        send(&mut ws, json!({"type": "answer", "sdp": sdp})).await;
+        send(
+            &mut ws,
+            json!({"type": "candidate", "candidate": {"candidate": candidate.candidate, "sdpMid": "0", "sdpMLineIndex": 0}}),
+        )
+        .await;
+        send(&mut ws, json!({"type": "candidate", "candidate": null})).await;
+
+        let received = Arc::new(Received::default());
+        let (commands, mut command_rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = {
+            let received = received.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut pc = pc;
+                let mut buf = vec![0u8; 2048];
+                let mut track_mids: HashMap<String, usize> = HashMap::new();
+                let mut data_channel = None;
+                let mut video_tick = (publish.video_pps > 0)
+                    .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / publish.video_pps as f64)));
+                let mut audio_tick = (publish.audio_pps > 0)
+                    .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / publish.audio_pps as f64)));
+                let (mut vseq, mut aseq, mut vts, mut ats) = (0u16, 0u16, 0u32, 0u32);
+                loop {
+                    while let Some(out) = pc.poll_write() {
+                        let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
+                    }
+                    while let Some(event) = pc.poll_event() {
+                        match event {
+                            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Connected) => {
+                                received.connected.store(true, Ordering::SeqCst);
+                            }
+                            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                                let ids: Vec<_> = pc.get_transceivers().collect();
+                                for id in ids {
+                                    if let Some(t) = pc.rtp_transceiver(id)
+                                        && t.receiver() == Some(init.receiver_id)
+                                        && let Some(mid) = t.mid().as_deref().and_then(|m| m.parse().ok())
+                                    {
+                                        track_mids.insert(init.track_id.clone(), mid);
+                                    }
+                                }
+                            }
+                            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
+                                data_channel = Some(id);
+                                received.data_open.store(true, Ordering::SeqCst);
+                            }
+                            _ => {}
+                        }
+                    }
+                    while let Some(TaggedRTCMessage { message, .. }) = pc.poll_read() {
+                        match message {
+                            RTCMessage::RtpPacket(track, packet) => {
+                                if let Some(&mid) = track_mids.get(&track) {
+                                    received.rtp[mid].fetch_add(1, Ordering::Relaxed);
+                                    received.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                                    if packet.payload.len() >= 8 {
+                                        let sent = u64::from_be_bytes(packet.payload[..8].try_into().unwrap());
+                                        let now = micros_since_epoch();
+                                        if sent > 0 && now >= sent {
+                                            let mut l = received.latencies_us.lock().unwrap();
+                                            if l.len() < 1_000_000 {
+                                                l.push(now - sent);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            RTCMessage::DataChannelMessage(_, message) => {
+                                received.data.lock().unwrap().push(String::from_utf8_lossy(&message.data).into_owned());
+                            }
+                            _ => {}
+                        }
+                    }
+                    let deadline = pc.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+                    let connected = received.connected.load(Ordering::Relaxed);
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = sleep => { let _ = pc.handle_timeout(Instant::now()); }
+                        r = socket.recv_from(&mut buf) => {
+                            if let Ok((n, from)) = r {
+                                let _ = pc.handle_read(TaggedBytesMut {
+                                    now: Instant::now(),
+                                    transport: TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
+                                    message: BytesMut::from(&buf[..n]),
+                                });
+                            }
+                        }
+                        Some(PeerCommand::Data(text)) = command_rx.recv() => {
+                            if let Some(id) = data_channel && let Some(mut dc) = pc.data_channel(id) {
+                                let _ = dc.send_text(Instant::now(), text);
+                            }
+                        }
+                        _ = async { video_tick.as_mut().unwrap().tick().await }, if connected && video_tick.is_some() => {
+                            vseq = vseq.wrapping_add(1);
+                            vts = vts.wrapping_add(900);
+                            let mut payload = vec![0u8; 1100];
+                            payload[..8].copy_from_slice(&micros_since_epoch().to_be_bytes());
+                            let packet = rtp::Packet {
+                                header: rtp::header::Header { version: 2, marker: true, payload_type: 96, sequence_number: vseq, timestamp: vts, ssrc: video_ssrc, ..Default::default() },
+                                payload: Bytes::from(payload),
+                            };
+                            if let Some(mut s) = pc.rtp_sender(video_sender) { let _ = s.write_rtp(Instant::now(), packet); }
+                        }
+                        _ = async { audio_tick.as_mut().unwrap().tick().await }, if connected && audio_tick.is_some() => {
+                            aseq = aseq.wrapping_add(1);
+                            ats = ats.wrapping_add(960);
+                            let mut payload = vec![0u8; 160];
+                            payload[..8].copy_from_slice(&micros_since_epoch().to_be_bytes());
+                            let packet = rtp::Packet {
+                                header: rtp::header::Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: ats, ssrc: audio_ssrc, ..Default::default() },
+                                payload: Bytes::from(payload),
+                            };
+                            if let Some(mut s) = pc.rtp_sender(audio_sender) { let _ = s.write_rtp(Instant::now(), packet); }
+                        }
+                    }
+                }
+                let _ = pc.close();
+            })
+        };
+        TestPeer { ws, joined, slots, received, seen, commands, stop, task }
+    }
+
+    pub fn id(&self) -> String {
+        self.joined["participant"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The mid on which this peer receives `source` of `participant`, per the latest slots.
+    pub fn mid_of(&self, participant: &str, source: &str) -> Option<String> {
+        self.slots.as_array()?.iter().find_map(|s| {
+            (s["participant_id"] == participant && s["source"] == source).then(|| s["mid"].as_str().unwrap().to_owned())
+        })
+    }
+
+    /// Reads signalling frames until a `slots` frame arrives and applies it.
+    pub async fn next_slots(&mut self) {
+        let frame = frame_of(&mut self.ws, "slots", &mut self.seen).await;
+        self.slots = frame["slots"].clone();
+    }
+
+    pub fn send_data(&self, text: &str) {
+        let _ = self.commands.send(PeerCommand::Data(text.to_owned()));
+    }
+
+    /// Waits until `check` holds, polling every 20 ms; panics with `what` after `limit`.
+    pub async fn wait_until(&self, what: &str, limit: Duration, check: impl Fn(&Received) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !check(&self.received) {
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the media and closes the socket (a participant leaving).
+    pub async fn leave(mut self) {
+        let _ = send(&mut self.ws, json!({"type": "leave"})).await;
+        self.stop.cancel();
+        let _ = self.task.await;
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Stops the media loop only (a vanished browser: no leave, no close).
+    pub fn stop_media(&self) {
+        self.stop.cancel();
+    }
+}
+
+pub fn agent_join(room: Uuid, who: &str, roles: &[&str]) -> Value {
+    json!({"type": "join", "room_id": room, "token": token(who, roles)})
+}
+
+pub fn customer_join(link: &str) -> Value {
+    json!({"type": "join", "link": link})
+}
