@@ -90,9 +90,14 @@ pub async fn spawn_app(offer_ms: i32) -> TestApp {
 
 /// Another chatserver node on the same database and ZooKeeper root.
 pub async fn start_node(db_url: &str, pool: PgPool, zk_root: &str) -> TestApp {
+    start_node_with(db_url, pool, zk_root, chatserver::Config::default()).await
+}
+
+/// [`start_node`] with `config` (its heartbeat and send timeout shortened for tests).
+pub async fn start_node_with(db_url: &str, pool: PgPool, zk_root: &str, config: chatserver::Config) -> TestApp {
     let coord = zk(zk_root).await;
     let shutdown = CancellationToken::new();
-    let config = chatserver::Config { heartbeat_s: 5, send_timeout_s: 1, ..Default::default() };
+    let config = chatserver::Config { heartbeat_s: 5, send_timeout_s: 1, ..config };
     let verifier = ops::auth::Verifier::from_config(&jwt_config()).unwrap();
     let server =
         chatserver::Chatserver::start(config, verifier, pool.clone(), coord.clone(), shutdown.clone()).await.unwrap();
