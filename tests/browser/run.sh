@@ -3,7 +3,8 @@
 # playwright-core (Debian's /usr/bin/chromium; no browser is ever downloaded).
 #
 # Starts `switchboard all` on a free port against a fresh database (the demo seeding creates the
-# web chat account and the agents alice and bob), runs webchat.test.mjs with the printed URLs,
+# web chat account and the agents alice and bob), runs webchat.test.mjs and video.test.mjs (video
+# calls through the SFU, with fake camera, microphone and screen) with the printed URLs,
 # then stops the process and drops the database. Needs: the services of deploy/services.sh (the
 # environment of `deploy/services.sh env`), a built debug binary, node and npm, chromium.
 # Screenshots go to $target/browser-screenshots/, or with SWITCHBOARD_UPDATE_SCREENSHOTS=1 to
@@ -64,7 +65,10 @@ else
     export SCREENSHOTS="$target/browser-screenshots"
 fi
 status=0
-node "$here/webchat.test.mjs" || status=$?
+# SWITCHBOARD_BROWSER_TESTS picks some of them, e.g. "video"
+for t in ${SWITCHBOARD_BROWSER_TESTS:-webchat video}; do
+    node "$here/$t.test.mjs" || status=$?
+done
 if [ "$status" != 0 ]; then
     echo "--- switchboard stderr (last 60 lines) ---" >&2
     tail -60 "$work/err" >&2

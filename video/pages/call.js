@@ -620,7 +620,8 @@ export class Call extends EventTarget {
           role: p ? p.role : null, source: slot ? slot.source : null,
           packetsReceived: r.packetsReceived, packetsLost: r.packetsLost, bytesReceived: r.bytesReceived,
           framesDecoded: r.framesDecoded, frameWidth: r.frameWidth, frameHeight: r.frameHeight,
-          framesPerSecond: r.framesPerSecond, jitter: r.jitter,
+          framesPerSecond: r.framesPerSecond, jitter: r.jitter, keyFramesDecoded: r.keyFramesDecoded,
+          pliCount: r.pliCount, firCount: r.firCount, nackCount: r.nackCount,
         });
       } else if (r.type === "outbound-rtp") {
         const source = Object.keys(LOCAL_MIDS).find((k) => LOCAL_MIDS[k] === String(r.mid)) || null;
@@ -628,6 +629,7 @@ export class Call extends EventTarget {
           mid: r.mid, kind: r.kind, source, packetsSent: r.packetsSent, bytesSent: r.bytesSent,
           framesEncoded: r.framesEncoded, frameWidth: r.frameWidth, frameHeight: r.frameHeight,
           qualityLimitationReason: r.qualityLimitationReason, targetBitrate: r.targetBitrate,
+          keyFramesEncoded: r.keyFramesEncoded, pliCount: r.pliCount, firCount: r.firCount, nackCount: r.nackCount,
         });
       } else if (r.type === "candidate-pair" && (r.id === pairId || (!pairId && r.nominated && r.state === "succeeded"))) {
         out.candidatePair = {
@@ -782,8 +784,8 @@ export class CallView {
     cap.append(name, flags);
     fig.append(video, placeholder, pointer, cap);
     const t = { el: fig, video, name, flags, placeholder, pointer, key: w.key, pointerAt: null };
-    video.addEventListener("loadedmetadata", () => this._placePointers());
-    video.addEventListener("resize", () => this._placePointers());
+    video.addEventListener("loadedmetadata", () => this.render());
+    video.addEventListener("resize", () => this.render());
     if (w.remote && this.options.pointer !== false) this._pointable(t);
     this.tiles.set(w.key, t);
     return t;
@@ -813,7 +815,8 @@ export class CallView {
       t.flags.setAttribute("role", micOff ? "img" : "none");
     }
     const flagged = w.self || w.source === "screen" || !p.media || p.media.camera;
-    const videoOn = !!w.track && flagged && w.track.readyState !== "ended" && (w.self || !w.track.muted);
+    // no picture until the first decoded frame (a video waiting for its keyframe stays black)
+    const videoOn = !!w.track && flagged && w.track.readyState !== "ended" && (w.self || !w.track.muted) && video.videoWidth > 0;
     if (w.track && !w.self && t.hooked !== w.track) {
       // a remote track is muted while no frames arrive: show the placeholder meanwhile
       t.hooked = w.track;

@@ -1,0 +1,294 @@
+// Video calls in headless Chromium (playwright-core, /usr/bin/chromium with fake camera,
+// microphone and screen): the customer page and the agent panel meet through the hub's SFU.
+// Started by run.sh, which passes BASE, WIDGET_URL, ALICE_URL, BOB_URL and SCREENSHOTS.
+//
+// Bob (agent) accepts a web chat and starts a 480p room over REST; the customer opens the link
+// the widget received; the agent panel joins with #token=; Alice (agent+supervisor) joins as the
+// supervisor through an iframe embedded in another origin, her token given by postMessage.
+import assert from "node:assert/strict";
+import http from "node:http";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const { BASE, WIDGET_URL, ALICE_URL, BOB_URL, SCREENSHOTS } = process.env;
+for (const [k, v] of Object.entries({ BASE, WIDGET_URL, ALICE_URL, BOB_URL })) {
+  if (!v) throw new Error(`${k} is not set: run tests/browser/run.sh`);
+}
+mkdirSync(SCREENSHOTS, { recursive: true });
+const T = 20_000;
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const CAP = { label: "480p", width: 854, height: 480 };
+const tokenOf = (url) => decodeURIComponent(/#token=([^&]+)/.exec(url)[1]);
+const BOB_TOKEN = tokenOf(BOB_URL);
+const ALICE_TOKEN = tokenOf(ALICE_URL);
+// the embedding CRM: a page of another origin than the hub (localhost and another port), served
+// from loopback too (Chromium's local network access checks block a public page framing a
+// loopback one), both secure contexts
+let crmPage = "";
+const crmServer = http.createServer((req, res) => {
+  res.writeHead(req.url === "/crm" ? 200 : 404, { "Content-Type": "text/html; charset=utf-8" });
+  res.end(req.url === "/crm" ? crmPage : "not found");
+});
+await new Promise((resolve) => crmServer.listen(0, "127.0.0.1", resolve));
+const CRM = `http://localhost:${crmServer.address().port}`;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync",
+         // fake camera (a moving test pattern), microphone (a beep) and screen, no permission prompts
+         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+         "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"],
+});
+
+let passed = 0;
+const failures = [];
+async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+    passed += 1;
+    console.log(`ok - ${name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failures.push(name);
+    console.log(`not ok - ${name}\n  ${String(e.stack || e).split("\n").slice(0, 8).join("\n  ")}`);
+    throw e;
+  }
+}
+
+async function newPage(viewport, extra = {}) {
+  const context = await browser.newContext({ viewport, ...extra });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.log(`  page error on ${page.url()}: ${e.message}`));
+  return { context, page };
+}
+
+/** Frames a received video must have decoded to count as received (about a second). */
+const MIN_FRAMES = 15;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** Polls `probe` until it returns {ok: true, ...}; fails with the last probe. */
+async function until(what, probe, timeout = T) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    last = await probe();
+    if (last && last.ok) return last;
+    await sleep(300);
+  }
+  throw new Error(`${what}: gave up after ${timeout} ms; last: ${JSON.stringify(last)}`);
+}
+
+const stats = (target) => target.evaluate(() => window.switchboardCall.stats());
+/** The received video of `role`'s `source` with frames decoded, within the room's cap. */
+async function receives(target, role, source, what, publisher) {
+  const got = await until(what, async () => {
+    const s = await stats(target);
+    const v = s.inbound.find((i) => i.kind === "video" && i.role === role && i.source === source && i.framesDecoded >= MIN_FRAMES);
+    return { ok: !!v, state: s.state, video: v, inbound: v ? undefined : s.inbound.filter((i) => i.kind === "video").map((i) => `mid ${i.mid} ${i.role} ${i.source}: ${i.packetsReceived} packets, ${i.framesDecoded} frames (${i.keyFramesDecoded} key), ${i.pliCount} PLI sent`),
+      publisher: v || !publisher ? undefined : (await stats(publisher)).outbound.filter((o) => o.kind === "video")
+        .map((o) => `${o.source}: ${o.framesEncoded} frames (${o.keyFramesEncoded} key), ${o.pliCount} PLI received`) };
+  });
+  const v = got.video;
+  assert.ok(v.frameHeight <= CAP.height && v.frameWidth <= CAP.width,
+    `${what}: ${v.frameWidth}x${v.frameHeight} exceeds the ${CAP.label} cap`);
+  console.log(`  ${what}: framesDecoded ${v.framesDecoded}, ${v.frameWidth}x${v.frameHeight}, ${v.packetsReceived} packets (${v.packetsLost} lost)`);
+  return v;
+}
+
+const customer = await newPage(DESKTOP); // the web chat widget, then the call page
+const bob = await newPage(DESKTOP); // his console, then his call panel
+const bobCall = await newPage(DESKTOP, { permissions: ["clipboard-read", "clipboard-write"] });
+const crm = await newPage(DESKTOP); // Alice's CRM with the panel in an iframe
+const cp = customer.page, bp = bob.page, ap = bobCall.page;
+const widget = cp.locator("#switchboard-webchat");
+let interactionId, room;
+
+try {
+  await step("an interaction: the customer writes in the web chat, bob accepts it", async () => {
+    await cp.goto(WIDGET_URL);
+    await widget.locator(".state", { hasText: "online" }).waitFor({ timeout: T });
+    // the web chat test floods from this same address just before: retry while throttled
+    const text = "Hi, my router blinks red. Can you have a look on video?";
+    for (let attempt = 1; ; attempt++) {
+      await widget.locator("textarea").fill(text);
+      await widget.locator("textarea").press("Enter");
+      const mine = widget.locator(".log .msg", { hasText: "router blinks red" }).last().locator(".meta");
+      await mine.filter({ hasText: /sent/i }).waitFor({ timeout: T }); // "sent", "✓ Sent", "not sent"
+      if (!/not sent/.test(await mine.textContent())) break;
+      if (attempt === 5) throw new Error("the customer's message stays throttled");
+      await sleep(3000);
+    }
+    await bp.goto(BOB_URL);
+    await bp.locator("#desk").waitFor({ state: "visible", timeout: T });
+    await bp.locator("#conn", { hasText: "online" }).waitFor({ timeout: T });
+    await bp.locator("#status").selectOption("ready");
+    const offered = bp.locator("#offered li").first();
+    await offered.waitFor({ timeout: T });
+    interactionId = await offered.getAttribute("data-id");
+    await offered.locator("button", { hasText: "Accept" }).click();
+    await bp.locator(`#mine li[data-id="${interactionId}"]`).waitFor({ timeout: T });
+  });
+
+  await step("bob starts a 480p room over REST; the customer gets the link in the chat", async () => {
+    const res = await fetch(`${BASE}/api/v1/video/rooms`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${BOB_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ interaction_id: interactionId, mode: "two_way", quality: CAP.label }),
+    });
+    const text = await res.text();
+    assert.ok(res.ok, `POST /api/v1/video/rooms: ${res.status} ${text}`);
+    room = JSON.parse(text);
+    for (const k of ["room_id", "customer_link", "agent_join", "expires_at"]) assert.ok(room[k], `${k} in ${text}`);
+    assert.match(new URL(room.customer_link).pathname, /^\/call\/[A-Za-z0-9_-]{40,}$/);
+    await widget.locator(".log .msg", { hasText: "/call/" }).waitFor({ timeout: T });
+  });
+
+  await step("the customer page shows the consent text before any camera access, then joins", async () => {
+    const link = BASE + new URL(room.customer_link).pathname;
+    await cp.setViewportSize(PHONE);
+    await cp.goto(link);
+    await cp.locator("#consent", { hasText: "camera" }).waitFor({ timeout: T });
+    assert.equal(await cp.evaluate(() => !!window.switchboardCall), false, "nothing joined before the click");
+    await cp.screenshot({ path: `${SCREENSHOTS}/video-consent-phone.png` });
+    await cp.setViewportSize(DESKTOP);
+    await cp.locator("#join").click();
+    await cp.locator("#call").waitFor({ state: "visible", timeout: T });
+    await cp.locator("#status", { hasText: "Waiting for the agent" }).waitFor({ timeout: T });
+  });
+
+  await step("bob's call panel joins with #token= (dropped from the address); both connect", async () => {
+    await ap.goto(`${BASE}/video/agent?room=${encodeURIComponent(room.room_id)}#token=${encodeURIComponent(BOB_TOKEN)}`);
+    await ap.waitForFunction(() => window.switchboardCall && window.switchboardCall.state === "connected", null, { timeout: T });
+    assert.ok(!ap.url().includes("token"), `the token left the address bar: ${ap.url()}`);
+    assert.equal(await ap.evaluate(() => window.switchboardCall.me.role), "agent");
+    await cp.waitForFunction(() => window.switchboardCall.state === "connected", null, { timeout: T });
+    await cp.locator("#chat-log li.event", { hasText: "joined" }).waitFor({ timeout: T });
+  });
+
+  await step("each receives the other's camera (getStats: frames decoded, within 854x480)", async () => {
+    await receives(ap, "customer", "camera", "agent <- customer camera", cp);
+    await receives(cp, "agent", "camera", "customer <- agent camera", ap);
+    const out = (await stats(cp)).outbound.find((o) => o.source === "camera");
+    assert.ok(out && out.frameHeight <= CAP.height, `the customer sends within the cap: ${JSON.stringify(out)}`);
+    await ap.locator('.sb-stage .sb-tile[data-role="customer"][data-source="camera"]:not(.sb-off)').waitFor({ timeout: T });
+    await cp.locator('.sb-stage .sb-tile[data-role="agent"][data-source="camera"]:not(.sb-off)').waitFor({ timeout: T });
+  });
+
+  await step("a chat message crosses the data channel both ways", async () => {
+    await cp.locator("#chat-input").fill("The red light is on the left.");
+    await cp.locator("#chat-input").press("Enter");
+    await ap.locator("#chat-log li.in", { hasText: "red light is on the left" }).waitFor({ timeout: T });
+    await ap.locator("#chat-input").fill("Thanks, please share your screen so I can see the router page.");
+    await ap.locator("#chat-form button[type=submit]").click();
+    await cp.locator("#chat-log li.in", { hasText: "share your screen" }).waitFor({ timeout: T });
+  });
+
+  await step("the customer shares the screen; it arrives on the agent side as the large video", async () => {
+    await cp.locator('[data-action="screen"]').click();
+    await cp.locator('[data-action="screen"]', { hasText: "Stop sharing" }).waitFor({ timeout: T });
+    await receives(ap, "customer", "screen", "agent <- customer screen", cp);
+    await ap.locator('.sb-stage .sb-tile[data-role="customer"][data-source="screen"]').waitFor({ timeout: T });
+    await ap.locator("#chat-log li.event", { hasText: "sharing their screen" }).waitFor({ timeout: T });
+  });
+
+  await step("the agent points at the customer's screen; the customer sees the pointer", async () => {
+    const tile = ap.locator(".sb-stage .sb-tile");
+    const b = await tile.boundingBox();
+    await ap.mouse.move(b.x + b.width * 0.3, b.y + b.height * 0.4);
+    await ap.mouse.down();
+    await ap.mouse.move(b.x + b.width * 0.45, b.y + b.height * 0.5, { steps: 6 });
+    await ap.mouse.up();
+    await cp.locator('.sb-tile[data-participant="self"][data-source="screen"] .sb-pointer:not([hidden])').waitFor({ timeout: T });
+    await ap.screenshot({ path: `${SCREENSHOTS}/video-agent-desktop.png` });
+    await cp.screenshot({ path: `${SCREENSHOTS}/video-customer-desktop.png` });
+  });
+
+  await step("mute and camera off reach the agent; the camera comes back", async () => {
+    await cp.locator('[data-action="mute"]').click();
+    await ap.locator('.sb-tile[data-role="customer"][data-source="camera"] [aria-label="microphone off"]').waitFor({ timeout: T });
+    await cp.locator('[data-action="mute"]').click();
+    await ap.locator('.sb-tile[data-role="customer"][data-source="camera"] [aria-label="microphone off"]').waitFor({ state: "detached", timeout: T });
+    await cp.locator('[data-action="camera"]').click();
+    await ap.locator('.sb-tile[data-role="customer"][data-source="camera"].sb-off').waitFor({ timeout: T });
+    assert.equal(await cp.evaluate(() => window.switchboardCall.local.camera), null, "the camera is released");
+    await cp.locator('[data-action="camera"]').click();
+    await ap.locator('.sb-tile[data-role="customer"][data-source="camera"]:not(.sb-off)').waitFor({ timeout: T });
+  });
+
+  await step("invite supervisor gives the panel's link without any token", async () => {
+    await ap.locator("#invite").click();
+    const link = await ap.locator("#invite-link").inputValue();
+    assert.equal(link, `${BASE}/video/agent?room=${encodeURIComponent(room.room_id)}`);
+    const copied = await ap.evaluate(() => navigator.clipboard.readText().catch(() => null));
+    if (copied !== null) assert.equal(copied, link, "copied to the clipboard");
+  });
+
+  let frame;
+  await step("alice joins as the supervisor from a CRM iframe (token by postMessage) and receives both", async () => {
+    const panel = `${BASE}/video/agent?room=${encodeURIComponent(room.room_id)}`;
+    crmPage = `<!doctype html><title>CRM</title><h1 style="font:16px sans-serif;margin:8px">Order A-1009 · video call</h1>
+<script>
+window.events = [];
+addEventListener("message", (e) => {
+  if (e.origin !== ${JSON.stringify(BASE)}) return;
+  window.events.push(e.data);
+  if (e.data.type === "switchboard:ready") e.source.postMessage({ type: "switchboard:token", token: ${JSON.stringify(ALICE_TOKEN)} }, e.origin);
+});
+</script>
+<iframe id="panel" title="Video call" style="width:100%;height:700px;border:0" allow="camera; microphone; display-capture; autoplay; clipboard-write" src="${panel}"></iframe>`;
+    await crm.page.goto(`${CRM}/crm`); // a real server: Chromium blocks a public page framing a loopback one
+    frame = crm.page.frames().find((f) => f.url().startsWith(`${BASE}/video/agent`));
+    assert.ok(frame, `the panel frame among ${JSON.stringify(crm.page.frames().map((f) => f.url()))}`);
+    await crm.page.waitForFunction(() => window.events.some((m) => m.event === "joined"), null, { timeout: T }).catch(async (e) => {
+      const said = await frame.evaluate(() => [document.querySelector("#status").textContent, document.querySelector("#fatal").textContent]);
+      throw new Error(`${e.message}\n  the panel says: ${JSON.stringify(said)}; the CRM got ${JSON.stringify(await crm.page.evaluate(() => window.events))}`);
+    });
+    assert.equal(await frame.evaluate(() => window.switchboardCall.me.role), "supervisor");
+    await frame.waitForFunction(() => window.switchboardCall.state === "connected", null, { timeout: T });
+    await receives(frame, "customer", "camera", "supervisor <- customer camera", cp);
+    await receives(frame, "agent", "camera", "supervisor <- agent camera", ap);
+    await receives(frame, "customer", "screen", "supervisor <- customer screen", cp);
+    await ap.locator("#chat-log li.event", { hasText: "(supervisor) joined" }).waitFor({ timeout: T });
+    await cp.locator("#chat-log li.event", { hasText: "joined" }).nth(1).waitFor({ timeout: T });
+    await frame.locator("#chat-input").fill("Supervisor here, listening in.");
+    await frame.locator("#chat-input").press("Enter");
+    await cp.locator("#chat-log li.in", { hasText: "Supervisor here" }).waitFor({ timeout: T });
+    await ap.locator("#chat-log li.in", { hasText: "Supervisor here" }).waitFor({ timeout: T });
+    await crm.page.screenshot({ path: `${SCREENSHOTS}/video-supervisor-desktop.png` });
+  });
+
+  await step("the customer stops sharing; screenshots at phone width", async () => {
+    await cp.locator('[data-action="screen"]').click();
+    await ap.locator('.sb-stage .sb-tile[data-role="customer"][data-source="camera"]').waitFor({ timeout: T });
+    await cp.setViewportSize(PHONE);
+    await ap.setViewportSize(PHONE);
+    await sleep(800);
+    await cp.screenshot({ path: `${SCREENSHOTS}/video-customer-phone.png` });
+    await ap.screenshot({ path: `${SCREENSHOTS}/video-agent-phone.png` });
+    await cp.setViewportSize(DESKTOP);
+    await ap.setViewportSize(DESKTOP);
+  });
+
+  await step("bob ends the call: the customer and the supervisor see it ended; the link is spent", async () => {
+    await ap.locator('[data-action="end"]').click();
+    await cp.locator("#ended", { hasText: "The agent ended the call" }).waitFor({ timeout: T });
+    await frame.locator("#ended").waitFor({ state: "visible", timeout: T });
+    await crm.page.waitForFunction(() => window.events.some((m) => m.event === "ended"), null, { timeout: T });
+    await ap.locator("#ended").waitFor({ state: "visible", timeout: T });
+    await cp.reload();
+    await cp.locator("#join").click();
+    await until("the spent link is refused", async () => {
+      const text = await cp.locator("#join-error").textContent();
+      return { ok: /ended|not valid|does not exist/.test(text), text };
+    });
+  });
+} catch {
+  // reported by step()
+} finally {
+  await browser.close();
+  crmServer.close();
+}
+
+console.log(`${passed} passed, ${failures.length} failed`);
+process.exit(failures.length ? 1 : 0);
