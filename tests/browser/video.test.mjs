@@ -157,8 +157,10 @@ try {
     await cp.locator("#status", { hasText: "Waiting for the agent" }).waitFor({ timeout: T });
   });
 
-  await step("bob's call panel joins with #token= (dropped from the address); both connect", async () => {
-    await ap.goto(`${BASE}/video/agent?room=${encodeURIComponent(room.room_id)}#token=${encodeURIComponent(BOB_TOKEN)}`);
+  await step("bob's call panel (agent_join) joins with #token= (dropped from the address); both connect", async () => {
+    const join = new URL(room.agent_join);
+    assert.equal(join.pathname + join.search, `/video/agent?room=${room.room_id}`, "agent_join is the panel");
+    await ap.goto(`${BASE}${join.pathname}${join.search}#token=${encodeURIComponent(BOB_TOKEN)}`);
     await ap.waitForFunction(() => window.switchboardCall && window.switchboardCall.state === "connected", null, { timeout: T });
     assert.ok(!ap.url().includes("token"), `the token left the address bar: ${ap.url()}`);
     assert.equal(await ap.evaluate(() => window.switchboardCall.me.role), "agent");
@@ -224,6 +226,16 @@ try {
     if (copied !== null) assert.equal(copied, link, "copied to the clipboard");
   });
 
+  await step("screenshots at phone width", async () => {
+    await cp.setViewportSize(PHONE);
+    await ap.setViewportSize(PHONE);
+    await sleep(800);
+    await cp.screenshot({ path: `${SCREENSHOTS}/video-customer-phone.png` });
+    await ap.screenshot({ path: `${SCREENSHOTS}/video-agent-phone.png` });
+    await cp.setViewportSize(DESKTOP);
+    await ap.setViewportSize(DESKTOP);
+  });
+
   let frame;
   await step("alice joins as the supervisor from a CRM iframe (token by postMessage) and receives both", async () => {
     const panel = `${BASE}/video/agent?room=${encodeURIComponent(room.room_id)}`;
@@ -258,16 +270,10 @@ addEventListener("message", (e) => {
     await crm.page.screenshot({ path: `${SCREENSHOTS}/video-supervisor-desktop.png` });
   });
 
-  await step("the customer stops sharing; screenshots at phone width", async () => {
+  await step("the customer stops sharing: the agent's large video is the customer's camera again", async () => {
     await cp.locator('[data-action="screen"]').click();
     await ap.locator('.sb-stage .sb-tile[data-role="customer"][data-source="camera"]').waitFor({ timeout: T });
-    await cp.setViewportSize(PHONE);
-    await ap.setViewportSize(PHONE);
-    await sleep(800);
-    await cp.screenshot({ path: `${SCREENSHOTS}/video-customer-phone.png` });
-    await ap.screenshot({ path: `${SCREENSHOTS}/video-agent-phone.png` });
-    await cp.setViewportSize(DESKTOP);
-    await ap.setViewportSize(DESKTOP);
+    await ap.locator('.sb-tile[data-source="screen"]').waitFor({ state: "detached", timeout: T });
   });
 
   await step("bob ends the call: the customer and the supervisor see it ended; the link is spent", async () => {
@@ -282,6 +288,31 @@ addEventListener("message", (e) => {
       const text = await cp.locator("#join-error").textContent();
       return { ok: /ended|not valid|does not exist/.test(text), text };
     });
+  });
+  await step("a one_way room: the customer's video reaches bob, whose panel sends nothing", async () => {
+    const res = await fetch(`${BASE}/api/v1/video/rooms`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${BOB_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ interaction_id: interactionId, mode: "one_way", quality: CAP.label }),
+    });
+    const text = await res.text();
+    assert.ok(res.ok, `POST /api/v1/video/rooms (one_way): ${res.status} ${text}`);
+    const oneWay = JSON.parse(text);
+    await cp.goto(BASE + new URL(oneWay.customer_link).pathname);
+    await cp.locator("#join").click();
+    await cp.locator("#call").waitFor({ state: "visible", timeout: T });
+    const join = new URL(oneWay.agent_join);
+    await ap.goto(`${BASE}${join.pathname}${join.search}#token=${encodeURIComponent(BOB_TOKEN)}`);
+    await ap.waitForFunction(() => window.switchboardCall && window.switchboardCall.state === "connected", null, { timeout: T });
+    assert.equal(await ap.evaluate(() => window.switchboardCall.room.mode), "one_way");
+    await receives(ap, "customer", "camera", "one_way: agent <- customer camera", cp);
+    for (const action of ["mute", "camera", "screen"]) {
+      assert.equal(await ap.locator(`[data-action="${action}"]`).isVisible(), false, `no ${action} button in a one_way panel`);
+    }
+    const sent = (await stats(ap)).outbound.filter((o) => o.packetsSent > 0);
+    assert.deepEqual(sent, [], "the agent sends no media");
+    await ap.locator('[data-action="end"]').click();
+    await cp.locator("#ended", { hasText: "The agent ended the call" }).waitFor({ timeout: T });
   });
 } catch {
   // reported by step()
