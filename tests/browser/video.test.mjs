@@ -218,6 +218,16 @@ try {
     await ap.locator('.sb-tile[data-role="customer"][data-source="camera"]:not(.sb-off)').waitFor({ timeout: T });
   });
 
+  await step("an ICE restart (renegotiate) answers the new offer and the media keeps flowing", async () => {
+    const before = await cp.evaluate(() => window.switchboardCall.negotiations);
+    const frames = async () => (await stats(ap)).inbound.find((i) => i.role === "customer" && i.source === "camera").framesDecoded;
+    const decoded = await frames();
+    await cp.evaluate(() => window.switchboardCall.restartIce());
+    await cp.waitForFunction((n) => window.switchboardCall.negotiations > n, before, { timeout: T });
+    await until("frames after the restart", async () => ({ ok: (await frames()) > decoded + 20 }));
+    assert.equal(await cp.evaluate(() => window.switchboardCall.state), "connected");
+  });
+
   await step("invite supervisor gives the panel's link without any token", async () => {
     await ap.locator("#invite").click();
     const link = await ap.locator("#invite-link").inputValue();

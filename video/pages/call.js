@@ -79,6 +79,7 @@ export class Call extends EventTarget {
     this.pc = null;
     this.dc = null;
     this.ws = null;
+    this.negotiations = 0; // offers answered
     this._queue = Promise.resolve();
     this._closing = false;
     this._attempt = 0;
@@ -314,6 +315,7 @@ export class Call extends EventTarget {
     this._endSent = false;
     await pc.setLocalDescription(answer);
     this._send({ type: "answer", sdp: pc.localDescription.sdp });
+    this.negotiations += 1;
     const buffered = this._candidates;
     this._candidates = null;
     for (const frame of buffered) this._send(frame);
@@ -568,6 +570,12 @@ export class Call extends EventTarget {
     track.contentHint = "detail";
     track.addEventListener("ended", () => { if (this.local.screen === track) this._setSource("screen", null); });
     return this._setSource("screen", track);
+  }
+
+  /** Asks the server for a fresh offer with an ICE restart (done by itself when ICE fails). */
+  restartIce() {
+    this._lastRestart = Date.now();
+    this._send({ type: "renegotiate" });
   }
 
   // --- leaving -----------------------------------------------------------------------------
