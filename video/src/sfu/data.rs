@@ -15,7 +15,15 @@ pub const POINTER_PER_SECOND: u32 = 30;
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Incoming {
     Chat { text: String },
-    Pointer { target: String, x: f64, y: f64 },
+    Pointer { target: String, source: Option<PointerSource>, x: f64, y: f64 },
+}
+
+/// Which of the target's videos a pointer event is on.
+#[derive(Deserialize, serde::Serialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum PointerSource {
+    Camera,
+    Screen,
 }
 
 /// Why a message was not relayed (logged at debug; the sender's page validates first).
@@ -51,7 +59,7 @@ impl Relay {
                 }
                 json!({"type": "chat", "text": text, "from": from, "at": at})
             }
-            Incoming::Pointer { target, x, y } => {
+            Incoming::Pointer { target, source, x, y } => {
                 if !(0.0..=1.0).contains(&x) || !(0.0..=1.0).contains(&y) {
                     return Err(Dropped::PointerRange);
                 }
@@ -63,7 +71,8 @@ impl Relay {
                     return Err(Dropped::PointerRate);
                 }
                 self.pointers += 1;
-                json!({"type": "pointer", "target": target, "x": x, "y": y, "from": from, "at": at})
+                let source = source.unwrap_or(PointerSource::Camera);
+                json!({"type": "pointer", "target": target, "source": source, "x": x, "y": y, "from": from, "at": at})
             }
         };
         Ok(out.to_string())

@@ -298,14 +298,23 @@ impl RtcEngine {
                         self.pending.push_back(EngineEvent::Media { source: *source, packet });
                     }
                 }
-                RTCMessage::RtcpPacket(track_id, packets) => {
-                    let Some(slot) = self.senders.iter().position(|(_, t, _)| *t == track_id) else { continue };
-                    let keyframe = packets.iter().any(|p| {
-                        p.as_any().downcast_ref::<PictureLossIndication>().is_some()
-                            || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
-                    });
-                    if keyframe {
-                        self.pending.push_back(EngineEvent::KeyframeRequest { slot });
+                // A compound packet is tagged with the track of its first packet's first
+                // destination (often a report block about another stream), so each PLI and
+                // FIR is matched to a send slot by its own media SSRC.
+                RTCMessage::RtcpPacket(_, packets) => {
+                    for packet in &packets {
+                        let any = packet.as_any();
+                        let mut ssrcs = Vec::new();
+                        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                            ssrcs.push(pli.media_ssrc);
+                        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                            ssrcs.extend(fir.fir.iter().map(|entry| entry.ssrc));
+                        }
+                        for ssrc in ssrcs {
+                            if let Some(slot) = self.senders.iter().position(|(_, _, s)| *s == ssrc) {
+                                self.pending.push_back(EngineEvent::KeyframeRequest { slot });
+                            }
+                        }
                     }
                 }
                 RTCMessage::DataChannelMessage(_, message) => {

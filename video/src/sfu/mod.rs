@@ -229,8 +229,11 @@ impl Task {
                         Err(e) => tracing::debug!(error = %e, "SFU socket read failed"),
                     }
                 }
-                _ = sleep => self.timeouts(),
+                _ = sleep => {}
             }
+            // due timers run on every turn: under a steady stream of datagrams the socket is
+            // always ready, and retransmissions of a handshake in progress must not starve
+            self.timeouts();
             self.flush();
         }
         for (_, mut peer) in self.peers.drain() {
@@ -290,6 +293,7 @@ impl Task {
         let peer = self.next_peer;
         self.next_peer += 1;
         self.demux.add(peer, engine.ice_ufrag());
+        tracing::debug!(peer, ufrag = engine.ice_ufrag(), room = %join.member.room, "peer created");
         self.peers.insert(
             peer,
             Peer { engine: Box::new(engine), notices, from: join.from, relay: Relay::default(), deadline: None },
@@ -302,6 +306,7 @@ impl Task {
     }
 
     fn remove(&mut self, peer: PeerId) {
+        tracing::debug!(peer, "peer removed");
         if let Some(mut p) = self.peers.remove(&peer) {
             p.engine.close();
         }
@@ -336,6 +341,9 @@ impl Task {
         self.counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
         let Some(peer) = self.demux.route(from, data) else {
             self.counters.datagrams_unknown.fetch_add(1, Ordering::Relaxed);
+            if let Some(ufrag) = demux::stun_local_ufrag(data) {
+                tracing::debug!(%from, ufrag, "STUN for no peer of this SFU (gone, or never here)");
+            }
             return;
         };
         let Some(p) = self.peers.get_mut(&peer) else { return };
@@ -399,7 +407,12 @@ impl Task {
                     }
                 }
                 EngineEvent::Data(text) => self.relay_data(peer, &text, now),
-                EngineEvent::Connected => self.notify(peer, Notice::Connected),
+                EngineEvent::Connected => {
+                    // keyframes asked for at join went out before this peer could decrypt them
+                    let effects = self.router.connected(peer, now);
+                    self.apply(effects, now, None);
+                    self.notify(peer, Notice::Connected);
+                }
                 EngineEvent::Disconnected => self.notify(peer, Notice::Disconnected),
                 EngineEvent::DataOpen => {}
             }

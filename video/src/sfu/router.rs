@@ -191,14 +191,28 @@ impl Router {
         let mut effects = vec![Effect::Slots { peer, slots: self.slots(peer) }];
         for other in &existing {
             effects.push(Effect::Slots { peer: *other, slots: self.slots(*other) });
-            // the newcomer needs a keyframe of every video the others publish
+        }
+        let _ = now;
+        Ok(effects)
+    }
+
+    /// A peer's media path is up: it needs a keyframe of every video it receives (the
+    /// publishers are asked once, within their rate limit).
+    pub fn connected(&mut self, peer: PeerId, now: Instant) -> Vec<Effect> {
+        let Some(state) = self.peers.get(&peer) else { return Vec::new() };
+        let publishers: Vec<PeerId> = state.others.iter().flatten().copied().collect();
+        let mut effects = Vec::new();
+        for publisher in publishers {
+            if !self.may_receive(peer, publisher) {
+                continue;
+            }
             for source in [Source::Camera, Source::Screen] {
-                if self.may_receive(peer, *other) && self.take_keyframe_budget(*other, source, now) {
-                    effects.push(Effect::Keyframe { peer: *other, source });
+                if self.take_keyframe_budget(publisher, source, now) {
+                    effects.push(Effect::Keyframe { peer: publisher, source });
                 }
             }
         }
-        Ok(effects)
+        effects
     }
 
     /// Removes a peer; the others' slots that carried it fall silent.
@@ -362,7 +376,15 @@ mod tests {
                     .collect()
             })
         );
-        assert!(effects.contains(&Effect::Keyframe { peer: 1, source: Source::Camera }));
+        assert_eq!(
+            r.connected(2, now),
+            vec![
+                Effect::Keyframe { peer: 1, source: Source::Camera },
+                Effect::Keyframe { peer: 1, source: Source::Screen }
+            ],
+            "once connected, the newcomer needs the others' keyframes"
+        );
+        assert_eq!(r.connected(2, now), vec![], "within the rate limit");
         let effects = r.leave(2);
         assert_eq!(effects, vec![Effect::Slots { peer: 1, slots: vec![] }]);
         assert_eq!(r.peer_count(), 1);
@@ -393,7 +415,8 @@ mod tests {
         let t0 = Instant::now();
         r.join(1, member(room, false, Receives::All), t0).unwrap();
         r.join(2, member(room, true, Receives::All), t0).unwrap();
-        // peer 2 joined at t0: peer 1 was asked for keyframes then
+        // peer 2 connected at t0: peer 1 was asked for keyframes then
+        assert_eq!(r.connected(2, t0).len(), 2);
         assert_eq!(r.keyframe_request(2, 1, t0 + Duration::from_millis(10)), None);
         let later = t0 + KEYFRAME_INTERVAL;
         assert_eq!(r.keyframe_request(2, 1, later), Some((1, Source::Camera)));

@@ -120,7 +120,12 @@ impl Hub {
 
     /// A two-way room of the interaction: (room id, customer link token).
     pub async fn room(&self) -> (Uuid, String) {
-        let (status, body) = self.start_room(json!({"interaction_id": self.interaction})).await;
+        self.room_for(self.interaction).await
+    }
+
+    /// A two-way room of `interaction` (assigned to alice).
+    pub async fn room_for(&self, interaction: Uuid) -> (Uuid, String) {
+        let (status, body) = self.start_room(json!({"interaction_id": interaction})).await;
         assert_eq!(status, 201, "{body}");
         let link = body["customer_link"].as_str().unwrap();
         (body["room_id"].as_str().unwrap().parse().unwrap(), link.rsplit('/').next().unwrap().to_owned())
@@ -130,6 +135,56 @@ impl Hub {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/video/ws", self.http)).await.unwrap();
         ws
     }
+}
+
+impl Hub {
+    /// Another interaction assigned to alice, with customer `customer` on the same account.
+    pub async fn another_interaction(&self, customer: &str) -> Uuid {
+        let mut conn = self.pool.acquire().await.unwrap();
+        let account: Uuid = sqlx::query_scalar("SELECT account_id FROM interactions WHERE id = $1")
+            .bind(self.interaction)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        customer_writes(&self.pool, account, customer).await
+    }
+}
+
+async fn customer_writes(pool: &PgPool, account: Uuid, customer: &str) -> Uuid {
+    let msg = InboundMessage {
+        account_id: account,
+        external_message_id: format!("{customer}:1"),
+        chat_id: customer.into(),
+        sender: Sender {
+            external_id: customer.into(),
+            name: "Vera".into(),
+            username: None,
+            phone: None,
+            avatar_url: None,
+        },
+        kind: MessageKind::Text,
+        text: Some("can we talk on video?".into()),
+        file_ids: vec![],
+        location: None,
+        contact: None,
+        reply_to_external_id: None,
+        forwarded: None,
+        sent_at: None,
+    };
+    let mut tx = pool.begin().await.unwrap();
+    let Ingested::Stored { interaction, .. } =
+        store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap()
+    else {
+        panic!("not stored")
+    };
+    tx.commit().await.unwrap();
+    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice' WHERE id = $1")
+        .bind(interaction.id)
+        .execute(pool)
+        .await
+        .unwrap();
+    interaction.id
 }
 
 async fn assigned_interaction(pool: &PgPool) -> Uuid {
@@ -167,39 +222,8 @@ async fn assigned_interaction(pool: &PgPool) -> Uuid {
     .await
     .unwrap()
     .id;
-    let msg = InboundMessage {
-        account_id: account,
-        external_message_id: "v:1".into(),
-        chat_id: "wc-v".into(),
-        sender: Sender {
-            external_id: "wc-v".into(),
-            name: "Vera".into(),
-            username: None,
-            phone: None,
-            avatar_url: None,
-        },
-        kind: MessageKind::Text,
-        text: Some("can we talk on video?".into()),
-        file_ids: vec![],
-        location: None,
-        contact: None,
-        reply_to_external_id: None,
-        forwarded: None,
-        sent_at: None,
-    };
-    let mut tx = pool.begin().await.unwrap();
-    let Ingested::Stored { interaction, .. } =
-        store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap()
-    else {
-        panic!("not stored")
-    };
-    tx.commit().await.unwrap();
-    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice' WHERE id = $1")
-        .bind(interaction.id)
-        .execute(pool)
-        .await
-        .unwrap();
-    interaction.id
+    drop(conn);
+    customer_writes(pool, account, "wc-v").await
 }
 
 /// Reads frames until one of `kind` arrives (others are kept in `seen`); panics after 10 s.
@@ -493,7 +517,15 @@ impl TestPeer {
     pub async fn wait_until(&self, what: &str, limit: Duration, check: impl Fn(&Received) -> bool) {
         let deadline = Instant::now() + limit;
         while !check(&self.received) {
-            assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {limit:?}; this peer ({}): connected {}, data channel {}, rtp per mid {:?}, slots {}",
+                self.joined["participant"]["role"],
+                self.received.connected.load(Ordering::SeqCst),
+                self.received.data_open.load(Ordering::SeqCst),
+                self.received.rtp.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>(),
+                self.slots,
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
