@@ -108,7 +108,8 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, filter: "info".into() }
+        // webrtc-rs logs every state change at info and every browser's DTLS extensions at warn
+        LogConfig { format: LogFormat::Text, filter: "info,rtc=warn,rtc_dtls=error".into() }
     }
 }
 

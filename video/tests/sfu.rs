@@ -21,13 +21,14 @@ async fn two_participants_receive_each_others_media_and_a_third_receives_both() 
     assert_eq!(agent.joined["participant"]["role"], "agent");
     assert_eq!(agent.joined["room"]["quality"]["label"], "720p");
     assert_eq!(agent.joined["participants"], json!([]));
-    let customer = TestPeer::join(hub.socket().await, customer_join(&link), Publish::CALL).await;
+    let mut customer = TestPeer::join(hub.socket().await, customer_join(&link), Publish::CALL).await;
     assert_eq!(customer.joined["participant"]["role"], "customer");
     assert_eq!(customer.joined["participant"]["name"], "Vera", "the customer's name from the interaction");
     assert_eq!(customer.joined["participants"][0]["role"], "agent");
     agent.next_slots().await;
 
-    let from_customer = |p: &TestPeer, source: &str| p.mid_of(&customer.id(), source).unwrap();
+    let customer_id = customer.id();
+    let from_customer = |p: &TestPeer, source: &str| p.mid_of(&customer_id, source).unwrap();
     let (a_audio, a_video) = (from_customer(&agent, "audio"), from_customer(&agent, "camera"));
     let (c_audio, c_video) =
         (customer.mid_of(&agent.id(), "audio").unwrap(), customer.mid_of(&agent.id(), "camera").unwrap());
@@ -40,6 +41,22 @@ async fn two_participants_receive_each_others_media_and_a_third_receives_both() 
         .wait_until("the customer receives the agent's audio and video", LIMIT, |r| {
             r.on(&c_audio) > 20 && r.on(&c_video) > 40
         })
+        .await;
+    // a subscriber that lost a frame asks for a keyframe: the publisher is asked
+    let asked = customer.received.keyframe_requests.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(600)).await; // past the relay's rate limit
+    agent.request_keyframe(&a_video);
+    customer
+        .wait_until("the customer is asked for a keyframe", LIMIT, |r| {
+            r.keyframe_requests.load(Ordering::Relaxed) > asked
+        })
+        .await;
+    // an ICE restart (new credentials, new checks): the media keeps flowing both ways
+    let before = (agent.received.on(&a_video), customer.received.on(&c_video));
+    customer.restart_ice().await;
+    agent.wait_until("the agent still receives after the restart", LIMIT, |r| r.on(&a_video) > before.0 + 40).await;
+    customer
+        .wait_until("the customer still receives after the restart", LIMIT, |r| r.on(&c_video) > before.1 + 40)
         .await;
     // nothing arrives on a slot that carries nobody
     let screen = from_customer(&agent, "screen");

@@ -40,6 +40,7 @@ pub struct Demux {
 }
 
 impl Demux {
+    /// Recognises `ufrag` as `peer`'s (a peer has one more after each ICE restart).
     pub fn add(&mut self, peer: PeerId, ufrag: &str) {
         self.by_ufrag.insert(ufrag.to_owned(), peer);
     }

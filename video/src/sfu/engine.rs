@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use rtc::data_channel::RTCDataChannelId;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -65,7 +65,8 @@ pub enum EngineEvent {
 
 /// One peer connection of the SFU: the server side of one participant.
 pub trait Engine: Send {
-    /// The local ICE username fragment: how the demultiplexer recognises this peer's STUN.
+    /// The local ICE username fragment of the latest offer: how the demultiplexer recognises
+    /// this peer's STUN.
     fn ice_ufrag(&self) -> &str;
     /// A fresh offer (the whole call: see docs/video.md), with an ICE restart when `restart`.
     fn offer(&mut self, now: Instant, restart: bool) -> Result<String, EngineError>;
@@ -160,15 +161,18 @@ impl RtcEngine {
     /// A peer connection with the whole call's transceivers: three to receive (microphone,
     /// camera, screen) and [`SEND_SLOTS`] to send, plus the data channel.
     pub fn new(now: Instant, settings: EngineSettings) -> Result<Self, EngineError> {
-        let ufrag = random_token(16);
-        let pwd = random_token(32);
+        // no fixed ICE credentials: an ICE restart must change them (the crate reuses fixed
+        // ones, and the browser would not restart); the ufrag is read from each offer
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
-            .with_ice_credentials(ufrag.clone(), pwd)
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .build();
         let mut media = media_engine()?;
-        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(internal)?;
+        // the chain ends inbound RTCP before the application unless a packet is marked: ours
+        // marks keyframe requests, which the SFU relays to the publisher
+        let registry = register_default_interceptors(Registry::new(), &mut media)
+            .map_err(internal)?
+            .with(Slot::Custom(KEYFRAME_RELAY_SLOT), KeyframeRequestsToApplication::default());
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -239,7 +243,7 @@ impl RtcEngine {
         Ok(RtcEngine {
             pc,
             settings,
-            ufrag,
+            ufrag: String::new(),
             receivers: Vec::new(),
             senders,
             data_channel: Some(data_channel),
@@ -272,13 +276,16 @@ impl RtcEngine {
                         self.connected = true;
                         self.pending.push_back(EngineEvent::Connected);
                     }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed if self.connected => {
+                        self.connected = false;
                         self.pending.push_back(EngineEvent::Disconnected);
                     }
                     _ => {}
                 },
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    if let Some(source) = self.source_of_receiver(init.receiver_id) {
+                    let source = self.source_of_receiver(init.receiver_id);
+                    tracing::debug!(track = %init.track_id, ssrc = init.ssrc, ?source, "track opened");
+                    if let Some(source) = source {
                         self.receivers.retain(|(track, ..)| *track != init.track_id);
                         self.receivers.push((init.track_id, source, init.ssrc));
                     }
@@ -296,6 +303,8 @@ impl RtcEngine {
                     if let Some((_, source, ssrc)) = self.receivers.iter_mut().find(|(t, ..)| *t == track_id) {
                         *ssrc = packet.header.ssrc;
                         self.pending.push_back(EngineEvent::Media { source: *source, packet });
+                    } else {
+                        tracing::debug!(track = %track_id, ssrc = packet.header.ssrc, "RTP on a track not opened");
                     }
                 }
                 // A compound packet is tagged with the track of its first packet's first
@@ -340,6 +349,12 @@ impl Engine for RtcEngine {
         let offer = self.pc.create_offer(None).map_err(internal)?;
         self.pc.set_local_description(now, offer).map_err(internal)?;
         let local = self.pc.local_description().ok_or_else(|| internal("no local description"))?;
+        self.ufrag = local
+            .sdp
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned)
+            .ok_or_else(|| internal("the offer has no ICE ufrag"))?;
         self.drain_engine();
         Ok(local.sdp)
     }
@@ -439,10 +454,59 @@ impl Engine for RtcEngine {
     }
 }
 
-/// A random ICE credential of `len` characters from the ICE alphabet.
-fn random_token(len: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+/// Application-most, after every interceptor of the defaults, before the chain's terminus.
+pub const KEYFRAME_RELAY_SLOT: usize = 20_000;
+
+/// Marks inbound RTCP that carries a PLI or FIR for delivery to the application: the chain's
+/// terminus drops every other inbound RTCP packet, which is right for reports its interceptors
+/// act on, but an SFU must see its subscribers' keyframe requests to relay them.
+#[derive(Default)]
+pub struct KeyframeRequestsToApplication {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    packets.iter().any(|p| {
+        let any = p.as_any();
+        any.downcast_ref::<PictureLossIndication>().is_some() || any.downcast_ref::<FullIntraRequest>().is_some()
+    })
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApplication {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && asks_for_keyframe(packets)
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestsToApplication {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

@@ -164,6 +164,8 @@ struct Peer {
     from: Value,
     relay: Relay,
     deadline: Option<Instant>,
+    /// DTLS is up: media sent before would be dropped by the engine anyway.
+    connected: bool,
 }
 
 struct Task {
@@ -266,7 +268,12 @@ impl Task {
             }
             Command::Renegotiate { peer, reply } => {
                 let result = match self.peers.get_mut(&peer) {
-                    Some(p) => p.engine.offer(now, true).map_err(SfuError::from),
+                    Some(p) => {
+                        let offer = p.engine.offer(now, true).map_err(SfuError::from);
+                        // the restart's checks come with the new ufrag, maybe from a new path
+                        self.demux.add(peer, p.engine.ice_ufrag());
+                        offer
+                    }
                     None => Err(SfuError::NoPeer),
                 };
                 self.dirty.push(peer);
@@ -296,7 +303,14 @@ impl Task {
         tracing::debug!(peer, ufrag = engine.ice_ufrag(), room = %join.member.room, "peer created");
         self.peers.insert(
             peer,
-            Peer { engine: Box::new(engine), notices, from: join.from, relay: Relay::default(), deadline: None },
+            Peer {
+                engine: Box::new(engine),
+                notices,
+                from: join.from,
+                relay: Relay::default(),
+                deadline: None,
+                connected: false,
+            },
         );
         let effects = self.router.join(peer, join.member, now).map_err(|_| SfuError::RoomFull)?;
         let slots = self.router.slots(peer);
@@ -387,7 +401,9 @@ impl Task {
                     let h = &packet.header;
                     let forwards = self.router.route(peer, source, h.ssrc, h.sequence_number, h.timestamp);
                     for forward in forwards.into_iter().flatten() {
-                        if let Some(target) = self.peers.get_mut(&forward.peer) {
+                        if let Some(target) = self.peers.get_mut(&forward.peer)
+                            && target.connected
+                        {
                             let mut copy = packet.clone();
                             copy.header.sequence_number = forward.seq;
                             copy.header.timestamp = forward.timestamp;
@@ -408,12 +424,20 @@ impl Task {
                 }
                 EngineEvent::Data(text) => self.relay_data(peer, &text, now),
                 EngineEvent::Connected => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.connected = true;
+                    }
                     // keyframes asked for at join went out before this peer could decrypt them
                     let effects = self.router.connected(peer, now);
                     self.apply(effects, now, None);
                     self.notify(peer, Notice::Connected);
                 }
-                EngineEvent::Disconnected => self.notify(peer, Notice::Disconnected),
+                EngineEvent::Disconnected => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.connected = false;
+                    }
+                    self.notify(peer, Notice::Disconnected);
+                }
                 EngineEvent::DataOpen => {}
             }
         }

@@ -25,6 +25,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
@@ -260,6 +261,8 @@ pub struct Received {
     pub data: Mutex<Vec<String>>,
     pub connected: AtomicBool,
     pub data_open: AtomicBool,
+    /// Keyframe requests (PLI/FIR) this peer received for what it publishes.
+    pub keyframe_requests: AtomicU64,
     /// One-way latency samples (µs) of packets whose payload carries a send time.
     pub latencies_us: Mutex<Vec<u64>>,
 }
@@ -272,6 +275,10 @@ impl Received {
 
 enum PeerCommand {
     Data(String),
+    /// A new offer from the server: answer it.
+    Offer(String, tokio::sync::oneshot::Sender<String>),
+    /// Send a PLI for what arrives on this mid.
+    Pli(usize),
 }
 
 /// One participant, joined and connected through the SFU.
@@ -323,7 +330,10 @@ impl TestPeer {
             SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
         let mut media = MediaEngine::default();
         media.register_default_codecs().unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap().with(
+            rtc::interceptor::Slot::Custom(video::sfu::engine::KEYFRAME_RELAY_SLOT),
+            video::sfu::engine::KeyframeRequestsToApplication::default(),
+        );
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -385,6 +395,7 @@ impl TestPeer {
                 let mut pc = pc;
                 let mut buf = vec![0u8; 2048];
                 let mut track_mids: HashMap<String, usize> = HashMap::new();
+                let mut mid_ssrcs: HashMap<usize, u32> = HashMap::new();
                 let mut data_channel = None;
                 let mut video_tick = (publish.video_pps > 0)
                     .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / publish.video_pps as f64)));
@@ -422,6 +433,7 @@ impl TestPeer {
                         match message {
                             RTCMessage::RtpPacket(track, packet) => {
                                 if let Some(&mid) = track_mids.get(&track) {
+                                    mid_ssrcs.insert(mid, packet.header.ssrc);
                                     received.rtp[mid].fetch_add(1, Ordering::Relaxed);
                                     received.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
                                     if packet.payload.len() >= 8 {
@@ -435,6 +447,13 @@ impl TestPeer {
                                         }
                                     }
                                 }
+                            }
+                            RTCMessage::RtcpPacket(_, packets) => {
+                                let plis = packets
+                                    .iter()
+                                    .filter(|p| p.as_any().downcast_ref::<PictureLossIndication>().is_some())
+                                    .count();
+                                received.keyframe_requests.fetch_add(plis as u64, Ordering::Relaxed);
                             }
                             RTCMessage::DataChannelMessage(_, message) => {
                                 received.data.lock().unwrap().push(String::from_utf8_lossy(&message.data).into_owned());
@@ -457,11 +476,30 @@ impl TestPeer {
                                 });
                             }
                         }
-                        Some(PeerCommand::Data(text)) = command_rx.recv() => {
-                            if let Some(id) = data_channel && let Some(mut dc) = pc.data_channel(id) {
-                                let _ = dc.send_text(Instant::now(), text);
+                        Some(command) = command_rx.recv() => match command {
+                            PeerCommand::Data(text) => {
+                                if let Some(id) = data_channel && let Some(mut dc) = pc.data_channel(id) {
+                                    let _ = dc.send_text(Instant::now(), text);
+                                }
                             }
-                        }
+                            PeerCommand::Pli(mid) => {
+                                let media_ssrc = mid_ssrcs.get(&mid).copied().unwrap_or(0);
+                                let receivers: Vec<_> = pc.get_transceivers().collect();
+                                for id in receivers {
+                                    let receiver = pc.rtp_transceiver(id).filter(|t| t.mid().as_deref() == Some(&*mid.to_string())).and_then(|t| t.receiver());
+                                    if let Some(receiver) = receiver && let Some(mut r) = pc.rtp_receiver(receiver) {
+                                        let _ = r.write_rtcp(Instant::now(), vec![Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc })]);
+                                    }
+                                }
+                            }
+                            PeerCommand::Offer(sdp, reply) => {
+                                let offer = RTCSessionDescription::offer(sdp).unwrap();
+                                pc.set_remote_description(Instant::now(), offer).unwrap();
+                                let answer = pc.create_answer(None).unwrap();
+                                pc.set_local_description(Instant::now(), answer).unwrap();
+                                let _ = reply.send(pc.local_description().unwrap().sdp);
+                            }
+                        },
                         _ = async { video_tick.as_mut().unwrap().tick().await }, if connected && video_tick.is_some() => {
                             vseq = vseq.wrapping_add(1);
                             vts = vts.wrapping_add(900);
@@ -507,6 +545,24 @@ impl TestPeer {
     pub async fn next_slots(&mut self) {
         let frame = frame_of(&mut self.ws, "slots", &mut self.seen).await;
         self.slots = frame["slots"].clone();
+    }
+
+    /// An ICE restart: asks for a new offer, answers it.
+    pub async fn restart_ice(&mut self) {
+        send(&mut self.ws, json!({"type": "renegotiate"})).await;
+        let offer = frame_of(&mut self.ws, "offer", &mut self.seen).await;
+        assert_eq!(offer["restart"], true);
+        self.slots = offer["slots"].clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.commands.send(PeerCommand::Offer(offer["sdp"].as_str().unwrap().to_owned(), tx));
+        let answer = rx.await.unwrap();
+        send(&mut self.ws, json!({"type": "answer", "sdp": answer})).await;
+    }
+
+    /// Asks the SFU for a keyframe of what arrives on `mid` (a PLI, as a decoder that lost
+    /// one would).
+    pub fn request_keyframe(&self, mid: &str) {
+        let _ = self.commands.send(PeerCommand::Pli(mid.parse().unwrap()));
     }
 
     pub fn send_data(&self, text: &str) {
