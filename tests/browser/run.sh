@@ -38,7 +38,14 @@ cleanup() {
 trap cleanup EXIT
 psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null
 
+# the video calls' TURN server: deploy/services.sh's coturn, when it runs (the relay step needs it)
+turn_env=()
+if [ -n "${SWITCHBOARD_TEST_TURN_URL:-}" ]; then
+    turn_env=(SWITCHBOARD_VIDEO__TURN__URLS="[\"$SWITCHBOARD_TEST_TURN_URL\"]"
+              SWITCHBOARD_VIDEO__TURN__SECRET="$SWITCHBOARD_TEST_TURN_SECRET")
+fi
 port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+env "${turn_env[@]}" \
 SWITCHBOARD_DATABASE__URL="$db_url" \
 SWITCHBOARD_COORD__BACKEND=local \
 SWITCHBOARD_HTTP__BIND="127.0.0.1:$port" \

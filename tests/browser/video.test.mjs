@@ -324,6 +324,30 @@ addEventListener("message", (e) => {
     await ap.locator('[data-action="end"]').click();
     await cp.locator("#ended", { hasText: "The agent ended the call" }).waitFor({ timeout: T });
   });
+
+  await step("TURN: a relay-only customer (?ice=relay) connects through coturn with the hub's credentials", async () => {
+    assert.ok(process.env.SWITCHBOARD_TEST_TURN_URL, "no coturn: run deploy/services.sh coturn start, then eval \"$(deploy/services.sh env)\"");
+    const res = await fetch(`${BASE}/api/v1/video/rooms`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${BOB_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ interaction_id: interactionId, quality: CAP.label }),
+    });
+    const text = await res.text();
+    assert.ok(res.ok, `POST /api/v1/video/rooms: ${res.status} ${text}`);
+    const relayed = JSON.parse(text);
+    await cp.goto(BASE + new URL(relayed.customer_link).pathname + "?ice=relay");
+    await cp.locator("#join").click();
+    await cp.locator("#call").waitFor({ state: "visible", timeout: T });
+    const join = new URL(relayed.agent_join);
+    await ap.goto(`${BASE}${join.pathname}${join.search}#token=${encodeURIComponent(BOB_TOKEN)}`);
+    const servers = await cp.evaluate(() => window.switchboardCall.iceServers || null);
+    await receives(ap, "customer", "camera", "relay: agent <- customer camera", cp);
+    await receives(cp, "agent", "camera", "relay: customer <- agent camera", ap);
+    const pair = (await stats(cp)).candidatePair;
+    assert.equal(pair && pair.localCandidateType, "relay", `the customer's path is TURN: ${JSON.stringify(pair)} ${JSON.stringify(servers)}`);
+    await ap.locator('[data-action="end"]').click();
+    await cp.locator("#ended", { hasText: "The agent ended the call" }).waitFor({ timeout: T });
+  });
 } catch {
   // reported by step()
 } finally {

@@ -242,7 +242,9 @@ export class Call extends EventTarget {
 
   _newPeerConnection(iceServers) {
     if (this.pc) { try { this.pc.close(); } catch { /* closed */ } }
-    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+    // iceTransportPolicy "relay": only TURN (troubleshooting, and the test that TURN works)
+    const iceTransportPolicy = this.options.iceTransportPolicy === "relay" ? "relay" : "all";
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
     this.pc = pc;
     this.dc = null;
     pc.onicecandidate = (e) => {
@@ -640,9 +642,11 @@ export class Call extends EventTarget {
           keyFramesEncoded: r.keyFramesEncoded, pliCount: r.pliCount, firCount: r.firCount, nackCount: r.nackCount,
         });
       } else if (r.type === "candidate-pair" && (r.id === pairId || (!pairId && r.nominated && r.state === "succeeded"))) {
+        const local = report.get(r.localCandidateId);
         out.candidatePair = {
           currentRoundTripTime: r.currentRoundTripTime, availableOutgoingBitrate: r.availableOutgoingBitrate,
           bytesSent: r.bytesSent, bytesReceived: r.bytesReceived,
+          localCandidateType: local ? local.candidateType : null,
         };
       }
     });
