@@ -124,6 +124,15 @@
           markUnread(d.message.interaction_id);
         }
         break;
+      case "video.room":
+        if (selected === d.interaction_id) {
+          var who = d.participant ? d.participant.name + " (" + d.role + ")" : "";
+          appendEvent("video call " + d.state + (who ? ": " + who : "") + (d.reason ? " — " + d.reason.replace(/_/g, " ") : ""));
+        }
+        if (d.state === "ended" && !$("call").hidden && $("call-frame").src.indexOf(d.room_id) >= 0) {
+          $("call-meta").textContent = "ended";
+        }
+        break;
       case "message.read":
         d.message_ids.forEach(function (id) {
           if (msgs[id]) { msgs[id].status = "read"; appendMessage(msgs[id]); }
@@ -416,6 +425,32 @@
       toast("Closed.");
     }, function (e) { toast(e.message); });
   });
+  // ---- video: the hub's call panel (the same one a CRM embeds), in an iframe --------------------
+  function openCall(agentJoin, meta) {
+    // the token travels in the fragment, which the panel reads and drops; it never reaches a server
+    $("call-frame").src = agentJoin + "#token=" + encodeURIComponent(token);
+    $("call-meta").textContent = meta || "";
+    $("call").hidden = false;
+  }
+  $("video").addEventListener("click", function () {
+    if (!selected) return;
+    request("video.start", { interaction_id: selected }).then(function (room) {
+      toast("Video call started: the customer got the link.");
+      openCall(room.agent_join, room.quality + (room.mode === "one_way" ? ", customer's video only" : ""));
+    }, function (e) {
+      var open = /room ([0-9a-f-]{36})/.exec(e.message || "");
+      if (/\(conflict\)$/.test(e.message || "") && open) {
+        openCall(location.origin + "/video/agent?room=" + open[1], "rejoined");
+      } else {
+        toast(e.message);
+      }
+    });
+  });
+  $("call-hide").addEventListener("click", function () {
+    $("call").hidden = true;
+    $("call-frame").src = "about:blank";
+  });
+
   $("status").addEventListener("change", function () {
     request("agent.set_status", { status: this.value }).catch(function (e) { toast(e.message); });
   });

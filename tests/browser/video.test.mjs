@@ -348,6 +348,22 @@ addEventListener("message", (e) => {
     await ap.locator('[data-action="end"]').click();
     await cp.locator("#ended", { hasText: "The agent ended the call" }).waitFor({ timeout: T });
   });
+
+  await step("the console's Video call button starts a room and opens the call panel beside the chat", async () => {
+    await bp.locator("#video").click();
+    await bp.locator("#call").waitFor({ state: "visible", timeout: T });
+    const panel = bp.frameLocator("#call-frame");
+    await panel.locator("body").waitFor({ timeout: T });
+    const frame = bp.frames().find((f) => f.url().includes("/video/agent"));
+    assert.ok(frame, "the panel is in the console's iframe");
+    assert.ok(!frame.url().includes("token="), "the token left the panel's address");
+    await frame.waitForFunction(() => window.switchboardCall && window.switchboardCall.me && window.switchboardCall.me.role === "agent", null, { timeout: T });
+    await bp.locator("#messages", { hasText: "video call created" }).waitFor({ timeout: T });
+    // the invitation is an ordinary message of the chat
+    await bp.locator("#messages", { hasText: "invites you to a video call" }).last().waitFor({ timeout: T });
+    await frame.locator('[data-action="end"]').click();
+    await bp.locator("#messages", { hasText: "video call ended" }).waitFor({ timeout: T });
+  });
 } catch {
   // reported by step()
 } finally {
