@@ -87,6 +87,7 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
     }
     let mut routes = axum::Router::new();
     let mut connectors = None;
+    let mut video_udp = None;
     for component in components {
         match component {
             Component::Chatserver => {
@@ -135,6 +136,7 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
                 )
                 .await
                 .context("cannot start the video channel")?;
+                video_udp = Some(video.udp_addr());
                 routes = routes.merge(video.router());
             }
             Component::Connectors | Component::Connector(_) => {
@@ -154,6 +156,9 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
     }
     if components.contains(&Component::Connectors) {
         demo.push(format!("  web chat:  http://{addr}/webchat/demo   the widget on a demo page"));
+    }
+    if let Some(udp) = video_udp {
+        demo.push(format!("  video:     udp://{udp}   the SFU's one UDP port (calls: the console's Video call)"));
     }
     if components.contains(&Component::Chatserver) && components.contains(&Component::Connectors) {
         demo.extend(crate::demo::seed_if_empty(&state.db, &state.config, addr).await.unwrap_or_else(|e| {
