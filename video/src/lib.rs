@@ -143,6 +143,29 @@ pub(crate) struct State {
     pub shutdown: CancellationToken,
 }
 
+/// Every 5 s: the SFU's counters and what it holds, as Prometheus metrics.
+async fn publish_metrics(state: Arc<State>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let c = &state.sfu.counters;
+        metrics::counter!("switchboard_video_datagrams_in_total").absolute(c.datagrams_in.load(Relaxed));
+        metrics::counter!("switchboard_video_datagrams_unknown_total").absolute(c.datagrams_unknown.load(Relaxed));
+        metrics::counter!("switchboard_video_datagrams_out_total").absolute(c.datagrams_out.load(Relaxed));
+        metrics::counter!("switchboard_video_datagrams_dropped_total").absolute(c.datagrams_dropped.load(Relaxed));
+        metrics::counter!("switchboard_video_rtp_forwarded_total").absolute(c.rtp_forwarded.load(Relaxed));
+        metrics::counter!("switchboard_video_keyframe_requests_total").absolute(c.keyframe_requests.load(Relaxed));
+        metrics::gauge!("switchboard_video_rooms_live").set(state.rooms.room_count() as f64);
+        if let Ok(s) = state.sfu.snapshot().await {
+            metrics::gauge!("switchboard_video_peers").set(s.peers as f64);
+        }
+    }
+}
+
 /// A started video component: the routes to mount, and the SFU for tests and benchmarks.
 pub struct Video {
     state: Arc<State>,
@@ -195,6 +218,7 @@ impl Video {
             shutdown: shutdown.clone(),
         });
         tokio::spawn(api::expire_rooms(state.clone()));
+        tokio::spawn(publish_metrics(state.clone()));
         Ok(Video { state })
     }
 
