@@ -354,8 +354,9 @@ addEventListener("message", (e) => {
     await bp.locator("#call").waitFor({ state: "visible", timeout: T });
     const panel = bp.frameLocator("#call-frame");
     await panel.locator("body").waitFor({ timeout: T });
+    const found = await until("the panel in the console's iframe", async () => ({ ok: bp.frames().some((f) => f.url().includes("/video/agent")) }));
+    assert.ok(found.ok);
     const frame = bp.frames().find((f) => f.url().includes("/video/agent"));
-    assert.ok(frame, "the panel is in the console's iframe");
     assert.ok(!frame.url().includes("token="), "the token left the panel's address");
     await frame.waitForFunction(() => window.switchboardCall && window.switchboardCall.me && window.switchboardCall.me.role === "agent", null, { timeout: T });
     await bp.locator("#messages", { hasText: "video call created" }).waitFor({ timeout: T });

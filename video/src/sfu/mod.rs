@@ -166,7 +166,14 @@ struct Peer {
     deadline: Option<Instant>,
     /// DTLS is up: media sent before would be dropped by the engine anyway.
     connected: bool,
+    /// Datagrams that came before the answer was applied (the browser starts its checks as
+    /// soon as it has answered; the engine cannot answer them yet and would drop them, and a
+    /// client that gives up early never connects). Replayed once the answer is in.
+    early: Option<Vec<(SocketAddr, Instant, Vec<u8>)>>,
 }
+
+/// At most this many early datagrams are kept per peer.
+const EARLY_DATAGRAMS: usize = 64;
 
 struct Task {
     socket: UdpSocket,
@@ -252,10 +259,21 @@ impl Task {
             }
             Command::Answer { peer, sdp, reply } => {
                 let result = match self.peers.get_mut(&peer) {
-                    Some(p) => p.engine.accept_answer(now, sdp).map_err(SfuError::from),
+                    Some(p) => {
+                        let result = p.engine.accept_answer(now, sdp).map_err(SfuError::from);
+                        if result.is_ok()
+                            && let Some(early) = p.early.take()
+                        {
+                            for (from, at, data) in early {
+                                p.engine.handle_datagram(at, from, &data);
+                            }
+                        }
+                        result
+                    }
                     None => Err(SfuError::NoPeer),
                 };
                 self.dirty.push(peer);
+                self.process(peer);
                 let _ = reply.send(result);
             }
             Command::Candidate { peer, candidate, reply } => {
@@ -310,6 +328,7 @@ impl Task {
                 relay: Relay::default(),
                 deadline: None,
                 connected: false,
+                early: Some(Vec::new()),
             },
         );
         let effects = self.router.join(peer, join.member, now).map_err(|_| SfuError::RoomFull)?;
@@ -361,6 +380,12 @@ impl Task {
             return;
         };
         let Some(p) = self.peers.get_mut(&peer) else { return };
+        if let Some(early) = &mut p.early {
+            if early.len() < EARLY_DATAGRAMS {
+                early.push((from, Instant::now(), data.to_vec()));
+            }
+            return;
+        }
         p.engine.handle_datagram(Instant::now(), from, data);
         self.dirty.push(peer);
         self.process(peer);
