@@ -58,6 +58,9 @@ pub struct Config {
     pub empty_grace_s: u64,
     /// The most calls this node hosts at once.
     pub max_rooms: usize,
+    /// The receive and send buffer asked for the SFU's UDP socket, in bytes (the kernel caps it
+    /// at `net.core.rmem_max` / `wmem_max`: raise those to match). 0: the kernel's default.
+    pub udp_buffer_bytes: usize,
     /// The video quality cap when `video.start` names none: 480p, 720p, 1080p or 2160p.
     pub default_quality: String,
     /// This node's name in the cluster (which node hosts a room); a random one when empty.
@@ -76,6 +79,7 @@ impl Default for Config {
             link_ttl_s: 3600,
             empty_grace_s: 30,
             max_rooms: 100,
+            udp_buffer_bytes: 8 * 1024 * 1024,
             default_quality: "720p".into(),
             node_id: String::new(),
             turn: turn::Config::default(),
@@ -191,7 +195,8 @@ impl Video {
             ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             ip => ip,
         });
-        let sfu = Sfu::start(config.udp_bind, SocketAddr::new(public_ip, config.public_port), shutdown.clone())
+        let public = SocketAddr::new(public_ip, config.public_port);
+        let sfu = Sfu::start(config.udp_bind, public, config.udp_buffer_bytes, shutdown.clone())
             .await
             .map_err(|e| StartError::Bind(config.udp_bind, e))?;
         let public_url = if config.public_url.is_empty() {

@@ -38,6 +38,35 @@ pub enum Notice {
     Disconnected,
 }
 
+/// One socket carries every peer's media, so its buffers must absorb the bursts of all of them
+/// while the task is busy: the kernel's default (about 208 KiB, some 90 full packets) overflows
+/// in milliseconds under load, and the retransmissions the losses trigger make it worse (seen
+/// in the benchmark as a collapse). The kernel caps the size at `net.core.rmem_max` /
+/// `wmem_max`; a smaller buffer than asked is logged with the sysctl to raise.
+fn bind_socket(bind: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(bind), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    if buffer_bytes > 0 {
+        socket.set_recv_buffer_size(buffer_bytes)?;
+        socket.set_send_buffer_size(buffer_bytes)?;
+        // Linux reports twice the size it was given (the bookkeeping overhead)
+        let (recv, send) = (socket.recv_buffer_size()? / 2, socket.send_buffer_size()? / 2);
+        if recv < buffer_bytes || send < buffer_bytes {
+            tracing::warn!(
+                asked = buffer_bytes,
+                receive = recv,
+                send,
+                "the SFU's UDP buffers are smaller than asked (the kernel caps them): raise them with \
+                 `sysctl -w net.core.rmem_max={buffer_bytes} net.core.wmem_max={buffer_bytes}`; under load \
+                 the SFU drops packets"
+            );
+        }
+    }
+    socket.bind(&bind.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// What a signalling socket asks of the SFU.
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
@@ -106,9 +135,15 @@ pub struct Sfu {
 
 impl Sfu {
     /// Binds the UDP socket and starts the task. `public` is the address announced in the host
-    /// candidate; its port 0 means the bound port.
-    pub async fn start(bind: SocketAddr, public: SocketAddr, shutdown: CancellationToken) -> std::io::Result<Sfu> {
-        let socket = UdpSocket::bind(bind).await?;
+    /// candidate; its port 0 means the bound port. `buffer_bytes` is asked of the kernel for
+    /// the socket's receive and send buffers.
+    pub async fn start(
+        bind: SocketAddr,
+        public: SocketAddr,
+        buffer_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Sfu> {
+        let socket = bind_socket(bind, buffer_bytes)?;
         let local_addr = socket.local_addr()?;
         let candidate =
             SocketAddr::new(public.ip(), if public.port() == 0 { local_addr.port() } else { public.port() });

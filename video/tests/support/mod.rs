@@ -397,10 +397,16 @@ impl TestPeer {
                 let mut track_mids: HashMap<String, usize> = HashMap::new();
                 let mut mid_ssrcs: HashMap<usize, u32> = HashMap::new();
                 let mut data_channel = None;
-                let mut video_tick = (publish.video_pps > 0)
-                    .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / publish.video_pps as f64)));
-                let mut audio_tick = (publish.audio_pps > 0)
-                    .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / publish.audio_pps as f64)));
+                // a missed tick is skipped, as an encoder would: no burst to catch up
+                let ticker = |pps: u32| {
+                    (pps > 0).then(|| {
+                        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / pps as f64));
+                        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                        t
+                    })
+                };
+                let mut video_tick = ticker(publish.video_pps);
+                let mut audio_tick = ticker(publish.audio_pps);
                 let (mut vseq, mut aseq, mut vts, mut ats) = (0u16, 0u16, 0u32, 0u32);
                 loop {
                     while let Some(out) = pc.poll_write() {
