@@ -1,82 +1,15 @@
 //! Video rooms in the store against a real PostgreSQL: start (with its invitation message and
 //! events), one open room per interaction, the link, the node claim, ending once.
 
-use std::time::Duration;
-
 use chrono::Utc;
-use schema::domain::{Channel, MessageKind, Queue, RoutingMode, VideoMode, VideoQuality, VideoRoomState};
-use schema::store::{self, AgentProfile, InboundMessage, Ingested, NewAccount, NewRoom, Sender, StoreError};
+use schema::domain::{VideoMode, VideoQuality, VideoRoomState};
+use schema::store::{self, NewRoom, StoreError};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 async fn assigned_interaction(pool: &PgPool) -> Uuid {
-    let mut conn = pool.acquire().await.unwrap();
-    store::upsert_queue(
-        &mut conn,
-        &Queue { name: "support".into(), routing_mode: RoutingMode::Auto, offer_timeout_ms: 30_000 },
-    )
-    .await
-    .unwrap();
-    for login in ["alice", "bob"] {
-        store::upsert_agent(
-            &mut conn,
-            &AgentProfile {
-                login: login.into(),
-                name: login.into(),
-                roles: vec!["agent".into()],
-                queues: vec!["support".into()],
-                max_interactions: 3,
-            },
-        )
-        .await
-        .unwrap();
-    }
-    let account = store::create_account(
-        &mut conn,
-        &NewAccount {
-            channel: Channel::Webchat,
-            name: "site".into(),
-            default_queue: "support".into(),
-            credentials: serde_json::json!({}),
-            settings: serde_json::json!({}),
-        },
-    )
-    .await
-    .unwrap()
-    .id;
-    let msg = InboundMessage {
-        account_id: account,
-        external_message_id: "v:1".into(),
-        chat_id: "wc-v".into(),
-        sender: Sender {
-            external_id: "wc-v".into(),
-            name: "Visitor".into(),
-            username: None,
-            phone: None,
-            avatar_url: None,
-        },
-        kind: MessageKind::Text,
-        text: Some("can we talk on video?".into()),
-        file_ids: vec![],
-        location: None,
-        contact: None,
-        reply_to_external_id: None,
-        forwarded: None,
-        sent_at: None,
-    };
-    let mut tx = pool.begin().await.unwrap();
-    let Ingested::Stored { interaction, .. } =
-        store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap()
-    else {
-        panic!("not stored")
-    };
-    tx.commit().await.unwrap();
-    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice' WHERE id = $1")
-        .bind(interaction.id)
-        .execute(pool)
-        .await
-        .unwrap();
-    interaction.id
+    let account = testenv::fixtures::webchat_account(pool, &[("alice", "agent"), ("bob", "agent")]).await;
+    testenv::fixtures::assigned_interaction(pool, account, "wc-v", "Visitor", "can we talk on video?", "alice").await
 }
 
 fn new_room(interaction_id: Uuid, agent: &str, token: &str) -> NewRoom {

@@ -3,46 +3,15 @@
 
 use std::time::Duration;
 
-use schema::domain::{Channel, MessageKind, Queue, RoutingMode};
-use schema::store::{self, AgentProfile, InboundMessage, Ingested, NewAccount, OutboundMessage, Sender};
+use schema::domain::MessageKind;
+use schema::store::{self, InboundMessage, Ingested, OutboundMessage, Sender};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
 async fn webchat_account(pool: &PgPool) -> Uuid {
-    let mut conn = pool.acquire().await.unwrap();
-    store::upsert_queue(
-        &mut conn,
-        &Queue { name: "support".into(), routing_mode: RoutingMode::Auto, offer_timeout_ms: 30_000 },
-    )
-    .await
-    .unwrap();
-    store::upsert_agent(
-        &mut conn,
-        &AgentProfile {
-            login: "alice".into(),
-            name: "Alice".into(),
-            roles: vec!["agent".into()],
-            queues: vec!["support".into()],
-            max_interactions: 3,
-        },
-    )
-    .await
-    .unwrap();
-    store::create_account(
-        &mut conn,
-        &NewAccount {
-            channel: Channel::Webchat,
-            name: "site".into(),
-            default_queue: "support".into(),
-            credentials: serde_json::json!({}),
-            settings: serde_json::json!({}),
-        },
-    )
-    .await
-    .unwrap()
-    .id
+    testenv::fixtures::webchat_account(pool, &[("alice", "agent")]).await
 }
 
 async fn says(pool: &PgPool, account_id: Uuid, customer: &str, id: &str, text: &str) -> Uuid {

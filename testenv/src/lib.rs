@@ -5,6 +5,8 @@
 //! silently skipped would prove nothing.
 #![forbid(unsafe_code)]
 
+pub mod fixtures;
+
 use sqlx::{Connection, PgConnection, PgPool};
 
 const HOW: &str = "start the local services first: `deploy/services.sh start && eval \"$(deploy/services.sh env)\"` \

@@ -111,42 +111,8 @@ async fn hub_process() {
 
 /// Another web chat interaction of the hub's account, assigned to alice.
 async fn interaction(pool: &sqlx::PgPool, account: uuid::Uuid, n: usize) -> uuid::Uuid {
-    use schema::domain::MessageKind;
-    use schema::store::{self, InboundMessage, Ingested, Sender};
-    let chat = format!("bench-{n}");
-    let msg = InboundMessage {
-        account_id: account,
-        external_message_id: format!("bench:{n}"),
-        chat_id: chat.clone(),
-        sender: Sender {
-            external_id: chat,
-            name: format!("Customer {n}"),
-            username: None,
-            phone: None,
-            avatar_url: None,
-        },
-        kind: MessageKind::Text,
-        text: Some("video?".into()),
-        file_ids: vec![],
-        location: None,
-        contact: None,
-        reply_to_external_id: None,
-        forwarded: None,
-        sent_at: None,
-    };
-    let mut tx = pool.begin().await.unwrap();
-    let Ingested::Stored { interaction, .. } =
-        store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap()
-    else {
-        panic!("not stored")
-    };
-    tx.commit().await.unwrap();
-    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice' WHERE id = $1")
-        .bind(interaction.id)
-        .execute(pool)
-        .await
-        .unwrap();
-    interaction.id
+    let customer = format!("bench-{n}");
+    testenv::fixtures::assigned_interaction(pool, account, &customer, &format!("Customer {n}"), "video?", "alice").await
 }
 
 // ---------------------------------------------------------------------------------------------

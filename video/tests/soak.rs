@@ -102,7 +102,7 @@ async fn settle(hub: &Hub) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_thousand_calls_leave_nothing_behind() {
     let hub = Arc::new(Hub::start().await);
     let mut interactions = vec![hub.interaction];

@@ -30,8 +30,6 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use schema::domain::{Channel, MessageKind, Queue, RoutingMode};
-use schema::store::{self, AgentProfile, InboundMessage, Ingested, NewAccount, Sender};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::UdpSocket;
@@ -141,90 +139,22 @@ impl Hub {
 impl Hub {
     /// Another interaction assigned to alice, with customer `customer` on the same account.
     pub async fn another_interaction(&self, customer: &str) -> Uuid {
-        let mut conn = self.pool.acquire().await.unwrap();
         let account: Uuid = sqlx::query_scalar("SELECT account_id FROM interactions WHERE id = $1")
             .bind(self.interaction)
-            .fetch_one(&mut *conn)
+            .fetch_one(&self.pool)
             .await
             .unwrap();
-        drop(conn);
-        customer_writes(&self.pool, account, customer).await
+        testenv::fixtures::assigned_interaction(&self.pool, account, customer, "Vera", "can we talk on video?", "alice")
+            .await
     }
 }
 
-async fn customer_writes(pool: &PgPool, account: Uuid, customer: &str) -> Uuid {
-    let msg = InboundMessage {
-        account_id: account,
-        external_message_id: format!("{customer}:1"),
-        chat_id: customer.into(),
-        sender: Sender {
-            external_id: customer.into(),
-            name: "Vera".into(),
-            username: None,
-            phone: None,
-            avatar_url: None,
-        },
-        kind: MessageKind::Text,
-        text: Some("can we talk on video?".into()),
-        file_ids: vec![],
-        location: None,
-        contact: None,
-        reply_to_external_id: None,
-        forwarded: None,
-        sent_at: None,
-    };
-    let mut tx = pool.begin().await.unwrap();
-    let Ingested::Stored { interaction, .. } =
-        store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap()
-    else {
-        panic!("not stored")
-    };
-    tx.commit().await.unwrap();
-    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice' WHERE id = $1")
-        .bind(interaction.id)
-        .execute(pool)
-        .await
-        .unwrap();
-    interaction.id
-}
-
+/// Agents alice and bob, supervisor sue, a web chat account, and customer Vera's conversation
+/// assigned to alice.
 async fn assigned_interaction(pool: &PgPool) -> Uuid {
-    let mut conn = pool.acquire().await.unwrap();
-    store::upsert_queue(
-        &mut conn,
-        &Queue { name: "support".into(), routing_mode: RoutingMode::Auto, offer_timeout_ms: 30_000 },
-    )
-    .await
-    .unwrap();
-    for (login, role) in [("alice", "agent"), ("bob", "agent"), ("sue", "supervisor")] {
-        store::upsert_agent(
-            &mut conn,
-            &AgentProfile {
-                login: login.into(),
-                name: login.into(),
-                roles: vec![role.into()],
-                queues: vec!["support".into()],
-                max_interactions: 3,
-            },
-        )
-        .await
-        .unwrap();
-    }
-    let account = store::create_account(
-        &mut conn,
-        &NewAccount {
-            channel: Channel::Webchat,
-            name: "site".into(),
-            default_queue: "support".into(),
-            credentials: json!({}),
-            settings: json!({}),
-        },
-    )
-    .await
-    .unwrap()
-    .id;
-    drop(conn);
-    customer_writes(pool, account, "wc-v").await
+    let account =
+        testenv::fixtures::webchat_account(pool, &[("alice", "agent"), ("bob", "agent"), ("sue", "supervisor")]).await;
+    testenv::fixtures::assigned_interaction(pool, account, "wc-v", "Vera", "can we talk on video?", "alice").await
 }
 
 /// Reads frames until one of `kind` arrives (others are kept in `seen`); panics after 10 s.
