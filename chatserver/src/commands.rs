@@ -97,7 +97,12 @@ pub async fn dispatch(
             let a: CloseArgs = args(raw)?;
             let mut tx = state.pool.begin().await?;
             let done = store::close(&mut tx, a.interaction_id, me, a.reason.as_deref()).await?;
-            finish(state, tx, done, true).await
+            let closed = finish(state, tx, done, true).await;
+            if closed.is_ok() && !state.config.video_url.is_empty() {
+                // a call of the interaction ended with it: the video nodes close its sockets
+                state.coord.notify(topics::VIDEO_ROOMS);
+            }
+            closed
         }
         "interaction.join" => {
             let a: JoinArgs = args(raw)?;

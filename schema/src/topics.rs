@@ -25,6 +25,10 @@ pub fn agent(login: &str) -> String {
 /// Routing has something to look at (a new or returned interaction, a free agent).
 pub const ROUTING: &str = "chatserver/routing";
 
+/// Video rooms may have ended outside the video node (their interaction closed): the nodes
+/// with live rooms re-read their state.
+pub const VIDEO_ROOMS: &str = "video/rooms";
+
 /// The leader election of the router.
 pub const ROUTER_ELECTION: &str = "chatserver/router";
 

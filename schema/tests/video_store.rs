@@ -109,4 +109,9 @@ async fn a_room_is_started_once_joined_by_its_link_and_ended_once() {
     assert!(store::open_rooms_expired(&mut conn, Utc::now(), 10).await.unwrap().is_empty());
     let expired = store::open_rooms_expired(&mut conn, Utc::now() + chrono::Duration::hours(2), 10).await.unwrap();
     assert_eq!(expired.iter().map(|r| r.id).collect::<Vec<_>>(), [again.room.id]);
+
+    // closing the interaction ends its open call
+    store::close(&mut conn, interaction, "alice", Some("resolved")).await.unwrap();
+    let closed = store::load_room(&mut conn, again.room.id).await.unwrap();
+    assert_eq!((closed.state, closed.end_reason.as_deref()), (VideoRoomState::Ended, Some("interaction_closed")));
 }

@@ -168,15 +168,50 @@ pub(crate) async fn end_room(
     }))
 }
 
-/// Every 30 s: open rooms whose link expired and that nobody is in on this node are ended
-/// (`expired`). A call still in progress goes on past its link's expiry.
+/// Closes the sockets of live rooms that ended elsewhere (their interaction was closed).
+async fn reconcile_live_rooms(state: &State) {
+    for id in state.rooms.live() {
+        let room = match state.pool.acquire().await {
+            Ok(mut conn) => store::load_room(&mut conn, id).await,
+            Err(e) => Err(e.into()),
+        };
+        match room {
+            Ok(room) if room.state == VideoRoomState::Ended => {
+                let reason = room.end_reason.as_deref().unwrap_or("ended");
+                tracing::info!(room = %id, reason, "video room ended elsewhere; closing its sockets");
+                state.rooms.end(id, reason);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(room = %id, error = %e, "cannot re-read a live video room"),
+        }
+    }
+}
+
+/// Rooms that ended elsewhere are closed here when the `video/rooms` doorbell rings (and every
+/// 30 s, in case a ring was missed); every 30 s, open rooms whose link expired and that nobody
+/// is in on this node are ended (`expired`). A call in progress goes on past its link's expiry.
 pub(crate) async fn expire_rooms(state: Arc<State>) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut doorbell = match state.coord.subscribe(topics::VIDEO_ROOMS).await {
+        Ok(subscription) => Some(subscription),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to the video rooms doorbell; rooms ended elsewhere close within 30 s");
+            None
+        }
+    };
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
+            rung = async { doorbell.as_mut().expect("guarded").wake().await }, if doorbell.is_some() => {
+                if rung.is_err() {
+                    doorbell = None;
+                }
+                reconcile_live_rooms(&state).await;
+                continue;
+            }
             _ = tick.tick() => {}
         }
+        reconcile_live_rooms(&state).await;
         let expired = match state.pool.acquire().await {
             Ok(mut conn) => store::open_rooms_expired(&mut conn, Utc::now(), 100).await,
             Err(e) => Err(e.into()),

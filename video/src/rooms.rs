@@ -193,6 +193,11 @@ impl Rooms {
         rooms.get(&room).map(|e| e.iter().map(|e| e.participant.clone()).collect()).unwrap_or_default()
     }
 
+    /// The ids of the live rooms.
+    pub fn live(&self) -> Vec<Uuid> {
+        self.inner.lock().expect("rooms lock").keys().copied().collect()
+    }
+
     pub fn room_count(&self) -> usize {
         self.inner.lock().expect("rooms lock").len()
     }

@@ -147,6 +147,30 @@ async fn one_way_calls_send_the_customer_nothing_but_chat() {
 }
 
 #[tokio::test]
+async fn closing_the_interaction_ends_its_call_for_everyone() {
+    let hub = Hub::start().await;
+    let (room, link) = hub.room().await;
+    let mut agent = hub.socket().await;
+    send(&mut agent, agent_join(room, "alice", &["agent"])).await;
+    frame_of(&mut agent, "offer", &mut Vec::new()).await;
+    let mut customer = hub.socket().await;
+    send(&mut customer, customer_join(&link)).await;
+    frame_of(&mut customer, "offer", &mut Vec::new()).await;
+    // the agent closes the chat (what the chatserver does for interaction.close)
+    let mut tx = hub.pool.begin().await.unwrap();
+    schema::store::close(&mut tx, hub.interaction, "alice", Some("resolved")).await.unwrap();
+    tx.commit().await.unwrap();
+    hub.coord.notify(schema::topics::VIDEO_ROOMS);
+    for ws in [&mut agent, &mut customer] {
+        let ended = frame_of(ws, "ended", &mut Vec::new()).await;
+        assert_eq!(ended["reason"], "interaction_closed");
+    }
+    let mut late = hub.socket().await;
+    send(&mut late, customer_join(&link)).await;
+    assert_eq!(frame_of(&mut late, "error", &mut Vec::new()).await["code"], "room_ended");
+}
+
+#[tokio::test]
 async fn bad_frames_links_tokens_and_sdp_get_clear_errors() {
     let hub = Hub::start().await;
     let (room, link) = hub.room().await;

@@ -380,6 +380,15 @@ pub async fn close(
     let transition =
         publish(conn, interaction_id, "interaction.closed", Some(by), serde_json::json!({ "reason": reason }), &[])
             .await?;
+    // a call of a closed interaction ends with it (its sockets learn from the video doorbell)
+    let open_rooms: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM video_rooms WHERE interaction_id = $1 AND state = 'open'")
+            .bind(interaction_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    for room in open_rooms {
+        super::end_room(conn, room, "interaction_closed", Some(by)).await?;
+    }
     sqlx::query("DELETE FROM interaction_participants WHERE interaction_id = $1")
         .bind(interaction_id)
         .execute(&mut *conn)

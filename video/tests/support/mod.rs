@@ -49,6 +49,7 @@ pub struct Hub {
     pub http: SocketAddr,
     pub video: Arc<video::Video>,
     pub interaction: Uuid,
+    pub coord: Arc<dyn coord::Coordinator>,
     pub shutdown: CancellationToken,
 }
 
@@ -83,12 +84,13 @@ impl Hub {
         let http = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         config.empty_grace_s = config.empty_grace_s.min(1);
+        let coordinator: Arc<dyn coord::Coordinator> = Arc::new(coord::LocalCoordinator::new());
         let video = video::Video::start(
             config,
             &format!("http://{http}"),
             verifier,
             pool.clone(),
-            Arc::new(coord::LocalCoordinator::new()),
+            coordinator.clone(),
             shutdown.clone(),
         )
         .await
@@ -98,7 +100,7 @@ impl Hub {
         tokio::spawn(async move {
             axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await.unwrap();
         });
-        Hub { pool, http, video: Arc::new(video), interaction, shutdown }
+        Hub { pool, http, video: Arc::new(video), interaction, coord: coordinator, shutdown }
     }
 
     pub fn url(&self, path: &str) -> String {
