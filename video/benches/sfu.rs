@@ -403,7 +403,7 @@ async fn ours(size: usize, n: usize, window: Duration) -> anyhow::Result<Row> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_kib(&pid);
 
-    let publish = Publish { video_pps: VIDEO_PPS, audio_pps: AUDIO_PPS };
+    let publish = Publish { video_pps: VIDEO_PPS, video_pt: 96, audio_pps: AUDIO_PPS };
     let url = format!("ws://{http}/api/v1/video/ws");
     // each room joins in a task of its own: TestPeer::join panics when the hub does not answer
     let joins = rooms.into_iter().map(|(room, link)| {

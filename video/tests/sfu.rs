@@ -147,6 +147,20 @@ async fn one_way_calls_send_the_customer_nothing_but_chat() {
 }
 
 #[tokio::test]
+async fn h264_is_forwarded_when_both_sides_negotiated_it() {
+    let hub = Hub::start().await;
+    let (room, link) = hub.room().await;
+    let h264 = Publish { video_pt: 102, ..Publish::CALL };
+    let mut agent = TestPeer::join(hub.socket().await, agent_join(room, "alice", &["agent"]), h264).await;
+    let customer = TestPeer::join(hub.socket().await, customer_join(&link), h264).await;
+    agent.next_slots().await;
+    let video = agent.mid_of(&customer.id(), "camera").unwrap();
+    agent.wait_until("the agent receives the customer's H.264", LIMIT, |r| r.on(&video) > 40).await;
+    let back = customer.mid_of(&agent.id(), "camera").unwrap();
+    customer.wait_until("the customer receives the agent's H.264", LIMIT, |r| r.on(&back) > 40).await;
+}
+
+#[tokio::test]
 async fn closing_the_interaction_ends_its_call_for_everyone() {
     let hub = Hub::start().await;
     let (room, link) = hub.room().await;

@@ -209,10 +209,9 @@ impl RtcEngine {
                         rtcp_feedback: vec![],
                     },
                 ),
-                _ => (
-                    RtpCodecKind::Video,
-                    RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, ..Default::default() },
-                ),
+                // no codec pinned: the offer carries every registered video codec (VP8, H.264)
+                // and a slot forwards whichever its publisher sends, if the subscriber took it
+                _ => (RtpCodecKind::Video, RTCRtpCodec::default()),
             };
             let ssrc = rand::random::<u32>();
             let stream = format!("slot{}", slot / 3);

@@ -230,13 +230,16 @@ pub struct TestPeer {
 pub struct Publish {
     /// Video packets per second (each ~1,100 bytes; 0: no video).
     pub video_pps: u32,
+    /// The payload type of the video packets: 96 is VP8, 102 H.264 (constrained baseline,
+    /// packetization mode 1) in the SFU's offer.
+    pub video_pt: u8,
     /// Audio packets per second (each ~160 bytes; 0: no audio).
     pub audio_pps: u32,
 }
 
 impl Publish {
-    pub const CALL: Publish = Publish { video_pps: 100, audio_pps: 50 };
-    pub const NONE: Publish = Publish { video_pps: 0, audio_pps: 0 };
+    pub const CALL: Publish = Publish { video_pps: 100, video_pt: 96, audio_pps: 50 };
+    pub const NONE: Publish = Publish { video_pps: 0, video_pt: 96, audio_pps: 0 };
 }
 
 /// The epoch of the latency stamps in payloads.
@@ -444,7 +447,7 @@ impl TestPeer {
                             let mut payload = vec![0u8; 1100];
                             payload[..8].copy_from_slice(&micros_since_epoch().to_be_bytes());
                             let packet = rtp::Packet {
-                                header: rtp::header::Header { version: 2, marker: true, payload_type: 96, sequence_number: vseq, timestamp: vts, ssrc: video_ssrc, ..Default::default() },
+                                header: rtp::header::Header { version: 2, marker: true, payload_type: publish.video_pt, sequence_number: vseq, timestamp: vts, ssrc: video_ssrc, ..Default::default() },
                                 payload: Bytes::from(payload),
                             };
                             if let Some(mut s) = pc.rtp_sender(video_sender) { let _ = s.write_rtp(Instant::now(), packet); }
