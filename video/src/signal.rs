@@ -239,7 +239,7 @@ async fn session(state: Arc<State>, socket: WebSocket) {
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     let mut silent = 0u32;
-    let mut ended_by_me = false;
+    let mut room_ended = false;
     while open {
         tokio::select! {
             _ = state.shutdown.cancelled() => {
@@ -258,6 +258,8 @@ async fn session(state: Arc<State>, socket: WebSocket) {
             outgoing = out_rx.recv() => match outgoing {
                 Some(Outgoing::Frame(frame)) => open = send(&mut tx, &frame).await,
                 Some(Outgoing::Close(frame)) => {
+                    // the call ended for everyone: its `ended` is the last word, no `left` after it
+                    room_ended |= frame["type"] == "ended";
                     send(&mut tx, &frame).await;
                     close(&mut tx, 1000, frame["type"].as_str().unwrap_or("closed")).await;
                     break;
@@ -298,7 +300,7 @@ async fn session(state: Arc<State>, socket: WebSocket) {
                         break;
                     }
                     Ok(Step::Ended) => {
-                        ended_by_me = true;
+                        room_ended = true;
                         send(&mut tx, &json!({"type": "ended", "reason": "ended_by_agent"})).await;
                         close(&mut tx, 1000, "ended").await;
                         break;
@@ -317,7 +319,7 @@ async fn session(state: Arc<State>, socket: WebSocket) {
     metrics::gauge!("switchboard_video_participants").decrement(1.0);
     let left = state.rooms.remove(room.id, participant.id);
     tracing::info!("left the call");
-    if !ended_by_me {
+    if !room_ended {
         record(&state, &room, "left", &participant).await;
     }
     if left == Some(0) {

@@ -182,6 +182,17 @@ async fn closing_the_interaction_ends_its_call_for_everyone() {
     let mut late = hub.socket().await;
     send(&mut late, customer_join(&link)).await;
     assert_eq!(frame_of(&mut late, "error", &mut Vec::new()).await["code"], "room_ended");
+    // the interaction's log: the call's `ended` is its last word (no `left` after it)
+    drop((agent, customer));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let states: Vec<String> = sqlx::query_scalar(
+        "SELECT data->>'state' FROM interaction_events WHERE interaction_id = $1 AND kind = 'video.room' ORDER BY seq",
+    )
+    .bind(hub.interaction)
+    .fetch_all(&hub.pool)
+    .await
+    .unwrap();
+    assert_eq!(states, ["created", "joined", "joined", "ended"]);
 }
 
 #[tokio::test]
