@@ -79,7 +79,9 @@ async function until(what, probe, timeout = T) {
   throw new Error(`${what}: gave up after ${timeout} ms; last: ${JSON.stringify(last)}`);
 }
 
-const stats = (target) => target.evaluate(() => window.switchboardCall.stats());
+// before the page has created its call (just navigated), nothing is received yet
+const stats = (target) => target.evaluate(() =>
+  window.switchboardCall ? window.switchboardCall.stats() : { state: "loading", inbound: [], outbound: [], candidatePair: null });
 /** The received video of `role`'s `source` with frames decoded, within the room's cap. */
 async function receives(target, role, source, what, publisher) {
   const got = await until(what, async () => {
@@ -340,6 +342,7 @@ addEventListener("message", (e) => {
     await cp.locator("#call").waitFor({ state: "visible", timeout: T });
     const join = new URL(relayed.agent_join);
     await ap.goto(`${BASE}${join.pathname}${join.search}#token=${encodeURIComponent(BOB_TOKEN)}`);
+    await ap.waitForFunction(() => window.switchboardCall && window.switchboardCall.state === "connected", null, { timeout: T });
     const servers = await cp.evaluate(() => window.switchboardCall.iceServers || null);
     await receives(ap, "customer", "camera", "relay: agent <- customer camera", cp);
     await receives(cp, "agent", "camera", "relay: customer <- agent camera", ap);
