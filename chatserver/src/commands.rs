@@ -183,19 +183,16 @@ async fn start_video(state: &AppState, claims: &Claims, a: VideoArgs) -> Result<
         Some(q) => q,
         None => config.video_quality.parse().unwrap_or(schema::domain::VideoQuality::P720),
     };
-    let token = store::new_link_token();
-    let customer_link = store::customer_link(&config.video_url, &token);
-    let agent_name = claims.name.clone().unwrap_or_else(|| claims.sub.clone());
-    let new = store::NewRoom {
-        interaction_id: a.interaction_id,
-        agent_login: claims.sub.clone(),
-        agent_name: agent_name.clone(),
-        mode: a.mode.unwrap_or(schema::domain::VideoMode::TwoWay),
+    let agent_name = claims.name.as_deref().unwrap_or(&claims.sub);
+    let (new, customer_link) = store::NewRoom::with_new_link(
+        a.interaction_id,
+        &claims.sub,
+        agent_name,
+        a.mode.unwrap_or(schema::domain::VideoMode::TwoWay),
         quality,
-        link_token: token,
-        link_expires_at: chrono::Utc::now() + std::time::Duration::from_secs(config.video_link_ttl_s),
-        invitation: store::invitation_text(&agent_name, &customer_link),
-    };
+        &config.video_url,
+        std::time::Duration::from_secs(config.video_link_ttl_s),
+    );
     let mut tx = state.pool.begin().await?;
     let started = store::start_room(&mut tx, &new).await?;
     tx.commit().await?;
@@ -204,16 +201,7 @@ async fn start_video(state: &AppState, claims: &Claims, a: VideoArgs) -> Result<
         wake_agents(state.coord.as_ref(), &started.invitation.audience);
         state.coord.notify(&topics::account(started.invitation.account_id));
     }
-    let room = &started.room;
-    Ok(json!({
-        "room_id": room.id,
-        "interaction_id": room.interaction_id,
-        "mode": room.mode,
-        "quality": room.quality,
-        "customer_link": customer_link,
-        "agent_join": store::agent_join_link(&config.video_url, room.id),
-        "expires_at": room.link_expires_at,
-    }))
+    Ok(started.reply(&config.video_url, &customer_link))
 }
 
 #[derive(Deserialize)]

@@ -20,7 +20,7 @@ use schema::domain::{VideoMode, VideoQuality, VideoRoom, VideoRoomState};
 use schema::store::{self, NewRoom};
 use schema::topics;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::State;
@@ -53,19 +53,6 @@ struct CreateBody {
     quality: Option<VideoQuality>,
 }
 
-/// What starting a room answers (REST and the agent API's `video.start`).
-pub(crate) fn started_body(room: &VideoRoom, customer_link: &str, agent_join: &str) -> Value {
-    json!({
-        "room_id": room.id,
-        "interaction_id": room.interaction_id,
-        "mode": room.mode,
-        "quality": room.quality,
-        "customer_link": customer_link,
-        "agent_join": agent_join,
-        "expires_at": room.link_expires_at,
-    })
-}
-
 async fn create(
     Extract(state): Extract<Arc<State>>,
     headers: HeaderMap,
@@ -73,19 +60,15 @@ async fn create(
 ) -> Result<Response, VideoError> {
     let claims = claims(&state, &headers)?;
     let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
-    let token = store::new_link_token();
-    let customer_link = store::customer_link(&state.public_url, &token);
-    let agent_name = claims.name.clone().unwrap_or_else(|| claims.sub.clone());
-    let new = NewRoom {
-        interaction_id: body.interaction_id,
-        agent_login: claims.sub.clone(),
-        agent_name: agent_name.clone(),
-        mode: body.mode.unwrap_or(VideoMode::TwoWay),
-        quality: body.quality.unwrap_or_else(|| state.config.quality()),
-        link_token: token.clone(),
-        link_expires_at: Utc::now() + state.config.link_ttl(),
-        invitation: store::invitation_text(&agent_name, &customer_link),
-    };
+    let (new, customer_link) = NewRoom::with_new_link(
+        body.interaction_id,
+        &claims.sub,
+        claims.name.as_deref().unwrap_or(&claims.sub),
+        body.mode.unwrap_or(VideoMode::TwoWay),
+        body.quality.unwrap_or_else(|| state.config.quality()),
+        &state.public_url,
+        state.config.link_ttl(),
+    );
     let mut tx = state.pool.begin().await?;
     let started = store::start_room(&mut tx, &new).await?;
     tx.commit().await?;
@@ -94,10 +77,9 @@ async fn create(
         wake(&state, &started.invitation.audience);
         state.coord.notify(&topics::account(started.invitation.account_id));
     }
-    let agent_join = store::agent_join_link(&state.public_url, started.room.id);
     tracing::info!(room = %started.room.id, interaction = %started.room.interaction_id, agent = %claims.sub, "video room started");
     metrics::counter!("switchboard_video_rooms_started_total").increment(1);
-    Ok((StatusCode::CREATED, Json(started_body(&started.room, &customer_link, &agent_join))).into_response())
+    Ok((StatusCode::CREATED, Json(started.reply(&state.public_url, &customer_link))).into_response())
 }
 
 pub(crate) fn wake(state: &State, agents: &[String]) {

@@ -56,12 +56,57 @@ pub struct NewRoom {
     pub invitation: String,
 }
 
+impl NewRoom {
+    /// A room `agent` starts for an interaction, with a fresh link token valid for `link_ttl`
+    /// and the invitation carrying it; returns it with the customer's link (under `public_url`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_new_link(
+        interaction_id: Uuid,
+        agent_login: &str,
+        agent_name: &str,
+        mode: VideoMode,
+        quality: VideoQuality,
+        public_url: &str,
+        link_ttl: std::time::Duration,
+    ) -> (NewRoom, String) {
+        let link_token = new_link_token();
+        let link = customer_link(public_url, &link_token);
+        let room = NewRoom {
+            interaction_id,
+            agent_login: agent_login.to_owned(),
+            agent_name: agent_name.to_owned(),
+            mode,
+            quality,
+            link_token,
+            link_expires_at: Utc::now() + link_ttl,
+            invitation: invitation_text(agent_name, &link),
+        };
+        (room, link)
+    }
+}
+
 /// The result of [`start_room`]: the room, the invitation message and who to wake.
 #[derive(Debug, Clone)]
 pub struct StartedRoom {
     pub room: VideoRoom,
     pub invitation: Enqueued,
     pub audience: Vec<String>,
+}
+
+impl StartedRoom {
+    /// What starting a room answers, over REST and as the agent API's `video.start`.
+    pub fn reply(&self, public_url: &str, customer_link: &str) -> serde_json::Value {
+        let room = &self.room;
+        serde_json::json!({
+            "room_id": room.id,
+            "interaction_id": room.interaction_id,
+            "mode": room.mode,
+            "quality": room.quality,
+            "customer_link": customer_link,
+            "agent_join": agent_join_link(public_url, room.id),
+            "expires_at": room.link_expires_at,
+        })
+    }
 }
 
 /// Creates the room, its `created` event and the invitation message (through the normal
