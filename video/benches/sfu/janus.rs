@@ -16,27 +16,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::Registry;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::RTCPeerConnectionBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::{client_peer_connection, host_candidate, track};
 
 /// A Janus process started for one scenario; killed when dropped.
 pub struct Janus {
@@ -210,51 +205,11 @@ pub async fn create_room(api: &str, room: u64, publishers: usize) -> anyhow::Res
     Ok(())
 }
 
-fn peer_connection() -> anyhow::Result<RTCPeerConnection> {
-    let setting_engine =
-        SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
-    let mut media = MediaEngine::default();
-    media.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    Ok(RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(setting_engine)
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .build(Instant::now())?)
-}
-
 /// Adds the host candidate of `socket` and ends gathering, so the local description is complete.
 fn add_host_candidate(pc: &mut RTCPeerConnection, socket: &UdpSocket) -> anyhow::Result<()> {
-    let local = socket.local_addr()?;
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".into(),
-            address: local.ip().to_string(),
-            port: local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    pc.add_local_candidate(host_candidate(socket.local_addr()?))?;
     pc.add_local_candidate(rtc::peer_connection::transport::RTCIceCandidateInit::default())?;
     Ok(())
-}
-
-fn track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, ssrc: u32) -> MediaStreamTrack {
-    MediaStreamTrack::new(
-        "me".into(),
-        format!("{mime}-{ssrc}"),
-        mime.into(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec: RTCRtpCodec { mime_type: mime.into(), clock_rate, channels, ..Default::default() },
-            ..Default::default()
-        }],
-    )
 }
 
 /// What a connection publishes.
@@ -286,7 +241,7 @@ impl Participant {
         let feed = joined["plugindata"]["data"]["id"].as_u64().ok_or_else(|| anyhow!("no feed id: {joined}"))?;
 
         let socket = UdpSocket::bind((ip, 0)).await?;
-        let mut pc = peer_connection()?;
+        let mut pc = client_peer_connection();
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
         let audio = pc.add_track(track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, audio_ssrc))?;
         let video = pc.add_track(track(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, video_ssrc))?;
@@ -325,7 +280,7 @@ impl Participant {
         let attached = self.session.event(handle, |e| e["jsep"]["type"] == "offer").await?;
         let offer = attached["jsep"]["sdp"].as_str().ok_or_else(|| anyhow!("no offer sdp"))?.to_owned();
         let socket = UdpSocket::bind((ip, 0)).await?;
-        let mut pc = peer_connection()?;
+        let mut pc = client_peer_connection();
         pc.set_remote_description(Instant::now(), RTCSessionDescription::offer(offer)?)?;
         let answer = pc.create_answer(None)?;
         pc.set_local_description(Instant::now(), answer)?;

@@ -15,7 +15,6 @@ use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
@@ -25,6 +24,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
@@ -261,55 +261,16 @@ impl TestPeer {
 
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
-        let setting_engine =
-            SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap().with(
-            rtc::interceptor::Slot::Custom(video::sfu::engine::KEYFRAME_RELAY_SLOT),
-            video::sfu::engine::KeyframeRequestsToApplication::default(),
-        );
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(setting_engine)
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .build(Instant::now())
-            .unwrap();
+        let mut pc = client_peer_connection();
         let offer = RTCSessionDescription::offer(offer["sdp"].as_str().unwrap().to_owned()).unwrap();
         pc.set_remote_description(Instant::now(), offer).unwrap();
         let audio_ssrc = rand::random::<u32>();
         let video_ssrc = rand::random::<u32>();
-        let track = |kind, mime: &str, clock_rate, channels, ssrc| {
-            MediaStreamTrack::new(
-                "me".into(),
-                format!("{mime}-{ssrc}"),
-                mime.into(),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                    codec: RTCRtpCodec { mime_type: mime.into(), clock_rate, channels, ..Default::default() },
-                    ..Default::default()
-                }],
-            )
-        };
         let audio_sender = pc.add_track(track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, audio_ssrc)).unwrap();
         let video_sender = pc.add_track(track(RtpCodecKind::Video, MIME_TYPE_VP8, 90000, 0, video_ssrc)).unwrap();
         let answer = pc.create_answer(None).unwrap();
         pc.set_local_description(Instant::now(), answer).unwrap();
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".into(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .unwrap();
-        let candidate = RTCIceCandidate::from(&candidate).to_json().unwrap();
+        let candidate = host_candidate(local);
         pc.add_local_candidate(candidate.clone()).unwrap();
         let sdp = pc.local_description().unwrap().sdp;
         send(&mut ws, json!({"type": "answer", "sdp": sdp})).await;
@@ -539,6 +500,59 @@ impl TestPeer {
     pub fn stop_media(&self) {
         self.stop.cancel();
     }
+}
+
+/// A webrtc-rs peer connection as a participant's browser would have: every default codec
+/// and interceptor, no mDNS, and keyframe requests delivered to the application (the chain
+/// would end them otherwise) so a test can count them.
+pub fn client_peer_connection() -> RTCPeerConnection {
+    let setting_engine =
+        SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().unwrap();
+    let registry = register_default_interceptors(Registry::new(), &mut media).unwrap().with(
+        rtc::interceptor::Slot::Custom(video::sfu::engine::KEYFRAME_RELAY_SLOT),
+        video::sfu::engine::KeyframeRequestsToApplication::default(),
+    );
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .build(Instant::now())
+        .unwrap()
+}
+
+/// A track to publish: one encoding with `ssrc` and the codec `mime`.
+pub fn track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, ssrc: u32) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        "me".into(),
+        format!("{mime}-{ssrc}"),
+        mime.into(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: RTCRtpCodec { mime_type: mime.into(), clock_rate, channels, ..Default::default() },
+            ..Default::default()
+        }],
+    )
+}
+
+/// The UDP host candidate of a socket bound at `local`.
+pub fn host_candidate(local: SocketAddr) -> rtc::peer_connection::transport::RTCIceCandidateInit {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".into(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .unwrap();
+    RTCIceCandidate::from(&candidate).to_json().unwrap()
 }
 
 pub fn agent_join(room: Uuid, who: &str, roles: &[&str]) -> Value {
