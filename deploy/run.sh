@@ -24,6 +24,16 @@ die() {
 command -v cargo >/dev/null 2>&1 ||
     die "cargo not found: install Rust 1.95 with rustup (https://rustup.rs): curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain 1.95 && . \"\$HOME/.cargo/env\""
 
+# libopus (Debian's libopus-dev, found by pkg-config): the video recorder links it. Installed
+# when missing and this runs as root.
+if ! pkg-config --exists opus 2>/dev/null; then
+    [ "$(id -u)" = 0 ] || die "libopus is missing: apt-get install --no-install-recommends libopus-dev pkg-config"
+    say "installing libopus-dev pkg-config"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libopus-dev pkg-config >/dev/null ||
+        { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libopus-dev pkg-config >/dev/null; } ||
+        die "apt-get install libopus-dev pkg-config failed"
+fi
+
 deploy/services.sh start
 eval "$(deploy/services.sh env)"
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: start the local services (fast, test-only settings), the
-# 3-node ZooKeeper ensemble and coturn (TURN, for the video tests), then rustfmt, clippy
-# (warnings are errors) and every test of the workspace. Extra arguments go to `cargo test`
-# (e.g. deploy/test.sh -p ops, or -- --nocapture).
+# 3-node ZooKeeper ensemble and coturn (TURN, for the video tests), then rustfmt, the check
+# that nothing refers outside the repository (deploy/check-standalone.sh), clippy (warnings
+# are errors), every test of the workspace, the browser tests and the deployment steps
+# (deploy/tests/*.sh: the Debian package, the nginx entry point, PostgreSQL failover under
+# Patroni, monitoring, several video nodes). Extra arguments go to `cargo test` (e.g.
+# deploy/test.sh -p ops, or -- --nocapture) and skip the browser and deployment steps.
 #
 # Services this script starts it also stops at the end; services that were already running
 # (a developer's) are left running. It honours CARGO_TARGET_DIR. Exit status: 0 when every step
@@ -62,6 +65,10 @@ ports_free() {
     port_busy $((25432 + o)) && return 1
     port_busy $((22181 + o)) && return 1
     port_busy $((23478 + o)) && return 1
+    # the Patroni test cluster of deploy/services.sh: PostgreSQL, REST, HAProxy
+    port_busy $((26401 + o * 10)) && return 1
+    port_busy $((26411 + o * 10)) && return 1
+    port_busy $((26420 + o * 10)) && return 1
     for n in 0 1 2; do
         port_busy $((22281 + o + n)) && return 1
         port_busy $((22381 + o + n)) && return 1
@@ -80,6 +87,7 @@ if [ -z "${SWITCHBOARD_PG_PORT:-}${SWITCHBOARD_ZK_PORT:-}${SWITCHBOARD_ZK_ENSEMB
                 export SWITCHBOARD_ZK_ENSEMBLE_BASE=$((22281 + offset))
                 export SWITCHBOARD_TURN_PORT=$((23478 + offset))
                 export SWITCHBOARD_TURN_RELAY_MIN=$((23600 + offset * 10))
+                export SWITCHBOARD_PATRONI_BASE=$((26400 + offset * 10))
                 say "default ports are taken (another checkout's services?): using PostgreSQL $SWITCHBOARD_PG_PORT, ZooKeeper $SWITCHBOARD_ZK_PORT, ensemble from $SWITCHBOARD_ZK_ENSEMBLE_BASE, coturn $SWITCHBOARD_TURN_PORT (relays from $SWITCHBOARD_TURN_RELAY_MIN)"
             fi
             break
@@ -101,6 +109,20 @@ if [ -n "$stale" ]; then
         psql -q "$SWITCHBOARD_TEST_DATABASE_URL" -c "DROP DATABASE \"$db\"" >/dev/null 2>&1 && dropped=$((dropped + 1))
     done
     say "dropped $dropped throwaway test database(s) of earlier runs"
+fi
+
+# Debian packages the build and the tests need: libopus-dev (the video recorder links libopus;
+# libopus0 alone runs it) and ffmpeg (the recording tests read the files back with ffprobe and
+# ffmpeg; never used by the hub). Installed when missing and this runs as root.
+build_packages=()
+pkg-config --exists opus 2>/dev/null || build_packages+=(libopus-dev pkg-config)
+command -v ffprobe >/dev/null 2>&1 || build_packages+=(ffmpeg)
+if [ "${#build_packages[@]}" -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "missing Debian packages: apt-get install --no-install-recommends ${build_packages[*]}"
+    say "installing ${build_packages[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${build_packages[@]}" >/dev/null ||
+        { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${build_packages[@]}" >/dev/null; } ||
+        die "apt-get install ${build_packages[*]} failed"
 fi
 
 say "target directory: ${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -129,10 +151,12 @@ test_log=$(mktemp)
 trap 'rm -f "$test_log"; stop_started' EXIT
 # shellcheck disable=SC2317 # called through step
 run_tests() {
-    cargo test --workspace "$@" 2>&1 | tee "$test_log"
+    # every test binary runs even after one fails, so one failure never hides another
+    cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$test_log"
 }
 
 step fmt cargo fmt --all -- --check
+step standalone deploy/check-standalone.sh
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step test run_tests "$@"
 
@@ -161,6 +185,24 @@ if [ "$#" -eq 0 ]; then
     step browser browser_tests
 fi
 
+# Deployment (docs/operations.md), when no cargo test arguments narrow the run: each step is a
+# script under deploy/tests/ that installs the Debian packages it needs (as root) and says what
+# it shows. The nginx and patroni steps leave their processes' /metrics for the monitoring step.
+# Only the package step runs cargo-deb (installed once per machine); none builds in release.
+# shellcheck disable=SC2317 # called through step
+deploy_step() {
+    "$ROOT/deploy/tests/$1.sh" 2>&1 | tee -a "$test_log"
+    return "${PIPESTATUS[0]}"
+}
+if [ "$#" -eq 0 ]; then
+    rm -rf "$ROOT/.local/deploy-tests/metrics"
+    step package deploy_step package
+    step nginx deploy_step nginx
+    step patroni deploy_step patroni
+    step monitoring deploy_step monitoring
+    step video-nodes deploy_step video-nodes
+fi
+
 # ------------------------------------------------------------------- summary --
 
 # Totals over every test binary's "test result:" line.
@@ -173,8 +215,9 @@ read -r passed failed_tests ignored < <(awk '
         }
     }
     END { printf "%d %d %d\n", p, f, g }' "$test_log")
-# plus the browser tests' "N passed, M failed" line
-if read -r bp bf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$browser_log" | tail -1) && [ -n "$bp" ]; then
+# plus the browser tests' "N passed, M failed" lines, one per test file
+if read -r bp bf < <(awk '/^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3; n++ }
+        END { if (n) printf "%d %d\n", p, f }' "$browser_log") && [ -n "$bp" ]; then
     passed=$((passed + bp))
     failed_tests=$((failed_tests + bf))
 fi
@@ -182,7 +225,7 @@ fi
 echo
 say "summary"
 for i in "${!names[@]}"; do
-    printf '  %-7s %s\n' "${names[$i]}" "${results[$i]}"
+    printf '  %-11s %s\n' "${names[$i]}" "${results[$i]}"
 done
 say "$passed tests passed, $failed_tests failed, $ignored ignored"
 if [ "$failed" -ne 0 ]; then

@@ -11,12 +11,16 @@ use anyhow::Context;
 use coord::{Coordinator, LocalCoordinator, ZkConfig, ZkCoordinator};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppState, Component, app};
+use crate::app::{AppState, Component, app, metrics_app};
 use crate::config::{Backend, Config};
 use crate::database;
 
 /// How long closing the pool may take at shutdown.
 const POOL_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the connectors may take to stop: their in-flight platform requests answered and the
+/// outcomes committed (each outbox worker waits up to 5 s for them), before the coordinator's
+/// session and the pool close under them.
+const CONNECTORS_STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 pub async fn run(config: Config, components: &[Component]) -> anyhow::Result<()> {
     let shutdown = ops::shutdown::on_signal().context("cannot install signal handlers")?;
@@ -35,8 +39,12 @@ struct Started {
     /// The ZooKeeper coordinator, to close its session at shutdown (`None`: local).
     zookeeper: Option<ZkCoordinator>,
     server: ops::http::Server,
+    /// The internal `/metrics` listener, when `http.metrics_bind` is set.
+    metrics_server: Option<ops::http::Server>,
     /// Lines to print after the URLs: the console, the web chat demo, what the demo seeding did.
     demo: Vec<String>,
+    /// The connectors' task, which ends once every account stopped after shutdown.
+    connectors: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn start(mut config: Config, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<Started> {
@@ -123,11 +131,14 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
                 )
                 .await
                 .context("cannot start the interaction loader")?;
-                routes = routes.merge(loader.router());
+                routes = routes.merge(loader.router()).merge(crate::admin::router(&config));
             }
             Component::Video => {
+                let mut video_config = config.video.clone();
+                // the recordings' uploads to the file server are signed with the hub's secret
+                video_config.recording.service_secret = config.jwt.hs256_secret.clone();
                 let video = video::Video::start(
-                    config.video.clone(),
+                    video_config,
                     &http_base,
                     verifier.clone(),
                     db.clone(),
@@ -148,11 +159,26 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
     }
 
     let state = AppState { config: Arc::new(config), db, coordinator, metrics };
-    let server = ops::http::Server::from_listener(listener, app(&state, routes))?;
+    let mut readiness = crate::app::readiness(&state);
+    if let Some((runtime, _)) = &connectors {
+        readiness = readiness.advisory("connectors", crate::connector::readiness(runtime.clone()));
+    }
+    let server = ops::http::Server::from_listener(listener, app(&state, routes, readiness.clone()))?;
+    let metrics_server = match state.config.http.metrics_bind {
+        Some(bind) => Some(
+            ops::http::Server::bind(bind, metrics_app(&state, readiness))
+                .await
+                .with_context(|| format!("cannot listen on http.metrics_bind {bind}"))?,
+        ),
+        None => None,
+    };
     let addr = server.local_addr();
     let mut demo = Vec::new();
     if components.contains(&Component::Chatserver) {
         demo.push(format!("  console:   http://{addr}/console   the reference agent console"));
+    }
+    if components.contains(&Component::Loader) {
+        demo.push(format!("  admin:     http://{addr}/admin   the admin panel (an admin token or an API key)"));
     }
     if components.contains(&Component::Connectors) {
         demo.push(format!("  web chat:  http://{addr}/webchat/demo   the widget on a demo page"));
@@ -166,21 +192,21 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
             Vec::new()
         }));
     }
-    if let Some((runtime, component)) = connectors {
-        crate::connector::start(runtime, component, server.local_addr(), shutdown);
-    }
-    Ok(Started { state, zookeeper, server, demo })
+    let connectors = connectors
+        .map(|(runtime, component)| crate::connector::start(runtime, component, server.local_addr(), shutdown));
+    Ok(Started { state, zookeeper, server, metrics_server, demo, connectors })
 }
 
 async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Started { state, zookeeper, server, demo } = started;
+    let Started { state, zookeeper, server, metrics_server, demo, connectors } = started;
     let addr = server.local_addr();
-    tracing::info!(%addr, "serving");
+    let metrics_addr = metrics_server.as_ref().map_or(addr, ops::http::Server::local_addr);
+    tracing::info!(%addr, %metrics_addr, "serving");
     let mut banner = format!(
         "switchboard: listening on http://{addr}
   liveness:  http://{addr}/healthz
   readiness: http://{addr}/readyz
-  metrics:   http://{addr}/metrics
+  metrics:   http://{metrics_addr}/metrics
   agent API: ws://{addr}/api/v1/agent/ws
   REST API:  http://{addr}/api/v1/openapi.json
 "
@@ -197,8 +223,29 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
 
-    let served = server.run_until_stopped(shutdown).await;
+    let served = match metrics_server {
+        None => server.run_until_stopped(shutdown).await,
+        Some(internal) => {
+            let (served, internal) =
+                tokio::join!(server.run_until_stopped(shutdown.clone()), internal.run_until_stopped(shutdown));
+            if let Err(e) = internal {
+                tracing::warn!(error = %e, "the internal metrics listener failed");
+            }
+            served
+        }
+    };
 
+    // In order: the connectors finish what they have in flight and commit its outcome while the
+    // coordinator's session (their leadership and fence) and the pool still stand; then the
+    // session closes (a backup leads at once) and the pool closes.
+    if let Some(connectors) = connectors {
+        match tokio::time::timeout(CONNECTORS_STOP_DEADLINE, connectors).await {
+            Ok(_) => tracing::info!("connectors stopped"),
+            Err(_) => tracing::warn!(
+                "connectors still stopping after {CONNECTORS_STOP_DEADLINE:?}; rows in flight stay in doubt"
+            ),
+        }
+    }
     if let Some(zk) = zookeeper {
         zk.shutdown();
     }

@@ -38,17 +38,25 @@ pub enum Component {
 pub const EVERYTHING: &[Component] =
     &[Component::Chatserver, Component::Fileserver, Component::Loader, Component::Connectors, Component::Video];
 
-/// The one HTTP router of the process, served on `http.bind`: the ops routes and every started
-/// component's routes, under the same request metrics.
-pub fn app(state: &AppState, components: Router) -> Router {
-    Router::new()
-        .merge(ops::health::router(readiness(state), state.metrics.clone()))
-        .merge(components)
-        .layer(axum::middleware::from_fn(ops::metrics::track_http))
+/// The HTTP router of the process, served on `http.bind`: the ops routes and every started
+/// component's routes, under the same request metrics. `/metrics` is left out when
+/// `http.metrics_bind` moves it to [`metrics_app`].
+pub fn app(state: &AppState, components: Router, readiness: Readiness) -> Router {
+    let ops_routes = if state.config.http.metrics_bind.is_some() {
+        ops::health::probes(readiness, state.metrics.clone())
+    } else {
+        ops::health::router(readiness, state.metrics.clone())
+    };
+    Router::new().merge(ops_routes).merge(components).layer(axum::middleware::from_fn(ops::metrics::track_http))
+}
+
+/// The internal listener's router (`http.metrics_bind`): `/metrics`, `/healthz`, `/readyz`.
+pub fn metrics_app(state: &AppState, readiness: Readiness) -> Router {
+    ops::health::router(readiness, state.metrics.clone())
 }
 
 /// `/readyz`: PostgreSQL answers `SELECT 1` within a second, the coordinator has a session.
-fn readiness(state: &AppState) -> Readiness {
+pub fn readiness(state: &AppState) -> Readiness {
     let db = state.db.clone();
     let coordinator = state.coordinator.clone();
     let coord_check = match state.config.coord.backend {

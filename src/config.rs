@@ -90,11 +90,16 @@ impl CoordConfig {
 pub struct HttpConfig {
     /// Address of the one HTTP listener (`127.0.0.1:0`: any free port, printed at start).
     pub bind: SocketAddr,
+    /// If set, `/metrics` is served on this address only (an internal listener, e.g.
+    /// `10.0.0.5:9090` or `127.0.0.1:9090`) and no longer on `bind`; it serves `/healthz` and
+    /// `/readyz` too. Unset (the default): `/metrics` is on `bind`.
+    #[serde(default)]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { bind: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        HttpConfig { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), metrics_bind: None }
     }
 }
 

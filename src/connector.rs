@@ -29,6 +29,18 @@ pub fn problems(config: &connectors::Config) -> Vec<Problem> {
             )),
         }
     }
+    if !config.public_url.is_empty() {
+        match Url::parse(&config.public_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => problems.push(Problem::new(
+                "connectors.public_url",
+                format!(
+                    "{:?} is not an http(s) URL: give the hub's URL as platforms reach it, e.g. https://hub.example.com",
+                    config.public_url
+                ),
+            )),
+        }
+    }
     if config.max_in_flight == 0 {
         problems.push(Problem::new("connectors.max_in_flight", "must be at least 1"));
     }
@@ -36,8 +48,14 @@ pub fn problems(config: &connectors::Config) -> Vec<Problem> {
 }
 
 /// Starts serving once the process listens on `addr`: the file server defaults to that
-/// listener (127.0.0.1 when it binds every interface).
-pub fn start(runtime: connectors::Runtime, component: Component, addr: SocketAddr, shutdown: CancellationToken) {
+/// listener (127.0.0.1 when it binds every interface). The task ends after `shutdown` once every
+/// account has stopped: its in-flight platform requests answered and their outcomes committed.
+pub fn start(
+    runtime: connectors::Runtime,
+    component: Component,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     if let Ok(url) = Url::parse(&format!("http://{host}:{}", addr.port())) {
@@ -46,11 +64,11 @@ pub fn start(runtime: connectors::Runtime, component: Component, addr: SocketAdd
     match component {
         Component::Connector(account) => {
             tracing::info!(%account, node = runtime.node(), "serving one account");
-            runtime.spawn_account(account, shutdown);
+            runtime.spawn_account(account, shutdown)
         }
         _ => {
             tracing::info!(node = runtime.node(), "serving every enabled messenger account");
-            tokio::spawn(async move { runtime.serve_enabled(shutdown).await });
+            tokio::spawn(async move { runtime.serve_enabled(shutdown).await })
         }
     }
 }
@@ -62,4 +80,23 @@ pub fn runtime(
     coordinator: std::sync::Arc<dyn coord::Coordinator>,
 ) -> connectors::Runtime {
     connectors::Runtime::new(db, coordinator, config.connectors.clone(), config.jwt.hs256_secret.clone())
+}
+
+/// The advisory `/readyz` check of the connectors: `ok`, or each account that cannot be served
+/// and why (a channel this build has no connector for, settings its module refuses).
+pub fn readiness(
+    runtime: connectors::Runtime,
+) -> impl Fn() -> std::future::Ready<Result<(), String>> + Send + Sync + 'static {
+    move || {
+        let problems = runtime.problems();
+        std::future::ready(if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems
+                .iter()
+                .map(|(account, why)| format!("account {account}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; "))
+        })
+    }
 }

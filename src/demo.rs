@@ -78,6 +78,12 @@ pub async fn seed_if_empty(db: &PgPool, config: &Config, addr: SocketAddr) -> an
             Err(e) => lines.push(format!("  console:   {origin}/console ({login}: no token: {e:#})")),
         }
     }
+    match token(config, "admin", "Administrator", &["admin", "supervisor"]) {
+        Ok(token) => {
+            lines.push(format!("  admin:     {origin}/admin#token={token}   (Administrator, admin+supervisor)"))
+        }
+        Err(e) => lines.push(format!("  admin:     {origin}/admin (no token: {e:#})")),
+    }
     Ok(lines)
 }
 

@@ -1,6 +1,7 @@
 //! `switchboard`: the contact-centre hub, one binary with one subcommand per role.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod all;
 mod app;
 mod config;

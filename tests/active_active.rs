@@ -192,6 +192,7 @@ async fn an_agent_keeps_every_event_across_a_killed_node() {
                 reply_to_external_id: None,
                 forwarded: None,
                 sent_at: None,
+                sticker_id: None,
             };
             let mut tx = pool.begin().await.unwrap();
             let out = store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap();
@@ -256,7 +257,10 @@ async fn an_agent_keeps_every_event_across_a_killed_node() {
         .filter(|e| e["event"] == "message.new")
         .map(|e| e["data"]["message"]["text"].as_str().unwrap().to_owned())
         .collect();
-    let expected: Vec<String> = (1..62).map(|n| format!("message {n}")).collect();
+    // message 0 reached alice with the transfer, in the conversation replayed into her stream
+    let expected: Vec<String> = (0..62).map(|n| format!("message {n}")).collect();
     assert_eq!(texts, expected, "every message exactly once, in order");
+    let replayed: Vec<&Value> = alice.events.iter().filter(|e| e["data"]["catch_up"] == true).collect();
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
     drop(node_b);
 }

@@ -171,7 +171,7 @@ fn the_example_config_lists_every_key_with_its_default() {
         .collect::<Vec<_>>()
         .join("\n");
     let keys = uncommented.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count();
-    assert_eq!(keys, 50, "keys in the example:\n{uncommented}");
+    assert_eq!(keys, 63, "keys in the example:\n{uncommented}");
     let file = temp_file("example.toml", &uncommented);
 
     let with_file = run(switchboard().arg("config").arg("--config").arg(&file).env("SWITCHBOARD_LOG__FILTER", "info"));
@@ -308,6 +308,30 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 #[tokio::test]
+async fn metrics_can_move_to_an_internal_listener() {
+    let (url, _pool) = testenv::database().await;
+    // a free port for the internal listener (the banner prints the public one)
+    let internal = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let running = Running::start(
+        switchboard()
+            .env("SWITCHBOARD_DATABASE__URL", &url)
+            .env("SWITCHBOARD_COORD__BACKEND", "zookeeper")
+            .env("SWITCHBOARD_COORD__ZOOKEEPER", testenv::zookeeper())
+            .env("SWITCHBOARD_COORD__ROOT", "/switchboard-test-metrics")
+            .env("SWITCHBOARD_HTTP__METRICS_BIND", internal.to_string()),
+    );
+    assert_eq!(get(&running.url("/healthz")).await, (200, "ok".to_owned()));
+    assert_eq!(get(&running.url("/metrics")).await.0, 404, "not on the public listener");
+    let (status, metrics) = get(&format!("http://{internal}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("switchboard_build_info"), "{metrics}");
+    assert!(metrics.contains(r#"route="/healthz",status="200"} 1"#), "requests on the public listener: {metrics}");
+    assert_eq!(get(&format!("http://{internal}/readyz")).await.0, 200);
+    let (exited_cleanly, stderr) = running.terminate(Duration::from_secs(15));
+    assert!(exited_cleanly, "{stderr}");
+}
+
+#[tokio::test]
 async fn all_serves_ops_routes_and_stops_on_sigterm() {
     let (url, _pool) = testenv::database().await;
     let running = Running::start(
@@ -324,7 +348,10 @@ async fn all_serves_ops_routes_and_stops_on_sigterm() {
     let (status, body) = get(&running.url("/readyz")).await;
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(report, serde_json::json!({"ready": true, "checks": {"postgres": "ok", "zookeeper": "ok"}}));
+    assert_eq!(
+        report,
+        serde_json::json!({"ready": true, "checks": {"connectors": "ok", "postgres": "ok", "zookeeper": "ok"}})
+    );
 
     let (status, metrics) = get(&running.url("/metrics")).await;
     assert_eq!(status, 200);
@@ -352,9 +379,47 @@ async fn all_runs_with_the_local_coordinator() {
         Running::start(switchboard().env("SWITCHBOARD_DATABASE__URL", &url).env("SWITCHBOARD_COORD__BACKEND", "local"));
     let (status, body) = get(&running.url("/readyz")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, r#"{"ready":true,"checks":{"coordinator":"ok","postgres":"ok"}}"#);
+    assert_eq!(body, r#"{"ready":true,"checks":{"connectors":"ok","coordinator":"ok","postgres":"ok"}}"#);
     let (clean, stderr) = running.terminate(Duration::from_secs(10));
     assert!(clean, "{stderr}");
+}
+
+/// An account the connectors cannot serve (its module refuses its settings) is reported in
+/// `/readyz` and as a metric, without taking the process out of service; the others are served.
+#[tokio::test]
+async fn an_account_that_cannot_be_served_is_reported_not_skipped() {
+    let (url, pool) = testenv::database().await;
+    sqlx::query("INSERT INTO queues (name) VALUES ('support') ON CONFLICT DO NOTHING").execute(&pool).await.unwrap();
+    let broken: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO accounts (id, channel, name, default_queue, credentials, settings)
+         VALUES (gen_random_uuid(), 'telegram', 'no token', 'support', '{}', '{}') RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let running =
+        Running::start(switchboard().env("SWITCHBOARD_DATABASE__URL", &url).env("SWITCHBOARD_COORD__BACKEND", "local"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let (status, body) = get(&running.url("/readyz")).await;
+        assert_eq!(status, 200, "one bad account does not make the node unready: {body}");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if report["checks"]["connectors"] != "ok" || Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let problem = report["checks"]["connectors"].as_str().unwrap();
+    assert!(problem.contains(&broken.to_string()) && problem.contains("bot_token"), "{problem}");
+    let (_, metrics) = get(&running.url("/metrics")).await;
+    assert!(
+        metrics
+            .contains(&format!(r#"switchboard_connector_account_problem{{account="{broken}",channel="telegram"}} 1"#)),
+        "{metrics}"
+    );
+    let (clean, stderr) = running.terminate(Duration::from_secs(10));
+    assert!(clean, "{stderr}");
+    assert!(stderr.contains("bot_token"), "the log says what to fix: {stderr}");
 }
 
 #[tokio::test]

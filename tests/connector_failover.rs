@@ -68,8 +68,27 @@ async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> 
     }
 }
 
+/// How the leader goes away mid-stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: requests in flight are in doubt, and sent again by the next leader.
+    Kill,
+    /// SIGTERM: the leader finishes what it has in flight and commits the outcomes before its
+    /// ZooKeeper session and pool close, so nothing is in doubt and nothing is sent twice.
+    Term,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_mid_stream_loses_nothing_and_stores_nothing_twice() {
+    failover(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_mid_stream_leaves_nothing_in_doubt_and_sends_nothing_twice() {
+    failover(Stop::Term).await;
+}
+
+async fn failover(stop: Stop) {
     let (db_url, pool) = testenv::database().await;
     let root = format!("/test-{}", Uuid::new_v4().simple());
     let fake = FakeTelegram::start(TOKEN).await;
@@ -176,6 +195,7 @@ async fn killing_the_leader_mid_stream_loses_nothing_and_stores_nothing_twice() 
                         file_ids: vec![],
                         keyboard: None,
                         reply_to: None,
+                        ..Default::default()
                     },
                 )
                 .await
@@ -199,9 +219,19 @@ async fn killing_the_leader_mid_stream_loses_nothing_and_stores_nothing_twice() 
     let backup = nodes.remove(0);
     let killed_name = leader.name;
     let mut killed = leader;
-    killed.process.child.kill().expect("SIGKILL the leader");
+    match stop {
+        Stop::Kill => killed.process.child.kill().expect("SIGKILL the leader"),
+        Stop::Term => {
+            let pid = killed.process.pid().to_string();
+            let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+            assert!(sent.success(), "SIGTERM the leader");
+        }
+    }
     let killed_at = fake.elapsed();
-    killed.process.child.wait().unwrap();
+    let exited = killed.process.child.wait().unwrap();
+    if stop == Stop::Term {
+        assert!(exited.success(), "a SIGTERM'd connector exits cleanly: {exited:?}");
+    }
     let sent_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await;
     let stored_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await;
 
@@ -255,7 +285,7 @@ async fn killing_the_leader_mid_stream_loses_nothing_and_stores_nothing_twice() 
         out_of_order += sent.windows(2).filter(|w| w[0].1 > w[1].1).count();
     }
 
-    println!("failover report:");
+    println!("failover report ({stop:?}):");
     println!(
         "  leader {killed_name} killed at {killed_at:?} (fake clock) with {sent_before} outbound sent, {stored_before} inbound stored"
     );
@@ -285,6 +315,10 @@ async fn killing_the_leader_mid_stream_loses_nothing_and_stores_nothing_twice() 
         duplicates.len() <= MAX_IN_FLIGHT,
         "duplicates are bounded by the requests in flight at the kill ({MAX_IN_FLIGHT})"
     );
+    if stop == Stop::Term {
+        assert!(duplicates.is_empty(), "a stopping leader sends nothing twice: {duplicates:?}");
+        assert_eq!(in_doubt, 0, "a stopping leader leaves no row in doubt");
+    }
     assert_eq!(out_of_order, 0, "each chat's messages went out in order");
 }
 

@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
 # Runs Debian's Janus (`apt-get install janus`) in the foreground for the video SFU benchmark
 # (`cargo bench -p video --bench sfu`), from a throwaway config directory: the VideoRoom plugin
-# and the HTTP transport only (on 127.0.0.1), no STUN/TURN, UDP media ports below the ephemeral
-# range. Never the system service (/etc/janus is not read).
+# and the HTTP transport only, no STUN/TURN, UDP media ports below the ephemeral range. Never
+# the system service (/etc/janus is not read).
 #
-#   bench/janus/run.sh DIR [HTTP_PORT] [RTP_PORTS] [EVENT_LOOPS] [MEDIA_IP]
+#   bench/janus/run.sh DIR [HTTP_PORT] [RTP_PORTS] [EVENT_LOOPS] [MEDIA_IP] [HTTP_IP]
 #
 # DIR is created and filled with the configuration; HTTP_PORT defaults to 18088 (the API is at
-# http://127.0.0.1:HTTP_PORT/janus), RTP_PORTS to 20000-21999, EVENT_LOOPS to 0 (Janus's
-# default: one thread per handle). The script execs janus, so its pid is Janus's.
+# http://HTTP_IP:HTTP_PORT/janus), RTP_PORTS to 20000-21999, EVENT_LOOPS to 0 (Janus's
+# default: one thread per handle), HTTP_IP to 127.0.0.1. The script execs janus, so its pid is
+# Janus's.
 #
-# ICE: Janus never gathers on loopback interfaces (ice_enforce_list = "$media_ip" gathers nothing and
-# falls back to every interface), so media goes to one address of this host, MEDIA_IP (default:
-# the first global IPv4 address), enforced as the only candidate and written to DIR/media_ip for
-# the clients to bind to. Datagrams to a local address never leave the host: the kernel routes
-# them through `lo` exactly as it does 127.0.0.1.
+# ICE: Janus never gathers on loopback interfaces (ice_enforce_list = "lo" gathers nothing and
+# falls back to every interface), so its media needs an address of another interface, MEDIA_IP
+# (default: the first global IPv4 address of the network namespace it runs in), enforced as
+# the only candidate and written to DIR/media_ip. The benchmark runs this script inside a
+# network namespace of its own (`ip netns exec`), joined to the host by a veth pair, and passes
+# the namespace's end of the pair as MEDIA_IP and HTTP_IP: the load never goes to the host's
+# own network address.
 set -euo pipefail
-dir=${1:?usage: run.sh DIR [HTTP_PORT] [RTP_PORTS] [EVENT_LOOPS]}
+dir=${1:?usage: run.sh DIR [HTTP_PORT] [RTP_PORTS] [EVENT_LOOPS] [MEDIA_IP] [HTTP_IP]}
 http_port=${2:-18088}
 rtp_ports=${3:-20000-21999}
 event_loops=${4:-0}
 media_ip=${5:-$(ip -4 -o addr show scope global 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -1)}
 [ -n "$media_ip" ] || { echo "no global IPv4 address for Janus's ICE candidates; pass MEDIA_IP" >&2; exit 1; }
+http_ip=${6:-127.0.0.1}
 janus=$(command -v janus) || {
   echo "janus is not installed: DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends janus" >&2
   exit 1
@@ -75,7 +79,7 @@ general: {
 	base_path = "/janus"
 	http = true
 	port = $http_port
-	ip = "127.0.0.1"
+	ip = "$http_ip"
 	https = false
 }
 admin: {

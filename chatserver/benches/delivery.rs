@@ -169,6 +169,7 @@ fn inbound(account_id: Uuid, customer: &str, external_message_id: String, text: 
         reply_to_external_id: None,
         forwarded: None,
         sent_at: None,
+        sticker_id: None,
     }
 }
 

@@ -6,13 +6,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use schema::domain::{AgentStatus, Channel, Keyboard};
+use schema::channels::human_size;
+use schema::domain::{AgentStatus, Channel, Contact, Feature, Keyboard, Limits, Location, Template};
 use schema::store::{self, CustomerKey, OfferEnd, OutboundMessage, TransferTarget};
 
 use crate::AppState;
 use crate::error::{ApiError, code};
 use crate::wake::wake_agents;
 use ops::auth::Claims;
+use ops::input::{self, InputError, Kind, Validate, check, check_opt};
 use schema::topics;
 
 /// What a session keeps between commands.
@@ -20,6 +22,9 @@ use schema::topics;
 pub struct SessionState {
     /// The last event `seq` sent on this socket; `None` until `hello`.
     pub cursor: Option<i64>,
+    /// Set by `supervisor.overview` with `live`: start (`true`) or stop (`false`) pushing the
+    /// overview's updates on this socket. The session takes it after the reply.
+    pub live: Option<bool>,
 }
 
 /// Every command the API knows (extensions beyond the fixed contract are marked in the docs).
@@ -44,9 +49,14 @@ pub const COMMANDS: &[&str] = &[
     "video.start",
 ];
 
-fn args<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+/// Decodes a command's `args`, held to the input rules (`ops::input`): every string in them to
+/// the loosest rule first, then each field to the rule of its kind.
+pub(crate) fn args<T: DeserializeOwned + Validate>(value: Value) -> Result<T, ApiError> {
     let value = if value.is_null() { json!({}) } else { value };
-    serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("bad args: {e}")))
+    input::check_json("args", &value)?;
+    let decoded: T = serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("bad args: {e}")))?;
+    decoded.validate().map_err(|e| InputError { field: format!("args.{}", e.field), ..e })?;
+    Ok(decoded)
 }
 
 /// Runs one command for the agent behind `claims`.
@@ -146,12 +156,17 @@ pub async fn dispatch(
         "interaction.typing" => crate::receipts::typing(state, claims, args(raw)?).await,
         "history.get" => history(state, claims, args(raw)?).await,
         "supervisor.overview" => {
-            let _: NoArgs = args(raw)?;
+            let a: OverviewArgs = args(raw)?;
             if !claims.has_role("supervisor") {
                 return Err(ApiError::forbidden("supervisor.overview needs the supervisor role"));
             }
-            let mut conn = state.pool.acquire().await?;
-            Ok(store::overview(&mut conn).await?)
+            let data =
+                crate::live::snapshot(&state.pool, state.coord.as_ref(), &mut crate::live::PresenceCache::default())
+                    .await?;
+            if a.live.is_some() {
+                session.live = a.live;
+            }
+            Ok(data)
         }
         "video.start" => start_video(state, claims, args(raw)?).await,
         other => Err(ApiError::new(
@@ -163,7 +178,12 @@ pub async fn dispatch(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoArgs {}
+struct OverviewArgs {
+    /// `true`: push the overview as `update` frames whenever it changes; `false`: stop.
+    live: Option<bool>,
+}
+
+ops::no_strings!(OverviewArgs, VideoArgs, HelloArgs, InteractionArgs, MessageArgs, HistoryArgs);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +191,8 @@ struct VideoArgs {
     interaction_id: Uuid,
     mode: Option<schema::domain::VideoMode>,
     quality: Option<schema::domain::VideoQuality>,
+    /// Record the call (the customer is asked to consent); absent: the queue's setting.
+    record: Option<bool>,
 }
 
 /// `video.start`: the room, its invitation through the interaction's channel, the links.
@@ -184,7 +206,7 @@ async fn start_video(state: &AppState, claims: &Claims, a: VideoArgs) -> Result<
         None => config.video_quality.parse().unwrap_or(schema::domain::VideoQuality::P720),
     };
     let agent_name = claims.name.as_deref().unwrap_or(&claims.sub);
-    let (new, customer_link) = store::NewRoom::with_new_link(
+    let (mut new, customer_link) = store::NewRoom::with_new_link(
         a.interaction_id,
         &claims.sub,
         agent_name,
@@ -193,6 +215,7 @@ async fn start_video(state: &AppState, claims: &Claims, a: VideoArgs) -> Result<
         &config.video_url,
         std::time::Duration::from_secs(config.video_link_ttl_s),
     );
+    new.record = a.record;
     let mut tx = state.pool.begin().await?;
     let started = store::start_room(&mut tx, &new).await?;
     tx.commit().await?;
@@ -238,6 +261,12 @@ struct StatusArgs {
     reason: Option<String>,
 }
 
+impl Validate for StatusArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("reason", Kind::Note, self.reason.as_deref())
+    }
+}
+
 async fn set_status(state: &AppState, me: &str, a: StatusArgs) -> Result<Value, ApiError> {
     let mut tx = state.pool.begin().await?;
     let agent = store::change_agent_status(&mut tx, me, a.status, a.reason.as_deref()).await?;
@@ -264,11 +293,25 @@ struct TransferArgs {
     note: Option<String>,
 }
 
+impl Validate for TransferArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("to_agent", Kind::Key, self.to_agent.as_deref())?;
+        check_opt("to_queue", Kind::Key, self.to_queue.as_deref())?;
+        check_opt("note", Kind::Note, self.note.as_deref())
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CloseArgs {
     interaction_id: Uuid,
     reason: Option<String>,
+}
+
+impl Validate for CloseArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("reason", Kind::Note, self.reason.as_deref())
+    }
 }
 
 #[derive(Deserialize)]
@@ -278,11 +321,23 @@ struct JoinArgs {
     mode: String,
 }
 
+impl Validate for JoinArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check("mode", Kind::Key, &self.mode)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQueuedArgs {
     queue: Option<String>,
     limit: Option<i64>,
+}
+
+impl Validate for ListQueuedArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("queue", Kind::Key, self.queue.as_deref())
+    }
 }
 
 /// Commits a routing transition, then wakes everyone it concerns (and routing, when a slot or an
@@ -317,6 +372,15 @@ struct CustomerArg {
     phone: Option<String>,
 }
 
+impl Validate for StartArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("customer.external_id", Kind::Key, self.customer.external_id.as_deref())?;
+        check_opt("customer.phone", Kind::Phone, self.customer.phone.as_deref())?;
+        check_opt("message", Kind::Text, self.message.as_deref())?;
+        check_opt("client_msg_id", Kind::Key, self.client_msg_id.as_deref())
+    }
+}
+
 async fn start(state: &AppState, claims: &Claims, a: StartArgs) -> Result<Value, ApiError> {
     let me = claims.sub.as_str();
     let key = match (a.customer.external_id, a.customer.phone) {
@@ -325,7 +389,19 @@ async fn start(state: &AppState, claims: &Claims, a: StartArgs) -> Result<Value,
         _ => return Err(ApiError::bad_request("customer needs exactly one of `external_id` and `phone`")),
     };
     let mut tx = state.pool.begin().await?;
+    let channel = match store::get_account(&mut tx, a.account_id).await {
+        Ok(account) => account.channel,
+        Err(store::StoreError::NotFound { .. }) => {
+            return Err(ApiError::new(code::NOT_FOUND, format!("account {} not found", a.account_id)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    refuse_unsupported(channel, &[Feature::StartedByAgent])?;
     let started = store::start_interaction(&mut tx, a.account_id, &key, me).await?;
+    if a.message.is_some() {
+        let i = &started.interaction;
+        check_service_window(&mut tx, channel, i.account_id, &i.customer.external_id).await?;
+    }
     let mut notified = started.notified.clone();
     let mut queued_on = None;
     if let Some(text) = a.message {
@@ -338,6 +414,7 @@ async fn start(state: &AppState, claims: &Claims, a: StartArgs) -> Result<Value,
             file_ids: vec![],
             keyboard: None,
             reply_to: None,
+            ..Default::default()
         };
         let enqueued = store::enqueue_outbound(&mut tx, &out).await?;
         notified.extend(enqueued.audience);
@@ -361,6 +438,234 @@ struct SendArgs {
     file_ids: Vec<Uuid>,
     keyboard: Option<Keyboard>,
     reply_to: Option<Uuid>,
+    contact: Option<ContactArg>,
+    location: Option<LocationArg>,
+    sticker: Option<StickerArg>,
+    forward: Option<ForwardArg>,
+    template: Option<TemplateArg>,
+}
+
+/// An approved template of the account (WhatsApp), by name and language, with its parameters.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateArg {
+    name: String,
+    language: String,
+    #[serde(default)]
+    params: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactArg {
+    phone: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationArg {
+    lat: f64,
+    lon: f64,
+    address: Option<String>,
+}
+
+/// A sticker: a file of the file server, or the platform's own sticker id.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StickerArg {
+    file_id: Option<Uuid>,
+    sticker_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForwardArg {
+    message_id: Uuid,
+}
+
+/// The matrix line a file of this type needs to be sent.
+fn file_feature(mime: &str) -> Feature {
+    match mime.split('/').next().unwrap_or_default() {
+        "image" => Feature::SendImages,
+        "video" => Feature::SendVideo,
+        "audio" if matches!(mime, "audio/ogg" | "audio/opus") => Feature::SendVoice,
+        "audio" => Feature::SendAudio,
+        _ => Feature::SendDocuments,
+    }
+}
+
+/// `message.send`'s content as the store takes it, checked against what the channel can do
+/// and its limits (with the account's overrides), so nothing is queued that the connector would
+/// have to refuse.
+async fn checked_outbound(
+    conn: &mut sqlx::PgConnection,
+    channel: Channel,
+    interaction_id: Uuid,
+    a: &SendArgs,
+) -> Result<(Vec<Feature>, OutboundContent), ApiError> {
+    let mut needs = Vec::new();
+    let mut content = OutboundContent::default();
+    if a.text.as_deref().is_some_and(|t| !t.is_empty()) {
+        needs.push(Feature::Chat);
+    }
+    match &a.keyboard {
+        Some(Keyboard::Reply { rows }) => {
+            needs.push(Feature::ReplyKeyboard);
+            if rows.iter().flatten().any(|b| b.request_phone) {
+                needs.push(Feature::CustomerPhone);
+            }
+        }
+        Some(Keyboard::Inline { .. }) => needs.push(Feature::InlineButtons),
+        Some(Keyboard::Remove) | None => {}
+    }
+    if let Some(c) = &a.contact {
+        if c.phone.trim().is_empty() || c.phone.chars().count() > 64 {
+            return Err(ApiError::bad_request("contact.phone must be 1 to 64 characters"));
+        }
+        if c.name.trim().is_empty() || c.name.chars().count() > 256 {
+            return Err(ApiError::bad_request("contact.name must be 1 to 256 characters"));
+        }
+        needs.push(Feature::SendContact);
+        content.contact = Some(Contact { phone: c.phone.clone(), name: c.name.clone() });
+    }
+    if let Some(l) = &a.location {
+        if !(-90.0..=90.0).contains(&l.lat) || !(-180.0..=180.0).contains(&l.lon) {
+            return Err(ApiError::bad_request("location needs lat from -90 to 90 and lon from -180 to 180"));
+        }
+        if l.address.as_deref().is_some_and(|s| s.chars().count() > 1000) {
+            return Err(ApiError::bad_request("location.address is at most 1000 characters"));
+        }
+        needs.push(Feature::SendLocation);
+        content.location = Some(Location { lat: l.lat, lon: l.lon, address: l.address.clone() });
+    }
+    let mut file_ids = a.file_ids.clone();
+    if let Some(sticker) = &a.sticker {
+        needs.push(Feature::SendStickers);
+        match (sticker.file_id, &sticker.sticker_id) {
+            (Some(file), None) => {
+                content.sticker = true;
+                file_ids.push(file);
+            }
+            (None, Some(id)) if !id.is_empty() && id.chars().count() <= 256 => content.sticker_id = Some(id.clone()),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "sticker needs exactly one of `file_id` and `sticker_id` (1 to 256 characters)",
+                ));
+            }
+        }
+    }
+    if let Some(f) = &a.forward {
+        needs.push(Feature::Forward);
+        content.forward_of = Some(f.message_id);
+    }
+    if !file_ids.is_empty() {
+        let account_id = store::load_interaction(conn, interaction_id).await?.account_id;
+        let settings = store::account_settings(conn, account_id).await?;
+        let limits = Limits::for_account(channel, &settings)
+            .map_err(|e| ApiError::from(store::StoreError::Corrupt(e.to_string())))?;
+        for id in &file_ids {
+            let file = match store::get_file(conn, *id).await {
+                Ok(file) => file,
+                Err(store::StoreError::NotFound { .. }) => {
+                    return Err(ApiError::bad_request(format!("file {id} does not exist")));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !content.sticker || a.file_ids.contains(id) {
+                needs.push(file_feature(&file.mime));
+            }
+            let (max, kind) = limits.max_file_bytes.for_mime(&file.mime);
+            if u64::try_from(file.size).unwrap_or(u64::MAX) > max {
+                return Err(ApiError::new(
+                    code::FILE_TOO_LARGE,
+                    format!(
+                        "file {:?} is {}, over the limit of {} for {kind} on {channel}",
+                        file.name,
+                        human_size(u64::try_from(file.size).unwrap_or(u64::MAX)),
+                        human_size(max)
+                    ),
+                ));
+            }
+        }
+    }
+    content.file_ids = file_ids;
+    Ok((needs, content))
+}
+
+/// What `message.send` carries besides text, keyboard and reply.
+#[derive(Default)]
+struct OutboundContent {
+    file_ids: Vec<Uuid>,
+    contact: Option<Contact>,
+    location: Option<Location>,
+    sticker: bool,
+    sticker_id: Option<String>,
+    forward_of: Option<Uuid>,
+}
+
+/// The first thing the channel cannot do, as an `unsupported_by_channel` error.
+pub(crate) fn refuse_unsupported(channel: Channel, needs: &[Feature]) -> Result<(), ApiError> {
+    let caps = channel.capabilities();
+    match needs.iter().find(|f| !caps.has(**f)) {
+        Some(feature) => {
+            Err(ApiError::new(code::UNSUPPORTED_BY_CHANNEL, format!("{channel} does not support {}", feature.label())))
+        }
+        None => Ok(()),
+    }
+}
+
+impl Validate for SendArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check("client_msg_id", Kind::Key, &self.client_msg_id)?;
+        check_opt("text", Kind::Text, self.text.as_deref())?;
+        if let Some(keyboard) = &self.keyboard {
+            check_keyboard("keyboard", keyboard)?;
+        }
+        if let Some(contact) = &self.contact {
+            check("contact.phone", Kind::Phone, &contact.phone)?;
+            check("contact.name", Kind::Name, &contact.name)?;
+        }
+        if let Some(location) = &self.location {
+            check_opt("location.address", Kind::Note, location.address.as_deref())?;
+        }
+        if let Some(sticker) = &self.sticker {
+            check_opt("sticker.sticker_id", Kind::Key, sticker.sticker_id.as_deref())?;
+        }
+        if let Some(template) = &self.template {
+            check("template.name", Kind::Key, &template.name)?;
+            check("template.language", Kind::Key, &template.language)?;
+            input::check_each("template.params", Kind::Note, &template.params)?;
+        }
+        Ok(())
+    }
+}
+
+/// A keyboard has rows, each row has buttons, and every button a label ([`Kind::Name`]);
+/// an inline button's `data` comes back in the customer's callback ([`Kind::Key`]).
+fn check_keyboard(field: &str, keyboard: &Keyboard) -> Result<(), InputError> {
+    fn rows<B>(
+        field: &str,
+        rows: &[Vec<B>],
+        button: impl Fn(&str, &B) -> Result<(), InputError>,
+    ) -> Result<(), InputError> {
+        input::non_empty(&format!("{field}.rows"), rows)?;
+        for (r, row) in rows.iter().enumerate() {
+            input::non_empty(&format!("{field}.rows[{r}]"), row)?;
+            for (b, item) in row.iter().enumerate() {
+                button(&format!("{field}.rows[{r}][{b}]"), item)?;
+            }
+        }
+        Ok(())
+    }
+    match keyboard {
+        Keyboard::Reply { rows: r } => rows(field, r, |f, b| check(&format!("{f}.text"), Kind::Name, &b.text)),
+        Keyboard::Inline { rows: r } => rows(field, r, |f, b| {
+            check(&format!("{f}.text"), Kind::Name, &b.text)?;
+            check(&format!("{f}.data"), Kind::Key, &b.data)
+        }),
+        Keyboard::Remove => Ok(()),
+    }
 }
 
 /// Checks that `me` may write into the interaction, and returns its channel.
@@ -381,9 +686,6 @@ pub(crate) async fn may_write(
 
 async fn send(state: &AppState, claims: &Claims, a: SendArgs) -> Result<Value, ApiError> {
     let me = claims.sub.as_str();
-    if a.client_msg_id.is_empty() || a.client_msg_id.len() > 200 {
-        return Err(ApiError::bad_request("client_msg_id must be 1 to 200 characters"));
-    }
     let mut tx = state.pool.begin().await?;
     // a retry returns the first message, even if the interaction has moved on since
     if let Some(first) = store::sent_with_client_msg_id(&mut tx, me, &a.client_msg_id).await? {
@@ -396,25 +698,31 @@ async fn send(state: &AppState, claims: &Claims, a: SendArgs) -> Result<Value, A
         return Ok(serde_json::to_value(&first).expect("message serializes"));
     }
     let channel = may_write(&mut tx, a.interaction_id, me).await?;
-    let caps = channel.capabilities();
-    let unsupported = match &a.keyboard {
-        Some(Keyboard::Reply { .. }) if !caps.reply_keyboard => Some("reply keyboards"),
-        Some(Keyboard::Inline { .. }) if !caps.inline_buttons => Some("inline buttons"),
-        _ if !a.file_ids.is_empty() && !caps.files => Some("files"),
-        _ => None,
+    let (needs, content) = checked_outbound(&mut tx, channel, a.interaction_id, &a).await?;
+    refuse_unsupported(channel, &needs)?;
+    let (text, template) = match &a.template {
+        Some(t) => checked_template(&mut tx, channel, a.interaction_id, t, &needs, &content).await?,
+        None => {
+            let interaction = store::load_interaction(&mut tx, a.interaction_id).await?;
+            check_service_window(&mut tx, channel, interaction.account_id, &interaction.customer.external_id).await?;
+            (a.text, None)
+        }
     };
-    if let Some(what) = unsupported {
-        return Err(ApiError::new(code::UNSUPPORTED_BY_CHANNEL, format!("{channel} does not support {what}")));
-    }
     let out = OutboundMessage {
         interaction_id: a.interaction_id,
         agent_login: me.to_owned(),
         agent_name: claims.name.clone().unwrap_or_else(|| me.to_owned()),
         client_msg_id: a.client_msg_id,
-        text: a.text,
-        file_ids: a.file_ids,
+        text,
+        file_ids: content.file_ids,
         keyboard: a.keyboard,
         reply_to: a.reply_to,
+        contact: content.contact,
+        location: content.location,
+        sticker_id: content.sticker_id,
+        sticker: content.sticker,
+        forward_of: content.forward_of,
+        template,
     };
     let enqueued = store::enqueue_outbound(&mut tx, &out).await?;
     tx.commit().await?;
@@ -426,11 +734,97 @@ async fn send(state: &AppState, claims: &Claims, a: SendArgs) -> Result<Value, A
     Ok(serde_json::to_value(&enqueued.message).expect("message serializes"))
 }
 
+/// A template `message.send`: only on channels with templates, alone (no text, files, buttons
+/// or other content), an approved template of the account with as many parameters as its body
+/// takes. Returns the body as the customer will read it (the message's text) and the template.
+async fn checked_template(
+    conn: &mut sqlx::PgConnection,
+    channel: Channel,
+    interaction_id: Uuid,
+    t: &TemplateArg,
+    needs: &[Feature],
+    content: &OutboundContent,
+) -> Result<(Option<String>, Option<Template>), ApiError> {
+    if !channel.takes_templates() {
+        return Err(ApiError::new(
+            code::UNSUPPORTED_BY_CHANNEL,
+            format!("{channel} does not support message templates"),
+        ));
+    }
+    if !needs.is_empty() || !content.file_ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "a template goes alone: no text, files, keyboard, contact, location, sticker or forward with it",
+        ));
+    }
+    if t.params.iter().any(|p| p.trim().is_empty() || p.chars().count() > 1000 || p.contains(['\n', '\t'])) {
+        return Err(ApiError::bad_request(
+            "template params are 1 to 1000 characters each, on one line (WhatsApp refuses line breaks and tabs in them)",
+        ));
+    }
+    let account_id = store::load_interaction(conn, interaction_id).await?.account_id;
+    let Some(approved) = store::whatsapp::get_template(conn, account_id, &t.name, &t.language).await? else {
+        return Err(ApiError::bad_request(format!(
+            "this account has no template {:?} in language {:?} (the admin API lists its templates)",
+            t.name, t.language
+        )));
+    };
+    if t.params.len() != approved.params as usize {
+        return Err(ApiError::bad_request(format!(
+            "template {:?} ({}) takes {} parameter(s), {} given",
+            t.name,
+            t.language,
+            approved.params,
+            t.params.len()
+        )));
+    }
+    let text = store::whatsapp::render_template(&approved.body, &t.params);
+    Ok((Some(text), Some(Template { name: t.name.clone(), language: t.language.clone(), params: t.params.clone() })))
+}
+
+/// On a channel with a service window (WhatsApp: 24 hours after the customer's last message), a
+/// free-form message outside it is refused with `outside_service_window`, saying when it closed.
+async fn check_service_window(
+    conn: &mut sqlx::PgConnection,
+    channel: Channel,
+    account_id: Uuid,
+    external_id: &str,
+) -> Result<(), ApiError> {
+    let Some(window) = channel.service_window() else { return Ok(()) };
+    let hours = window.as_secs() / 3600;
+    let last = store::whatsapp::last_inbound_at(conn, account_id, external_id).await?;
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    match last {
+        Some(at) if at + window > chrono::Utc::now() => Ok(()),
+        Some(at) => Err(ApiError::new(
+            code::OUTSIDE_SERVICE_WINDOW,
+            format!(
+                "{channel} takes free-form messages only within {hours} hours of the customer's last message; \
+                 the customer last wrote at {}, so the window closed at {}: send an approved template instead",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                (at + window).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )),
+        None => Err(ApiError::new(
+            code::OUTSIDE_SERVICE_WINDOW,
+            format!(
+                "{channel} takes free-form messages only within {hours} hours of the customer's last message, \
+                 and this customer has not written to this account: send an approved template instead"
+            ),
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EditArgs {
     message_id: Uuid,
     text: String,
+}
+
+impl Validate for EditArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check("text", Kind::Text, &self.text)
+    }
 }
 
 #[derive(Deserialize)]
@@ -445,12 +839,19 @@ async fn edit_or_delete(state: &AppState, me: &str, message_id: Uuid, text: Opti
         .await?
         .parse()
         .map_err(|e: schema::domain::UnknownValue| ApiError::from(store::StoreError::Corrupt(e.to_string())))?;
-    let caps = channel.capabilities();
+    refuse_unsupported(channel, &[Feature::EditDeleteOwn])?;
     let (message, audience, account) = match text {
-        Some(text) if caps.edit => store::edit_outbound(&mut tx, message_id, me, &text).await?,
-        None if caps.delete => store::delete_outbound(&mut tx, message_id, me).await?,
-        Some(_) => return Err(ApiError::new(code::UNSUPPORTED_BY_CHANNEL, format!("{channel} cannot edit messages"))),
-        None => return Err(ApiError::new(code::UNSUPPORTED_BY_CHANNEL, format!("{channel} cannot delete messages"))),
+        Some(text) => {
+            let max = channel.capabilities().limits.max_text_chars;
+            if text.chars().count() > max {
+                return Err(ApiError::bad_request(format!(
+                    "the new text is {} characters; an edit on {channel} must fit one message of at most {max}",
+                    text.chars().count()
+                )));
+            }
+            store::edit_outbound(&mut tx, message_id, me, &text).await?
+        }
+        None => store::delete_outbound(&mut tx, message_id, me).await?,
     };
     tx.commit().await?;
     wake_agents(state.coord.as_ref(), &audience);

@@ -14,6 +14,11 @@ pub mod code {
     pub const CONFLICT: &str = "conflict";
     pub const FORBIDDEN: &str = "forbidden";
     pub const UNSUPPORTED_BY_CHANNEL: &str = "unsupported_by_channel";
+    /// A file over the channel's limit for its kind, refused before anything is queued.
+    pub const FILE_TOO_LARGE: &str = "file_too_large";
+    /// A free-form message on WhatsApp more than 24 hours after the customer's last message
+    /// (only a template may go out then); refused before anything is queued.
+    pub const OUTSIDE_SERVICE_WINDOW: &str = "outside_service_window";
     pub const VIDEO_UNAVAILABLE: &str = "video_unavailable";
     pub const INTERNAL: &str = "internal";
 }
@@ -58,6 +63,13 @@ impl From<StoreError> for ApiError {
                 ApiError::new(code::INTERNAL, "internal error; it has been logged")
             }
         }
+    }
+}
+
+/// A field that breaks the input rules (`ops::input`): `bad_request` naming it.
+impl From<ops::input::InputError> for ApiError {
+    fn from(e: ops::input::InputError) -> Self {
+        ApiError::bad_request(e.to_string())
     }
 }
 

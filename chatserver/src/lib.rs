@@ -10,6 +10,7 @@
 
 pub mod commands;
 pub mod error;
+pub mod live;
 pub mod presence;
 mod receipts;
 pub mod routing;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub verifier: Verifier,
     pub config: Arc<Config>,
     pub presence: Arc<presence::Presence>,
+    /// The supervisors' live overview of this node.
+    pub live: Arc<live::Live>,
     pub shutdown: CancellationToken,
     pub node: String,
 }
@@ -133,6 +136,7 @@ impl Chatserver {
         }
         let state = AppState {
             presence: presence::Presence::new(coord.clone(), node.clone()),
+            live: live::Live::new(pool.clone(), coord.clone(), shutdown.clone()),
             pool,
             coord,
             verifier,
@@ -199,7 +203,7 @@ async fn agent_ws(
         schema::store::ensure_agent(&mut conn, &claims.sub, &name, &claims.effective_roles()).await
     };
     if let Err(e) = ensured.await {
-        warn!(agent = %claims.sub, error = %e, "cannot register the agent");
+        warn!(agent = %ops::input::Escaped(&claims.sub), error = %e, "cannot register the agent");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the hub cannot serve you right now".into());
     }
     // Small buffers: an idle socket should cost kilobytes (tungstenite reads into a 128 KiB buffer

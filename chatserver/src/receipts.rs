@@ -24,6 +24,8 @@ pub(crate) struct TypingArgs {
     typing: Option<bool>,
 }
 
+ops::no_strings!(TypingArgs, ReadArgs);
+
 pub(crate) async fn typing(state: &AppState, claims: &Claims, a: TypingArgs) -> Result<Value, ApiError> {
     let me = claims.sub.as_str();
     let name = claims.name.clone().unwrap_or_else(|| me.to_owned());

@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use schema::wire::{Event, Reply, Request};
+use futures::SinkExt;
+use schema::wire::{Event, Reply, Request, Update};
 use tracing::{debug, info, warn};
 
 use crate::AppState;
@@ -19,6 +20,9 @@ use ops::auth::Claims;
 
 /// Events read from the store per query.
 const BATCH: i64 = 500;
+
+/// How long a closing socket waits for the client to take its Close frame.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// How soon a failed read of the agent's stream is tried again.
 const RETRY: Duration = Duration::from_millis(500);
@@ -65,6 +69,8 @@ pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
     let shutdown = state.shutdown.clone();
     // set when a read of the stream failed: try again then, even without a new wake
     let mut retry_at: Option<tokio::time::Instant> = None;
+    // the supervisor's live overview, while this socket watches it
+    let mut live: Option<tokio::sync::watch::Receiver<crate::live::Snapshot>> = None;
 
     let end = loop {
         tokio::select! {
@@ -85,6 +91,11 @@ pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
                 let was_greeted = session.cursor.is_some();
                 let reply = handle(&state, &claims, &mut session, text.as_str()).await;
                 if let Err(end) = send(&mut socket, &reply, &state).await { break end }
+                if let Some(watch) = session.live.take() {
+                    // the reply carried the overview as it is now: push what changes after it
+                    live = watch.then(|| state.live.watch());
+                    if let Some(rx) = live.as_mut() { rx.borrow_and_update(); }
+                }
                 if !was_greeted && session.cursor.is_some() {
                     // right after hello: replay what came after resume_from
                     match drain(&mut socket, &state, &login, &mut session).await {
@@ -104,6 +115,17 @@ pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
                 match drain(&mut socket, &state, &login, &mut session).await {
                     Ok(complete) => retry_at = (!complete).then(|| tokio::time::Instant::now() + RETRY),
                     Err(end) => break end,
+                }
+            }
+            changed = async { live.as_mut().expect("guarded").changed().await }, if live.is_some() => {
+                if changed.is_err() {
+                    live = None; // the node is shutting down
+                    continue;
+                }
+                let snapshot = live.as_mut().expect("guarded").borrow_and_update().clone();
+                if let Some(data) = snapshot {
+                    let frame = Update { update: "supervisor.overview".to_owned(), data: (*data).clone() };
+                    if let Err(end) = send(&mut socket, &frame, &state).await { break end }
                 }
             }
             _ = ticker.tick() => {
@@ -128,7 +150,21 @@ pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
         End::Client => info!(agent = %login, "agent socket closed by the client"),
         End::Close(code, reason) => {
             info!(agent = %login, code, reason, "closing agent socket");
-            let _ = close(&mut socket, code, reason).await;
+            // The closing handshake: send our Close (behind whatever the client has not read
+            // yet; a client that reads nothing for CLOSE_PATIENCE is dropped), then read what the
+            // client still sends until its Close comes back. Dropping the socket with unread
+            // frames in its buffer (the client's pongs) would reset the connection, and the reset
+            // would throw away the frames and the Close still on their way to the client.
+            if let Ok(Ok(())) = tokio::time::timeout(CLOSE_PATIENCE, close(&mut socket, code, reason)).await {
+                let _ = tokio::time::timeout(state.config.send_timeout(), async {
+                    while let Some(Ok(frame)) = socket.recv().await {
+                        if matches!(frame, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
         }
     }
     metrics::gauge!("switchboard_agent_sockets").decrement(1.0);
@@ -156,6 +192,13 @@ async fn handle(state: &AppState, claims: &Claims, session: &mut SessionState, t
             );
         }
     };
+    // the frame's own strings follow the input rules; a bad `id` is not echoed back
+    if let Err(e) = ops::input::check("id", ops::input::Kind::Key, &request.id) {
+        return Reply::err(None, code::BAD_REQUEST, e.to_string());
+    }
+    if let Err(e) = ops::input::check("cmd", ops::input::Kind::Key, &request.cmd) {
+        return Reply::err(Some(request.id), code::BAD_REQUEST, e.to_string());
+    }
     if !request.args.is_object() && !request.args.is_null() {
         return Reply::err(Some(request.id), code::BAD_REQUEST, "`args` must be an object");
     }
@@ -165,7 +208,7 @@ async fn handle(state: &AppState, claims: &Claims, session: &mut SessionState, t
     match result {
         Ok(data) => Reply::ok(request.id, data),
         Err(ApiError { code, message }) => {
-            debug!(agent = %claims.sub, cmd = %request.cmd, code, %message, "command refused");
+            debug!(agent = %claims.sub, cmd = %request.cmd, code, message = %ops::input::Escaped(&message), "command refused");
             Reply::err(Some(request.id), code, message)
         }
     }
@@ -188,13 +231,18 @@ async fn drain(socket: &mut WebSocket, state: &AppState, login: &str, session: &
             }
         };
         let full = events.len() as i64 == BATCH;
+        let Some(last) = events.last().map(|e| e.seq) else { return Ok(true) };
         metrics::counter!("switchboard_agent_events_pushed_total").increment(events.len() as u64);
+        // the batch is queued frame by frame (each within send_timeout, as a full buffer writes)
+        // and written with one flush: one write to the socket for many events, not one per event
         for e in events {
-            let seq = e.seq;
-            send(socket, &Event { seq, event: e.event, data: e.data }, state).await?;
-            cursor = seq;
-            session.cursor = Some(cursor);
+            let text =
+                serde_json::to_string(&Event { seq: e.seq, event: e.event, data: e.data }).expect("frames serialize");
+            timed(state, socket.feed(Message::Text(text.into()))).await?;
         }
+        timed(state, socket.flush()).await?;
+        cursor = last;
+        session.cursor = Some(cursor);
         if !full {
             return Ok(true);
         }
@@ -203,7 +251,12 @@ async fn drain(socket: &mut WebSocket, state: &AppState, login: &str, session: &
 
 async fn send<T: serde::Serialize>(socket: &mut WebSocket, frame: &T, state: &AppState) -> Result<(), End> {
     let text = serde_json::to_string(frame).expect("frames serialize");
-    match tokio::time::timeout(state.config.send_timeout(), socket.send(Message::Text(text.into()))).await {
+    timed(state, socket.send(Message::Text(text.into()))).await
+}
+
+/// A write to the socket, which must finish within `send_timeout`.
+async fn timed(state: &AppState, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+    match tokio::time::timeout(state.config.send_timeout(), write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Client),
         Err(_) => {

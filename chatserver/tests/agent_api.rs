@@ -278,6 +278,9 @@ async fn resume_from_replays_every_missed_event_once_in_order() {
     let id = interaction_id(&offer);
     alice.call("interaction.accept", json!({"interaction_id": id})).await;
     alice.event("interaction.assigned").await;
+    // the conversation so far ("hi"), replayed after the assignment
+    let hi = alice.event("message.new").await;
+    assert_eq!(hi["data"]["catch_up"], true, "{hi}");
     let last_seen = *alice.seqs.last().unwrap();
     alice.close().await;
 
@@ -450,4 +453,78 @@ async fn typing_and_read_marks_check_who_may_and_a_read_is_stored_once() {
     alice.call("interaction.close", json!({"interaction_id": id})).await;
     let closed = alice.call("message.read", json!({"interaction_id": id, "up_to": second})).await;
     assert_eq!(code(closed), "interaction_not_found");
+}
+
+#[tokio::test]
+async fn the_accepting_agent_gets_what_the_customer_wrote_while_it_waited() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 3, &["agent"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    // alice is not ready: the customer's messages wait in the queue, in nobody's stream
+    let written = ["hello", "is anyone there?", "order 42 never came"];
+    for (i, text) in written.iter().enumerate() {
+        app.inbound("waiting", &format!("waiting:{i}"), text).await;
+    }
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    let id = interaction_id(&alice.event("interaction.offered").await);
+    let accepted = alice.call("interaction.accept", json!({"interaction_id": id})).await;
+    assert_eq!(accepted["ok"], true, "{accepted}");
+    let assigned = alice.event("interaction.assigned").await;
+    let mut last_seq = assigned["seq"].as_i64().unwrap();
+    let mut replayed = Vec::new();
+    for _ in written {
+        let event = alice.event("message.new").await;
+        assert_eq!(event["data"]["catch_up"], true, "{event}");
+        assert_eq!(event["data"]["message"]["interaction_id"], json!(id), "{event}");
+        let seq = event["seq"].as_i64().unwrap();
+        assert!(seq > last_seq, "after the assignment, oldest first: {event}");
+        last_seq = seq;
+        replayed.push(event["data"]["message"]["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(replayed, written, "the whole conversation, in order");
+    // from now on messages come live, without the flag
+    app.inbound("waiting", "waiting:9", "thanks").await;
+    let live = alice.event("message.new").await;
+    assert_eq!(live["data"]["message"]["text"], "thanks");
+    assert!(live["data"].get("catch_up").is_none(), "{live}");
+}
+
+/// A token whose claims break the input rules, or used before its `nbf`, is refused at the
+/// handshake with 401 `invalid_token` (not 503, which would tell the client to retry), and no
+/// agent is created for it.
+#[tokio::test]
+async fn tokens_with_bad_claims_or_before_nbf_get_401_invalid_token() {
+    let app = spawn_app(30_000).await;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(harness::SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let long = "x".repeat(10_000);
+    let cases = [
+        ("NUL in sub", json!({"sub": "ali\u{0}ce", "exp": now + 60})),
+        ("control character in sub", json!({"sub": "ali\u{1b}[2Jce", "exp": now + 60})),
+        ("10,000-character sub", json!({"sub": long, "exp": now + 60})),
+        ("NUL in name", json!({"sub": "alice", "name": "Al\u{0}ice", "exp": now + 60})),
+        ("line break in name", json!({"sub": "alice", "name": "Al\nice", "exp": now + 60})),
+        ("before nbf", json!({"sub": "alice", "exp": now + 600, "nbf": now + 300})),
+    ];
+    for (what, claims) in cases {
+        match Client::connect(&app.ws_url(), &sign(claims)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401, "{what}");
+                let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+                assert_eq!(body["error"]["code"], "invalid_token", "{what}: {body}");
+                assert!(!body.to_string().contains('\u{0}'), "{what}: the claim is not echoed raw: {body}");
+            }
+            other => panic!("{what}: must get 401, got {:?}", other.map(|_| "an open socket")),
+        }
+    }
+    assert_eq!(app.count("SELECT count(*) FROM agents").await, 0, "no agent was created");
+    let ok = Client::connect(&app.ws_url(), &sign(json!({"sub": "alice", "exp": now + 60, "nbf": now - 5}))).await;
+    assert!(ok.is_ok(), "a token past its nbf is accepted");
 }

@@ -122,6 +122,7 @@ struct Seen {
     failures: Vec<String>,
     frames: usize,
     events: BTreeSet<String>,
+    updates: BTreeSet<String>,
     ok_replies: BTreeSet<String>,
     error_codes: BTreeSet<String>,
 }
@@ -166,6 +167,8 @@ impl Checker {
         seen.frames += 1;
         if let Some(event) = frame["event"].as_str() {
             seen.events.insert(event.to_owned());
+        } else if let Some(update) = frame["update"].as_str() {
+            seen.updates.insert(update.to_owned());
         } else if frame["ok"] == true {
             if let Some(cmd) = cmd {
                 seen.ok_replies.insert(cmd.to_owned());
@@ -211,6 +214,8 @@ struct Session {
     /// `resume_from` of the hello in flight.
     resume: Option<i64>,
     events: Vec<Value>,
+    /// Live updates received (checked, kept apart from replies and events).
+    updates: Vec<Value>,
     /// The seq the next event must carry (known after hello).
     next_seq: Option<i64>,
     last_seq: i64,
@@ -241,6 +246,7 @@ impl Session {
             pending: HashMap::new(),
             resume: None,
             events: Vec::new(),
+            updates: Vec::new(),
             next_seq: None,
             last_seq: 0,
             closed: None,
@@ -282,6 +288,13 @@ impl Session {
             };
             let cmd = value["re"].as_str().and_then(|re| self.pending.remove(re));
             self.check.server(&self.who, &value, cmd.as_deref());
+            if value.get("update").is_some() {
+                if value.get("seq").is_some() || value.get("re").is_some() {
+                    self.check.fail(format!("{} got an update with a seq or re: {value}", self.who));
+                }
+                self.updates.push(value.clone());
+                return Some(value);
+            }
             if let Some(seq) = value["seq"].as_i64() {
                 match self.next_seq {
                     Some(want) if seq != want => {
@@ -308,7 +321,7 @@ impl Session {
         loop {
             let frame =
                 self.next(deadline).await.unwrap_or_else(|| panic!("{}: socket closed before a reply", self.who));
-            if frame.get("seq").is_none() {
+            if frame.get("seq").is_none() && frame.get("update").is_none() {
                 return frame;
             }
         }
@@ -389,11 +402,31 @@ impl Session {
                 return self.events.remove(i);
             }
             match self.next(deadline).await {
-                Some(frame) if frame.get("seq").is_none() => {
+                Some(frame) if frame.get("seq").is_none() && frame.get("update").is_none() => {
                     self.check.fail(format!("{}: unexpected reply {frame} while waiting for {name}", self.who))
                 }
                 Some(_) => {}
                 None => panic!("{}: socket closed while waiting for {name}", self.who),
+            }
+        }
+    }
+
+    /// Waits for a live update whose `data` satisfies `want` (earlier ones are dropped).
+    async fn update(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.updates.iter().position(|u| want(&u["data"])) {
+                let found = self.updates.remove(i);
+                self.updates.drain(..i);
+                return found;
+            }
+            self.updates.clear();
+            match self.next(deadline).await {
+                Some(frame) if frame.get("seq").is_none() && frame.get("update").is_none() => {
+                    self.check.fail(format!("{}: unexpected reply {frame} while waiting for an update", self.who))
+                }
+                Some(_) => {}
+                None => panic!("{}: socket closed while waiting for an update", self.who),
             }
         }
     }
@@ -438,6 +471,7 @@ fn text_message(account_id: Uuid, user: &str, external_message_id: &str, text: &
         reply_to_external_id: None,
         forwarded: None,
         sent_at: None,
+        sticker_id: None,
     }
 }
 
@@ -592,6 +626,22 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
         json!({"interaction_id": c1, "client_msg_id": "b-3", "file_ids": [label], "keyboard": {"type": "remove"}}),
     )
     .await;
+    let scan = file(&app, "scan.jpg", "image/jpeg").await;
+    sqlx::query("UPDATE files SET size = 11 * 1024 * 1024 WHERE id = $1").bind(scan).execute(&app.pool).await.unwrap();
+    let too_big = bob
+        .refused(
+            "message.send",
+            json!({"interaction_id": c1, "client_msg_id": "b-big", "file_ids": [scan]}),
+            "file_too_large",
+        )
+        .await;
+    assert!(too_big["error"]["message"].as_str().unwrap().contains("10 MB"), "{too_big}");
+    bob.ok(
+        "message.send",
+        json!({"interaction_id": c1, "client_msg_id": "b-loc", "location": {"lat": 59.93, "lon": 30.33}}),
+    )
+    .await;
+    bob.event("message.new").await;
     let edited = bob.ok("message.edit", json!({"message_id": sent["id"], "text": "How may I help?"})).await;
     assert_eq!(edited["text"], "How may I help?");
     bob.event("message.edited").await;
@@ -607,9 +657,9 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
         _ => None,
     })
     .await;
-    assert_eq!(rows, 6, "four sends, an edit, a delete");
-    for _ in 0..5 {
-        bob.event("message.status").await; // b-1..b-4 sent or failed, the failed edit
+    assert_eq!(rows, 7, "five sends, an edit, a delete");
+    for _ in 0..6 {
+        bob.event("message.status").await; // b-1..b-4 and the location sent or failed, the failed edit
     }
     let mut tx = app.pool.begin().await.unwrap();
     let edit = store::record_inbound_edit(&mut tx, telegram, "c1:1", "my parcel is VERY late").await.unwrap();
@@ -747,8 +797,20 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
     alice.ok("interaction.close", json!({"interaction_id": started["id"]})).await;
     alice.event("interaction.closed").await;
 
-    // WhatsApp: alice lets the offer expire, the supervisor sees it waiting, alice takes it
+    // WhatsApp: alice lets the offer expire, the supervisor sees it waiting (live), alice takes it
+    let watching = sue.ok("supervisor.overview", json!({"live": true})).await;
+    assert!(watching["interactions"].is_array(), "{watching}");
     ingest(&app, text_message(whatsapp, "w1", "w1:1", "hola")).await;
+    let pushed = sue
+        .update(|d| {
+            d["interactions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["queue"] == "fast" && i["customer"]["name"] == "Customer w1")
+        })
+        .await;
+    assert_eq!(pushed["update"], "supervisor.overview");
     alice.event("interaction.offered").await;
     let expired = alice.event("interaction.offer_expired").await;
     let w1 = interaction_id(&expired);
@@ -758,7 +820,36 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
     let fast = overview["queues"].as_array().unwrap().iter().find(|q| q["name"] == "fast").unwrap().clone();
     assert_eq!(fast["queued"], 1, "{overview}");
     alice.ok("interaction.take", json!({"interaction_id": w1})).await;
+    let taken = sue
+        .update(|d| {
+            d["interactions"].as_array().unwrap().iter().any(|i| i["id"] == w1.as_str() && i["state"] == "assigned")
+        })
+        .await;
+    let alice_now = taken["data"]["agents"].as_array().unwrap().iter().find(|a| a["login"] == "alice").unwrap().clone();
+    assert_eq!(alice_now["online"], true, "{taken}");
+    sue.ok("supervisor.overview", json!({"live": false})).await;
+    // WhatsApp's 24-hour window: the store was given the message without its channel module,
+    // so nothing says the customer wrote: a free-form reply is refused, a template goes out
     let hola = json!({"interaction_id": w1, "client_msg_id": "a-w1", "text": "¡Hola!"});
+    alice.refused("message.send", hola.clone(), "outside_service_window").await;
+    {
+        let mut conn = app.pool.acquire().await.unwrap();
+        let body = "Hola, {{1}}: ¿en qué podemos ayudar?".to_owned();
+        let template =
+            store::whatsapp::TemplateInput { name: "greeting".into(), language: "es".into(), category: None, body };
+        store::whatsapp::put_template(&mut conn, whatsapp, &template).await.unwrap();
+    }
+    let greeting = json!({"interaction_id": w1, "client_msg_id": "a-w1-t",
+        "template": {"name": "greeting", "language": "es", "params": ["Ana"]}});
+    let greeting = alice.ok("message.send", greeting).await;
+    assert_eq!(greeting["text"], "Hola, Ana: ¿en qué podemos ayudar?", "{greeting}");
+    let tg = json!({"interaction_id": w1, "client_msg_id": "a-w1-x",
+        "template": {"name": "greeting", "language": "es", "params": []}});
+    alice.refused("message.send", tg, "bad_request").await;
+    {
+        let mut conn = app.pool.acquire().await.unwrap();
+        store::whatsapp::record_inbound_time(&mut conn, whatsapp, "w1", chrono::Utc::now()).await.unwrap();
+    }
     let hola = alice.ok("message.send", hola).await;
     alice.refused("message.edit", json!({"message_id": hola["id"], "text": "Hola"}), "unsupported_by_channel").await;
     alice.refused("message.delete", json!({"message_id": hola["id"]}), "unsupported_by_channel").await;
@@ -848,6 +939,9 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
         if entry["emitted"] != false && !seen.events.contains(event) {
             missing.push(format!("no {event} event"));
         }
+    }
+    if !seen.updates.contains("supervisor.overview") {
+        missing.push("no supervisor.overview update".into());
     }
     for code in schema.enum_of("ErrorCode") {
         if code != "internal" && !seen.error_codes.contains(&code) {

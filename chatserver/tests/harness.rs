@@ -185,6 +185,7 @@ impl TestApp {
             reply_to_external_id: None,
             forwarded: None,
             sent_at: None,
+            sticker_id: None,
         };
         let mut tx = self.pool.begin().await.unwrap();
         let out = store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap();

@@ -6,7 +6,8 @@
 //! - outbound: messages/s from the outbox to the fake (`sendMessage` answered and `sent`
 //!   stored) when no rate limit applies.
 //!
-//! `cd /work/main && eval "$(deploy/services.sh env)" && cargo bench -p connectors --bench telegram`
+//! From the repository root:
+//! `eval "$(deploy/services.sh env)" && cargo bench -p connectors --bench telegram`
 //! (`BENCH_MESSAGES=5000` for a longer run).
 
 #[path = "../tests/harness/mod.rs"]
@@ -105,6 +106,7 @@ async fn outbound(max_in_flight: usize) -> f64 {
                 file_ids: vec![],
                 keyboard: None,
                 reply_to: None,
+                ..Default::default()
             },
         )
         .await

@@ -6,7 +6,12 @@
 //! - **order per chat**: a chat's rows start in id order, one at a time; a row waiting for its
 //!   retry time holds back the rows behind it in the same chat (and no other chat);
 //! - **fairness**: among chats that may send, the one whose next row is oldest goes first;
-//! - **pacing**: a row starts only when the [`Pacer`] gives a token for its chat.
+//! - **pacing**: a row starts only when the [`Pacer`] gives a token for its chat;
+//! - **lanes**: live conversation rows ([`Lane::Live`]) are always considered before bulk rows
+//!   ([`Lane::Bulk`], campaigns), which share the account's rate but never its last in-flight
+//!   slot. A live row therefore waits for at most one token of the global rate however long the
+//!   campaign backlog is; a bulk row also takes a token from its group's bucket (the campaign's
+//!   own rate cap).
 //!
 //! The rows themselves stay in PostgreSQL (the outbox table) until they are done or failed;
 //! this is a window onto them, refilled from the cursor.
@@ -14,11 +19,23 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+use schema::domain::Rate;
+
 use crate::pacing::Pacer;
+
+/// Which lane a row travels in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lane {
+    /// A live conversation: an agent's (or a bot's) message, edit or deletion.
+    Live,
+    /// Bulk traffic of `group` (a campaign), capped at `rate`.
+    Bulk { group: String, rate: Rate },
+}
 
 #[derive(Debug)]
 struct Entry<T> {
     chat: String,
+    lane: Lane,
     not_before: Duration,
     payload: T,
 }
@@ -28,11 +45,15 @@ struct Entry<T> {
 pub struct Backlog<T> {
     entries: HashMap<i64, Entry<T>>,
     queues: HashMap<String, VecDeque<i64>>,
-    /// Head row id -> chat, for chats with no row in flight.
-    heads: BTreeMap<i64, String>,
-    /// The highest id ever pushed: the next read from the store starts after it.
+    /// Head row id -> chat, for chats with no row in flight, per lane.
+    live_heads: BTreeMap<i64, String>,
+    bulk_heads: BTreeMap<i64, String>,
+    /// The highest live id ever pushed: the next read of live rows starts after it (bulk rows
+    /// are read by what is not held, see [`Backlog::bulk_ids`]).
     cursor: i64,
     in_flight: usize,
+    bulk_in_flight: usize,
+    bulk_held: usize,
 }
 
 /// What the worker should do next.
@@ -57,8 +78,23 @@ pub enum Finished {
 
 impl<T> Default for Backlog<T> {
     fn default() -> Self {
-        Backlog { entries: HashMap::new(), queues: HashMap::new(), heads: BTreeMap::new(), cursor: 0, in_flight: 0 }
+        Backlog {
+            entries: HashMap::new(),
+            queues: HashMap::new(),
+            live_heads: BTreeMap::new(),
+            bulk_heads: BTreeMap::new(),
+            cursor: 0,
+            in_flight: 0,
+            bulk_in_flight: 0,
+            bulk_held: 0,
+        }
     }
+}
+
+/// How many rows bulk traffic may have in flight: all but one slot, which stays free for live
+/// traffic (with a single slot, bulk may use it).
+pub fn bulk_in_flight_cap(max_in_flight: usize) -> usize {
+    max_in_flight.saturating_sub(1).max(1)
 }
 
 impl<T> Backlog<T> {
@@ -75,16 +111,45 @@ impl<T> Backlog<T> {
     /// id order, except a row whose transaction committed after a later one's: it queues
     /// behind what its chat already holds, in the order the rows became visible.
     pub fn push(&mut self, id: i64, chat: &str, not_before: Duration, payload: T) {
+        self.push_in(id, chat, Lane::Live, not_before, payload);
+    }
+
+    /// [`Backlog::push`] in a given lane. A chat's rows keep their order across lanes.
+    pub fn push_in(&mut self, id: i64, chat: &str, lane: Lane, not_before: Duration, payload: T) {
         if self.entries.contains_key(&id) {
             return;
         }
-        self.cursor = self.cursor.max(id);
-        self.entries.insert(id, Entry { chat: chat.to_owned(), not_before, payload });
+        if lane == Lane::Live {
+            self.cursor = self.cursor.max(id);
+        } else {
+            self.bulk_held += 1;
+        }
+        let bulk = lane != Lane::Live;
+        self.entries.insert(id, Entry { chat: chat.to_owned(), lane, not_before, payload });
         let queue = self.queues.entry(chat.to_owned()).or_default();
         queue.push_back(id);
         if queue.len() == 1 {
-            self.heads.insert(id, chat.to_owned());
+            self.heads_of(bulk).insert(id, chat.to_owned());
         }
+    }
+
+    fn heads_of(&mut self, bulk: bool) -> &mut BTreeMap<i64, String> {
+        if bulk { &mut self.bulk_heads } else { &mut self.live_heads }
+    }
+
+    fn head(&mut self, id: i64, chat: String) {
+        let bulk = self.entries.get(&id).is_some_and(|e| e.lane != Lane::Live);
+        self.heads_of(bulk).insert(id, chat);
+    }
+
+    /// Bulk rows held (waiting or in flight).
+    pub fn bulk_len(&self) -> usize {
+        self.bulk_held
+    }
+
+    /// The ids of the bulk rows held, which a read of bulk rows must skip.
+    pub fn bulk_ids(&self) -> Vec<i64> {
+        self.entries.iter().filter(|(_, e)| e.lane != Lane::Live).map(|(id, _)| *id).collect()
     }
 
     /// The highest row id seen.
@@ -114,32 +179,66 @@ impl<T> Backlog<T> {
         self.entries.get_mut(&id).map(|e| &mut e.payload)
     }
 
-    /// The next row that may start at `now`, taking its chat's token from `pacer`; or how long
-    /// to wait. Never more than `max_in_flight` rows in flight.
+    /// The next row that may start at `now`, taking its tokens from `pacer`; or how long to
+    /// wait. Live rows first; never more than `max_in_flight` rows in flight, nor more than
+    /// [`bulk_in_flight_cap`] bulk rows.
     pub fn next(&mut self, now: Duration, pacer: &mut Pacer, max_in_flight: usize) -> Step {
         if self.in_flight >= max_in_flight {
             return Step::Idle;
         }
+        // nothing goes before the global bucket allows: no need to look at every head (a
+        // campaign holds thousands)
+        let global = pacer.global_ready_at(now);
+        if global > now && !(self.live_heads.is_empty() && self.bulk_heads.is_empty()) {
+            return Step::WaitUntil(global);
+        }
         let mut wake: Option<Duration> = None;
         let mut start = None;
-        for (&id, chat) in &self.heads {
-            let entry = &self.entries[&id];
-            if entry.not_before > now {
-                wake = Some(wake.map_or(entry.not_before, |w| w.min(entry.not_before)));
-                continue;
+        let bulk_may = self.bulk_in_flight < bulk_in_flight_cap(max_in_flight);
+        // groups whose own cap refused a row: their other rows are refused too
+        let mut capped: Vec<&str> = Vec::new();
+        let lanes = [(false, &self.live_heads), (true, &self.bulk_heads)];
+        'lanes: for (bulk, heads) in lanes {
+            if bulk && !bulk_may {
+                break;
             }
-            match pacer.try_take(now, chat) {
-                Ok(()) => {
-                    start = Some(id);
-                    break;
+            for (&id, chat) in heads {
+                let entry = &self.entries[&id];
+                if entry.not_before > now {
+                    wake = Some(wake.map_or(entry.not_before, |w| w.min(entry.not_before)));
+                    continue;
                 }
-                Err(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+                let group = match &entry.lane {
+                    Lane::Live => None,
+                    Lane::Bulk { group, rate } => {
+                        if capped.contains(&group.as_str()) {
+                            continue;
+                        }
+                        let ready = pacer.group_ready_at(now, group);
+                        if ready > now {
+                            capped.push(group);
+                            wake = Some(wake.map_or(ready, |w| w.min(ready)));
+                            continue;
+                        }
+                        Some((group.as_str(), *rate))
+                    }
+                };
+                match pacer.try_take_in(now, chat, group) {
+                    Ok(()) => {
+                        start = Some((id, bulk));
+                        break 'lanes;
+                    }
+                    Err(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+                }
             }
         }
         match (start, wake) {
-            (Some(id), _) => {
-                self.heads.remove(&id);
+            (Some((id, bulk)), _) => {
+                self.heads_of(bulk).remove(&id);
                 self.in_flight += 1;
+                if bulk {
+                    self.bulk_in_flight += 1;
+                }
                 Step::Start(id)
             }
             (None, Some(at)) => Step::WaitUntil(at),
@@ -149,24 +248,32 @@ impl<T> Backlog<T> {
 
     /// Row `id`, which was started, has ended.
     pub fn finish(&mut self, id: i64, how: Finished) -> Option<T> {
-        let chat = self.entries.get(&id)?.chat.clone();
+        let entry = self.entries.get(&id)?;
+        let chat = entry.chat.clone();
+        let bulk = entry.lane != Lane::Live;
         self.in_flight = self.in_flight.saturating_sub(1);
+        if bulk {
+            self.bulk_in_flight = self.bulk_in_flight.saturating_sub(1);
+        }
         match how {
             Finished::RetryAt(at) => {
                 if let Some(entry) = self.entries.get_mut(&id) {
                     entry.not_before = at;
                 }
-                self.heads.insert(id, chat);
+                self.heads_of(bulk).insert(id, chat);
                 None
             }
             Finished::Removed => {
                 let entry = self.entries.remove(&id)?;
+                if bulk {
+                    self.bulk_held -= 1;
+                }
                 let queue = self.queues.get_mut(&chat)?;
                 debug_assert_eq!(queue.front(), Some(&id));
                 queue.pop_front();
                 match queue.front() {
                     Some(&next) => {
-                        self.heads.insert(next, chat);
+                        self.head(next, chat);
                     }
                     None => {
                         self.queues.remove(&chat);
@@ -249,6 +356,89 @@ mod tests {
         assert_eq!(b.next(ms(1), &mut p, 10), Step::Start(7), "a keeps the order rows became visible in");
         b.finish(7, Finished::Removed);
         assert_eq!(b.next(ms(2), &mut p, 10), Step::Start(4));
+    }
+
+    fn bulk(group: &str, per_second: u32) -> Lane {
+        Lane::Bulk { group: group.into(), rate: Rate::per_second(per_second) }
+    }
+
+    /// A campaign of 10,000 rows drains at the account's full rate; a live reply queued in the
+    /// middle starts at the next token of the global rate (one slot: 1/300 s), not behind the
+    /// backlog, and the campaign goes on after it.
+    #[test]
+    fn a_live_row_waits_one_rate_slot_behind_a_campaign_backlog() {
+        let mut b = Backlog::new();
+        let mut p = Pacer::new(PacerConfig::strict(Rate::per_second(300), Rate::per_second(1)));
+        for id in 1..=10_000 {
+            b.push_in(id, &format!("r{id}"), bulk("c", 300), ms(0), ());
+        }
+        let mut now = ms(0);
+        let mut started = Vec::new();
+        let mut live_queued_at = None;
+        let mut live_started_at = None;
+        while started.len() < 2_000 {
+            if started.len() == 1_000 && live_queued_at.is_none() {
+                // between two slots, as a real reply would arrive
+                now += Duration::from_micros(700);
+                b.push(20_000, "live", now, ());
+                live_queued_at = Some(now);
+            }
+            match b.next(now, &mut p, 8) {
+                Step::Start(id) => {
+                    if id == 20_000 {
+                        live_started_at = Some(now);
+                    }
+                    started.push((now, id));
+                    b.finish(id, Finished::Removed);
+                }
+                Step::WaitUntil(at) => now = at,
+                Step::Idle => panic!("work is left"),
+            }
+        }
+        let waited = live_started_at.unwrap() - live_queued_at.unwrap();
+        assert!(waited <= Duration::from_nanos(1_000_000_000 / 300), "the live row waited {waited:?}");
+        let position = started.iter().position(|(_, id)| *id == 20_000).unwrap();
+        assert_eq!(position, 1_000, "the live row is the very next send");
+        assert_eq!(b.bulk_len(), 10_000 - 1_999);
+        let times: Vec<Duration> = started.iter().map(|(t, _)| *t).collect();
+        let in_first_second = times.iter().take_while(|t| **t < Duration::from_secs(1)).count();
+        assert_eq!(in_first_second, 300, "campaign and reply share the account's rate");
+    }
+
+    #[test]
+    fn bulk_rows_never_take_the_last_slot_and_keep_their_groups_cap() {
+        let mut b = Backlog::new();
+        let mut p = fast();
+        for id in 1..=10 {
+            b.push_in(id, &format!("r{id}"), bulk("slow", 10), ms(0), ());
+        }
+        for id in 11..=20 {
+            b.push_in(id, &format!("q{id}"), bulk("fast", 1000), ms(0), ());
+        }
+        assert_eq!(b.next(ms(0), &mut p, 3), Step::Start(1));
+        assert_eq!(b.next(ms(1), &mut p, 3), Step::Start(11), "the slow campaign waits for its cap");
+        assert_eq!(b.next(ms(2), &mut p, 3), Step::Idle, "the third slot is kept for live traffic");
+        b.push(30, "live", ms(2), ());
+        assert_eq!(b.next(ms(2), &mut p, 3), Step::Start(30));
+        assert_eq!(b.in_flight(), 3);
+        b.finish(11, Finished::Removed);
+        assert_eq!(b.next(ms(3), &mut p, 3), Step::Start(12));
+        b.finish(12, Finished::Removed);
+        b.finish(1, Finished::Removed);
+        assert_eq!(b.next(ms(4), &mut p, 3), Step::Start(13), "slow's next token is at 100 ms");
+        b.finish(13, Finished::Removed);
+        b.finish(30, Finished::Removed);
+        assert_eq!(b.next(ms(5), &mut p, 3), Step::Start(14));
+        assert_eq!(b.next(ms(6), &mut p, 3), Step::Start(15));
+        assert_eq!(b.next(ms(7), &mut p, 3), Step::Idle);
+        assert_eq!(b.cursor(), 30, "only live rows move the cursor");
+        let mut ids = b.bulk_ids();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 15, 16, 17, 18, 19, 20]);
+        b.finish(14, Finished::Removed);
+        b.finish(15, Finished::Removed);
+        assert_eq!(b.next(ms(50), &mut p, 3), Step::Start(16), "the slow campaign's head still waits for its cap");
+        assert_eq!(b.next(ms(100), &mut p, 3), Step::Start(2), "its token came");
     }
 
     #[test]

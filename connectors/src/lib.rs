@@ -1,8 +1,10 @@
 //! Messenger connectors: one process (or task, in `switchboard all`) serves one channel
 //! account.
 //!
-//! - [`runtime`]: leader election per account (`connector/<account>`, with fencing tokens),
-//!   the webhook route, the supervisor of every enabled account.
+//! - [`channel`]: the seam a channel module implements; [`registry`]: the modules of this build.
+//! - [`runtime`]: opens each account through its module, one leader loop per account
+//!   (`connector/<account>`, with fencing tokens), the generic webhook route, the supervisor of
+//!   every enabled account. It names no platform.
 //! - [`ingest`]: inbound, stored in one transaction, acknowledged after the commit, then the
 //!   doorbells.
 //! - [`outbox`]: outbound, from the outbox table in order per chat, paced, split, retried,
@@ -12,21 +14,31 @@
 //! - [`split`]: long texts cut at word boundaries.
 //! - [`files`]: the file server, as connectors use it.
 //! - [`telegram`]: the Telegram connector (teloxide).
+//! - [`viber`]: the Viber connector (REST Bot API, webhooks).
+//! - [`vk`]: the VK connector (community bots: Bots Long Poll or Callback API).
+//! - [`ok`]: the OK connector (group bots: webhooks or the long poll).
 //! - [`webchat`]: the web chat channel (the hub's own widget and customer sockets).
+//! - [`whatsapp`]: the WhatsApp connector, a provider per account (Meta's Cloud API, Infobip).
 //!
 //! **Only this crate knows a platform's JSON**; the rest of the hub sees domain types.
 #![forbid(unsafe_code)]
 
 pub mod backlog;
+pub mod channel;
 pub mod files;
 pub mod ingest;
+pub mod ok;
 pub mod outbox;
 pub mod pacing;
 pub mod platform;
+pub mod registry;
 pub mod runtime;
 pub mod split;
 pub mod telegram;
+pub mod viber;
+pub mod vk;
 pub mod webchat;
+pub mod whatsapp;
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -49,11 +61,22 @@ pub struct Config {
     pub reopen_window_s: u64,
     /// Outbox rows one account's leader performs at once (each is one chat's next message).
     pub max_in_flight: usize,
+    /// The hub's URL as the platforms reach it (e.g. `https://hub.example.com`): webhooks are
+    /// registered at `<public_url>/api/v1/connectors/<account>/<channel>`, and files sent by link
+    /// (Viber, OK) are signed links under it. Empty: accounts that need it must set their own
+    /// `settings.webhook_url`, and files by link use the file server's URL.
+    pub public_url: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { fileserver_url: String::new(), node_id: String::new(), reopen_window_s: 3600, max_in_flight: 8 }
+        Config {
+            fileserver_url: String::new(),
+            node_id: String::new(),
+            reopen_window_s: 3600,
+            max_in_flight: 8,
+            public_url: String::new(),
+        }
     }
 }
 

@@ -8,11 +8,19 @@
 //! fenced transaction, which also appends `message.status` for the agents; their doorbells ring
 //! after that commit.
 //!
+//! - Right before each request, a [`SendGuard`] checks the times requests actually went: a
+//!   claim that took longer than the next one never lets two sends closer than the limit.
 //! - Text over the channel's maximum is split at word boundaries; a file over its kind's
 //!   maximum fails the message with an error naming the limit, before anything is sent.
 //! - A 429 sets the row's `not_before` to the platform's `retry_after`; network errors and 5xx
 //!   back off exponentially; a permanent error fails the row with the platform's reason.
 //! - A deposed leader's claim or result is refused by the fence, and the worker stops.
+//! - Two lanes: live rows (agents' messages, edits, deletions) are read from a cursor in id
+//!   order; campaign rows (the bulk lane) are read by what is due and not held yet, and start
+//!   only when no live row may (see [`crate::backlog`]): a reply never waits behind a campaign
+//!   for more than one token of the account's rate. A campaign row is claimed with its
+//!   campaign's decision ([`store::claim_bulk_outbox`]: paused, cancelled, opted out, quiet
+//!   hours) and paced by its campaign's own cap as well.
 //! - The window between a claim's commit and the outcome's commit is the in-doubt window: a
 //!   leader that dies inside it leaves the row pending with its token, and the next leader sends
 //!   it again (Telegram has no idempotency key). The next leader counts and logs such rows.
@@ -23,24 +31,27 @@ use std::time::Duration;
 
 use chrono::Utc;
 use coord::Coordinator;
-use schema::domain::{Channel, FileRef, Limits, Message, OutboxAction};
-use schema::store::{self, Announced, OutboxItem, OutboxOutcome, StoreError};
+use schema::domain::{Channel, Contact, FileRef, Limits, Location, Message, MessageKind, OutboxAction, Rate, Template};
+use schema::store::{self, Announced, BulkClaim, OutboxItem, OutboxOutcome, StoreError};
 use schema::topics;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::backlog::{Backlog, Finished, Step};
+use crate::backlog::{Backlog, Finished, Lane, Step};
 use crate::files::FileServer;
-use crate::pacing::{Pacer, backoff};
-use crate::platform::{OutFile, Outbound, Part, SendError};
+use crate::pacing::{Pacer, SendGuard, backoff};
+use crate::platform::{FileBody, FileDelivery, LINK_TTL, OutFile, Outbound, Part, SendError, SenderProfile};
 use crate::split::{split_text, text_len};
+pub use schema::channels::human_size;
 
-/// Rows held in memory at most; the rest wait in PostgreSQL.
+/// Live rows held in memory at most; the rest wait in PostgreSQL.
 const WINDOW: i64 = 2000;
+/// Campaign rows held in memory at most (read again when fewer than half are left).
+const BULK_WINDOW: i64 = 2000;
 /// How often rows that became visible behind the cursor are looked for, and the gauge updated.
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// How often the backlog gauge is refreshed at most (it is also refreshed on every rescan).
@@ -87,18 +98,38 @@ struct Report {
 }
 
 /// A part of an outbound message as planned before sending.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Planned {
     pub text: Option<String>,
     pub file: Option<FileRef>,
+    pub as_sticker: bool,
+    pub location: Option<Location>,
+    pub contact: Option<Contact>,
+    pub sticker_id: Option<String>,
+    pub forward: bool,
+    /// An approved template (WhatsApp), sent as one request with the message's text as its
+    /// rendered body.
+    pub template: Option<Template>,
     pub keyboard: bool,
     pub reply: bool,
 }
 
-/// How a message goes out on a channel with `limits`: text split into parts at word
-/// boundaries, a short text as the first file's caption, buttons on the last part, the reply
-/// reference on the first. Refuses a file over its kind's limit, naming the limit.
+/// How a message goes out on a channel with `limits`: a contact, a location, a sticker or a
+/// forward as one request; otherwise text split into parts at word boundaries, a short text as
+/// the first file's caption, buttons on the last part, the reply reference on the first.
+/// Refuses a file over its kind's limit, naming the limit.
 pub fn plan_send(message: &Message, channel: Channel, limits: &Limits) -> Result<Vec<Planned>, String> {
+    plan_send_with(message, channel, limits, &|_| true)
+}
+
+/// [`plan_send`] for a platform on which only some files carry a caption (`takes_caption` of
+/// the first file's MIME type): otherwise the text goes first, as a message of its own.
+pub fn plan_send_with(
+    message: &Message,
+    channel: Channel,
+    limits: &Limits,
+    takes_caption: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Planned>, String> {
     for file in &message.files {
         let (max, kind) = limits.max_file_bytes.for_mime(&file.mime);
         if u64::try_from(file.size).unwrap_or(u64::MAX) > max {
@@ -110,17 +141,39 @@ pub fn plan_send(message: &Message, channel: Channel, limits: &Limits) -> Result
             ));
         }
     }
+    let alone = if let Some(template) = &message.template {
+        Some(Planned { template: Some(template.clone()), text: message.text.clone(), ..Planned::default() })
+    } else if let Some(location) = &message.location {
+        Some(Planned { location: Some(location.clone()), ..Planned::default() })
+    } else if let Some(contact) = &message.contact {
+        Some(Planned { contact: Some(contact.clone()), ..Planned::default() })
+    } else if let Some(sticker) = &message.sticker_id {
+        Some(Planned { sticker_id: Some(sticker.clone()), ..Planned::default() })
+    } else if message.forward_of.is_some() {
+        Some(Planned { forward: true, ..Planned::default() })
+    } else if message.kind == MessageKind::Sticker && message.files.len() == 1 {
+        Some(Planned { file: message.files.first().cloned(), as_sticker: true, ..Planned::default() })
+    } else {
+        None
+    };
+    if let Some(part) = alone {
+        return Ok(vec![Planned { keyboard: true, reply: true, ..part }]);
+    }
     let text = message.text.as_deref().filter(|t| !t.trim().is_empty());
     let mut parts: Vec<Planned> = Vec::new();
     let caption = match text {
-        Some(t) if !message.files.is_empty() && text_len(t) <= limits.max_caption_chars => Some(t.to_owned()),
+        Some(t)
+            if message.files.first().is_some_and(|f| takes_caption(&f.mime))
+                && text_len(t) <= limits.max_caption_chars =>
+        {
+            Some(t.to_owned())
+        }
         Some(t) => {
-            parts.extend(split_text(t, limits.max_text_chars).into_iter().map(|p| Planned {
-                text: Some(p),
-                file: None,
-                keyboard: false,
-                reply: false,
-            }));
+            parts.extend(
+                split_text(t, limits.max_text_chars)
+                    .into_iter()
+                    .map(|p| Planned { text: Some(p), ..Planned::default() }),
+            );
             None
         }
         None => None,
@@ -129,35 +182,16 @@ pub fn plan_send(message: &Message, channel: Channel, limits: &Limits) -> Result
         parts.push(Planned {
             text: if i == 0 { caption.clone() } else { None },
             file: Some(file.clone()),
-            keyboard: false,
-            reply: false,
+            ..Planned::default()
         });
     }
     if parts.is_empty() {
         // no text and no file: the platform's own error says what is wrong
-        parts.push(Planned { text: Some(String::new()), file: None, keyboard: false, reply: false });
+        parts.push(Planned { text: Some(String::new()), ..Planned::default() });
     }
     parts[0].reply = true;
     parts.last_mut().expect("at least one part").keyboard = true;
     Ok(parts)
-}
-
-/// `48213` -> `"47.1 KB"`, `10485760` -> `"10 MB"`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else if value.fract() < 0.05 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 struct Ctx {
@@ -165,7 +199,22 @@ struct Ctx {
     token: i64,
     origin: Instant,
     pacer: Mutex<Pacer>,
+    /// The last check before each request ([`SendGuard`]).
+    guard: Mutex<SendGuard>,
+    /// The recorder: outcomes that finish while its previous transaction runs are stored
+    /// together ([`record_outcomes`]).
+    recorder: mpsc::Sender<Record>,
 }
+
+/// An outcome waiting to be stored, and where the result goes.
+struct Record {
+    id: i64,
+    outcome: OutboxOutcome,
+    stored: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Outcomes stored together at most.
+const RECORD_BATCH: usize = 256;
 
 impl Ctx {
     fn now(&self) -> Duration {
@@ -186,31 +235,79 @@ impl Ctx {
         }
     }
 
+    /// Waits until a request of `item` leaving now keeps every window of its rates (the
+    /// account's, its chat's, and its campaign's for a campaign row), as the platform will see
+    /// it, within the limit; the request must go right after.
+    async fn cleared(&self, item: &OutboxItem) {
+        let group = self.group_of(item);
+        let group = group.as_ref().map(|(key, rate)| (key.as_str(), *rate));
+        loop {
+            let now = self.now();
+            let verdict = self.guard.lock().unwrap_or_else(|e| e.into_inner()).try_send_in(now, &item.chat_id, group);
+            match verdict {
+                Ok(()) => return,
+                Err(at) => tokio::time::sleep_until(self.origin + at).await,
+            }
+        }
+    }
+
     fn account_label(&self) -> String {
         self.config.account_id.to_string()
+    }
+
+    /// A campaign row's group and cap: its campaign, at its own rate or else the account's.
+    fn group_of(&self, item: &OutboxItem) -> Option<(String, Rate)> {
+        item.bulk.as_ref().map(|bulk| {
+            let rate =
+                bulk.rate_per_s.and_then(|r| u32::try_from(r).ok()).map_or(self.config.pacer.rate, Rate::per_second);
+            (bulk.campaign_id.to_string(), rate)
+        })
     }
 }
 
 /// Runs the worker until `stop` is cancelled or the fence says this leader was deposed.
 pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> Result<(), WorkerError> {
     let mut bell = config.coord.subscribe(&topics::account(config.account_id)).await?;
-    let ctx = Arc::new(Ctx { pacer: Mutex::new(Pacer::new(config.pacer)), config, token, origin: Instant::now() });
+    let (recorder, records) = mpsc::channel(RECORD_BATCH * 4);
+    tokio::spawn(record_outcomes(config.clone(), token, records));
+    let ctx = Arc::new(Ctx {
+        pacer: Mutex::new(Pacer::new(config.pacer)),
+        guard: Mutex::new(SendGuard::new(config.pacer.rate, config.pacer.rate_per_chat)),
+        config,
+        token,
+        origin: Instant::now(),
+        recorder,
+    });
     let account = ctx.config.account_id;
     info!(%account, token, "outbox worker started");
     let (report_tx, mut reports) = mpsc::unbounded_channel::<Report>();
+    // two claimers, so a live row's claim never waits for a batch of campaign rows' claim
+    let (claimed_tx, mut claimed_rx) = mpsc::unbounded_channel::<ClaimResult>();
+    let (live_claims, claims_rx) = mpsc::unbounded_channel::<ClaimRequest>();
+    tokio::spawn(claim_rows(ctx.clone(), claims_rx, claimed_tx.clone()));
+    let (bulk_claims, claims_rx) = mpsc::unbounded_channel::<ClaimRequest>();
+    tokio::spawn(claim_rows(ctx.clone(), claims_rx, claimed_tx));
     let mut backlog: Backlog<Held> = Backlog::new();
     let mut read_new = true;
     // whether the last read stopped at the window's edge, rows waiting behind it
     let mut more_in_store = false;
+    let mut more_bulk = false;
+    // whether campaign rows are to be read (they are not on every doorbell: agents ring it)
+    let mut read_bulk = true;
     let mut rescan_at = Instant::now();
     let mut gauge_at = Instant::now();
     let result = loop {
-        if read_new || Instant::now() >= rescan_at {
+        if read_new || read_bulk || Instant::now() >= rescan_at {
             let rescan = Instant::now() >= rescan_at;
-            match refill(&ctx, &mut backlog, rescan, &mut gauge_at).await {
-                Ok(more) => {
+            let bulk = (read_bulk || rescan) && (backlog.bulk_len() as i64) < BULK_WINDOW / 2;
+            match refill(&ctx, &mut backlog, rescan, bulk, &mut gauge_at).await {
+                Ok((more, bulk_more)) => {
                     read_new = false;
                     more_in_store = more;
+                    if bulk {
+                        read_bulk = false;
+                        more_bulk = bulk_more;
+                    }
                     if rescan {
                         rescan_at = Instant::now() + RESCAN_EVERY;
                     }
@@ -232,6 +329,7 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
             let step = {
                 let mut pacer = ctx.pacer.lock().unwrap_or_else(|e| e.into_inner());
                 pacer.forget_idle(now);
+                ctx.guard.lock().unwrap_or_else(|e| e.into_inner()).forget_idle(now);
                 backlog.next(now, &mut pacer, ctx.config.max_in_flight)
             };
             match step {
@@ -241,35 +339,14 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
             }
         };
         if !started.is_empty() {
-            match claim(&ctx, &started).await {
-                Ok(claimed) => {
-                    for id in started {
-                        if !claimed.contains(&id) {
-                            // finished meanwhile (by this leader's earlier attempt)
-                            backlog.finish(id, Finished::Removed);
-                            continue;
-                        }
-                        let held = backlog.get_mut(id).expect("a started row is held");
-                        held.item.attempts += 1;
-                        let item = held.item.clone();
-                        let progress = held.progress.clone();
-                        let ctx = ctx.clone();
-                        let report_tx = report_tx.clone();
-                        tokio::spawn(async move {
-                            let report = perform(&ctx, item, progress).await;
-                            let _ = report_tx.send(report);
-                        });
-                    }
-                }
-                Err(StoreError::StaleFence { current, .. }) => {
-                    break Err(WorkerError::Deposed(format!("token {token} is older than {current}")));
-                }
-                Err(e) => {
-                    warn!(%account, error = %e, "cannot claim outbox rows; trying again in a second");
-                    for id in started {
-                        backlog.finish(id, Finished::RetryAt(ctx.now() + Duration::from_secs(1)));
-                    }
-                }
+            // claimed by the claimer, together with whatever starts while its transaction runs;
+            // the rows stay in flight until their claim comes back
+            let (bulk, live): (Vec<i64>, Vec<i64>) =
+                started.iter().copied().partition(|id| backlog.get(*id).is_some_and(|h| h.item.bulk.is_some()));
+            let sent = (live.is_empty() || live_claims.send(ClaimRequest { live, bulk: Vec::new() }).is_ok())
+                && (bulk.is_empty() || bulk_claims.send(ClaimRequest { live: Vec::new(), bulk }).is_ok());
+            if !sent {
+                break Err(WorkerError::Deposed("a claimer stopped".into()));
             }
             continue;
         }
@@ -287,17 +364,51 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
                     break Err(e.into());
                 }
                 read_new = true;
+                // a campaign may have started or resumed
+                read_bulk |= backlog.bulk_len() == 0;
+            }
+            Some(result) = claimed_rx.recv() => {
+                match result {
+                    Ok(answer) => {
+                        if start_claimed(&ctx, &mut backlog, answer, &report_tx) {
+                            read_bulk = true;
+                        }
+                    }
+                    Err((StoreError::StaleFence { current, .. }, _)) => {
+                        break Err(WorkerError::Deposed(format!("token {token} is older than {current}")));
+                    }
+                    Err((e, ids)) => {
+                        warn!(%account, error = %e, "cannot claim outbox rows; trying again in a second");
+                        for id in ids {
+                            backlog.finish(id, Finished::RetryAt(ctx.now() + Duration::from_secs(1)));
+                        }
+                    }
+                }
             }
             Some(report) = reports.recv() => {
-                if report.deposed {
+                // every report waiting is taken now, so the rows they free start together and
+                // share one claim transaction (one commit) instead of one each
+                let mut next = Some(report);
+                let mut deposed = false;
+                while let Some(report) = next {
+                    if report.deposed {
+                        deposed = true;
+                        break;
+                    }
+                    if let Some(held) = backlog.get_mut(report.id) {
+                        held.progress = report.progress;
+                    }
+                    backlog.finish(report.id, report.how);
+                    next = reports.try_recv().ok();
+                }
+                if deposed {
                     break Err(WorkerError::Deposed("the fence refused an outcome".into()));
                 }
-                if let Some(held) = backlog.get_mut(report.id) {
-                    held.progress = report.progress;
-                }
-                backlog.finish(report.id, report.how);
-                if more_in_store && (backlog.len() as i64) < WINDOW / 2 {
+                if more_in_store && ((backlog.len() - backlog.bulk_len()) as i64) < WINDOW / 2 {
                     read_new = true;
+                }
+                if more_bulk && (backlog.bulk_len() as i64) < BULK_WINDOW / 2 {
+                    read_bulk = true;
                 }
             }
             _ = tokio::time::sleep_until(rescan_at) => {}
@@ -306,12 +417,30 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
     };
     // let requests in flight finish and record their outcome (a deposed leader's records are
     // refused by the fence anyway)
+    // rows claimed meanwhile are performed (they were started before the stop: sending them now
+    // leaves nothing in doubt for the next leader)
+    drop(live_claims);
+    drop(bulk_claims);
     let deadline = Instant::now() + STOP_GRACE;
     let mut left = backlog.in_flight();
+    let mut claims_open = true;
     while left > 0 {
-        match tokio::time::timeout_at(deadline, reports.recv()).await {
-            Ok(Some(_)) => left -= 1,
-            _ => break,
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            result = claimed_rx.recv(), if claims_open => match result {
+                Some(Ok(answer)) => {
+                    let requested = answer.requested.len();
+                    let performed = answer.claimed.len();
+                    start_claimed(&ctx, &mut backlog, answer, &report_tx);
+                    left -= requested - performed;
+                }
+                Some(Err((_, ids))) => left -= ids.len(),
+                None => claims_open = false,
+            },
+            report = reports.recv() => match report {
+                Some(_) => left -= 1,
+                None => break,
+            },
         }
     }
     if left > 0 {
@@ -321,18 +450,19 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
     result
 }
 
-/// Reads pending rows into the backlog: those after the cursor, and on `rescan` also rows
-/// that became visible behind it; refreshes the backlog gauge at most once per `GAUGE_EVERY`.
-/// Returns whether more rows wait after the cursor.
+/// Reads pending rows into the backlog: live rows after the cursor, and on `rescan` also rows
+/// that became visible behind it; with `bulk`, the campaign rows that are due; refreshes the backlog gauge at most once per `GAUGE_EVERY`. Returns whether
+/// more live rows wait after the cursor, and whether more campaign rows may be due.
 async fn refill(
     ctx: &Ctx,
     backlog: &mut Backlog<Held>,
     rescan: bool,
+    bulk: bool,
     gauge_at: &mut Instant,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, bool), StoreError> {
     let account = ctx.config.account_id;
     let mut conn = ctx.config.pool.acquire().await?;
-    let room = (WINDOW - backlog.len() as i64).max(0);
+    let room = (WINDOW - (backlog.len() - backlog.bulk_len()) as i64).max(0);
     let mut more = false;
     let mut found: Vec<OutboxItem> = Vec::new();
     if rescan && backlog.cursor() > 0 {
@@ -343,6 +473,13 @@ async fn refill(
         let after = store::pending_outbox(&mut conn, account, backlog.cursor(), room).await?;
         more = after.len() as i64 == room;
         found.extend(after);
+    }
+    let mut more_bulk = false;
+    if bulk {
+        let room = BULK_WINDOW - backlog.bulk_len() as i64;
+        let due = store::pending_bulk_outbox(&mut conn, account, &backlog.bulk_ids(), room).await?;
+        more_bulk = due.len() as i64 == room;
+        found.extend(due);
     }
     if Instant::now() >= *gauge_at {
         let pending = store::outbox_backlog(&mut conn, account).await?;
@@ -360,7 +497,11 @@ async fn refill(
         let wait = (item.not_before - wall).to_std().unwrap_or(Duration::ZERO);
         let chat = item.chat_id.clone();
         let id = item.id;
-        backlog.push(id, &chat, now + wait, Held { item, progress: Vec::new() });
+        let lane = match ctx.group_of(&item) {
+            None => Lane::Live,
+            Some((group, rate)) => Lane::Bulk { group, rate },
+        };
+        backlog.push_in(id, &chat, lane, now + wait, Held { item, progress: Vec::new() });
     }
     if !in_doubt.is_empty() {
         metrics::counter!("switchboard_outbox_in_doubt_total", "account" => ctx.account_label())
@@ -371,15 +512,109 @@ async fn refill(
             "rows attempted by an earlier leader and never finished: sending them again (the platform may have them already)"
         );
     }
-    debug!(%account, held = backlog.len(), more, "outbox read");
-    Ok(more)
+    debug!(%account, held = backlog.len(), bulk = backlog.bulk_len(), more, more_bulk, "outbox read");
+    Ok((more, more_bulk))
 }
 
-async fn claim(ctx: &Ctx, ids: &[i64]) -> Result<HashSet<i64>, StoreError> {
+/// Rows started by the worker, to claim.
+struct ClaimRequest {
+    live: Vec<i64>,
+    bulk: Vec<i64>,
+}
+
+/// The claimer's answer: which of the rows it was asked for may be performed now.
+struct Claimed {
+    requested: Vec<i64>,
+    claimed: HashSet<i64>,
+}
+
+type ClaimResult = Result<Claimed, (StoreError, Vec<i64>)>;
+
+/// The claimer of one worker: takes every request waiting after the first and claims the rows
+/// together in one fenced transaction ([`claim`]), so the worker's loop never waits for a
+/// claim and a busy account pays one claim transaction per batch, not per row. Ends when the
+/// worker is gone.
+async fn claim_rows(
+    ctx: Arc<Ctx>,
+    mut requests: mpsc::UnboundedReceiver<ClaimRequest>,
+    answers: mpsc::UnboundedSender<ClaimResult>,
+) {
+    while let Some(first) = requests.recv().await {
+        let ClaimRequest { mut live, mut bulk } = first;
+        while let Ok(more) = requests.try_recv() {
+            live.extend(more.live);
+            bulk.extend(more.bulk);
+        }
+        let requested: Vec<i64> = live.iter().chain(&bulk).copied().collect();
+        metrics::histogram!("switchboard_outbox_claim_batch_size").record(requested.len() as f64);
+        let answer = match claim(&ctx, &live, &bulk).await {
+            Ok(claimed) => Ok(Claimed { requested, claimed }),
+            Err(e) => Err((e, requested)),
+        };
+        if answers.send(answer).is_err() {
+            return;
+        }
+    }
+}
+
+/// Performs the claimed rows of `answer` (a task each) and drops the others from the backlog
+/// (finished meanwhile by this leader's earlier attempt, or a campaign's row that may not go
+/// now: paused, skipped, moved). Returns whether the bulk lane should be read again (it ran dry
+/// that way).
+fn start_claimed(
+    ctx: &Arc<Ctx>,
+    backlog: &mut Backlog<Held>,
+    answer: Claimed,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> bool {
+    let mut read_again = false;
+    for id in answer.requested {
+        if !answer.claimed.contains(&id) {
+            backlog.finish(id, Finished::Removed);
+            // the lane ran dry by rows that may not go (a pause): look for due rows again
+            read_again |= backlog.bulk_len() == 0;
+            continue;
+        }
+        let Some(held) = backlog.get_mut(id) else { continue };
+        held.item.attempts += 1;
+        let item = held.item.clone();
+        let progress = held.progress.clone();
+        let ctx = ctx.clone();
+        let reports = reports.clone();
+        tokio::spawn(async move {
+            let report = perform(&ctx, item, progress).await;
+            let _ = reports.send(report);
+        });
+    }
+    read_again
+}
+
+/// Claims the live rows `live` and the campaign rows `bulk` in one fenced transaction; returns
+/// the ids to perform now.
+async fn claim(ctx: &Ctx, live: &[i64], bulk: &[i64]) -> Result<HashSet<i64>, StoreError> {
+    let account = ctx.config.account_id;
     let mut tx = ctx.config.pool.begin().await?;
-    let claimed = store::claim_outbox(&mut tx, ctx.config.account_id, ctx.token, ids).await?;
+    let mut claimed: HashSet<i64> = HashSet::new();
+    if !live.is_empty() {
+        claimed.extend(store::claim_outbox(&mut tx, account, ctx.token, live).await?);
+    }
+    if !bulk.is_empty() {
+        for (id, how) in store::claim_bulk_outbox(&mut tx, account, ctx.token, bulk, Utc::now()).await? {
+            match how {
+                BulkClaim::Go => {
+                    claimed.insert(id);
+                }
+                BulkClaim::Skipped(reason) => {
+                    debug!(%account, outbox = id, %reason, "campaign row skipped");
+                    metrics::counter!("switchboard_campaign_skipped_total", "account" => ctx.account_label())
+                        .increment(1);
+                }
+                BulkClaim::Later(_) | BulkClaim::Held => {}
+            }
+        }
+    }
     tx.commit().await?;
-    Ok(claimed.into_iter().collect())
+    Ok(claimed)
 }
 
 /// Performs one row and stores its outcome.
@@ -410,20 +645,14 @@ async fn perform(ctx: &Ctx, item: OutboxItem, mut progress: Vec<String>) -> Repo
     }
     let deadline = Instant::now() + RECORD_PATIENCE;
     loop {
-        let recorded = async {
-            let mut tx = ctx.config.pool.begin().await?;
-            let announced = store::finish_outbox(&mut tx, account, ctx.token, item.id, &outcome).await?;
-            tx.commit().await?;
-            Ok::<Announced, StoreError>(announced)
-        }
-        .await;
+        let (stored, result) = oneshot::channel();
+        let queued = ctx.recorder.send(Record { id: item.id, outcome: outcome.clone(), stored }).await;
+        let recorded = match queued {
+            Ok(()) => result.await.unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed))),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        };
         match recorded {
-            Ok(announced) => {
-                for agent in &announced.audience {
-                    ctx.config.coord.notify(&topics::agent(agent));
-                }
-                return Report { id: item.id, how, progress, deposed: false };
-            }
+            Ok(()) => return Report { id: item.id, how, progress, deposed: false },
             Err(StoreError::StaleFence { .. }) => {
                 warn!(%account, outbox = item.id, "deposed before the outcome was stored: the row stays in doubt");
                 return Report { id: item.id, how, progress, deposed: true };
@@ -443,6 +672,75 @@ async fn perform(ctx: &Ctx, item: OutboxItem, mut progress: Vec<String>) -> Repo
             }
         }
     }
+}
+
+/// The recorder of one worker: takes every outcome waiting (up to [`RECORD_BATCH`]) after the
+/// first, stores them in one transaction ([`store::finish_outbox_many`]: one commit and one fence
+/// check for the batch), rings each agent's doorbell once, and answers each performer. A batch
+/// the fence refuses refuses every outcome in it; a batch that fails otherwise is stored one
+/// outcome at a time, so one bad row fails alone. Ends when the worker and its performers are
+/// gone.
+async fn record_outcomes(config: OutboxConfig, token: i64, mut records: mpsc::Receiver<Record>) {
+    let account = config.account_id;
+    while let Some(first) = records.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RECORD_BATCH {
+            match records.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        let outcomes: Vec<(i64, OutboxOutcome)> = batch.iter().map(|r| (r.id, r.outcome.clone())).collect();
+        let together = async {
+            let mut tx = config.pool.begin().await?;
+            let announced = store::finish_outbox_many(&mut tx, account, token, &outcomes).await?;
+            tx.commit().await?;
+            Ok::<Vec<Announced>, StoreError>(announced)
+        }
+        .await;
+        let results: Vec<Result<Announced, StoreError>> = match together {
+            Ok(announced) => announced.into_iter().map(Ok).collect(),
+            Err(StoreError::StaleFence { key, token, current }) => {
+                batch.iter().map(|_| Err(StoreError::StaleFence { key: key.clone(), token, current })).collect()
+            }
+            Err(e) => {
+                if batch.len() > 1 {
+                    debug!(%account, error = %e, size = batch.len(), "a batch of outcomes failed; storing them one by one");
+                }
+                let mut each = Vec::with_capacity(batch.len());
+                for (id, outcome) in &outcomes {
+                    let alone = async {
+                        let mut tx = config.pool.begin().await?;
+                        let announced = store::finish_outbox(&mut tx, account, token, *id, outcome).await?;
+                        tx.commit().await?;
+                        Ok::<Announced, StoreError>(announced)
+                    }
+                    .await;
+                    each.push(alone);
+                }
+                each
+            }
+        };
+        let mut agents: Vec<&String> = results.iter().flatten().flat_map(|a| &a.audience).collect();
+        agents.sort_unstable();
+        agents.dedup();
+        for agent in agents {
+            config.coord.notify(&topics::agent(agent));
+        }
+        metrics::histogram!("switchboard_outbox_outcome_batch_size").record(batch.len() as f64);
+        for (record, result) in batch.into_iter().zip(results) {
+            let _ = record.stored.send(result.map(drop));
+        }
+    }
+}
+
+/// A file as the channel takes it: streamed from the file server, or a signed link.
+async fn out_file(ctx: &Ctx, meta: &FileRef) -> Result<OutFile, crate::files::FileError> {
+    let body = match ctx.config.platform.file_delivery() {
+        FileDelivery::Upload => FileBody::Stream(ctx.config.files.stream(meta.id).await?),
+        FileDelivery::Link => FileBody::Link(ctx.config.files.link(meta.id, LINK_TTL).await?),
+    };
+    Ok(OutFile { meta: meta.clone(), body })
 }
 
 fn on_error(error: SendError, attempts: i32) -> OutboxOutcome {
@@ -467,17 +765,20 @@ async fn deliver(ctx: &Ctx, item: &OutboxItem, progress: &mut Vec<String>) -> Ou
     let first_request = progress.len();
     match item.action {
         OutboxAction::Send => {
-            let plan = match plan_send(&item.message, ctx.config.channel, limits) {
+            let takes_caption = |mime: &str| platform.takes_caption(mime);
+            let plan = match plan_send_with(&item.message, ctx.config.channel, limits, &takes_caption) {
                 Ok(plan) => plan,
                 Err(error) => return OutboxOutcome::Failed { error },
             };
+            let sender =
+                SenderProfile { name: item.message.author.name.clone(), avatar_url: item.author_avatar.clone() };
             for (i, planned) in plan.into_iter().enumerate() {
                 if i < progress.len() {
                     continue;
                 }
                 let file = match &planned.file {
-                    Some(meta) => match ctx.config.files.download(meta.id).await {
-                        Ok(bytes) => Some(OutFile { meta: meta.clone(), bytes }),
+                    Some(meta) => match out_file(ctx, meta).await {
+                        Ok(file) => Some(file),
                         Err(e) if e.is_transient() => {
                             return on_error(SendError::Transient(e.to_string()), item.attempts);
                         }
@@ -487,15 +788,29 @@ async fn deliver(ctx: &Ctx, item: &OutboxItem, progress: &mut Vec<String>) -> Ou
                     },
                     None => None,
                 };
+                if planned.forward && item.forward_of_external_id.is_none() {
+                    return OutboxOutcome::Failed {
+                        error: "the forwarded message never reached the platform, so it cannot be forwarded".into(),
+                    };
+                }
                 if i > first_request {
                     ctx.pace(chat).await;
                 }
                 let part = Part {
                     text: planned.text,
                     file,
+                    as_sticker: planned.as_sticker,
+                    location: planned.location,
+                    contact: planned.contact,
+                    sticker_id: planned.sticker_id,
+                    forward_of: if planned.forward { item.forward_of_external_id.clone() } else { None },
+                    template: planned.template,
                     keyboard: if planned.keyboard { item.message.keyboard.clone() } else { None },
                     reply_to: if planned.reply { item.reply_to_external_id.clone() } else { None },
+                    sender: Some(sender.clone()),
+                    idempotency_key: format!("{}:{i}", item.id),
                 };
+                ctx.cleared(item).await;
                 match platform.send(chat, part).await {
                     Ok(id) => progress.push(id),
                     Err(e) => return on_error(e, item.attempts),
@@ -522,6 +837,7 @@ async fn deliver(ctx: &Ctx, item: &OutboxItem, progress: &mut Vec<String>) -> Ou
                     if i > first_request {
                         ctx.pace(chat).await;
                     }
+                    ctx.cleared(item).await;
                     match platform.delete(chat, id).await {
                         Ok(()) => progress.push(id.clone()),
                         Err(e) => return on_error(e, item.attempts),
@@ -546,6 +862,7 @@ async fn deliver(ctx: &Ctx, item: &OutboxItem, progress: &mut Vec<String>) -> Ou
                     ),
                 };
             }
+            ctx.cleared(item).await;
             match platform.edit(chat, first, &text, caption).await {
                 Ok(()) => OutboxOutcome::Done { external_ids: Vec::new() },
                 Err(e) => on_error(e, item.attempts),
@@ -581,7 +898,10 @@ mod tests {
             contact: None,
             reply_to: None,
             forwarded: None,
+            sticker_id: None,
+            forward_of: None,
             keyboard: Some(Keyboard::Remove),
+            template: None,
             status: MessageStatus::Queued,
             error: None,
             client_msg_id: None,
@@ -618,6 +938,34 @@ mod tests {
                 .unwrap();
         assert_eq!(plan.len(), 2, "a text over the caption limit goes first, on its own");
         assert!(plan[0].file.is_none() && plan[1].text.is_none());
+    }
+
+    #[test]
+    fn a_file_that_takes_no_caption_gets_its_text_as_a_message_before_it() {
+        let m = message(Some("the contract"), vec![("a.pdf", "application/pdf", 10), ("b.jpg", "image/jpeg", 10)]);
+        let only_images = |mime: &str| mime.starts_with("image/");
+        let plan = plan_send_with(&m, Channel::Viber, &Channel::Viber.capabilities().limits, &only_images).unwrap();
+        assert_eq!(plan.len(), 3);
+        assert_eq!((plan[0].text.as_deref(), plan[0].file.is_none()), (Some("the contract"), true));
+        assert_eq!((plan[1].text.as_deref(), plan[1].file.as_ref().map(|f| f.name.as_str())), (None, Some("a.pdf")));
+        assert!(plan[0].reply && plan[2].keyboard);
+        let m = message(Some("look"), vec![("b.jpg", "image/jpeg", 10)]);
+        let plan = plan_send_with(&m, Channel::Viber, &Channel::Viber.capabilities().limits, &only_images).unwrap();
+        assert_eq!(plan.len(), 1, "a picture carries its caption");
+        assert_eq!(plan[0].text.as_deref(), Some("look"));
+    }
+
+    #[test]
+    fn a_template_goes_alone_with_its_rendered_body_and_never_split() {
+        let body = "Your order 7731 has shipped. ".repeat(200);
+        let mut m = message(Some(&body), vec![]);
+        m.template = Some(Template { name: "order_update".into(), language: "en".into(), params: vec!["7731".into()] });
+        let limits = Channel::Whatsapp.capabilities().limits;
+        let plan = plan_send(&m, Channel::Whatsapp, &limits).unwrap();
+        assert_eq!(plan.len(), 1, "a template is one request however long its body");
+        assert_eq!(plan[0].template.as_ref().map(|t| t.name.as_str()), Some("order_update"));
+        assert_eq!(plan[0].text.as_deref(), Some(body.as_str()));
+        assert!(plan[0].reply && plan[0].keyboard);
     }
 
     #[test]

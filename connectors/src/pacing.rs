@@ -7,15 +7,65 @@
 //! Each bucket is a GCRA (generic cell rate algorithm) token bucket in integer nanoseconds:
 //! a rate of `count` per `per_ms` gives an emission interval `T = per_ms / count`; a bucket of
 //! `burst` tokens lets `burst` sends go back to back, after which they are spaced `T` apart.
-//! With the default burst of 1, any window of length `L` holds at most `floor(L / T) + 1`
-//! sends, so any half-open second holds at most the configured count.
+//!
+//! Sends are scheduled from their **ideal** times, not from when the last one actually went: a
+//! worker that wakes a little late (timers, scheduling) does not push every later send back, so
+//! the rate does not drift below the limit (it did: 28.8/s at a limit of 30/s). What keeps the
+//! limit is a second rule on the actual send times: the last `count` sends are remembered, and
+//! the next may go only when the oldest of them is a full window (`per_ms`, plus 1% and at most
+//! 10 ms of margin for the network's jitter between here and the platform) behind. So no window
+//! of `per_ms` ever holds more than `count` sends, wherever it starts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use schema::domain::Rate;
 
-/// One GCRA bucket.
+/// Sliding windows longer than this many sends are not kept (such a rate is "no limit").
+const WINDOW_KEPT: u32 = 10_000;
+
+/// The times of the last sends of one rate, oldest first: no window of the rate's period (plus
+/// its margin) may hold more than the rate's count.
+#[derive(Debug, Clone)]
+struct Recent {
+    /// The window the rate is defined over, with its margin, in nanoseconds.
+    window: u128,
+    /// How many sends one window may hold (0: not kept).
+    count: usize,
+    times: VecDeque<u128>,
+}
+
+impl Recent {
+    fn new(rate: Rate) -> Self {
+        let per = u128::from(rate.per_ms.max(1)) * 1_000_000;
+        let margin = (per / 100).min(10_000_000);
+        let count = if rate.count <= WINDOW_KEPT { rate.count.max(1) as usize } else { 0 };
+        Recent { window: per + margin, count, times: VecDeque::with_capacity(count.min(64)) }
+    }
+
+    /// When one more send fits in the window (`now` or later).
+    fn ready_at(&self, now: u128) -> u128 {
+        match self.times.front() {
+            Some(oldest) if self.count > 0 && self.times.len() >= self.count => now.max(oldest + self.window),
+            _ => now,
+        }
+    }
+
+    fn record(&mut self, now: u128) {
+        if self.count > 0 {
+            if self.times.len() >= self.count {
+                self.times.pop_front();
+            }
+            self.times.push_back(now);
+        }
+    }
+
+    fn is_idle(&self, now: u128) -> bool {
+        self.times.back().is_none_or(|last| last + self.window <= now)
+    }
+}
+
+/// One GCRA bucket, with the sliding window of its last sends.
 #[derive(Debug, Clone)]
 struct Bucket {
     /// Emission interval in nanoseconds.
@@ -24,37 +74,45 @@ struct Bucket {
     tolerance: u128,
     /// Theoretical arrival time of the next send, in nanoseconds.
     tat: u128,
+    /// The times the last sends took their tokens.
+    recent: Recent,
 }
 
 impl Bucket {
     fn new(rate: Rate, burst: u32) -> Self {
         let count = u128::from(rate.count.max(1));
-        let interval = u128::from(rate.per_ms.max(1)) * 1_000_000 / count;
-        Bucket { interval, tolerance: u128::from(burst.max(1) - 1) * interval, tat: 0 }
+        let per = u128::from(rate.per_ms.max(1)) * 1_000_000;
+        let interval = per / count;
+        Bucket { interval, tolerance: u128::from(burst.max(1) - 1) * interval, tat: 0, recent: Recent::new(rate) }
     }
 
     /// When the next send conforms (`now` or later).
     fn ready_at(&self, now: u128) -> u128 {
-        now.max(self.tat.saturating_sub(self.tolerance))
+        self.recent.ready_at(now).max(self.tat.saturating_sub(self.tolerance))
     }
 
     fn take(&mut self, now: u128) {
-        self.tat = self.tat.max(now) + self.interval;
+        // late by less than one interval: catch up on the ideal schedule; idle longer: start over
+        let base = if now >= self.tat + self.interval { now } else { self.tat };
+        self.tat = base + self.interval;
+        self.recent.record(now);
     }
 
     /// Whether the bucket is full again (and forgetting it changes nothing).
     fn is_idle(&self, now: u128) -> bool {
-        self.tat <= now
+        self.tat <= now && self.recent.is_idle(now)
     }
 }
 
-/// Pacing for one account: a global bucket and one bucket per chat.
+/// Pacing for one account: a global bucket, one bucket per chat, and one per group (a campaign,
+/// with its own rate cap under the account's).
 #[derive(Debug, Clone)]
 pub struct Pacer {
     global: Bucket,
     chat_rate: Rate,
     chat_burst: u32,
     chats: HashMap<String, Bucket>,
+    groups: HashMap<String, Bucket>,
     /// Nothing may be sent before this (a platform-wide 429).
     paused_until: u128,
 }
@@ -90,6 +148,7 @@ impl Pacer {
             chat_rate: config.rate_per_chat,
             chat_burst: config.burst_per_chat,
             chats: HashMap::new(),
+            groups: HashMap::new(),
             paused_until: 0,
         }
     }
@@ -101,6 +160,18 @@ impl Pacer {
         duration(self.global.ready_at(now).max(chat_ready).max(self.paused_until))
     }
 
+    /// When any send may go, counting only the global bucket and a pause: no chat's send goes
+    /// earlier.
+    pub fn global_ready_at(&self, now: Duration) -> Duration {
+        duration(self.global.ready_at(nanos(now)).max(self.paused_until))
+    }
+
+    /// When a send of `group` may go, counting only the group's bucket (a group not seen
+    /// lately: `now`).
+    pub fn group_ready_at(&self, now: Duration, group: &str) -> Duration {
+        self.groups.get(group).map_or(now, |b| duration(b.ready_at(nanos(now))))
+    }
+
     /// When a send to `chat` may go, counting only the chat's own bucket (and a pause).
     pub fn chat_ready_at(&self, now: Duration, chat: &str) -> Duration {
         let now = nanos(now);
@@ -110,7 +181,18 @@ impl Pacer {
 
     /// Takes a token from both buckets if a send to `chat` may go now; otherwise says when.
     pub fn try_take(&mut self, now: Duration, chat: &str) -> Result<(), Duration> {
-        let at = self.ready_at(now, chat);
+        self.try_take_in(now, chat, None)
+    }
+
+    /// [`Pacer::try_take`] for a send that also belongs to `group` (a campaign) capped at its
+    /// rate (strict: no burst): the send takes a token from the group's bucket as well.
+    pub fn try_take_in(&mut self, now: Duration, chat: &str, group: Option<(&str, Rate)>) -> Result<(), Duration> {
+        let mut at = self.ready_at(now, chat);
+        if let Some((key, _)) = group
+            && let Some(bucket) = self.groups.get(key)
+        {
+            at = at.max(duration(bucket.ready_at(nanos(now))));
+        }
         if at > now {
             return Err(at);
         }
@@ -118,6 +200,9 @@ impl Pacer {
         self.global.take(now);
         let (rate, burst) = (self.chat_rate, self.chat_burst);
         self.chats.entry(chat.to_owned()).or_insert_with(|| Bucket::new(rate, burst)).take(now);
+        if let Some((key, rate)) = group {
+            self.groups.entry(key.to_owned()).or_insert_with(|| Bucket::new(rate, 1)).take(now);
+        }
         Ok(())
     }
 
@@ -130,11 +215,67 @@ impl Pacer {
     pub fn forget_idle(&mut self, now: Duration) {
         let now = nanos(now);
         self.chats.retain(|_, b| !b.is_idle(now));
+        self.groups.retain(|_, b| !b.is_idle(now));
     }
 
     /// How many chats are tracked (for tests).
     pub fn tracked_chats(&self) -> usize {
         self.chats.len()
+    }
+}
+
+/// The last check before a request leaves: the times requests actually went, for the whole
+/// account and per chat, each held to its rate's sliding window.
+///
+/// The [`Pacer`] hands out tokens when a row starts; the row is then claimed in a transaction
+/// (whose commit waits for a disk flush) before its first request goes. A claim slower than
+/// the next one would bring two requests closer together than their tokens were, and a window
+/// at the platform could hold one send too many (31 in one second at a limit of 30, seen under
+/// load). This guard, consulted right before each request, delays such a request instead.
+#[derive(Debug, Clone)]
+pub struct SendGuard {
+    global: Recent,
+    chat_rate: Rate,
+    chats: HashMap<String, Recent>,
+    /// Per group (a campaign with its own cap).
+    groups: HashMap<String, Recent>,
+}
+
+impl SendGuard {
+    pub fn new(rate: Rate, rate_per_chat: Rate) -> Self {
+        SendGuard { global: Recent::new(rate), chat_rate: rate_per_chat, chats: HashMap::new(), groups: HashMap::new() }
+    }
+
+    /// Records a request to `chat` leaving now if it fits both windows; otherwise says when it
+    /// will.
+    pub fn try_send(&mut self, now: Duration, chat: &str) -> Result<(), Duration> {
+        self.try_send_in(now, chat, None)
+    }
+
+    /// [`SendGuard::try_send`] for a request that also belongs to `group` (a campaign), held to
+    /// the group's own rate as well.
+    pub fn try_send_in(&mut self, now: Duration, chat: &str, group: Option<(&str, Rate)>) -> Result<(), Duration> {
+        let now = nanos(now);
+        let chat_ready = self.chats.get(chat).map_or(now, |r| r.ready_at(now));
+        let group_ready = group.and_then(|(key, _)| self.groups.get(key)).map_or(now, |r| r.ready_at(now));
+        let at = self.global.ready_at(now).max(chat_ready).max(group_ready);
+        if at > now {
+            return Err(duration(at));
+        }
+        self.global.record(now);
+        let rate = self.chat_rate;
+        self.chats.entry(chat.to_owned()).or_insert_with(|| Recent::new(rate)).record(now);
+        if let Some((key, rate)) = group {
+            self.groups.entry(key.to_owned()).or_insert_with(|| Recent::new(rate)).record(now);
+        }
+        Ok(())
+    }
+
+    /// Forgets chats and groups whose windows hold nothing any more.
+    pub fn forget_idle(&mut self, now: Duration) {
+        let now = nanos(now);
+        self.chats.retain(|_, r| !r.is_idle(now));
+        self.groups.retain(|_, r| !r.is_idle(now));
     }
 }
 
@@ -206,19 +347,20 @@ mod tests {
         let at = |chat: &str| sent.iter().find(|(_, c)| c == chat).unwrap().0;
         assert!(at("a") < ms(100) && at("b") < ms(100), "{sent:?}");
         let busy: Vec<Duration> = sent.iter().filter(|(_, c)| c == "busy").map(|(t, _)| *t).collect();
-        assert_eq!(busy, vec![ms(0), ms(1000), ms(2000), ms(3000), ms(4000)]);
+        assert_eq!(busy, vec![ms(0), ms(1010), ms(2020), ms(3030), ms(4040)], "1 s and 1% of margin apart");
     }
 
     #[test]
     fn ready_at_says_when_and_nothing_is_taken_on_refusal() {
         let mut pacer = Pacer::new(PacerConfig::strict(Rate::per_second(2), Rate::per_second(1)));
         assert_eq!(pacer.try_take(ms(0), "x"), Ok(()));
-        assert_eq!(pacer.try_take(ms(10), "x"), Err(ms(1000)), "the chat bucket decides");
+        assert_eq!(pacer.try_take(ms(10), "x"), Err(ms(1010)), "the chat bucket decides");
         assert_eq!(pacer.try_take(ms(10), "y"), Err(ms(500)), "the global bucket decides");
         assert_eq!(pacer.ready_at(ms(10), "y"), ms(500));
         assert_eq!(pacer.chat_ready_at(ms(10), "y"), ms(10));
         assert_eq!(pacer.try_take(ms(500), "y"), Ok(()));
-        assert_eq!(pacer.try_take(ms(1000), "x"), Ok(()));
+        assert_eq!(pacer.try_take(ms(1010), "x"), Ok(()));
+        assert_eq!(pacer.try_take(ms(1010), "z"), Err(ms(1510)), "two sends per window: the one at 500 ms + 1010 ms");
     }
 
     #[test]
@@ -241,8 +383,8 @@ mod tests {
     fn slow_rates_such_as_one_per_six_seconds() {
         let mut pacer = Pacer::new(PacerConfig::strict(Rate::per_second(80), Rate { count: 1, per_ms: 6000 }));
         assert_eq!(pacer.try_take(ms(0), "wa"), Ok(()));
-        assert_eq!(pacer.try_take(ms(1), "wa"), Err(ms(6000)));
-        assert_eq!(pacer.try_take(ms(6000), "wa"), Ok(()));
+        assert_eq!(pacer.try_take(ms(1), "wa"), Err(ms(6010)));
+        assert_eq!(pacer.try_take(ms(6010), "wa"), Ok(()));
     }
 
     #[test]
@@ -260,10 +402,61 @@ mod tests {
             pacer.try_take(ms(i), &format!("c{i}")).unwrap();
         }
         assert_eq!(pacer.tracked_chats(), 100);
-        pacer.forget_idle(ms(1050));
+        pacer.forget_idle(ms(1060));
         assert_eq!(pacer.tracked_chats(), 49, "chats used after 50 ms are still cooling down");
-        pacer.forget_idle(ms(2000));
+        pacer.forget_idle(ms(2100));
         assert_eq!(pacer.tracked_chats(), 0);
+    }
+
+    /// A worker that wakes 1.3 ms after every moment a send may go (a busy machine) still sends
+    /// at the full rate: the schedule follows the ideal times, not the late ones; and no
+    /// one-second window, wherever it starts, holds more than the limit.
+    #[test]
+    fn a_late_worker_keeps_the_full_rate_and_never_exceeds_it() {
+        for limit in [30u32, 80, 300] {
+            let mut pacer = Pacer::new(PacerConfig::strict(Rate::per_second(limit), Rate::per_second(limit)));
+            let mut now = Duration::ZERO;
+            let mut sent = Vec::new();
+            let total = limit as usize * 60;
+            while sent.len() < total {
+                match pacer.try_take(now, &format!("chat-{}", sent.len() % 1000)) {
+                    Ok(()) => {
+                        sent.push(now);
+                        now += Duration::from_micros(50);
+                    }
+                    Err(at) => now = at + Duration::from_micros(1300),
+                }
+            }
+            let span = (*sent.last().unwrap() - sent[0]).as_secs_f64();
+            let rate = (sent.len() - 1) as f64 / span;
+            assert!(rate >= f64::from(limit) * 0.98, "{limit}/s: {rate:.2}/s");
+            assert!(max_in_window(&sent, Duration::from_secs(1)) <= limit as usize, "{limit}/s: over the limit");
+        }
+    }
+
+    #[test]
+    fn a_group_is_held_to_its_own_cap_under_the_global_rate() {
+        let mut pacer = Pacer::new(PacerConfig::strict(Rate::per_second(100), Rate::per_second(100)));
+        let cap = Some(("campaign", Rate::per_second(10)));
+        assert_eq!(pacer.try_take_in(ms(0), "a", cap), Ok(()));
+        assert_eq!(pacer.try_take_in(ms(10), "b", cap), Err(ms(100)), "the group's cap decides");
+        assert_eq!(pacer.try_take_in(ms(10), "c", None), Ok(()), "other traffic uses the rest of the rate");
+        assert_eq!(pacer.try_take_in(ms(100), "b", cap), Ok(()));
+        pacer.forget_idle(ms(5000));
+        assert!(pacer.groups.is_empty(), "idle groups are forgotten");
+    }
+
+    #[test]
+    fn the_guard_holds_a_groups_own_rate_at_the_wire() {
+        let mut guard = SendGuard::new(Rate::per_second(100), Rate::per_second(100));
+        let cap = Some(("campaign", Rate::per_second(2)));
+        assert_eq!(guard.try_send_in(ms(0), "a", cap), Ok(()));
+        assert_eq!(guard.try_send_in(ms(1), "b", cap), Ok(()));
+        assert_eq!(guard.try_send_in(ms(2), "c", cap), Err(ms(1010)), "a third within the group's window");
+        assert_eq!(guard.try_send_in(ms(2), "d", None), Ok(()), "other requests are not held by it");
+        assert_eq!(guard.try_send_in(ms(1010), "c", cap), Ok(()));
+        guard.forget_idle(ms(5000));
+        assert!(guard.groups.is_empty(), "idle groups are forgotten");
     }
 
     #[test]
@@ -272,5 +465,52 @@ mod tests {
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
         assert_eq!(backoff(0), Duration::from_secs(1));
         assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+    }
+
+    /// Tokens handed out on the ideal schedule, then requests delayed by claims of varying
+    /// length (0 to 60 ms): the guard holds every 1-second window at the platform to the limit.
+    #[test]
+    fn the_send_guard_keeps_the_limit_when_claims_take_varying_time() {
+        let rate = Rate::per_second(30);
+        let mut pacer = Pacer::new(PacerConfig::strict(rate, Rate::per_second(1000)));
+        let tokens: Vec<Duration> =
+            simulate(&mut pacer, &[("a", 300)], ms(20_000)).into_iter().map(|(t, _)| t).collect();
+        // a slow claim, then fast ones: requests bunch up where the guard is absent
+        let delay = |i: usize| if i.is_multiple_of(60) { ms(60) } else { Duration::ZERO };
+        let busiest = |times: &[Duration]| {
+            (0..times.len()).map(|i| times[i..].iter().take_while(|t| **t - times[i] < ms(1000)).count()).max().unwrap()
+        };
+        let unguarded: Vec<Duration> = tokens.iter().enumerate().map(|(i, t)| *t + delay(i)).collect();
+        let mut unguarded_sorted = unguarded.clone();
+        unguarded_sorted.sort();
+        assert!(busiest(&unguarded_sorted) > 30, "the scenario must overrun without the guard");
+
+        let mut guard = SendGuard::new(rate, Rate::per_second(1000));
+        let mut sent = Vec::new();
+        for wanted in unguarded {
+            let mut at = wanted.max(sent.last().copied().unwrap_or_default());
+            loop {
+                match guard.try_send(at, "a") {
+                    Ok(()) => break,
+                    Err(later) => at = later,
+                }
+            }
+            sent.push(at);
+        }
+        assert!(busiest(&sent) <= 30, "busiest window {}", busiest(&sent));
+        let span = (*sent.last().unwrap() - sent[0]).as_secs_f64();
+        let observed = (sent.len() - 1) as f64 / span;
+        assert!(observed > 30.0 * 0.98, "the guard delays only the bunched requests: {observed:.2}/s");
+    }
+
+    #[test]
+    fn the_send_guard_holds_each_chat_to_its_own_rate_and_forgets_idle_chats() {
+        let mut guard = SendGuard::new(Rate::per_second(1000), Rate::per_second(1));
+        assert_eq!(guard.try_send(ms(0), "a"), Ok(()));
+        assert_eq!(guard.try_send(ms(1), "b"), Ok(()));
+        assert_eq!(guard.try_send(ms(500), "a"), Err(ms(1010)), "one per second per chat, plus the margin");
+        assert_eq!(guard.try_send(ms(1010), "a"), Ok(()));
+        guard.forget_idle(ms(1020));
+        assert_eq!(guard.chats.len(), 1, "b is idle; a sent 10 ms ago");
     }
 }

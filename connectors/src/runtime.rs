@@ -1,104 +1,119 @@
-//! The per-account runtime: leader election, the inbound loop and the outbox worker while
-//! leading, the webhook route, and the supervisor that serves every enabled account.
+//! The per-account runtime: opens each served account through its channel module, runs the one
+//! leader loop per account (the module's inbound side and the outbox worker while leading), the
+//! generic webhook route, and the supervisor that serves every enabled account.
 //!
 //! Two processes serving one account both campaign for `connector/<account>`; the leader (the
-//! lowest live ZooKeeper sequence number, which is also its fencing token) polls and sends,
-//! the other waits. When the leader dies its ephemeral node goes with its session and the
+//! lowest live ZooKeeper sequence number, which is also its fencing token) receives and sends,
+//! the other stands by. When the leader dies its ephemeral node goes with its session and the
 //! backup leads with a larger token; the fence then refuses whatever the old one still tries
-//! to write.
+//! to write. This file names no platform: everything channel-specific is behind
+//! [`crate::channel`].
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use coord::Coordinator;
+use axum::routing::any;
+use coord::{Coordinator, TermEnd};
 use ops::config::Secret;
-use schema::domain::{Channel, Limits, Rate};
+use schema::domain::{Channel, Limits};
 use schema::store;
-use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 use url::Url;
 use uuid::Uuid;
 
 use crate::Config;
+use crate::channel::{
+    AccountContext, AccountHealth, ChannelAccount, ChannelModule, Problems, Webhook, WebhookError, WebhookReply,
+    WebhookRequest,
+};
 use crate::files::FileServer;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, UpdateError};
 use crate::outbox::{self, OutboxConfig, WorkerError};
 use crate::pacing::PacerConfig;
-use crate::telegram::receive::Receiver;
-use crate::telegram::send::TelegramOutbound;
-use crate::telegram::{self, TelegramAccount};
-
-/// The header Telegram puts the webhook secret in.
-pub const SECRET_HEADER: &str = "X-Telegram-Bot-Api-Secret-Token";
 
 /// How often the supervisor looks for accounts enabled or disabled meanwhile.
 const ACCOUNTS_EVERY: Duration = Duration::from_secs(30);
+/// The longest pause before an account that failed to open is tried again.
+const REOPEN_AT_MOST: Duration = Duration::from_secs(60);
 
-/// Limits an account's settings may tighten or loosen (`accounts.settings.limits`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct LimitSettings {
-    pub rate: Option<Rate>,
-    pub rate_per_chat: Option<Rate>,
-    pub max_text_chars: Option<usize>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-struct RuntimeSettings {
-    limits: LimitSettings,
-}
-
-/// The channel's limits with the account's overrides.
-pub fn account_limits(channel: Channel, settings: &serde_json::Value) -> anyhow::Result<Limits> {
-    let parsed: RuntimeSettings =
-        serde_json::from_value(settings.clone()).context("accounts.settings.limits is malformed")?;
-    let mut limits = channel.capabilities().limits;
-    if let Some(rate) = parsed.limits.rate {
-        limits.rate = rate;
-    }
-    if let Some(rate) = parsed.limits.rate_per_chat {
-        limits.rate_per_chat = rate;
-    }
-    if let Some(max) = parsed.limits.max_text_chars {
-        limits.max_text_chars = max.max(2);
-    }
-    Ok(limits)
-}
-
-/// One served account, as the webhook route sees it.
-struct Entry {
-    webhook_secret: Option<String>,
-    /// Set while this process leads the account. A std lock: swapped or cloned, never held
-    /// across an await.
-    receiver: RwLock<Option<Arc<Receiver>>>,
-}
-
-/// Connectors of this process: shared handles, the accounts served, the webhook router.
+/// The handles every channel module and account share in this process. Cheap to clone.
 #[derive(Clone)]
-pub struct Runtime {
+pub struct Shared {
     pub(crate) pool: PgPool,
     pub(crate) coord: Arc<dyn Coordinator>,
     pub(crate) config: Arc<Config>,
+    /// The hub's HS256 secret: signs the connectors' service tokens for the file server (and the
+    /// web chat's customer tokens).
     pub(crate) jwt_secret: Option<Secret>,
     /// The file server's root URL: `connectors.fileserver_url`, or set once the process knows
     /// its own listener.
     pub(crate) fileserver: Arc<OnceLock<Url>>,
     pub(crate) node: String,
+    /// One ingest per account (a std lock: a lookup or an insert, never held across an await).
+    ingests: Arc<std::sync::Mutex<HashMap<Uuid, Ingest>>>,
+}
+
+impl Shared {
+    /// The file server client of one account.
+    pub(crate) fn files(&self, channel: Channel, account_id: Uuid) -> anyhow::Result<FileServer> {
+        let base = self.fileserver.get().cloned().context(
+            "no file server URL: set connectors.fileserver_url (or run the connector where the file server listens)",
+        )?;
+        Ok(FileServer::new(base, self.jwt_secret.clone(), self.public_url(), channel, account_id))
+    }
+
+    /// The account's ingest, shared by everything of this process that stores its updates (one
+    /// batching task per account).
+    pub(crate) fn ingest(&self, account_id: Uuid) -> Ingest {
+        let mut ingests = self.ingests.lock().unwrap_or_else(|e| e.into_inner());
+        ingests
+            .entry(account_id)
+            .or_insert_with(|| {
+                Ingest::new(self.pool.clone(), self.coord.clone(), account_id, self.config.reopen_window())
+            })
+            .clone()
+    }
+
+    /// `connectors.public_url`, if set.
+    pub(crate) fn public_url(&self) -> Option<Url> {
+        Url::parse(&self.config.public_url).ok()
+    }
+}
+
+/// An account served here, as the webhook route sees it.
+struct Entry {
+    channel: Channel,
+    webhook: Option<Arc<dyn Webhook>>,
+    /// Whether this process leads the account right now.
+    leading: AtomicBool,
+    /// Webhook deliveries being stored. Each runs in a task of its own, so a platform that
+    /// hangs up before the answer (it stopped waiting) never cancels a store half way; the
+    /// account closes only after they end.
+    deliveries: TaskTracker,
+}
+
+/// Connectors of this process: the channel modules, the accounts served, their health.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Shared,
+    modules: Arc<Vec<Arc<dyn ChannelModule>>>,
     accounts: Arc<RwLock<HashMap<Uuid, Arc<Entry>>>>,
-    /// Web chat customer sockets of this process and their per-IP limits.
-    pub(crate) webchat: Arc<crate::webchat::Hub>,
+    /// Accounts that cannot be served, with the reason.
+    problems: Problems,
 }
 
 impl Runtime {
@@ -115,41 +130,65 @@ impl Runtime {
         if let Ok(url) = Url::parse(&config.fileserver_url) {
             let _ = fileserver.set(url);
         }
-        Runtime {
+        let shared = Shared {
             pool,
             coord,
             config: Arc::new(config),
             jwt_secret,
             fileserver,
             node,
-            accounts: Arc::new(RwLock::new(HashMap::new())),
-            webchat: Arc::new(crate::webchat::Hub::new()),
-        }
+            ingests: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        };
+        let modules = Arc::new(crate::registry::modules(&shared));
+        Runtime { shared, modules, accounts: Arc::new(RwLock::new(HashMap::new())), problems: Problems::default() }
     }
 
     pub fn node(&self) -> &str {
-        &self.node
+        &self.shared.node
     }
 
     /// The file server's URL when `connectors.fileserver_url` is empty (e.g. this process's own
     /// listener in `switchboard all`). The first URL set stays.
     pub fn set_fileserver(&self, url: Url) {
-        let _ = self.fileserver.set(url);
+        let _ = self.shared.fileserver.set(url);
     }
 
-    /// `POST /api/v1/connectors/{account_id}/telegram` (Telegram's webhook deliveries) and the web
-    /// chat routes ([`crate::webchat::router`]).
+    /// The channels this build has a module for.
+    pub fn channels(&self) -> Vec<Channel> {
+        self.modules.iter().map(|m| m.channel()).collect()
+    }
+
+    fn module(&self, channel: Channel) -> Option<Arc<dyn ChannelModule>> {
+        self.modules.iter().find(|m| m.channel() == channel).cloned()
+    }
+
+    /// Accounts this process was asked to serve and cannot, with the reason (for `/readyz`).
+    pub fn problems(&self) -> Vec<(Uuid, String)> {
+        self.problems.list()
+    }
+
+    fn report(&self, account: Uuid, channel: Channel, problem: Option<String>) {
+        self.problems.set(account, channel, problem);
+    }
+
+    /// The one webhook route, `/api/v1/connectors/{account}/{channel}` (POST, and GET for
+    /// platforms with a verification handshake), and the routes of every channel module.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/api/v1/connectors/{account_id}/telegram", post(webhook))
-            .with_state(self.clone())
-            .merge(crate::webchat::router(self.clone()))
+        let mut router =
+            Router::new().route("/api/v1/connectors/{account_id}/{channel}", any(webhook)).with_state(self.clone());
+        for module in self.modules.iter() {
+            if let Some(routes) = module.routes() {
+                router = router.merge(routes);
+            }
+        }
+        router
     }
 
-    /// Serves `account_id` until `stop`, in a task.
+    /// Serves `account_id` until `stop`, in a task; an account that cannot be opened is reported
+    /// and tried again with a growing pause (its settings may be fixed meanwhile).
     pub fn spawn_account(&self, account_id: Uuid, stop: CancellationToken) -> JoinHandle<()> {
         let runtime = self.clone();
-        let span = info_span!("connector", account = %account_id, node = %self.node);
+        let span = info_span!("connector", account = %account_id, node = %self.shared.node);
         tokio::spawn(
             async move {
                 let mut failures = 0;
@@ -158,7 +197,7 @@ impl Runtime {
                         Ok(()) => return,
                         Err(e) => {
                             failures += 1;
-                            let wait = crate::pacing::backoff(failures).min(Duration::from_secs(60));
+                            let wait = crate::pacing::backoff(failures).min(REOPEN_AT_MOST);
                             error!(error = %format!("{e:#}"), ?wait, "connector stopped; starting again");
                             tokio::select! {
                                 _ = stop.cancelled() => return,
@@ -172,18 +211,20 @@ impl Runtime {
         )
     }
 
-    /// Serves every enabled account of a channel with a connector until `stop`, picking up
-    /// accounts enabled later and stopping those disabled.
+    /// Serves every enabled account until `stop`, picking up accounts enabled later and stopping
+    /// those disabled. Accounts of a channel this build has no module for are reported, not
+    /// skipped silently.
     pub async fn serve_enabled(&self, stop: CancellationToken) {
         let mut running: HashMap<Uuid, (CancellationToken, JoinHandle<()>)> = HashMap::new();
         loop {
             let listed = async {
-                let mut conn = self.pool.acquire().await?;
-                store::enabled_accounts(&mut conn, &[Channel::Telegram, Channel::Webchat]).await
+                let mut conn = self.shared.pool.acquire().await?;
+                store::enabled_accounts(&mut conn, Channel::ALL).await
             };
             match listed.await {
                 Ok(accounts) => {
-                    let wanted: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
+                    let wanted: Vec<Uuid> =
+                        accounts.iter().filter(|a| a.channel != Channel::Video).map(|a| a.id).collect();
                     for id in &wanted {
                         running.entry(*id).or_insert_with(|| {
                             info!(account = %id, "serving account");
@@ -199,6 +240,7 @@ impl Runtime {
                         }
                         keep
                     });
+                    self.problems.retain(|id| wanted.contains(id));
                 }
                 Err(e) => warn!(error = %e, "cannot list accounts; trying again later"),
             }
@@ -212,112 +254,198 @@ impl Runtime {
         }
     }
 
-    /// Serves one account until `stop` (campaigning, leading, standing by).
+    /// Serves one account until `stop`: opens it through its module, then campaigns, leads and
+    /// stands by.
     pub async fn serve_account(&self, account_id: Uuid, stop: CancellationToken) -> anyhow::Result<()> {
         let (account, credentials, settings) = {
-            let mut conn = self.pool.acquire().await.context("cannot reach PostgreSQL")?;
+            let mut conn = self.shared.pool.acquire().await.context("cannot reach PostgreSQL")?;
             let account = store::get_account(&mut conn, account_id).await?;
             let credentials = store::account_credentials(&mut conn, account_id).await?;
             let settings = store::account_settings(&mut conn, account_id).await?;
             (account, credentials, settings)
         };
-        if account.channel == Channel::Webchat && account.enabled {
-            return crate::webchat::serve_account(self, account, settings, stop).await;
-        }
-        if account.channel != Channel::Telegram {
-            anyhow::bail!(
-                "account {account_id} is a {} account; this build has a connector for telegram only",
-                account.channel
-            );
-        }
+        let channel = account.channel;
         if !account.enabled {
             anyhow::bail!("account {account_id} is disabled");
         }
-        let tg = TelegramAccount::from_json(&credentials, &settings)?;
-        let limits = account_limits(account.channel, &settings)?;
-        let bot = tg.bot();
-        let fileserver = self.fileserver.get().cloned().context(
-            "no file server URL: set connectors.fileserver_url (or run the connector where the file server listens)",
-        )?;
-        if self.jwt_secret.is_none() {
+        let Some(module) = self.module(channel) else {
+            let why = format!(
+                "a {channel} account, and this build has no {channel} connector (it has: {})",
+                self.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            warn!(%channel, "{why}; the account is not served");
+            self.report(account_id, channel, Some(why));
+            stop.cancelled().await;
+            return Ok(());
+        };
+        let opened = match self.open(module.as_ref(), account, credentials, settings).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.report(account_id, channel, Some(format!("{e:#}")));
+                return Err(e);
+            }
+        };
+        self.report(account_id, channel, None);
+        let (opened, limits, files) = opened;
+        let entry = Arc::new(Entry {
+            channel,
+            webhook: opened.webhook(),
+            leading: AtomicBool::new(false),
+            deliveries: TaskTracker::new(),
+        });
+        self.accounts.write().unwrap_or_else(|e| e.into_inner()).insert(account_id, entry.clone());
+        let outbox_config = OutboxConfig {
+            pool: self.shared.pool.clone(),
+            coord: self.shared.coord.clone(),
+            account_id,
+            channel,
+            limits,
+            platform: opened.outbound(),
+            files,
+            pacer: PacerConfig::strict(limits.rate, limits.rate_per_chat),
+            max_in_flight: self.shared.config.max_in_flight.max(1),
+        };
+        info!(%channel, setup = %opened.describe(), rate = ?limits.rate, rate_per_chat = ?limits.rate_per_chat, "connector campaigning");
+        let label = account_id.to_string();
+        let key = store::connector_key(account_id);
+        coord::lead(self.shared.coord.as_ref(), &key, &self.shared.node, &stop, |token, term| {
+            let (opened, entry, outbox_config, label) =
+                (opened.clone(), entry.clone(), outbox_config.clone(), label.clone());
+            async move {
+                metrics::gauge!("switchboard_connector_leader", "account" => label.clone()).set(1.0);
+                entry.leading.store(true, Ordering::SeqCst);
+                let ended = lead_term(opened, outbox_config, token, term).await;
+                entry.leading.store(false, Ordering::SeqCst);
+                metrics::gauge!("switchboard_connector_leader", "account" => label).set(0.0);
+                ended
+            }
+        })
+        .await;
+        self.accounts.write().unwrap_or_else(|e| e.into_inner()).remove(&account_id);
+        entry.deliveries.close();
+        entry.deliveries.wait().await;
+        opened.close().await;
+        info!("connector stopped");
+        Ok(())
+    }
+
+    async fn open(
+        &self,
+        module: &dyn ChannelModule,
+        account: schema::domain::Account,
+        credentials: serde_json::Value,
+        settings: serde_json::Value,
+    ) -> anyhow::Result<(Arc<dyn ChannelAccount>, Limits, FileServer)> {
+        let limits = Limits::for_account(account.channel, &settings)?;
+        let files = self.shared.files(account.channel, account.id)?;
+        if self.shared.jwt_secret.is_none() {
             warn!(
                 "jwt.hs256_secret is not set: files cannot go through the file server (messages keep a note instead)"
             );
         }
-        let files = FileServer::new(fileserver, self.jwt_secret.clone(), account.channel, account_id);
-        let ingest = Ingest::new(self.pool.clone(), self.coord.clone(), account_id, self.config.reopen_window());
-        let receiver = Arc::new(Receiver::new(bot.clone(), ingest, files.clone(), limits.max_download_bytes));
-        let entry =
-            Arc::new(Entry { webhook_secret: tg.webhook_secret().map(str::to_owned), receiver: RwLock::new(None) });
-        self.accounts.write().unwrap_or_else(|e| e.into_inner()).insert(account_id, entry.clone());
-        let outbox_config = OutboxConfig {
-            pool: self.pool.clone(),
-            coord: self.coord.clone(),
-            account_id,
-            channel: account.channel,
+        let (account_id, channel) = (account.id, account.channel);
+        let ctx = AccountContext {
+            ingest: self.shared.ingest(account.id),
+            account,
+            credentials,
+            settings,
             limits,
-            platform: Arc::new(TelegramOutbound::new(bot.clone())),
-            files,
-            pacer: PacerConfig::strict(limits.rate, limits.rate_per_chat),
-            max_in_flight: self.config.max_in_flight.max(1),
+            pool: self.shared.pool.clone(),
+            coord: self.shared.coord.clone(),
+            files: files.clone(),
+            public_url: self.shared.public_url(),
+            node: self.shared.node.clone(),
+            health: AccountHealth { account: account_id, channel, problems: self.problems.clone() },
         };
-        let label = account_id.to_string();
-        let key = store::connector_key(account_id);
-        info!(mode = ?tg.settings.mode, rate = ?limits.rate, rate_per_chat = ?limits.rate_per_chat, "connector campaigning");
-        let mut campaign = self.coord.campaign(&key, &self.node).await?;
-        let result = loop {
-            let token = tokio::select! {
-                _ = stop.cancelled() => break Ok(()),
-                token = campaign.leading() => token?,
-            };
-            info!(token, "leading the account");
-            metrics::gauge!("switchboard_connector_leader", "account" => label.clone()).set(1.0);
-            *entry.receiver.write().unwrap_or_else(|e| e.into_inner()) = Some(receiver.clone());
-            let lead = stop.child_token();
-            let mut worker = tokio::spawn(outbox::run(outbox_config.clone(), token, lead.clone()));
-            let inbound = {
-                let (tg, bot, receiver, lead) = (tg.clone(), bot.clone(), receiver.clone(), lead.clone());
-                tokio::spawn(async move { telegram::lead_inbound(&tg, &bot, &receiver, &lead).await })
-            };
-            let mut fenced = false;
-            let mut worker_done = false;
-            tokio::select! {
-                _ = campaign.deposed(token) => info!(token, "no longer leading"),
-                _ = stop.cancelled() => info!(token, "stopping"),
-                ended = &mut worker => {
-                    worker_done = true;
-                    match ended {
-                        Ok(Err(WorkerError::Deposed(why))) => {
-                            warn!(token, %why, "the fence says another leader took over");
-                            fenced = true;
+        let opened = module.open(ctx).await?;
+        Ok((opened, limits, files))
+    }
+}
+
+/// One term of an account's leadership: the module's inbound side and the outbox worker, until
+/// the term ends or the worker stops (the fence refused it: another leader took over).
+async fn lead_term(
+    opened: Arc<dyn ChannelAccount>,
+    outbox_config: OutboxConfig,
+    token: i64,
+    term: CancellationToken,
+) -> TermEnd {
+    let work = term.child_token();
+    let (pool, account) = (outbox_config.pool.clone(), outbox_config.account_id);
+    let mut worker = tokio::spawn(outbox::run(outbox_config, token, work.clone()));
+    let inbound = {
+        let (opened, work) = (opened.clone(), work.clone());
+        tokio::spawn(async move { opened.lead(work).await })
+    };
+    let replays = tokio::spawn(replay_dead_letters(opened.clone(), pool, account, work.clone()));
+    let ended = tokio::select! {
+        _ = term.cancelled() => None,
+        ended = &mut worker => Some(ended),
+    };
+    work.cancel();
+    let ended = match ended {
+        Some(ended) => ended,
+        None => worker.await,
+    };
+    if let Err(e) = inbound.await {
+        error!(token, error = %e, "the inbound side panicked");
+    }
+    if let Err(e) = replays.await {
+        error!(token, error = %e, "the dead-letter replayer panicked");
+    }
+    match ended {
+        Ok(Ok(())) => TermEnd::Cancelled,
+        Ok(Err(WorkerError::Deposed(why))) => TermEnd::Fenced(why),
+        Ok(Err(e)) => TermEnd::Failed(format!("outbox worker stopped: {e}")),
+        Err(e) => TermEnd::Failed(format!("outbox worker panicked: {e}")),
+    }
+}
+
+/// How often a leader looks for dead letters an administrator asked to replay.
+const REPLAYS_EVERY: Duration = Duration::from_secs(5);
+
+/// While leading: replays the dead letters an administrator asked for (`state = 'replay'`),
+/// oldest first, through the channel module. Stored: `replayed`; refused for good: `parked`
+/// again with the new error; a transient failure is tried again on the next round.
+async fn replay_dead_letters(opened: Arc<dyn ChannelAccount>, pool: PgPool, account: Uuid, work: CancellationToken) {
+    loop {
+        let due = async {
+            let mut conn = pool.acquire().await?;
+            store::replays_due(&mut conn, account, 20).await
+        }
+        .await;
+        match due {
+            Ok(letters) => {
+                for letter in letters {
+                    let outcome = opened.replay(&letter.payload).await;
+                    let error = match &outcome {
+                        Ok(()) => None,
+                        Err(UpdateError::Permanent(why)) => Some(why.clone()),
+                        Err(UpdateError::Transient(why)) => {
+                            warn!(dead_letter = letter.id, error = %why, "replay failed for now; trying again");
+                            continue;
                         }
-                        Ok(Err(e)) => warn!(token, error = %e, "outbox worker stopped"),
-                        Ok(Ok(())) => {}
-                        Err(e) => error!(token, error = %e, "outbox worker panicked"),
+                    };
+                    let recorded = async {
+                        let mut conn = pool.acquire().await?;
+                        store::finish_replay(&mut conn, letter.id, error.as_deref()).await
+                    }
+                    .await;
+                    match (recorded, error) {
+                        (Err(e), _) => warn!(dead_letter = letter.id, error = %e, "cannot record the replay's outcome"),
+                        (Ok(()), None) => info!(dead_letter = letter.id, "dead letter replayed and stored"),
+                        (Ok(()), Some(why)) => {
+                            warn!(dead_letter = letter.id, error = %why.escape_debug(), "replayed dead letter refused again")
+                        }
                     }
                 }
             }
-            *entry.receiver.write().unwrap_or_else(|e| e.into_inner()) = None;
-            lead.cancel();
-            if !worker_done {
-                let _ = worker.await;
-            }
-            let _ = inbound.await;
-            metrics::gauge!("switchboard_connector_leader", "account" => label.clone()).set(0.0);
-            if stop.is_cancelled() {
-                break Ok(());
-            }
-            if fenced {
-                // a leader whose writes are refused must not keep leading: campaign afresh
-                drop(campaign);
-                campaign = self.coord.campaign(&key, &self.node).await?;
-            } else if campaign.current() == (coord::Leadership::Leader { token }) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        };
-        self.accounts.write().unwrap_or_else(|e| e.into_inner()).remove(&account_id);
-        info!("connector stopped");
-        result
+            Err(e) => warn!(error = %e, "cannot read the dead letters to replay"),
+        }
+        tokio::select! {
+            _ = work.cancelled() => return,
+            _ = tokio::time::sleep(REPLAYS_EVERY) => {}
+        }
     }
 }
 
@@ -326,47 +454,65 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Compares without stopping at the first difference.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-/// A Telegram webhook delivery: the secret header is checked before anything is read; the
-/// update is stored before the 200 (a non-2xx makes Telegram deliver it again).
+/// A platform's webhook delivery: verified from the headers and raw body before anything is
+/// parsed (401, nothing stored), 503 on a process that does not lead the account (the platform
+/// delivers it again), else handled by the account's module and answered after the commit.
 async fn webhook(
     State(runtime): State<Runtime>,
-    Path(account_id): Path<Uuid>,
+    Path((account_id, channel)): Path<(String, String)>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    method: Method,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let not_here = || refuse(StatusCode::NOT_FOUND, "not_found", "no connector serves this account's webhooks here");
+    let Ok(account_id) = account_id.parse::<Uuid>() else { return not_here() };
     let entry = runtime.accounts.read().unwrap_or_else(|e| e.into_inner()).get(&account_id).cloned();
-    let Some(entry) = entry else {
-        return refuse(StatusCode::NOT_FOUND, "not_found", "no connector serves this account here");
-    };
-    let Some(expected) = entry.webhook_secret.as_deref() else {
-        return refuse(StatusCode::NOT_FOUND, "not_found", "this account does not use a webhook");
-    };
-    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-    if !same_secret(given, expected.as_bytes()) {
-        warn!(account = %account_id, "webhook delivery with a missing or wrong secret token refused");
-        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong X-Telegram-Bot-Api-Secret-Token");
+    let Some(entry) = entry else { return not_here() };
+    if channel != entry.channel.as_str() {
+        return not_here();
     }
-    let receiver = entry.receiver.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(receiver) = receiver else {
-        let mut response =
-            refuse(StatusCode::SERVICE_UNAVAILABLE, "not_leader", "this process does not lead the account right now");
-        response.headers_mut().insert("Retry-After", axum::http::HeaderValue::from_static("1"));
-        return response;
+    let Some(hook) = entry.webhook.clone() else {
+        return refuse(StatusCode::NOT_FOUND, "not_found", "this account does not receive webhooks");
     };
-    let update: teloxide::types::Update = match serde_json::from_slice(&body) {
-        Ok(update) => update,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_request", &format!("not a Telegram Update: {e}")),
-    };
-    match receiver.handle(&update, 0).await {
-        Ok(()) => StatusCode::OK.into_response(),
+    let request = WebhookRequest { method, headers, query, body, peer: peer.map(|Extension(ConnectInfo(addr))| addr) };
+    if let Err(e) = hook.verify(&request) {
+        warn!(account = %account_id, %channel, error = %e, "webhook delivery refused before parsing");
+        metrics::counter!("switchboard_connector_webhook_refused_total", "channel" => entry.channel.as_str())
+            .increment(1);
+        return webhook_error(e);
+    }
+    if !entry.leading.load(Ordering::SeqCst) {
+        return webhook_error(WebhookError::Unavailable("this process does not lead the account right now".into()));
+    }
+    // stored to the end even if the platform hangs up first (its next try is then absorbed)
+    let handled = entry.deliveries.spawn(async move { hook.handle(&request).await }).await;
+    let handled = handled.unwrap_or_else(|e| {
+        error!(account = %account_id, %channel, error = %e, "webhook handler panicked");
+        Err(WebhookError::Unavailable("the delivery could not be handled".into()))
+    });
+    match handled {
+        Ok(WebhookReply::Ok) => StatusCode::OK.into_response(),
+        Ok(WebhookReply::Json(body)) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Ok(WebhookReply::Text(body)) => (StatusCode::OK, body).into_response(),
         Err(e) => {
-            warn!(account = %account_id, update = update.id.0, error = %e, "webhook update not stored; Telegram will retry");
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", "not stored; deliver again")
+            if matches!(e, WebhookError::Unavailable(_)) {
+                warn!(account = %account_id, %channel, error = %e, "webhook delivery not stored; the platform will retry");
+            }
+            webhook_error(e)
+        }
+    }
+}
+
+fn webhook_error(error: WebhookError) -> Response {
+    match error {
+        WebhookError::Unauthorized(why) => refuse(StatusCode::UNAUTHORIZED, "unauthorized", &why),
+        WebhookError::BadRequest(why) => refuse(StatusCode::BAD_REQUEST, "bad_request", &why),
+        WebhookError::Unavailable(why) => {
+            let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &why);
+            response.headers_mut().insert("Retry-After", HeaderValue::from_static("1"));
+            response
         }
     }
 }

@@ -233,17 +233,16 @@ async fn agent_replies_reach_telegram_with_the_right_fields_and_statuses_flow_ba
     assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
     assert_eq!(parts.join(" "), long);
 
-    // a photo over Telegram's 10 MB is refused before sending, naming the limit
+    // a photo over Telegram's 10 MB is refused at message.send, naming the limit: nothing queued
     let big = vec![0u8; 11 * 1024 * 1024];
     let file = hub.upload("huge.jpg", "image/jpeg", big).await;
-    let sent = alice
+    let refused = alice
         .call("message.send", json!({"interaction_id": interaction, "client_msg_id": "m6", "file_ids": [file]}))
         .await;
-    let big_id = sent["data"]["id"].as_str().unwrap().to_owned();
-    let failed = alice.event_where("message.status", |d| d["message"]["id"] == big_id.as_str()).await;
-    assert_eq!(failed["data"]["message"]["status"], "failed");
-    let error = failed["data"]["message"]["error"].as_str().unwrap();
-    assert!(error.contains("10 MB") && error.contains("huge.jpg"), "{error}");
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["error"]["code"], "file_too_large");
+    let error = refused["error"]["message"].as_str().unwrap();
+    assert!(error.contains("10 MB") && error.contains("huge.jpg") && error.contains("telegram"), "{error}");
     assert!(hub.fake.calls_of("sendPhoto").len() == 1, "nothing was sent for it");
 
     // a permanent platform error fails the message with Telegram's reason

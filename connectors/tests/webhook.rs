@@ -53,17 +53,19 @@ async fn a_wrong_or_missing_secret_gets_401_and_stores_nothing() {
     .await;
     assert!(hub.fake.deliveries().iter().all(|d| d.status == 200), "{:?}", hub.fake.deliveries());
 
-    // malformed bodies are refused without storing
+    // a malformed body with the right secret can never be stored: it is parked as a dead letter
+    // and acknowledged (a 4xx would make Telegram deliver it again and again)
     let status = reqwest::Client::new()
         .post(&webhook.url)
-        .header(connectors::runtime::SECRET_HEADER, SECRET)
+        .header(connectors::telegram::SECRET_HEADER, SECRET)
         .body("{not json")
         .send()
         .await
         .unwrap()
         .status();
-    assert_eq!(status, 400);
+    assert_eq!(status, 200);
     assert_eq!(hub.count("SELECT count(*) FROM messages").await, 2);
+    assert_eq!(hub.count("SELECT count(*) FROM dead_letters WHERE payload = '{not json'::bytea").await, 1);
 }
 
 #[tokio::test]
@@ -77,7 +79,7 @@ async fn a_backup_answers_503_until_it_leads() {
     let post = |url: String, body: serde_json::Value| async move {
         reqwest::Client::new()
             .post(url)
-            .header(connectors::runtime::SECRET_HEADER, SECRET)
+            .header(connectors::telegram::SECRET_HEADER, SECRET)
             .json(&body)
             .send()
             .await

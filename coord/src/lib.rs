@@ -15,6 +15,8 @@
 //!   sequence number, larger for every later leader, written with its writes so a deposed leader
 //!   is refused (`schema::store::check_fence`);
 //! - **ownership records** written with compare-and-set ([`Coordinator::compare_and_set`]);
+//! - **one leader loop** for every elected job: [`lead`] campaigns, runs a term's work while
+//!   leading, cancels it when deposed, and campaigns afresh when the fence refused a write;
 //! - **notifications**: [`Coordinator::notify`] rings a topic's doorbell and
 //!   [`Coordinator::subscribe`] wakes on it. A wake carries no payload: it means "read
 //!   PostgreSQL from your cursor". Notifications coalesce (one ZooKeeper write in flight per
@@ -22,6 +24,7 @@
 //!   after every session change, so a subscriber that re-reads on each wake never misses one.
 #![forbid(unsafe_code)]
 
+mod leader;
 mod local;
 mod names;
 mod zk;
@@ -32,6 +35,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::DropGuard;
 
+pub use leader::{TermEnd, lead};
 pub use local::LocalCoordinator;
 pub use zk::{ZkConfig, ZkCoordinator};
 

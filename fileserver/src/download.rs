@@ -35,9 +35,11 @@ pub(crate) async fn download(
 ) -> Result<Response, ApiError> {
     let id = Uuid::parse_str(&id).ok();
     let query = query.map(|Query(q)| q).unwrap_or(DownloadQuery { exp: None, sig: None });
+    // a signed link was minted under the access rule; a token is checked against it here
+    let mut reader = None;
     match (query.exp, query.sig) {
         (None, None) => {
-            state.authenticate(&headers)?;
+            reader = Some(state.authenticate(&headers)?);
         }
         (Some(exp), Some(sig)) => {
             let id = id.ok_or(ApiError::BadSignature)?;
@@ -51,6 +53,9 @@ pub(crate) async fn download(
     }
     let id = id.ok_or_else(|| ApiError::NotFound("(not a UUID)".into()))?;
     let file = load(&state, id).await?;
+    if let Some(claims) = &reader {
+        state.may_read(claims, id).await?;
+    }
     respond(&state, &file, &method, &headers).await
 }
 
@@ -133,7 +138,7 @@ pub(crate) async fn link(
     query: Result<Query<LinkQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Link>, ApiError> {
-    state.authenticate(&headers)?;
+    let claims = state.authenticate(&headers)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest("invalid_query", e.body_text()))?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(id.clone()))?;
     let ttl = query.ttl_s.unwrap_or(state.config.link_ttl_s);
@@ -142,6 +147,7 @@ pub(crate) async fn link(
     }
     let ttl = ttl.min(state.config.link_max_ttl_s);
     load(&state, id).await?;
+    state.may_read(&claims, id).await?;
     let now = Utc::now();
     let exp = now.timestamp() + ttl as i64;
     let expires_at = DateTime::from_timestamp(exp, 0).unwrap_or(now);

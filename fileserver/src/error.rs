@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Over the limit: `limit` bytes, for `scope` (a channel or the hub's own maximum).
     #[error("the file is larger than {limit} bytes ({}), the limit {scope}", human(*limit))]
     TooLarge { limit: u64, scope: String, body_unread: bool },
+    /// The kind's disk quota would be passed.
+    #[error("the quota of {kind} files is full: {used} of {quota} bytes used, this file needs {size} more")]
+    QuotaExceeded { kind: schema::domain::FileKind, quota: u64, used: u64, size: u64, body_unread: bool },
     #[error("Range not satisfiable: the file has {0} bytes")]
     RangeNotSatisfiable(u64),
     #[error("the upload was interrupted: {0}")]
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large"),
+            ApiError::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
             ApiError::Interrupted(_) => (StatusCode::BAD_REQUEST, "upload_interrupted"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -97,6 +101,11 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::TooLarge { limit, .. } => error["limit"] = (*limit).into(),
             ApiError::LinkExpired(exp) => error["expired_at"] = (*exp).into(),
+            ApiError::QuotaExceeded { kind, quota, used, .. } => {
+                error["kind"] = kind.as_str().into();
+                error["quota"] = (*quota).into();
+                error["used"] = (*used).into();
+            }
             _ => {}
         }
         let mut response =
@@ -113,7 +122,9 @@ impl IntoResponse for ApiError {
                 }
             }
             // The rest of the body is not read: the connection cannot carry another request.
-            ApiError::TooLarge { body_unread: true, .. } | ApiError::Interrupted(_) => {
+            ApiError::TooLarge { body_unread: true, .. }
+            | ApiError::QuotaExceeded { body_unread: true, .. }
+            | ApiError::Interrupted(_) => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

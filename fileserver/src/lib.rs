@@ -33,6 +33,7 @@ use axum::routing::{get, post};
 use coord::Coordinator;
 use ops::auth::{AuthError, Claims, Verifier};
 use ops::config::{Problem, Secret};
+use schema::domain::FileKind;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +63,9 @@ pub struct Config {
     pub retention_days: u32,
     /// How often the retention job runs, in seconds.
     pub retention_interval_s: u64,
+    /// Quotas and retention per kind of file (`[fileserver.kinds.chat]`,
+    /// `[fileserver.kinds.recording]`).
+    pub kinds: Kinds,
     /// This node's name in the cluster; a random one when empty.
     pub node_id: String,
 }
@@ -76,9 +80,32 @@ impl Default for Config {
             link_max_ttl_s: 3600,
             retention_days: 90,
             retention_interval_s: 3600,
+            kinds: Kinds::default(),
             node_id: String::new(),
         }
     }
+}
+
+/// The settings of each kind of file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Kinds {
+    /// What messages carry.
+    pub chat: KindConfig,
+    /// Video call recordings.
+    pub recording: KindConfig,
+}
+
+/// One kind's disk quota and retention.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindConfig {
+    /// The most bytes the files of this kind may take together; an upload that would pass it is
+    /// refused (507 `quota_exceeded`). 0: no quota.
+    pub quota_bytes: u64,
+    /// Files of this kind older than this many days are deleted (0: kept forever); not set:
+    /// `fileserver.retention_days`.
+    pub retention_days: Option<u32>,
 }
 
 /// The longest retention accepted, in days.
@@ -123,6 +150,17 @@ impl Config {
                 ),
             ));
         }
+        for (name, kind) in [("chat", &self.kinds.chat), ("recording", &self.kinds.recording)] {
+            if kind.retention_days.is_some_and(|d| d > MAX_RETENTION_DAYS) {
+                problems.push(Problem::new(
+                    format!("fileserver.kinds.{name}.retention_days"),
+                    format!("is over {MAX_RETENTION_DAYS} (100 years); use 0 to keep files forever"),
+                ));
+            }
+            if kind.quota_bytes > i64::MAX as u64 {
+                problems.push(Problem::new(format!("fileserver.kinds.{name}.quota_bytes"), "is too large"));
+            }
+        }
         if self.retention_interval_s == 0 {
             problems.push(Problem::new("fileserver.retention_interval_s", "must be at least 1"));
         }
@@ -130,7 +168,30 @@ impl Config {
     }
 
     pub fn retention(&self) -> Option<Duration> {
-        (self.retention_days > 0).then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400))
+        self.retention_of(FileKind::Chat)
+    }
+
+    fn kind(&self, kind: FileKind) -> &KindConfig {
+        match kind {
+            FileKind::Chat => &self.kinds.chat,
+            FileKind::Recording => &self.kinds.recording,
+        }
+    }
+
+    /// How long files of `kind` are kept; `None`: forever.
+    pub fn retention_days_of(&self, kind: FileKind) -> Option<u32> {
+        let days = self.kind(kind).retention_days.unwrap_or(self.retention_days);
+        (days > 0).then_some(days)
+    }
+
+    pub fn retention_of(&self, kind: FileKind) -> Option<Duration> {
+        self.retention_days_of(kind).map(|d| Duration::from_secs(u64::from(d) * 86_400))
+    }
+
+    /// The disk quota of `kind` in bytes; `None`: none.
+    pub fn quota_of(&self, kind: FileKind) -> Option<u64> {
+        let q = self.kind(kind).quota_bytes;
+        (q > 0).then_some(q)
     }
 }
 
@@ -145,6 +206,11 @@ pub enum StartError {
 /// The roles that may use the file server: people, bots, and `service` for the hub's own
 /// processes (connectors).
 pub const ROLES: &[&str] = &["agent", "supervisor", "admin", "bot", "service"];
+
+/// The roles that read any file. The others (agents, bots) read a file only when it belongs to
+/// an interaction they may see, or they uploaded it (`schema::store::agent_may_read_file`).
+/// Supervisors are here because the agent API shows them every interaction's history.
+pub const READ_ANY: &[&str] = &["supervisor", "admin", "service"];
 
 /// Cheap handles every request needs.
 #[derive(Clone)]
@@ -171,6 +237,22 @@ impl AppState {
             return Err(ApiError::Forbidden(format!("the file server needs one of the roles {}", ROLES.join(", "))));
         }
         Ok(claims)
+    }
+
+    /// Whether the caller may read file `id` (and mint a link to it): [`READ_ANY`] roles always,
+    /// others when the file follows an interaction they may see.
+    pub(crate) async fn may_read(&self, claims: &Claims, id: uuid::Uuid) -> Result<(), ApiError> {
+        if claims.effective_roles().iter().any(|r| READ_ANY.contains(&r.as_str())) {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await.map_err(|e| ApiError::internal("database unavailable", e))?;
+        if schema::store::agent_may_read_file(&mut conn, id, &claims.sub).await? {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "file {id} belongs to no interaction you may see (assigned to you now or before, or joined)"
+            )))
+        }
     }
 }
 
@@ -211,6 +293,7 @@ impl Fileserver {
             config.node_id.clone()
         };
         let state = AppState { pool, storage, verifier, signer, config: Arc::new(config) };
+        publish_kind_settings(&state).await;
         tokio::spawn(retention::run(state.clone(), coord, node.clone(), shutdown));
         tracing::info!(node = %node, root = %state.config.root.display(), "file server started");
         Ok(Fileserver { state, node })
@@ -226,6 +309,22 @@ impl Fileserver {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+}
+
+/// Writes this file server's quota and retention of each kind where the admin API reads them.
+async fn publish_kind_settings(state: &AppState) {
+    let written = async {
+        let mut conn = state.pool.acquire().await?;
+        for kind in FileKind::ALL {
+            let quota = state.config.quota_of(*kind).map(|q| q as i64);
+            let days = state.config.retention_days_of(*kind).map(|d| d as i32);
+            schema::store::set_file_kind_settings(&mut conn, *kind, quota, days).await?;
+        }
+        Ok::<_, schema::store::StoreError>(())
+    };
+    if let Err(e) = written.await {
+        tracing::warn!(error = %e, "cannot record the file kinds' quotas and retention for the admin API");
     }
 }
 

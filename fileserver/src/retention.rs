@@ -1,6 +1,8 @@
-//! The retention job: deletes files (rows and bytes) older than `fileserver.retention_days`,
-//! except those a message newer than that still references (an agent re-sending an old file
-//! keeps it alive; an old conversation loses its attachments with the messages' text kept).
+//! The retention job: deletes files (rows and bytes) older than their kind's retention
+//! (`fileserver.kinds.<kind>.retention_days`, else `fileserver.retention_days`), except those a
+//! message newer than that still references (an agent re-sending an old file keeps it alive; an
+//! old conversation loses its attachments with the messages' text kept). A call recording is
+//! deleted by age alone (no message references it) and its row becomes `deleted`.
 //!
 //! One node at a time runs it: the leader of the `fileserver/retention` election. Two leaders
 //! overlapping for a moment (a session expiring while another node rises) would do no harm:
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use coord::Coordinator;
+use schema::domain::FileKind;
 use schema::store::{self, StoreError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -37,24 +40,31 @@ pub struct Report {
     pub bytes: u64,
 }
 
-/// One pass: deletes every file created before `cutoff` that no message created at or after
-/// `cutoff` references, in batches, and reports what was freed (also logged and counted in
-/// `fileserver_retention_deleted_files_total` and `fileserver_retention_freed_bytes_total`).
-pub async fn run_once(pool: &PgPool, storage: &dyn Storage, cutoff: DateTime<Utc>) -> Result<Report, StoreError> {
-    run_in_batches(pool, storage, cutoff, BATCH).await
+/// One pass over the files of `kind`: deletes every one created before `cutoff` that no message
+/// created at or after `cutoff` references, in batches, and reports what was freed (also
+/// logged and counted in `fileserver_retention_deleted_files_total{kind}` and
+/// `fileserver_retention_freed_bytes_total{kind}`).
+pub async fn run_once(
+    pool: &PgPool,
+    storage: &dyn Storage,
+    kind: FileKind,
+    cutoff: DateTime<Utc>,
+) -> Result<Report, StoreError> {
+    run_in_batches(pool, storage, kind, cutoff, BATCH).await
 }
 
 /// [`run_once`], deleting at most `batch` files per transaction.
 pub async fn run_in_batches(
     pool: &PgPool,
     storage: &dyn Storage,
+    kind: FileKind,
     cutoff: DateTime<Utc>,
     batch: i64,
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
     loop {
         let mut tx = pool.begin().await?;
-        let batch = store::delete_expired_files(&mut tx, cutoff, batch).await?;
+        let batch = store::delete_expired_files(&mut tx, kind, cutoff, batch).await?;
         tx.commit().await?;
         if batch.is_empty() {
             break;
@@ -68,10 +78,10 @@ pub async fn run_in_batches(
             }
         }
     }
-    metrics::counter!("fileserver_retention_deleted_files_total").increment(report.files);
-    metrics::counter!("fileserver_retention_freed_bytes_total").increment(report.bytes);
+    metrics::counter!("fileserver_retention_deleted_files_total", "kind" => kind.as_str()).increment(report.files);
+    metrics::counter!("fileserver_retention_freed_bytes_total", "kind" => kind.as_str()).increment(report.bytes);
     metrics::gauge!("fileserver_retention_last_run_timestamp_seconds").set(Utc::now().timestamp() as f64);
-    tracing::info!(files = report.files, bytes = report.bytes, %cutoff, "retention pass done");
+    tracing::info!(kind = kind.as_str(), files = report.files, bytes = report.bytes, %cutoff, "retention pass done");
     Ok(report)
 }
 
@@ -93,43 +103,35 @@ pub(crate) async fn run(state: AppState, coord: Arc<dyn Coordinator>, node: Stri
             None
         }
     };
-    let Some(retention) = state.config.retention() else {
-        tracing::info!("file retention is off (fileserver.retention_days = 0)");
+    let kinds: Vec<(FileKind, Duration)> =
+        FileKind::ALL.iter().filter_map(|k| state.config.retention_of(*k).map(|r| (*k, r))).collect();
+    if kinds.is_empty() {
+        tracing::info!("file retention is off (fileserver.retention_days = 0 and no kind sets its own)");
         shutdown.cancelled().await;
         return;
-    };
-    let interval = Duration::from_secs(state.config.retention_interval_s.max(1));
-    let mut campaign = loop {
-        match coord.campaign(ELECTION, &node).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot enter the retention election; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-            }
-        }
-    };
-    loop {
-        let token = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            t = campaign.leading() => match t { Ok(t) => t, Err(_) => return },
-        };
-        tracing::info!(token, "this node runs the file retention job");
-        loop {
-            let cutoff = cutoff_before(Utc::now(), retention);
-            if let Err(e) = run_once(&state.pool, state.storage.as_ref(), cutoff).await {
-                tracing::warn!(error = %e, "retention pass failed; next try in {interval:?}");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = campaign.deposed(token) => {
-                    tracing::info!(token, "this node no longer runs the file retention job");
-                    break;
-                }
-                _ = tokio::time::sleep(interval) => {}
-            }
-        }
     }
+    let interval = Duration::from_secs(state.config.retention_interval_s.max(1));
+    coord::lead(coord.as_ref(), ELECTION, &node, &shutdown, move |token, term| {
+        let state = state.clone();
+        let kinds = kinds.clone();
+        async move {
+            tracing::info!(token, "this node runs the file retention job");
+            loop {
+                for (kind, retention) in &kinds {
+                    let cutoff = cutoff_before(Utc::now(), *retention);
+                    if let Err(e) = run_once(&state.pool, state.storage.as_ref(), *kind, cutoff).await {
+                        tracing::warn!(kind = kind.as_str(), error = %e, "retention pass failed; next try in {interval:?}");
+                    }
+                }
+                tokio::select! {
+                    _ = term.cancelled() => {
+                        tracing::info!(token, "this node no longer runs the file retention job");
+                        return coord::TermEnd::Cancelled;
+                    }
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+        }
+    })
+    .await;
 }

@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use ops::auth::Claims;
-use schema::domain::{Channel, FileRef};
+use schema::domain::{Channel, FileKind, FileRef};
 use schema::store::{self, NewFile, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,6 +37,8 @@ pub(crate) struct UploadQuery {
     name: Option<String>,
     channel: Option<String>,
     account_id: Option<String>,
+    /// `chat` (default) or `recording` (the video nodes', role `service` or `admin`).
+    kind: Option<String>,
 }
 
 /// The reply to a stored upload.
@@ -64,6 +66,7 @@ pub(crate) async fn upload(
     let claims = state.authenticate(request.headers())?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest("invalid_query", e.body_text()))?;
     let (channel, account_id) = channel_and_account(&state, &query).await?;
+    let kind = kind_of(&claims, query.kind.as_deref())?;
     let limit = limit_for(channel, state.config.max_upload_bytes);
 
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -74,6 +77,14 @@ pub(crate) async fn upload(
         if length > allowed {
             metrics::counter!("fileserver_uploads_total", "outcome" => "too_large").increment(1);
             return Err(ApiError::TooLarge { limit: limit.bytes, scope: limit.scope, body_unread: true });
+        }
+        // over the kind's quota already: refused before the body is read
+        if let Some(quota) = state.config.quota_of(kind) {
+            let used = used_bytes(&state, kind).await?;
+            if used.saturating_add(length) > quota {
+                let used = count_refusal(&state, kind).await.unwrap_or(used);
+                return Err(refused(kind, quota, used, length, true));
+            }
         }
     }
 
@@ -94,7 +105,7 @@ pub(crate) async fn upload(
             let name = require_name(name.as_deref())?;
             let mime = field.content_type().and_then(clean_mime).unwrap_or_else(|| DEFAULT_MIME.to_owned());
             let body = field.map(|chunk| chunk.map_err(io::Error::other));
-            return store_file(&state, &claims, name, mime, account_id, limit, body).await;
+            return store_file(&state, &claims, name, mime, account_id, kind, limit, body).await;
         }
     }
 
@@ -107,7 +118,41 @@ pub(crate) async fn upload(
         })?
     };
     let body = request.into_body().into_data_stream().map(|chunk| chunk.map_err(io::Error::other));
-    store_file(&state, &claims, name, mime, account_id, limit, body).await
+    store_file(&state, &claims, name, mime, account_id, kind, limit, body).await
+}
+
+/// The kind asked for: `chat` unless `recording`, which only the hub's own services (and
+/// admins) may store.
+fn kind_of(claims: &Claims, raw: Option<&str>) -> Result<FileKind, ApiError> {
+    let kind = match raw.map(str::trim) {
+        None | Some("") => return Ok(FileKind::Chat),
+        Some(raw) => raw.parse::<FileKind>().map_err(|_| {
+            ApiError::BadRequest("invalid_kind", format!("unknown kind {raw:?}: use chat or recording"))
+        })?,
+    };
+    if kind == FileKind::Recording && !claims.effective_roles().iter().any(|r| r == "service" || r == "admin") {
+        return Err(ApiError::Forbidden("only the hub's video nodes (role service) store recordings".into()));
+    }
+    Ok(kind)
+}
+
+async fn used_bytes(state: &AppState, kind: FileKind) -> Result<u64, ApiError> {
+    let mut conn = state.pool.acquire().await.map_err(|e| ApiError::internal("database unavailable", e))?;
+    let usage = store::file_usage(&mut conn).await?;
+    Ok(usage.iter().find(|u| u.kind == kind).map_or(0, |u| u.bytes.max(0) as u64))
+}
+
+async fn count_refusal(state: &AppState, kind: FileKind) -> Result<u64, ApiError> {
+    let mut conn = state.pool.acquire().await.map_err(|e| ApiError::internal("database unavailable", e))?;
+    Ok(store::count_file_refusal(&mut conn, kind).await?.max(0) as u64)
+}
+
+/// The refusal of an upload over its kind's quota: counted (metric), logged, answered.
+fn refused(kind: FileKind, quota: u64, used: u64, size: u64, body_unread: bool) -> ApiError {
+    metrics::counter!("fileserver_uploads_total", "outcome" => "over_quota").increment(1);
+    metrics::counter!("fileserver_quota_refusals_total", "kind" => kind.as_str()).increment(1);
+    tracing::warn!(kind = kind.as_str(), quota, used, size, "upload refused: the kind's disk quota is full");
+    ApiError::QuotaExceeded { kind, quota, used, size, body_unread }
 }
 
 fn require_name(raw: Option<&str>) -> Result<String, ApiError> {
@@ -162,12 +207,14 @@ fn limit_for(channel: Option<Channel>, hub_max: u64) -> Limit {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn store_file<S>(
     state: &AppState,
     claims: &Claims,
     name: String,
     mime: String,
     account_id: Option<Uuid>,
+    kind: FileKind,
     limit: Limit,
     body: S,
 ) -> Result<Response, ApiError>
@@ -205,14 +252,22 @@ where
         storage_key: key.clone(),
         account_id,
         uploaded_by: Some(claims.sub.clone()),
+        kind,
     };
+    let quota = state.config.quota_of(kind);
     let recorded = async {
         let mut conn = state.pool.acquire().await.map_err(StoreError::from)?;
-        store::insert_file(&mut conn, &new).await
+        store::insert_file_within(&mut conn, &new, quota.map(|q| q as i64)).await
     }
     .await;
     let file = match recorded {
-        Ok(file) => file,
+        Ok(Ok(file)) => file,
+        Ok(Err(over)) => {
+            if let Err(gone) = state.storage.delete(&key).await {
+                tracing::warn!(key = %key, error = %gone, "cannot remove the bytes of an upload over its quota");
+            }
+            return Err(refused(kind, quota.unwrap_or_default(), over.used.max(0) as u64, size, false));
+        }
         Err(e) => {
             if let Err(gone) = state.storage.delete(&key).await {
                 tracing::warn!(key = %key, error = %gone, "cannot remove the bytes of an unrecorded upload");
@@ -222,7 +277,7 @@ where
     };
     metrics::counter!("fileserver_uploads_total", "outcome" => "stored").increment(1);
     metrics::counter!("fileserver_uploaded_bytes_total").increment(size);
-    tracing::info!(file = %file.id, size, by = %claims.sub, "file stored");
+    tracing::info!(file = %file.id, size, kind = kind.as_str(), by = %claims.sub, "file stored");
     let url = FileRef::url_for(file.id);
     let reply = Uploaded { id: file.id, name: file.name, mime: file.mime, size: file.size, sha256: file.sha256, url };
     Ok((StatusCode::CREATED, [(header::LOCATION, reply.url.clone())], Json(reply)).into_response())

@@ -81,7 +81,7 @@ async fn a_multipart_upload_takes_the_file_part() {
     assert_eq!(reply["size"], 300_000);
     assert_eq!(reply["sha256"], sha256_hex(&content));
     let id = reply["id"].as_str().unwrap();
-    let got = app.get(&format!("/api/v1/files/{id}"), Some(&agent()), &[]).await;
+    let got = app.get(&format!("/api/v1/files/{id}"), Some(&token("connector-1", &["service"], 600)), &[]).await;
     assert_eq!(got.body, content);
     let account: Option<uuid::Uuid> = sqlx::query_scalar("SELECT account_id FROM files WHERE id = $1::uuid")
         .bind(id)
@@ -406,10 +406,12 @@ async fn every_endpoint_needs_a_valid_token() {
             }
         }
     }
-    // every role the hub knows may use it
+    // every role the hub knows may use it; agents and bots only for files of interactions they
+    // may see (here none: `x` did not upload it and it is in no interaction)
     for role in ["agent", "supervisor", "admin", "bot", "service"] {
         let got = app.get(&file, Some(&token("x", &[role], 600)), &[]).await;
-        assert_eq!(got.status, 200, "{role}");
+        let expected = if fileserver::READ_ANY.contains(&role) { 200 } else { 403 };
+        assert_eq!(got.status, expected, "{role}");
     }
     // nothing was stored by the refused uploads (one by the valid token)
     assert_eq!(app.file_rows().await, 2);
@@ -452,4 +454,100 @@ async fn bad_uploads_are_refused_with_the_reason() {
     assert_eq!((missing.status, missing.code().as_str()), (404, "not_found"));
     let not_uuid = app.get("/api/v1/files/nope", Some(&agent()), &[]).await;
     assert_eq!(not_uuid.status, 404);
+}
+
+/// Files follow interaction access: an agent reads (and links) a file of an interaction assigned
+/// to it now or before, or joined, or its own upload; any other agent gets 403 for the file and
+/// for a signed link; supervisors, admins and services read any file.
+#[tokio::test]
+async fn an_agent_reads_only_the_files_of_interactions_it_may_see() {
+    use schema::store::{self, AgentProfile, InboundMessage, Ingested, Sender, TransferTarget};
+    let app = spawn_app().await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    for login in ["alice", "bob", "carol", "dave", "eve"] {
+        let profile = AgentProfile {
+            login: login.into(),
+            name: login.into(),
+            roles: vec!["agent".into()],
+            queues: vec!["support".into()],
+            max_interactions: 3,
+        };
+        store::upsert_agent(&mut conn, &profile).await.unwrap();
+    }
+    // the connector stores the customer's photo, then the message that carries it
+    let service = token("connector-1", &["service"], 600);
+    let photo = Answer::from(
+        app.http
+            .post(app.url(&format!("/api/v1/files?name=photo.jpg&account_id={}", app.account_id)))
+            .bearer_auth(&service)
+            .header("content-type", "image/jpeg")
+            .body(bytes(1000, 7))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(photo.status, 201);
+    let photo: uuid::Uuid = photo.json()["id"].as_str().unwrap().parse().unwrap();
+    let inbound = InboundMessage {
+        account_id: app.account_id,
+        external_message_id: "42:1".into(),
+        chat_id: "42".into(),
+        sender: Sender {
+            external_id: "42".into(),
+            name: "Customer".into(),
+            username: None,
+            phone: None,
+            avatar_url: None,
+        },
+        kind: schema::domain::MessageKind::Image,
+        text: None,
+        file_ids: vec![photo],
+        location: None,
+        contact: None,
+        reply_to_external_id: None,
+        forwarded: None,
+        sent_at: None,
+        sticker_id: None,
+    };
+    drop(conn);
+    let mut tx = app.pool.begin().await.unwrap();
+    let Ingested::Stored { interaction, .. } =
+        store::ingest_inbound(&mut tx, &inbound, std::time::Duration::from_secs(3600)).await.unwrap()
+    else {
+        panic!("stored")
+    };
+    // bob had it, handed it back to the queue; alice has it now; carol monitors it
+    store::take(&mut tx, interaction.id, "bob", true).await.unwrap();
+    store::transfer(&mut tx, interaction.id, "bob", &TransferTarget::Queue("support".into()), None).await.unwrap();
+    store::take(&mut tx, interaction.id, "alice", true).await.unwrap();
+    store::join(&mut tx, interaction.id, "carol", "monitor").await.unwrap();
+    tx.commit().await.unwrap();
+    let eve = token("eve", &["agent"], 600);
+    let own = Answer::from(
+        app.http.post(app.url("/api/v1/files?name=notes.txt")).bearer_auth(&eve).body("mine").send().await.unwrap(),
+    )
+    .await;
+    let own = own.json()["id"].as_str().unwrap().to_owned();
+
+    let file = format!("/api/v1/files/{photo}");
+    let link = |who: &str| {
+        app.http.post(app.url(&format!("/api/v1/files/{photo}/link"))).bearer_auth(token(who, &["agent"], 600)).send()
+    };
+    for who in ["alice", "bob", "carol"] {
+        let got = app.get(&file, Some(&token(who, &["agent"], 600)), &[]).await;
+        assert_eq!(got.status, 200, "{who} may see the interaction");
+        assert_eq!(link(who).await.unwrap().status(), 200, "{who} may link it");
+    }
+    for who in ["dave", "eve"] {
+        let got = app.get(&file, Some(&token(who, &["agent"], 600)), &[]).await;
+        assert_eq!((got.status, got.code()), (403, "forbidden".to_owned()), "{who} has no link to the interaction");
+        let refused = Answer::from(link(who).await.unwrap()).await;
+        assert_eq!((refused.status, refused.code()), (403, "forbidden".to_owned()), "{who} mints no link");
+    }
+    assert_eq!(app.get(&format!("/api/v1/files/{own}"), Some(&eve), &[]).await.status, 200, "her own upload");
+    assert_eq!(app.get(&format!("/api/v1/files/{own}"), Some(&token("alice", &["agent"], 600)), &[]).await.status, 403);
+    for role in ["supervisor", "admin", "service"] {
+        assert_eq!(app.get(&file, Some(&token("sue", &[role], 600)), &[]).await.status, 200, "{role}");
+    }
 }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use fileserver::retention;
 use fileserver::storage::DirStorage;
 use harness::*;
-use schema::domain::MessageKind;
+use schema::domain::{FileKind, MessageKind};
 use schema::store::{self, InboundMessage, Ingested, Sender};
 use uuid::Uuid;
 
@@ -28,6 +28,7 @@ async fn message_with(app: &TestApp, user: &str, external_id: &str, files: &[Uui
         reply_to_external_id: None,
         forwarded: None,
         sent_at: None,
+        sticker_id: None,
     };
     let mut tx = app.pool.begin().await.unwrap();
     let stored = store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap();
@@ -69,7 +70,7 @@ async fn retention_deletes_exactly_the_old_files_and_reports_the_bytes() {
 
     let storage = DirStorage::open(&app.root).await.unwrap();
     let cutoff = retention::cutoff_before(Utc::now(), Duration::from_secs(90 * 86_400));
-    let report = retention::run_once(&app.pool, &storage, cutoff).await.unwrap();
+    let report = retention::run_once(&app.pool, &storage, FileKind::Chat, cutoff).await.unwrap();
     assert_eq!(report, retention::Report { files: 2, bytes: 3000 });
 
     let left: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM files ORDER BY size").fetch_all(&app.pool).await.unwrap();
@@ -93,7 +94,7 @@ async fn retention_deletes_exactly_the_old_files_and_reports_the_bytes() {
     assert_eq!(kept.body, bytes(4000, 3));
 
     // a second pass finds nothing
-    let again = retention::run_once(&app.pool, &storage, cutoff).await.unwrap();
+    let again = retention::run_once(&app.pool, &storage, FileKind::Chat, cutoff).await.unwrap();
     assert_eq!(again, retention::Report::default());
 }
 
@@ -107,7 +108,7 @@ async fn retention_works_through_batches() {
     age(&app, "files", &ids, 10).await;
     let storage = DirStorage::open(&app.root).await.unwrap();
     let cutoff = Utc::now() - chrono::TimeDelta::days(5);
-    let report = retention::run_in_batches(&app.pool, &storage, cutoff, 5).await.unwrap();
+    let report = retention::run_in_batches(&app.pool, &storage, FileKind::Chat, cutoff, 5).await.unwrap();
     assert_eq!(report, retention::Report { files: 12, bytes: 120 });
     assert_eq!(app.file_rows().await, 0);
 }

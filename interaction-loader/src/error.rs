@@ -1,13 +1,16 @@
 //! The one mapping from what went wrong to what an integrator sees: an HTTP status and a body
 //! `{"error": {"code": "...", "message": "..."}}` with a stable `code`. Internal causes are
 //! logged, never sent. Also the extractors that turn axum's own rejections (bad query string,
-//! bad JSON, bad path) into the same body.
+//! bad JSON, bad path) into the same body, and hold every input to the rules of `ops::input`
+//! (every string of the query, the body and the path to the loosest rule, then each field of
+//! the decoded type to the rule of its kind): this is the one place input is checked.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ops::input::{self, InputError, Kind, Validate};
 use schema::store::StoreError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -108,21 +111,34 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A field that breaks the input rules: 400 `bad_request` naming it.
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::from(e).into()
     }
 }
 
-/// `Query<T>` whose rejection is a [`ApiError`] naming what is wrong.
+/// `Query<T>` whose rejection is a [`ApiError`] naming what is wrong; every parameter is held
+/// to the input rules.
 pub struct ApiQuery<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or_default();
+        input::check_pairs(url::form_urlencoded::parse(raw.as_bytes()))?;
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Ok(axum::extract::Query(value)) => {
+                value.validate()?;
+                Ok(ApiQuery(value))
+            }
             Err(e) => Err(query_error(e)),
         }
     }
@@ -134,17 +150,26 @@ fn query_error(e: QueryRejection) -> ApiError {
     ApiError::bad_request(format!("bad query parameters: {detail}"))
 }
 
-/// `Json<T>` whose rejection is a [`ApiError`].
+/// `Json<T>` whose rejection is a [`ApiError`]; every string of the body (keys included) is
+/// held to the input rules, then each field of `T` to the rule of its kind.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(e) => Err(json_error(e)),
-        }
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(e) => return Err(json_error(e)),
+        };
+        input::check_json("", &value)?;
+        let decoded: T = serde_json::from_value(value).map_err(|e| {
+            ApiError::bad_request(format!(
+                "bad JSON body: Failed to deserialize the JSON body into the target type: {e}"
+            ))
+        })?;
+        decoded.validate()?;
+        Ok(ApiJson(decoded))
     }
 }
 
@@ -157,13 +182,20 @@ fn json_error(e: JsonRejection) -> ApiError {
     }
 }
 
-/// `Path<T>` whose rejection is a [`ApiError`] (a malformed id is a 400, not a 404).
+/// `Path<T>` whose rejection is a [`ApiError`] (a malformed id is a 400, not a 404). Every
+/// path parameter is an id, a login or a queue name: each is held to [`Kind::Key`].
 pub struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))?;
+        for (name, value) in &raw {
+            input::check(name, Kind::Key, value)?;
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(e) => Err(path_error(e)),

@@ -75,6 +75,10 @@ pub struct WebhookConfig {
     /// How long a delivery is retried before it is marked failed (at least 24 hours is
     /// what integrators are promised).
     pub retry_for_s: u64,
+    /// Internal networks (CIDR, e.g. `"10.20.0.0/16"`, `"127.0.0.1/32"`) that receivers may
+    /// be in. Empty: loopback, private, link-local, unique-local, CGNAT, metadata and other
+    /// internal addresses are refused at subscription and at delivery (`webhooks::target`).
+    pub allow_internal: Vec<String>,
 }
 
 impl Default for WebhookConfig {
@@ -88,11 +92,30 @@ impl Default for WebhookConfig {
             backoff_initial_ms: 10_000,
             backoff_max_ms: 3_600_000,
             retry_for_s: 86_400,
+            allow_internal: Vec::new(),
         }
     }
 }
 
 impl WebhookConfig {
+    /// The networks of `allow_internal`; the ones that do not parse are reported by
+    /// [`Config::problems`].
+    fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allow_internal
+            .iter()
+            .map(|net| {
+                net.parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{net:?} is not a network in CIDR notation (`10.20.0.0/16`) or an address"))
+            })
+            .collect()
+    }
+
+    /// The target policy of this configuration.
+    pub fn targets(&self) -> Result<webhooks::target::Targets, String> {
+        Ok(webhooks::target::Targets::new(self.allowed_networks()?))
+    }
+
     pub fn worker(&self) -> webhooks::worker::WorkerConfig {
         webhooks::worker::WorkerConfig {
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(10)),
@@ -126,6 +149,9 @@ impl Config {
         if self.export_batch == 0 {
             problems.push(Problem::new("loader.export_batch", "must be at least 1"));
         }
+        if let Err(e) = self.webhooks.allowed_networks() {
+            problems.push(Problem::new("loader.webhooks.allow_internal", e));
+        }
         if self.webhooks.retry_for_s < 60 {
             problems.push(Problem::new("loader.webhooks.retry_for_s", "must be at least 60"));
         }
@@ -145,6 +171,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub auth: Authenticator,
+    /// Where webhooks may be sent.
+    pub targets: webhooks::target::Targets,
 }
 
 /// A started loader: mount [`InteractionLoader::router`]; the delivery worker stops with the
@@ -162,6 +190,19 @@ impl InteractionLoader {
         pool: PgPool,
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
+        let targets = config.webhooks.targets().map_err(StartError::Config)?;
+        Self::start_with_targets(config, jwt, pool, shutdown, targets).await
+    }
+
+    /// [`InteractionLoader::start`] with the webhook target policy given (tests give one whose
+    /// names resolve where they need).
+    pub async fn start_with_targets(
+        config: Config,
+        jwt: Option<Verifier>,
+        pool: PgPool,
+        shutdown: CancellationToken,
+        targets: webhooks::target::Targets,
+    ) -> Result<Self, StartError> {
         if let Some(problem) = config.problems().into_iter().next() {
             return Err(StartError::Config(problem.to_string()));
         }
@@ -173,9 +214,9 @@ impl InteractionLoader {
             bootstrap_hash: config.bootstrap_key.as_ref().map(|k| Arc::new(auth::hash_key(k.expose()))),
         };
         if config.webhooks.deliver {
-            tokio::spawn(webhooks::worker::run(pool.clone(), config.webhooks.worker(), shutdown));
+            tokio::spawn(webhooks::worker::run(pool.clone(), config.webhooks.worker(), targets.clone(), shutdown));
         }
-        Ok(InteractionLoader { state: AppState { pool, config: Arc::new(config), auth } })
+        Ok(InteractionLoader { state: AppState { pool, config: Arc::new(config), auth, targets } })
     }
 
     /// Every route under `/api/v1/` (see the OpenAPI document), and the document itself.

@@ -396,6 +396,42 @@ pub struct CustomerList {
     pub items: Vec<Customer>,
 }
 
+// ------------------------------------------------------------------------------ stats --
+
+/// One column of a statistics table.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatsColumn {
+    /// The column's name (the CSV header).
+    #[schema(example = "contacts")]
+    pub name: String,
+    /// `time` (RFC 3339 UTC), `text`, `count`, `seconds` or `ratio` (0 to 1).
+    #[schema(example = "count")]
+    pub kind: String,
+    /// What it holds, for people.
+    pub title: String,
+}
+
+/// A statistics report: one table, the same rows as its CSV and Excel forms.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatsTable {
+    /// `volume`, `times`, `agents` or `calls`.
+    pub report: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// `hour` or `day`.
+    pub bucket: String,
+    /// The time zone of the buckets' boundaries.
+    pub tz: String,
+    /// The start of every bucket of the period, oldest first (rows exist only for buckets with
+    /// data).
+    pub buckets: Vec<DateTime<Utc>>,
+    pub columns: Vec<StatsColumn>,
+    /// One array per row, a cell per column: a string, a number or null (no value, e.g. a
+    /// median of nothing).
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
 // ------------------------------------------------------------------------------ admin --
 
 /// A channel account. `credentials` are masked: every value is `****`, followed by its last four
@@ -471,6 +507,9 @@ pub struct AccountPatch {
 pub struct Agent {
     pub login: String,
     pub name: String,
+    /// Shown to customers beside the agent's name where the platform shows it (Viber, web chat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
     /// `agent`, `supervisor`, `admin`.
     pub roles: Vec<String>,
     /// The queues the agent serves.
@@ -492,6 +531,7 @@ impl From<domain::Agent> for Agent {
         Agent {
             login: a.login,
             name: a.name,
+            avatar_url: a.avatar_url,
             roles: a.roles,
             queues: a.queues,
             max_interactions: a.max_interactions,
@@ -513,6 +553,10 @@ pub struct AgentList {
 #[serde(deny_unknown_fields)]
 pub struct AgentSettings {
     pub name: String,
+    /// An `https` (or `http`) URL of a square picture, shown to customers beside the agent's name
+    /// where the platform shows it (Viber: at most 100 KB).
+    #[serde(default)]
+    pub avatar_url: Option<String>,
     /// Any of `agent`, `supervisor`, `admin`; `["agent"]` when absent.
     #[serde(default)]
     pub roles: Vec<String>,
@@ -649,6 +693,58 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
+// ----------------------------------------------------------------------- dead letters --
+
+/// A platform update a connector could never store, parked so the account went on.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub account_id: Uuid,
+    /// The platform's id of the update (Telegram `update_id`, Viber message token, ...).
+    pub update_key: String,
+    /// The raw payload as the platform sent it, as text (bytes that are not UTF-8 shown as U+FFFD;
+    /// at most 64 KiB here, the whole payload is kept).
+    pub payload: String,
+    /// The payload's size in bytes.
+    pub payload_bytes: usize,
+    /// Why it could not be stored.
+    pub error: String,
+    /// Failed tries before it was parked (and replays since).
+    pub attempts: i32,
+    /// `parked`, `replay` (asked for, not done yet) or `replayed`.
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a dead letter's payload shows at most.
+const PAYLOAD_SHOWN: usize = 64 * 1024;
+
+impl From<schema::store::DeadLetter> for DeadLetter {
+    fn from(d: schema::store::DeadLetter) -> Self {
+        let shown = &d.payload[..d.payload.len().min(PAYLOAD_SHOWN)];
+        DeadLetter {
+            id: d.id,
+            account_id: d.account_id,
+            update_key: d.update_key,
+            payload: String::from_utf8_lossy(shown).into_owned(),
+            payload_bytes: d.payload.len(),
+            error: d.error,
+            attempts: d.attempts,
+            state: d.state,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 // --------------------------------------------------------------------------- webhooks --
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -668,7 +764,7 @@ impl From<store::Subscription> for Webhook {
     fn from(s: store::Subscription) -> Self {
         Webhook {
             id: s.id,
-            url: s.url,
+            url: crate::webhooks::target::without_credentials(&s.url),
             events: s.events,
             description: s.description,
             enabled: s.enabled,
@@ -834,3 +930,76 @@ pub struct WebhookEvent {
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct XlsxFile(pub Vec<u8>);
+
+// ------------------------------------------------------------------------ input rules --
+// The kind of each string field of the request bodies (`ops::input`); `ApiJson` checks them.
+
+use ops::input::{InputError, Kind, Validate, check, check_each, check_opt, non_empty};
+
+/// An account's credentials and settings are free-form: every key and string in them is a
+/// [`Kind::Value`].
+fn check_config(field: &str, value: &JsonObject) -> Result<(), InputError> {
+    ops::input::check_json_as(field, Kind::Value, &serde_json::Value::Object(value.clone()))
+}
+
+impl Validate for NewAccount {
+    fn validate(&self) -> Result<(), InputError> {
+        check("name", Kind::Name, &self.name)?;
+        check("default_queue", Kind::Key, &self.default_queue)?;
+        check_config("credentials", &self.credentials)?;
+        check_config("settings", &self.settings)
+    }
+}
+
+impl Validate for AccountPatch {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("name", Kind::Name, self.name.as_deref())?;
+        check_opt("default_queue", Kind::Key, self.default_queue.as_deref())?;
+        if let Some(credentials) = &self.credentials {
+            check_config("credentials", credentials)?;
+        }
+        if let Some(settings) = &self.settings {
+            check_config("settings", settings)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for AgentSettings {
+    fn validate(&self) -> Result<(), InputError> {
+        check("name", Kind::Name, &self.name)?;
+        check_each("roles", Kind::Key, &self.roles)?;
+        check_each("queues", Kind::Key, &self.queues)?;
+        check_each("channel_capacity", Kind::Key, &self.channel_capacity.keys().collect::<Vec<_>>())
+    }
+}
+
+ops::no_strings!(QueueSettings);
+
+impl Validate for NewApiKey {
+    fn validate(&self) -> Result<(), InputError> {
+        check("name", Kind::Name, &self.name)?;
+        non_empty("scopes", &self.scopes)?;
+        check_each("scopes", Kind::Key, &self.scopes)
+    }
+}
+
+impl Validate for NewWebhook {
+    fn validate(&self) -> Result<(), InputError> {
+        check("url", Kind::Url, &self.url)?;
+        non_empty("events", &self.events)?;
+        check_each("events", Kind::Key, &self.events)?;
+        check("description", Kind::Note, &self.description)
+    }
+}
+
+impl Validate for WebhookPatch {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("url", Kind::Url, self.url.as_deref())?;
+        if let Some(events) = &self.events {
+            non_empty("events", events)?;
+            check_each("events", Kind::Key, events)?;
+        }
+        check_opt("description", Kind::Note, self.description.as_deref())
+    }
+}

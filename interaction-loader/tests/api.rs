@@ -133,6 +133,7 @@ impl TestAppHandle {
             reply_to_external_id: None,
             forwarded: None,
             sent_at: None,
+            sticker_id: None,
         };
         schema::store::ingest_inbound(&mut tx, &msg, std::time::Duration::from_secs(3600)).await.unwrap();
         tx.commit().await.unwrap();
@@ -606,6 +607,99 @@ async fn exports_have_the_rows_of_the_period_as_csv_and_as_a_real_workbook() {
     assert_eq!(app.get_as(&format!("/api/v1/exports/interactions.xlsx?{p}"), None).await.0, StatusCode::UNAUTHORIZED);
 }
 
+// ------------------------------------------------------------------------------ stats --
+
+/// The reports count what happened, and their CSV and Excel forms hold the same rows.
+#[tokio::test]
+async fn stats_reports_count_the_contacts_and_export_the_same_rows() {
+    let app = spawn_app().await;
+    let from = Utc::now().trunc_subsecs(0) - Duration::hours(1);
+    let to = Utc::now() + Duration::hours(1);
+    let (a, _) = app.inbound(app.telegram, "stats-a", "hello").await;
+    app.assign(a, "alice").await;
+    app.outbound(a, "alice", "hi").await;
+    app.close(a, "alice").await;
+    app.inbound(app.telegram, "stats-b", "anyone?").await;
+    app.inbound(app.whatsapp, "stats-c", "hola").await;
+    let p = format!("{}&bucket=day&tz=Europe/Moscow", period(from, to));
+
+    let (status, volume) = app.get(&format!("/api/v1/stats/volume?{p}")).await;
+    assert_eq!(status, StatusCode::OK, "{volume}");
+    assert_eq!(volume["report"], "volume");
+    assert_eq!(volume["tz"], "Europe/Moscow");
+    let names: Vec<&str> = volume["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bucket", "channel", "queue", "contacts", "answered", "abandoned"]);
+    let rows = volume["rows"].as_array().unwrap();
+    let count = |channel: &str, col: usize| -> i64 {
+        rows.iter().filter(|r| r[1] == channel).map(|r| r[col].as_i64().unwrap()).sum()
+    };
+    assert_eq!((count("telegram", 3), count("telegram", 4), count("whatsapp", 3)), (2, 1, 1), "{volume}");
+    assert!(!volume["buckets"].as_array().unwrap().is_empty());
+
+    // the CSV is the same table
+    let response = app
+        .http
+        .get(app.url(&format!("/api/v1/stats/volume?{p}&format=csv")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-disposition"].to_str().unwrap().contains("stats-volume-"));
+    let text = response.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("bucket,channel,queue,contacts,answered,abandoned"));
+    let csv_rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(str::to_owned).collect()).collect();
+    let json_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.as_array().unwrap().iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+        })
+        .collect();
+    assert_eq!(csv_rows, json_rows);
+
+    // and so is the workbook
+    let response = app
+        .http
+        .get(app.url(&format!("/api/v1/stats/times?{p}&format=xlsx")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    use calamine::Reader;
+    let mut workbook: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(response.bytes().await.unwrap().to_vec())).unwrap();
+    let sheet = workbook.worksheet_range("times").unwrap();
+    let (_, times) = app.get(&format!("/api/v1/stats/times?{p}")).await;
+    assert_eq!(sheet.rows().count(), 1 + times["rows"].as_array().unwrap().len());
+    assert_eq!(sheet.rows().next().unwrap()[3].to_string(), "wait_p50_s");
+
+    let (status, agents) = app.get(&format!("/api/v1/stats/agents?{p}")).await;
+    assert_eq!(status, StatusCode::OK, "{agents}");
+    let alice = agents["rows"].as_array().unwrap().iter().find(|r| r[0] == "alice").unwrap();
+    assert_eq!(alice[2], 1, "alice handled one: {agents}");
+    let (status, calls) = app.get(&format!("/api/v1/stats/calls?{p}")).await;
+    assert_eq!(status, StatusCode::OK, "{calls}");
+
+    // filters, refusals, credentials
+    let (_, whatsapp) = app.get(&format!("/api/v1/stats/volume?{p}&channel=whatsapp")).await;
+    assert_eq!(whatsapp["rows"].as_array().unwrap().len(), 1);
+    let (status, body) = app.get(&format!("/api/v1/stats/volume?{}&tz=Mars/Olympus", period(from, to))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("tz=\"Mars/Olympus\""), "{body}");
+    assert_eq!(app.get(&format!("/api/v1/stats/sales?{p}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.get_as(&format!("/api/v1/stats/volume?{p}"), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get_as(&format!("/api/v1/stats/volume?{p}"), Some(&jwt("sue", &["supervisor"], 60))).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get_as(&format!("/api/v1/stats/volume?{p}"), Some(&jwt("bob", &["agent"], 60))).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
 // ---------------------------------------------------------------------------- OpenAPI --
 
 fn checked_in_path() -> std::path::PathBuf {
@@ -652,7 +746,7 @@ fn openapi_document_validates() {
     }
     // every route of the router is documented
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 23, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 41, "{:?}", paths.keys().collect::<Vec<_>>());
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             assert!(op["responses"].get("401").is_some(), "{method} {path} documents no 401");
@@ -705,4 +799,57 @@ async fn responses_match_the_documented_schemas() {
             validator.iter_errors(&body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
         assert!(errors.is_empty(), "{url} answered what {template} does not document:\n{}\n{body}", errors.join("\n"));
     }
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_a_replay_is_asked_for_once() {
+    let app = spawn_app().await;
+    let parked = {
+        let mut conn = app.pool.acquire().await.unwrap();
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let payload = format!("{{\"update_id\": {n}, \"message\": \"bad\\u0000\"}}");
+            ids.push(
+                schema::store::park_update(&mut conn, app.telegram, &n.to_string(), payload.as_bytes(), "refused", 5)
+                    .await
+                    .unwrap(),
+            );
+        }
+        ids
+    };
+    let path = format!("/api/v1/accounts/{}/dead-letters?limit=2", app.telegram);
+    let (status, page) = app.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["items"][0]["id"], parked[2], "newest first");
+    assert_eq!(page["items"][0]["state"], "parked");
+    assert_eq!(page["items"][0]["error"], "refused");
+    assert!(page["items"][0]["payload"].as_str().unwrap().contains("update_id"));
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = app.get(&format!("{path}&cursor={cursor}")).await;
+    assert_eq!(rest["items"][0]["id"], parked[0]);
+    assert!(rest.get("next_cursor").is_none());
+
+    let (status, letter) = app.send(Method::POST, &format!("/api/v1/dead-letters/{}/replay", parked[0]), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{letter}");
+    assert_eq!(letter["state"], "replay");
+    let (_, audit) = app.get("/api/v1/audit?action=dead_letter.").await;
+    assert_eq!(audit["items"][0]["target_id"], parked[0].to_string());
+    sqlx::query("UPDATE dead_letters SET state = 'replayed' WHERE id = $1")
+        .bind(parked[0])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, body) = app.send(Method::POST, &format!("/api/v1/dead-letters/{}/replay", parked[0]), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    for (path, expected) in [
+        ("/api/v1/dead-letters/0/replay".to_owned(), StatusCode::BAD_REQUEST),
+        ("/api/v1/dead-letters/x/replay".to_owned(), StatusCode::BAD_REQUEST),
+        ("/api/v1/dead-letters/999999/replay".to_owned(), StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = app.send(Method::POST, &path, None).await;
+        assert_eq!(status, expected, "{path}: {body}");
+    }
+    let (status, _) = app.get(&format!("/api/v1/accounts/{}/dead-letters", Uuid::now_v7())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

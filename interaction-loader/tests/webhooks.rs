@@ -6,7 +6,7 @@
 mod harness;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use harness::{TestApp, spawn_app, start_node, test_config};
 use hmac::{Hmac, Mac};
+use interaction_loader::webhooks::target::{Lookup, Targets};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -267,4 +268,116 @@ async fn a_receiver_that_never_answers_is_given_up_after_the_window() {
     assert_eq!(delivery["state"], "failed", "{page}");
     assert!(delivery["attempts"].as_i64().unwrap() >= 2);
     assert_eq!(delivery["last_error"], "cannot connect to the receiver");
+}
+
+// ------------------------------------------------------------------------------ SSRF --
+
+/// Name resolution the test steers: a name can point outward at subscription and inward later.
+#[derive(Clone, Default)]
+struct SteeredDns(Arc<Mutex<HashMap<String, Vec<IpAddr>>>>);
+
+impl SteeredDns {
+    fn set(&self, name: &str, ip: &str) {
+        self.0.lock().unwrap().insert(name.to_owned(), vec![ip.parse().unwrap()]);
+    }
+}
+
+impl Lookup for SteeredDns {
+    fn lookup(&self, host: &str) -> futures::future::BoxFuture<'static, std::io::Result<Vec<IpAddr>>> {
+        let found = self.0.lock().unwrap().get(host).cloned();
+        Box::pin(async move { found.ok_or_else(|| std::io::Error::other("no such name")) })
+    }
+}
+
+async fn app_with_dns(allow: &[&str], dns: &SteeredDns) -> TestApp {
+    let mut config = test_config();
+    config.webhooks.allow_internal = allow.iter().map(|s| (*s).to_owned()).collect();
+    let networks = allow.iter().map(|s| s.parse().unwrap()).collect();
+    harness::spawn_app_with_targets(config, Targets::with_lookup(networks, Arc::new(dns.clone()))).await
+}
+
+async fn try_subscribe(app: &TestApp, url: &str) -> (StatusCode, Value) {
+    app.send(Method::POST, "/api/v1/webhooks", Some(json!({ "url": url, "events": ["interaction.created"] }))).await
+}
+
+#[tokio::test]
+async fn internal_targets_are_refused_at_subscription_and_again_at_delivery() {
+    let dns = SteeredDns::default();
+    dns.set("hooks.example", "93.184.216.34");
+    dns.set("inward.example", "169.254.169.254");
+    let app = app_with_dns(&[], &dns).await;
+    for url in [
+        "http://127.0.0.1/",
+        "http://[::1]/",
+        "http://localhost:8080/",
+        "http://0.0.0.0/",
+        "http://10.0.0.7/",
+        "http://172.16.5.4/",
+        "http://192.168.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.1.1/",
+        "http://[fe80::1]/",
+        "http://[fc00::5]/",
+        "http://[fd12:3456::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://017700000001/",
+        "http://inward.example/",
+    ] {
+        let (status, body) = try_subscribe(&app, url).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{url}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().starts_with("`url`"), "{url}: {body}");
+    }
+    let (status, body) = try_subscribe(&app, "http://user:hunter2@hooks.example/hook").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("credentials"), "{body}");
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    let (_, list) = app.get("/api/v1/webhooks").await;
+    assert_eq!(list["items"], json!([]), "nothing refused was stored");
+
+    // a name that pointed outward when subscribed points inward when delivered to
+    let (addr, receiver) = start_receiver(0).await;
+    let (status, created) = try_subscribe(&app, &format!("http://hooks.example:{}/hook", addr.port())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    dns.set("hooks.example", "127.0.0.1");
+    app.inbound(app.telegram, "rebound", "hello").await;
+    let started = Instant::now();
+    let delivery = loop {
+        let (_, page) = app.get(&format!("/api/v1/webhooks/{webhook}/deliveries")).await;
+        let first = &page["items"][0];
+        if first["attempts"].as_i64().unwrap_or(0) >= 2 {
+            break first.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no attempt recorded: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = delivery["last_error"].as_str().unwrap();
+    assert!(error.contains("resolves to 127.0.0.1"), "{delivery}");
+    assert_eq!(delivery["state"], "pending", "retried: the name may point outward again");
+    assert!(receiver.received.lock().unwrap().requests.is_empty(), "nothing reached the loopback receiver");
+}
+
+#[tokio::test]
+async fn the_allow_list_lets_a_configured_internal_receiver_through() {
+    let dns = SteeredDns::default();
+    dns.set("receiver.internal", "127.0.0.1");
+    let app = app_with_dns(&["127.0.0.1/32"], &dns).await;
+    assert_eq!(try_subscribe(&app, "http://10.0.0.7/").await.0, StatusCode::BAD_REQUEST, "only what is listed");
+    assert_eq!(try_subscribe(&app, "http://127.0.0.2/").await.0, StatusCode::BAD_REQUEST, "only what is listed");
+    let (addr, receiver) = start_receiver(0).await;
+    // by name: the client connects to the address the resolver checked
+    let (status, created) = try_subscribe(&app, &format!("http://receiver.internal:{}/hook", addr.port())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    *receiver.secret.lock().unwrap() = created["secret"].as_str().unwrap().to_owned();
+    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    app.inbound(app.telegram, "allowed", "hello").await;
+    let page = settled(&app, &webhook, 1).await;
+    assert_eq!(page["items"][0]["state"], "delivered", "{page}");
+    let received = receiver.received.lock().unwrap();
+    assert_eq!(received.requests.len(), 1);
+    assert!(received.requests[0].2, "signed");
 }

@@ -19,7 +19,7 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// Required `aud`, if set.
     pub audience: Option<String>,
-    /// Clock skew allowed on `exp`, in seconds.
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_s: u64,
 }
 
@@ -32,6 +32,27 @@ pub struct Claims {
     pub name: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// At most this many roles in a token.
+pub const MAX_ROLES: usize = 32;
+
+impl Claims {
+    /// The claims the hub stores or shows are held to the rules of their kind: `sub` is an
+    /// agent login ([`Kind::Key`]), `name` a display name ([`Kind::Name`]), each role a
+    /// [`Kind::Key`], at most [`MAX_ROLES`] of them.
+    ///
+    /// [`Kind::Key`]: crate::input::Kind::Key
+    /// [`Kind::Name`]: crate::input::Kind::Name
+    fn check(&self) -> Result<(), crate::input::InputError> {
+        use crate::input::{Kind, check, check_each, check_opt};
+        check("sub", Kind::Key, &self.sub)?;
+        check_opt("name", Kind::Name, self.name.as_deref())?;
+        if self.roles.len() > MAX_ROLES {
+            return Err(crate::input::InputError::new("roles", format!("has more than {MAX_ROLES} roles")));
+        }
+        check_each("roles", Kind::Key, &self.roles)
+    }
 }
 
 impl Claims {
@@ -97,6 +118,7 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_s;
+        validation.validate_nbf = true;
         validation.required_spec_claims = HashSet::from(["exp".to_owned(), "sub".to_owned()]);
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
@@ -111,10 +133,13 @@ impl Verifier {
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) if data.claims.sub.trim().is_empty() => Err(AuthError::Invalid("empty `sub`".into())),
-            Ok(data) => Ok(data.claims),
+            Ok(data) => match data.claims.check() {
+                Ok(()) => Ok(data.claims),
+                Err(e) => Err(AuthError::Invalid(format!("claim {e}"))),
+            },
             Err(e) => match e.kind() {
                 ErrorKind::ExpiredSignature => Err(AuthError::Expired),
+                ErrorKind::ImmatureSignature => Err(AuthError::Invalid("the token is not valid yet (`nbf`)".into())),
                 _ => Err(AuthError::Invalid(e.to_string())),
             },
         }
@@ -150,8 +175,38 @@ mod tests {
 
     fn token(sub: &str, exp_offset: i64) -> String {
         let exp = (chrono::Utc::now().timestamp() + exp_offset) as u64;
-        let claims = Claims { sub: sub.into(), exp, name: Some("Alice".into()), roles: vec!["agent".into()] };
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        sign(&Claims { sub: sub.into(), exp, name: Some("Alice".into()), roles: vec!["agent".into()] })
+    }
+
+    fn sign(claims: &impl Serialize) -> String {
+        encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn nbf_is_checked_and_claims_are_held_to_their_rules() {
+        let v = verifier();
+        let now = chrono::Utc::now().timestamp() as u64;
+        let good = Claims { sub: "alice".into(), exp: now + 60, name: None, roles: vec![] };
+        assert!(v.verify(&sign(&good)).is_ok());
+        // `nbf` is checked from the token itself (with `leeway_s`); `Claims` does not keep it
+        assert!(v.verify(&sign(&serde_json::json!({"sub": "alice", "exp": now + 60, "nbf": now - 10}))).is_ok());
+        let early = v.verify(&sign(&serde_json::json!({"sub": "alice", "exp": now + 600, "nbf": now + 300})));
+        assert!(matches!(&early, Err(AuthError::Invalid(m)) if m.contains("nbf")), "{early:?}");
+        let refused = |claims: Claims, field: &str| match v.verify(&sign(&claims)) {
+            Err(AuthError::Invalid(m)) => {
+                assert!(m.contains(&format!("`{field}`")), "{m}");
+                assert!(!m.contains('\0'), "the message escapes what it quotes: {m:?}");
+            }
+            other => panic!("{field}: {other:?}"),
+        };
+        refused(Claims { sub: "x".repeat(10_000), ..good.clone() }, "sub");
+        refused(Claims { sub: "ali\0ce".into(), ..good.clone() }, "sub");
+        refused(Claims { sub: "ali\u{1b}ce".into(), ..good.clone() }, "sub");
+        refused(Claims { name: Some("A\0".into()), ..good.clone() }, "name");
+        refused(Claims { name: Some("A\nB".into()), ..good.clone() }, "name");
+        refused(Claims { name: Some("n".repeat(10_000)), ..good.clone() }, "name");
+        refused(Claims { roles: vec!["agent\0".into()], ..good.clone() }, "roles[0]");
+        refused(Claims { roles: vec!["r".into(); MAX_ROLES + 1], ..good.clone() }, "roles");
     }
 
     #[test]

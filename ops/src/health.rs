@@ -3,7 +3,10 @@
 //! - `/healthz`: `200 ok` while the process runs (liveness).
 //! - `/readyz`: runs every registered [`Readiness`] check concurrently, each under a timeout;
 //!   `200` when all pass, else `503`. The body always names each check:
-//!   `{"ready":false,"checks":{"postgres":"ok","zookeeper":"no session"}}`.
+//!   `{"ready":false,"checks":{"postgres":"ok","zookeeper":"no session"}}`. An *advisory* check
+//!   ([`Readiness::advisory`]) is reported the same way but does not make the process unready:
+//!   a problem a load balancer cannot help with (an account configured wrongly) must not take
+//!   the whole node out of service.
 //! - `/metrics`: the Prometheus text format (see [`crate::metrics`]).
 
 use std::collections::BTreeMap;
@@ -31,6 +34,8 @@ struct Check {
     name: String,
     timeout: Duration,
     run: CheckFn,
+    /// Reported, but not part of readiness.
+    advisory: bool,
 }
 
 /// The readiness checks of a process. Cheap to clone.
@@ -68,7 +73,27 @@ impl Readiness {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks.push(Check { name: name.into(), timeout, run: Arc::new(move || Box::pin(check())) });
+        self.checks.push(Check {
+            name: name.into(),
+            timeout,
+            run: Arc::new(move || Box::pin(check())),
+            advisory: false,
+        });
+        self
+    }
+
+    /// Adds a check that is reported in the body but does not make the process unready.
+    pub fn advisory<F, Fut>(mut self, name: impl Into<String>, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push(Check {
+            name: name.into(),
+            timeout: DEFAULT_CHECK_TIMEOUT,
+            run: Arc::new(move || Box::pin(check())),
+            advisory: true,
+        });
         self
     }
 
@@ -80,14 +105,14 @@ impl Readiness {
                 Ok(Err(reason)) => reason,
                 Err(_) => format!("timed out after {:?}", c.timeout),
             };
-            (c.name.clone(), outcome)
+            (c.name.clone(), outcome, c.advisory)
         }))
         .await;
-        let ready = results.iter().all(|(_, outcome)| outcome == "ok");
-        for (name, outcome) in results.iter().filter(|(_, o)| o != "ok") {
+        let ready = results.iter().all(|(_, outcome, advisory)| *advisory || outcome == "ok");
+        for (name, outcome, _) in results.iter().filter(|(_, o, _)| o != "ok") {
             tracing::debug!(check = %name, reason = %outcome, "not ready");
         }
-        Report { ready, checks: results.into_iter().collect() }
+        Report { ready, checks: results.into_iter().map(|(name, outcome, _)| (name, outcome)).collect() }
     }
 }
 
@@ -99,11 +124,21 @@ struct HealthState {
 
 /// The three routes, ready to be merged into a component's router.
 pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    probes(readiness.clone(), metrics.clone()).merge(metrics_only(readiness, metrics))
+}
+
+/// `/healthz` and `/readyz` only: the public listener's routes when `/metrics` is served on
+/// an internal one.
+pub fn probes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
         .with_state(HealthState { readiness, metrics })
+}
+
+/// `/metrics` only.
+pub fn metrics_only(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    Router::new().route("/metrics", get(metrics_text)).with_state(HealthState { readiness, metrics })
 }
 
 async fn healthz() -> &'static str {
@@ -173,6 +208,16 @@ mod tests {
         let report = readiness.report().await;
         assert!(!report.ready);
         assert_eq!(report.checks["slow"], "timed out after 50ms");
+    }
+
+    #[tokio::test]
+    async fn an_advisory_check_is_reported_but_keeps_the_process_ready() {
+        let readiness = Readiness::new()
+            .check("postgres", || async { Ok(()) })
+            .advisory("connectors", || async { Err("account x: no vk connector".to_owned()) });
+        let (status, body) = get(&router_with(readiness), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"{"ready":true,"checks":{"connectors":"account x: no vk connector","postgres":"ok"}}"#);
     }
 
     #[tokio::test]

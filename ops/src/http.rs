@@ -70,6 +70,13 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    // TCP_NODELAY: an agent's event frame goes out at once instead of waiting for the ACK of the
+    // previous one (Nagle plus delayed ACK adds up to 40 ms to a small frame)
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    });
     let graceful = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod input;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -66,6 +66,7 @@ async fn main() {
                         reply_to_external_id: None,
                         forwarded: None,
                         sent_at: None,
+                        sticker_id: None,
                     };
                     let t = Instant::now();
                     let mut tx = pool.begin().await.unwrap();

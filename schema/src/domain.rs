@@ -77,6 +77,22 @@ string_enum!(
     VideoQuality { P480 = "480p", P720 = "720p", P1080 = "1080p", P2160 = "2160p" }
 );
 string_enum!(VideoRoomState { Open = "open", Ended = "ended" });
+string_enum!(
+    /// What a file is: what a message carries, or a call's recording. Quotas and deletion by
+    /// age are per kind (`docs/fileserver.md`).
+    FileKind { Chat = "chat", Recording = "recording" }
+);
+string_enum!(
+    /// A call's recording: spooled while the call runs, processed after it, then a file of the
+    /// file server (`ready`), or not (`failed`, with the reason); `deleted` by retention.
+    RecordingState {
+        Recording = "recording",
+        Processing = "processing",
+        Ready = "ready",
+        Failed = "failed",
+        Deleted = "deleted",
+    }
+);
 
 impl VideoQuality {
     /// Width, height and the sender bitrate cap (bits/s) of the quality.
@@ -109,6 +125,9 @@ pub struct VideoRoom {
     pub ended_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
+    /// Whether the call is recorded (the customer still has to consent).
+    #[serde(default)]
+    pub record: bool,
 }
 
 string_enum!(RoutingMode { Auto = "auto", Manual = "manual" });
@@ -117,173 +136,7 @@ string_enum!(
     OutboxAction { Send = "send", Edit = "edit", Delete = "delete" }
 );
 
-/// What a channel can do; the runtime and the agent API consult it, so an action the platform
-/// cannot perform is refused with `unsupported_by_channel` instead of silently dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Capabilities {
-    pub edit: bool,
-    pub delete: bool,
-    pub reply_keyboard: bool,
-    pub inline_buttons: bool,
-    pub files: bool,
-    /// What the platform accepts; the connector runtime enforces it before sending.
-    pub limits: Limits,
-}
-
-/// A platform's limits: text longer than `max_text_chars` is split into several messages, a
-/// file over its kind's maximum is refused, and sends are paced to the two rates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    /// Characters per text message.
-    pub max_text_chars: usize,
-    /// Characters of a caption sent with a file (longer text goes as its own message).
-    pub max_caption_chars: usize,
-    /// Upload size per file kind, in bytes.
-    pub max_file_bytes: FileLimits,
-    /// Largest inbound file the connector can fetch from the platform, in bytes.
-    pub max_download_bytes: u64,
-    /// Messages to the platform overall.
-    pub rate: Rate,
-    /// Messages to one chat.
-    pub rate_per_chat: Rate,
-}
-
-/// Upload limits per kind of file, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct FileLimits {
-    pub image: u64,
-    pub video: u64,
-    pub audio: u64,
-    pub document: u64,
-}
-
-impl FileLimits {
-    /// The limit for a file of this MIME type, and the name of its kind for error messages.
-    pub fn for_mime(&self, mime: &str) -> (u64, &'static str) {
-        match mime.split('/').next().unwrap_or_default() {
-            "image" => (self.image, "images"),
-            "video" => (self.video, "videos"),
-            "audio" => (self.audio, "audio files"),
-            _ => (self.document, "documents"),
-        }
-    }
-}
-
-/// `count` messages per `per_ms` milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rate {
-    pub count: u32,
-    pub per_ms: u32,
-}
-
-impl Rate {
-    pub const fn per_second(count: u32) -> Rate {
-        Rate { count, per_ms: 1000 }
-    }
-
-    /// Messages per second (fractional for slow rates such as one per six seconds).
-    pub fn per_sec(self) -> f64 {
-        f64::from(self.count) * 1000.0 / f64::from(self.per_ms.max(1))
-    }
-}
-
-impl Channel {
-    /// The capability table (see `reference/messenger-apis.md`, cheat sheet; limits from its
-    /// per-platform sections).
-    pub fn capabilities(self) -> Capabilities {
-        let generous = Limits {
-            max_text_chars: 4096,
-            max_caption_chars: 1024,
-            max_file_bytes: FileLimits { image: 100 * MB, video: 100 * MB, audio: 100 * MB, document: 100 * MB },
-            max_download_bytes: 100 * MB,
-            rate: Rate::per_second(30),
-            rate_per_chat: Rate::per_second(1),
-        };
-        let all = Capabilities {
-            edit: true,
-            delete: true,
-            reply_keyboard: true,
-            inline_buttons: true,
-            files: true,
-            limits: generous,
-        };
-        let no_edit = Capabilities { edit: false, delete: false, ..all };
-        match self {
-            // §1.4, 1.5, 1.8: photos 10 MB, other uploads 50 MB, bots download up to 20 MB;
-            // about 1 message/s per chat and 30/s overall.
-            Channel::Telegram => Capabilities {
-                limits: Limits {
-                    max_file_bytes: FileLimits { image: 10 * MB, video: 50 * MB, audio: 50 * MB, document: 50 * MB },
-                    max_download_bytes: 20 * MB,
-                    ..generous
-                },
-                ..all
-            },
-            // §5.3, 5.6: 9000 characters (older docs 4096: the safe value), photos 50 MB, docs
-            // 200 MB, 20 requests/s per community token.
-            Channel::Vk => Capabilities {
-                limits: Limits {
-                    max_caption_chars: 4096,
-                    max_file_bytes: FileLimits { image: 50 * MB, video: 200 * MB, audio: 200 * MB, document: 200 * MB },
-                    rate: Rate::per_second(20),
-                    ..generous
-                },
-                ..all
-            },
-            // §2.4, 2.6: images 5 MB, video/audio 16 MB, documents 100 MB; 80 messages/s per
-            // number, about one message per 6 s to one user.
-            Channel::Whatsapp => Capabilities {
-                limits: Limits {
-                    max_file_bytes: FileLimits { image: 5 * MB, video: 16 * MB, audio: 16 * MB, document: 100 * MB },
-                    rate: Rate::per_second(80),
-                    rate_per_chat: Rate { count: 1, per_ms: 6000 },
-                    ..generous
-                },
-                ..no_edit
-            },
-            // §4.3: text 7000, picture 1 MB with 512 characters of text, video 26 MB, file 50 MB.
-            Channel::Viber => Capabilities {
-                limits: Limits {
-                    max_text_chars: 7000,
-                    max_caption_chars: 512,
-                    max_file_bytes: FileLimits { image: MB, video: 26 * MB, audio: 50 * MB, document: 50 * MB },
-                    ..generous
-                },
-                ..no_edit
-            },
-            // §6: no documented limits; the hub's own 100 MB.
-            Channel::Ok => no_edit,
-            Channel::Webchat => all,
-            Channel::Video => Capabilities {
-                edit: false,
-                delete: false,
-                reply_keyboard: false,
-                inline_buttons: false,
-                files: false,
-                limits: generous,
-            },
-        }
-    }
-}
-
-/// A mebibyte: the "MB" of the platforms' file limits.
-pub const MB: u64 = 1 << 20;
-
-impl Channel {
-    /// The largest file the platform takes from a bot, in bytes (`reference/messenger-apis.md`):
-    /// Telegram 50 MB (any upload), WhatsApp 100 MB (documents), Viber 50 MB (`file`), VK 200 MB
-    /// (documents). `None`: no platform limit below the hub's own (OK documents none; web chat
-    /// and video are served by the hub itself). The file server refuses larger uploads for the
-    /// channel; connectors refuse larger outbound files with a status naming the limit.
-    pub fn max_file_bytes(self) -> Option<u64> {
-        match self {
-            Channel::Telegram | Channel::Viber => Some(50 * MB),
-            Channel::Whatsapp => Some(100 * MB),
-            Channel::Vk => Some(200 * MB),
-            Channel::Ok | Channel::Webchat | Channel::Video => None,
-        }
-    }
-}
+pub use crate::channels::{Capabilities, Feature, FileLimits, Limits, MB, Rate};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRef {
@@ -383,6 +236,18 @@ pub struct InlineButton {
     pub data: String,
 }
 
+/// A message template approved at the platform (WhatsApp), the only kind of message a
+/// business may send outside the 24-hour window after the customer's last message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub name: String,
+    /// The template's language code (`en`, `en_US`, `de`).
+    pub language: String,
+    /// The body's parameters, `{{1}}` first.
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub id: Uuid,
@@ -401,8 +266,17 @@ pub struct Message {
     pub reply_to: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarded: Option<Forwarded>,
+    /// A sticker by the platform's own id (a sticker sent as a file is in `files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticker_id: Option<String>,
+    /// The earlier message of the interaction this one forwards (agent messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_of: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keyboard: Option<Keyboard>,
+    /// An approved template sent instead of free text (WhatsApp); `text` is its body as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
     pub status: MessageStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -418,6 +292,9 @@ pub struct Message {
 pub struct Agent {
     pub login: String,
     pub name: String,
+    /// Shown to customers beside the agent's name where the platform shows it (Viber, web chat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
     pub roles: Vec<String>,
     pub queues: Vec<String>,
     pub max_interactions: i32,
@@ -466,25 +343,6 @@ mod tests {
         }
         let err = "busy".parse::<AgentStatus>().unwrap_err();
         assert_eq!(err.to_string(), "unknown AgentStatus \"busy\"");
-    }
-
-    #[test]
-    fn per_kind_file_limits_stay_within_the_channel_maximum() {
-        for channel in Channel::ALL {
-            let limits = channel.capabilities().limits;
-            let kinds = limits.max_file_bytes;
-            let max = channel.max_file_bytes().unwrap_or(100 * MB);
-            for limit in [kinds.image, kinds.video, kinds.audio, kinds.document] {
-                assert!(limit <= max, "{channel}: {limit} > {max}");
-            }
-            assert!(limits.rate.per_sec() >= limits.rate_per_chat.per_sec(), "{channel}");
-        }
-        let telegram = Channel::Telegram.capabilities().limits;
-        assert_eq!(telegram.max_file_bytes.for_mime("image/jpeg"), (10 * MB, "images"));
-        assert_eq!(telegram.max_file_bytes.for_mime("application/pdf"), (50 * MB, "documents"));
-        assert_eq!(telegram.rate, Rate::per_second(30));
-        assert_eq!(telegram.rate_per_chat, Rate::per_second(1));
-        assert_eq!(Rate { count: 1, per_ms: 6000 }.per_sec(), 1.0 / 6.0);
     }
 
     #[test]

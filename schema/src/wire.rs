@@ -49,3 +49,12 @@ pub struct Event {
     pub event: String,
     pub data: serde_json::Value,
 }
+
+/// A live update (extension): the newest state of something the client asked to watch
+/// (`supervisor.overview` with `live: true`). Not part of the event stream: no `seq`, never
+/// stored or replayed; a newer update supersedes an older one the client has not read yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    pub update: String,
+    pub data: serde_json::Value,
+}

@@ -69,6 +69,7 @@ async fn inbound(pool: &PgPool, account_id: Uuid, external: &str, text: &str) ->
         reply_to_external_id: None,
         forwarded: None,
         sent_at: None,
+        sticker_id: None,
     };
     let mut tx = pool.begin().await.unwrap();
     let Ingested::Stored { interaction, .. } = store::ingest_inbound(&mut tx, &msg, WINDOW).await.unwrap() else {
@@ -91,6 +92,7 @@ async fn send(pool: &PgPool, interaction_id: Uuid, n: u32) -> Uuid {
             file_ids: vec![],
             keyboard: None,
             reply_to: None,
+            ..Default::default()
         },
     )
     .await
@@ -296,4 +298,81 @@ async fn avatars_settings_and_enabled_accounts() {
     sqlx::query("UPDATE accounts SET enabled = false").execute(&mut *conn).await.unwrap();
     assert!(store::enabled_accounts(&mut conn, &[Channel::Telegram]).await.unwrap().is_empty());
     assert_eq!(store::connector_key(account), format!("connector/{account}"));
+}
+
+async fn finish_sent(pool: &PgPool, account: Uuid, parts: &[&str]) {
+    let mut tx = pool.begin().await.unwrap();
+    let pending = store::pending_outbox(&mut tx, account, 0, 100).await.unwrap();
+    let row = pending.last().unwrap().id;
+    store::claim_outbox(&mut tx, account, 1, &[row]).await.unwrap();
+    let outcome = OutboxOutcome::Done { external_ids: parts.iter().map(|p| p.to_string()).collect() };
+    store::finish_outbox(&mut tx, account, 1, row, &outcome).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn receipt(pool: &PgPool, account: Uuid, external: &str, receipt: store::Receipt) -> store::ReceiptOutcome {
+    let mut tx = pool.begin().await.unwrap();
+    let out = store::record_receipt(&mut tx, account, external, &receipt).await.unwrap();
+    tx.commit().await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn receipts_only_move_a_message_forward_and_early_ones_wait_for_the_send() {
+    use store::{Receipt, ReceiptOutcome};
+    let (_url, pool) = testenv::database().await;
+    let (account, interaction) = setup(&pool).await;
+    let status = |id: Uuid| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            store::message_status(&mut conn, id).await.unwrap()
+        }
+    };
+
+    // a split message: a receipt may name any of its parts
+    let first = send(&pool, interaction, 1).await;
+    finish_sent(&pool, account, &["tok-1a", "tok-1b"]).await;
+    assert!(matches!(receipt(&pool, account, "tok-1b", Receipt::Delivered).await, ReceiptOutcome::Applied(_)));
+    assert_eq!(status(first).await, MessageStatus::Delivered);
+    assert!(matches!(receipt(&pool, account, "tok-1a", Receipt::Read).await, ReceiptOutcome::Applied(_)));
+    assert_eq!(status(first).await, MessageStatus::Read);
+    // a late delivered, a repeat, a failure after reading: nothing moves back
+    assert!(matches!(receipt(&pool, account, "tok-1a", Receipt::Delivered).await, ReceiptOutcome::Unchanged));
+    assert!(matches!(receipt(&pool, account, "tok-1a", Receipt::Read).await, ReceiptOutcome::Unchanged));
+    assert!(matches!(receipt(&pool, account, "tok-1a", Receipt::Failed("x".into())).await, ReceiptOutcome::Unchanged));
+    assert_eq!(status(first).await, MessageStatus::Read);
+
+    // failed after sent: the platform's reason is kept
+    let second = send(&pool, interaction, 2).await;
+    finish_sent(&pool, account, &["tok-2"]).await;
+    receipt(&pool, account, "tok-2", Receipt::Failed("keyboard validation failed".into())).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let failed = store::load_message(&mut conn, second).await.unwrap();
+    drop(conn);
+    assert_eq!(failed.status, MessageStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("keyboard validation failed"));
+
+    // a receipt faster than the send's outcome waits, then applies with it
+    let third = send(&pool, interaction, 3).await;
+    assert!(matches!(receipt(&pool, account, "tok-3", Receipt::Read).await, ReceiptOutcome::Early));
+    assert!(matches!(receipt(&pool, account, "tok-3", Receipt::Delivered).await, ReceiptOutcome::Early));
+    finish_sent(&pool, account, &["tok-3"]).await;
+    assert_eq!(status(third).await, MessageStatus::Read, "an early read is not overwritten by a later delivered");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM early_receipts").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 0);
+
+    // every change told the agent and went into the history
+    let statuses: Vec<String> = events(&pool, "message.status")
+        .await
+        .iter()
+        .map(|e| e["message"]["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["sent", "delivered", "read", "sent", "failed", "sent", "read"]);
+    let history: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM history WHERE entry = 'event' AND event->>'kind' = 'message.status'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(history, 7, "each status change is in the customer's history");
 }

@@ -41,6 +41,7 @@ fn new_file(size: i64, account_id: Option<Uuid>) -> NewFile {
         storage_key: id.to_string(),
         account_id,
         uploaded_by: Some("alice".into()),
+        kind: schema::domain::FileKind::Chat,
     }
 }
 
@@ -58,6 +59,7 @@ fn message(account_id: Uuid, external_id: &str, files: &[Uuid]) -> InboundMessag
         reply_to_external_id: None,
         forwarded: None,
         sent_at: None,
+        sticker_id: None,
     }
 }
 
@@ -105,7 +107,7 @@ async fn expired_files_skip_those_in_use_and_those_referenced_since() {
     store::ingest_inbound(&mut attaching, &message(account_id, "m1", &[busy]), Duration::from_secs(60)).await.unwrap();
 
     let mut tx = pool.begin().await.unwrap();
-    let expired = store::delete_expired_files(&mut tx, cutoff, 100).await.unwrap();
+    let expired = store::delete_expired_files(&mut tx, schema::domain::FileKind::Chat, cutoff, 100).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(expired.iter().map(|f| (f.id, f.size)).collect::<Vec<_>>(), vec![(old, 10)]);
     assert_eq!(expired[0].storage_key, old.to_string());
@@ -113,8 +115,59 @@ async fn expired_files_skip_those_in_use_and_those_referenced_since() {
     // once committed, the new message keeps it
     attaching.commit().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
-    assert_eq!(store::delete_expired_files(&mut tx, cutoff, 100).await.unwrap(), vec![]);
+    assert_eq!(
+        store::delete_expired_files(&mut tx, schema::domain::FileKind::Chat, cutoff, 100).await.unwrap(),
+        vec![]
+    );
     tx.commit().await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     assert!(store::get_file(&mut conn, busy).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_agent_may_read_the_files_of_interactions_it_sees_and_its_own_uploads() {
+    let (_, pool) = testenv::database().await;
+    let account_id = account(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    for login in ["alice", "bob", "carol", "dave"] {
+        let profile = store::AgentProfile {
+            login: login.into(),
+            name: login.into(),
+            roles: vec!["agent".into()],
+            queues: vec!["support".into()],
+            max_interactions: 3,
+        };
+        store::upsert_agent(&mut conn, &profile).await.unwrap();
+    }
+    let mut inbound = new_file(10, Some(account_id));
+    inbound.uploaded_by = Some("connector".into());
+    let inbound = store::insert_file(&mut conn, &inbound).await.unwrap().id;
+    let own = store::insert_file(&mut conn, &new_file(5, None)).await.unwrap().id; // alice's upload
+    drop(conn);
+    let mut tx = pool.begin().await.unwrap();
+    let store::Ingested::Stored { interaction, .. } =
+        store::ingest_inbound(&mut tx, &message(account_id, "m1", &[inbound]), Duration::from_secs(60)).await.unwrap()
+    else {
+        panic!("stored")
+    };
+    assert!(!store::agent_may_read_file(&mut tx, inbound, "bob").await.unwrap(), "queued: nobody's yet");
+    assert!(store::agent_may_read_file(&mut tx, own, "alice").await.unwrap(), "an upload is its uploader's");
+    assert!(!store::agent_may_read_file(&mut tx, own, "bob").await.unwrap(), "and no one else's");
+    store::take(&mut tx, interaction.id, "bob", true).await.unwrap();
+    store::transfer(&mut tx, interaction.id, "bob", &store::TransferTarget::Agent("carol".into()), None).await.unwrap();
+    store::join(&mut tx, interaction.id, "alice", "monitor").await.unwrap();
+    for (agent, expected) in [("carol", true), ("bob", true), ("alice", true), ("dave", false)] {
+        assert_eq!(store::agent_may_read_file(&mut tx, inbound, agent).await.unwrap(), expected, "{agent}");
+    }
+    // the customer's avatar goes with the customer's interactions
+    let avatar = store::insert_file(&mut tx, &new_file(3, Some(account_id))).await.unwrap().id;
+    sqlx::query("UPDATE customers SET avatar_url = $2 WHERE id = $1")
+        .bind(interaction.customer.id)
+        .bind(format!("/api/v1/files/{avatar}"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert!(store::agent_may_read_file(&mut tx, avatar, "carol").await.unwrap());
+    assert!(!store::agent_may_read_file(&mut tx, avatar, "dave").await.unwrap());
+    tx.commit().await.unwrap();
 }

@@ -46,6 +46,7 @@ fn text_from(account_id: Uuid, user: &str, external_message_id: &str, text: &str
         reply_to_external_id: None,
         forwarded: None,
         sent_at: None,
+        sticker_id: None,
     }
 }
 
@@ -172,6 +173,7 @@ async fn the_same_client_msg_id_returns_the_first_message_and_queues_once() {
         file_ids: vec![],
         keyboard: None,
         reply_to: None,
+        ..Default::default()
     };
     let mut tx = pool.begin().await.unwrap();
     let first = store::enqueue_outbound(&mut tx, &send("Your order ships today")).await.unwrap();

@@ -22,6 +22,7 @@ fn new_room(interaction_id: Uuid, agent: &str, token: &str) -> NewRoom {
         link_token: token.into(),
         link_expires_at: Utc::now() + chrono::Duration::hours(1),
         invitation: format!("Join the video call: https://hub.example/call/{token}"),
+        record: None,
     }
 }
 

@@ -34,6 +34,7 @@ async fn says(pool: &PgPool, account_id: Uuid, customer: &str, id: &str, text: &
         reply_to_external_id: None,
         forwarded: None,
         sent_at: None,
+        sticker_id: None,
     };
     let mut tx = pool.begin().await.unwrap();
     let stored = store::ingest_inbound(&mut tx, &msg, WINDOW).await.unwrap();
@@ -70,6 +71,7 @@ async fn a_transcript_is_one_customers_messages_oldest_first_and_reads_mark_sent
         file_ids: vec![],
         keyboard: None,
         reply_to: None,
+        ..Default::default()
     };
     let sent = store::enqueue_outbound(&mut conn, &reply("r1")).await.unwrap().message.id;
     let queued = store::enqueue_outbound(&mut conn, &reply("r2")).await.unwrap().message.id;

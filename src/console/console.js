@@ -3,6 +3,69 @@
 (function () {
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
+
+  // ---- language: English or Russian, the switch's choice (shared with the admin panel) or the
+  // browser's -------------------------------------------------------------------------------
+  var RU = {
+    "Language": "Язык", "Status": "Статус", "My status": "Мой статус", "Ready": "Готов", "Not ready": "Не готов", "Away": "Отошёл",
+    "Supervisor": "Супервизор", "Sign out": "Выйти", "Sign in": "Вход",
+    "signin.help": "Вставьте токен оператора (JWT из системы входа или switchboard token --sub alice).",
+    "Token": "Токен", "Interactions": "Обращения", "Offered": "Предложены", "Mine": "Мои", "Queued": "В очереди",
+    "Refresh": "Обновить", "Conversation": "Переписка", "Select an interaction.": "Выберите обращение.",
+    "agent login or queue:name": "логин оператора или queue:имя", "Transfer to": "Передать", "Transfer": "Передать",
+    "Close": "Закрыть", "Video call": "Видеозвонок", "Start a video call: the customer gets a link in this chat": "Начать видеозвонок: клиент получит ссылку в этом чате",
+    "Attach a file": "Прикрепить файл", "Reply": "Ответ", "Reply…": "Ответ…", "Send": "Отправить", "Hide": "Скрыть",
+    "Live view": "Онлайн-монитор", "connecting…": "подключение…", "online": "в сети", "reconnecting… ({code})": "переподключение… ({code})",
+    "Sign-in refused: the token is invalid or expired.": "Вход отклонён: токен неверен или истёк.",
+    "hello failed: {e}": "ошибка приветствия: {e}", "New chat offered: {name}": "Предложен новый чат: {name}",
+    "Transferred to you: {name}": "Передан вам: {name}", "closed": "закрыто", "closed: {reason}": "закрыто: {reason}",
+    "Accept": "Принять", "Decline": "Отклонить", "Take": "Взять", "{name} is typing…": "{name} печатает…",
+    "deleted": "удалено", "read": "прочитано", "queued": "в очереди", "sent": "отправлено", "delivered": "доставлено", "failed": "ошибка",
+    "received": "получено", "This interaction is not yours.": "Это обращение не ваше.", "Not sent: {e}": "Не отправлено: {e}",
+    "Transferred.": "Передано.", "Closed.": "Закрыто.", "Video call started: the customer got the link.": "Видеозвонок начат: клиент получил ссылку.",
+    "rejoined": "подключение снова", "ended": "завершён", "by {actor}": "— {actor}",
+    "Waiting": "Ожидают", "In progress": "В работе", "Agents": "Операторы", "Queues": "Очереди",
+    "Customer": "Клиент", "Channel": "Канал", "Queue": "Очередь", "Waits": "Ждёт", "Agent": "Оператор", "For": "Длительность",
+    "Status ": "Статус", "Load": "Загрузка", "Queued ": "Ждут", "Offered ": "Предложено", "Assigned": "Назначено", "Longest wait": "Дольше всех",
+    "Monitor": "Наблюдать", "Join": "Подключиться", "Join call": "В звонок", "offered to {agent}": "предложено: {agent}",
+    "Nobody waits.": "Никто не ждёт.", "Nothing in progress.": "Ничего в работе.", "updated {time}": "обновлено {time}",
+    "offline": "не в сети", "ready": "готов", "not_ready": "не готов", "away": "отошёл",
+    "You monitor this chat: you see everything and write nothing.": "Вы наблюдаете за чатом: видите всё и ничего не пишете.",
+    "Joined: you may write in this chat.": "Вы подключились: можете писать в этот чат.",
+    "Actions": "Действия",
+  };
+  var LANG_KEY = "switchboard-lang";
+  function detectLang() {
+    try { var kept = localStorage.getItem(LANG_KEY); if (kept === "en" || kept === "ru") return kept; } catch (e) { /* blocked */ }
+    var langs = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || "en"];
+    for (var k = 0; k < langs.length; k++) {
+      var base = String(langs[k]).toLowerCase().split("-")[0];
+      if (base === "ru" || base === "en") return base;
+    }
+    return "en";
+  }
+  var lang = detectLang();
+  function t(key, params) {
+    var text = lang === "ru" && RU[key] !== undefined ? RU[key] : key;
+    if (key === "signin.help" && lang !== "ru") text = "Paste an agent token (a JWT from your sign-on, or switchboard token --sub alice).";
+    Object.keys(params || {}).forEach(function (p) { text = text.split("{" + p + "}").join(String(params[p])); });
+    return text;
+  }
+  function applyLang() {
+    document.documentElement.lang = lang;
+    document.querySelectorAll("[data-i18n]").forEach(function (e) { e.textContent = t(e.getAttribute("data-i18n")); });
+    document.querySelectorAll("[data-i18n-aria]").forEach(function (e) { e.setAttribute("aria-label", t(e.getAttribute("data-i18n-aria"))); });
+    document.querySelectorAll("[data-i18n-title]").forEach(function (e) { e.setAttribute("title", t(e.getAttribute("data-i18n-title"))); });
+    document.querySelectorAll("[data-i18n-placeholder]").forEach(function (e) { e.setAttribute("placeholder", t(e.getAttribute("data-i18n-placeholder"))); });
+    $("lang").value = lang;
+  }
+  applyLang();
+  $("lang").addEventListener("change", function () {
+    lang = this.value;
+    try { localStorage.setItem(LANG_KEY, lang); } catch (e) { /* blocked */ }
+    applyLang();
+    if (me) { $("conn").textContent = t(ws && ws.readyState === 1 ? "online" : "connecting…"); renderLists(); renderLive(); }
+  });
   var token = null, ws = null, me = null, lastSeq = 0, reqNo = 0, waiting = {}, backoff = 0;
   var interactions = {};   // id -> interaction (offered / assigned / joined)
   var selected = null, attachedFile = null, stopped = false;
@@ -19,7 +82,7 @@
     if (n < 1048576) return (n / 1024).toFixed(1).replace(/\.0$/, "") + " KB";
     return (n / 1048576).toFixed(1).replace(/\.0$/, "") + " MB";
   }
-  function time(iso) { return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); }
+  function time(iso) { return new Date(iso).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }); }
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -39,13 +102,13 @@
 
   function connect() {
     var url = location.origin.replace(/^http/, "ws") + "/api/v1/agent/ws?access_token=" + encodeURIComponent(token);
-    $("conn").textContent = "connecting…";
+    $("conn").textContent = t("connecting…");
     ws = new WebSocket(url);
     var opened = false;
     ws.onopen = function () {
       opened = true;
       var args = lastSeq > 0 ? { resume_from: lastSeq } : {};
-      request("hello", args).then(onHello, function (e) { toast("hello failed: " + e.message); });
+      request("hello", args).then(onHello, function (e) { toast(t("hello failed: {e}", { e: e.message })); });
     };
     ws.onmessage = function (ev) {
       var f = JSON.parse(ev.data);
@@ -54,6 +117,10 @@
         if (!w) return;
         delete waiting[f.re];
         if (f.ok) w.resolve(f.data); else w.reject(new Error(f.error.message + " (" + f.error.code + ")"));
+      } else if (f.update === "supervisor.overview") {
+        live = f.data;
+        liveAt = new Date();
+        renderLive();
       } else if (f.event) {
         lastSeq = f.seq;
         onEvent(f.event, f.data);
@@ -64,11 +131,11 @@
       waiting = {};
       if (stopped) return;
       if (!opened && !me) {
-        signOut("Sign-in refused: the token is invalid or expired.");
+        signOut(t("Sign-in refused: the token is invalid or expired."));
         return;
       }
       backoff = Math.min(backoff + 1, 5);
-      $("conn").textContent = "reconnecting… (" + ev.code + ")";
+      $("conn").textContent = t("reconnecting… ({code})", { code: ev.code });
       setTimeout(connect, 400 * Math.pow(2, backoff));
     };
   }
@@ -76,12 +143,12 @@
   function onHello(data) {
     backoff = 0;
     me = data.agent;
-    $("conn").textContent = "online";
+    $("conn").textContent = t("online");
     $("who").textContent = me.name + " (" + me.login + ")";
     $("status").value = me.status;
     document.querySelector(".status-pick").hidden = false;
     $("signout").hidden = false;
-    var supervisor = me.roles.indexOf("supervisor") >= 0;
+    supervisor = me.roles.indexOf("supervisor") >= 0;
     $("overview-btn").hidden = !supervisor;
     $("signin").hidden = true;
     $("desk").hidden = false;
@@ -90,6 +157,7 @@
     renderLists();
     refreshQueued();
     if (selected && interactions[selected]) openInteraction(selected);
+    if (supervisor && (!$("overview").hidden || wantLive)) { wantLive = false; showOverview(true); }
   }
 
   function onEvent(name, d) {
@@ -99,18 +167,18 @@
       case "interaction.assigned":
       case "interaction.joined":
         interactions[i.id] = i;
-        if (name === "interaction.offered") toast("New chat offered: " + i.customer.name);
+        if (name === "interaction.offered") toast(t("New chat offered: {name}", { name: i.customer.name }));
         break;
       case "interaction.declined":
       case "interaction.offer_expired":
       case "interaction.closed":
         delete interactions[i.id];
-        if (selected === i.id && name === "interaction.closed") appendEvent("closed" + (d.reason ? ": " + d.reason : ""));
+        if (selected === i.id && name === "interaction.closed") appendEvent(d.reason ? t("closed: {reason}", { reason: d.reason }) : t("closed"));
         break;
       case "interaction.transferred":
         if (i.agent === me.login) {
           interactions[i.id] = i;
-          toast("Transferred to you: " + i.customer.name + (d.note ? " — " + d.note : ""));
+          toast(t("Transferred to you: {name}", { name: i.customer.name }) + (d.note ? " — " + d.note : ""));
         } else {
           delete interactions[i.id];
         }
@@ -197,8 +265,8 @@
       .forEach(function (i) {
         if (i.state === "offered" && i.agent === me.login) {
           offered.appendChild(item(i, [
-            button("Accept", "", function () { act("interaction.accept", { interaction_id: i.id }, i.id); }),
-            button("Decline", "secondary", function () { act("interaction.decline", { interaction_id: i.id }); })
+            button(t("Accept"), "", function () { act("interaction.accept", { interaction_id: i.id }, i.id); }),
+            button(t("Decline"), "secondary", function () { act("interaction.decline", { interaction_id: i.id }); })
           ]));
         } else if (i.state !== "closed") {
           mine.appendChild(item(i, []));
@@ -211,7 +279,7 @@
       var q = $("queued");
       q.textContent = "";
       data.interactions.forEach(function (i) {
-        q.appendChild(item(i, [button("Take", "", function () { act("interaction.take", { interaction_id: i.id }, i.id); })]));
+        q.appendChild(item(i, [button(t("Take"), "", function () { act("interaction.take", { interaction_id: i.id }, i.id); })]));
       });
     }, function () { /* not connected */ });
   }
@@ -290,11 +358,11 @@
 
   // "<customer> is typing…" under the conversation, until the hint expires or they write
   function showTyping(name, ms) {
-    var t = $("c-typing");
+    var box = $("c-typing");
     clearTimeout(showTyping.timer);
-    if (!name) { t.hidden = true; t.textContent = ""; return; }
-    t.textContent = name + " is typing…";
-    t.hidden = false;
+    if (!name) { box.hidden = true; box.textContent = ""; return; }
+    box.textContent = t("{name} is typing…", { name: name });
+    box.hidden = false;
     showTyping.timer = setTimeout(function () { showTyping(null); }, Math.min(Math.max(ms, 300), 10000));
   }
 
@@ -327,7 +395,7 @@
     li.appendChild(el("strong", null, m.author.name));
     li.appendChild(el("br"));
     if (m.deleted) {
-      li.appendChild(el("em", null, "deleted"));
+      li.appendChild(el("em", null, t("deleted")));
     } else {
       m.files.forEach(function (f) {
         var a = el("a", null, f.name + " (" + human(f.size) + ")");
@@ -341,14 +409,14 @@
             var img = el("img");
             img.src = url;
             img.alt = f.name;
-            li.insertBefore(img, a);
+            if (a.parentNode === li) li.insertBefore(img, a); // (a newer render may have replaced it)
           }
         });
         li.appendChild(el("br"));
       });
       if (m.text) li.appendChild(document.createTextNode(m.text));
     }
-    var status = m.direction === "out" ? " · " + m.status + (m.error ? ": " + m.error : "") : m.status === "read" ? " · read" : "";
+    var status = m.direction === "out" ? " · " + t(m.status) + (m.error ? ": " + m.error : "") : m.status === "read" ? " · " + t("read") : "";
     li.setAttribute("data-status", m.status);
     li.appendChild(el("span", "meta", time(m.created_at) + status));
     scrollDown();
@@ -381,7 +449,7 @@
   $("composer").addEventListener("submit", function (e) {
     e.preventDefault();
     var i = interactions[selected];
-    if (!i) { toast("This interaction is not yours."); return; }
+    if (!i) { toast(t("This interaction is not yours.")); return; }
     var text = $("text").value.trim();
     var file = attachedFile;
     if (!text && !file) return;
@@ -398,7 +466,7 @@
       });
     };
     (file ? upload(file, i).then(function (id) { return send([id]); }) : send([]))
-      .catch(function (err) { toast("Not sent: " + err.message); });
+      .catch(function (err) { toast(t("Not sent: {e}", { e: err.message })); });
   });
   $("text").addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
@@ -415,14 +483,14 @@
     var args = { interaction_id: selected };
     if (to.indexOf("queue:") === 0) args.to_queue = to.slice(6); else args.to_agent = to;
     request("interaction.transfer", args).then(function () {
-      toast("Transferred.");
+      toast(t("Transferred."));
       $("transfer-to").value = "";
     }, function (e) { toast(e.message); });
   });
   $("close").addEventListener("click", function () {
     if (!selected) return;
     request("interaction.close", { interaction_id: selected, reason: "resolved" }).then(function () {
-      toast("Closed.");
+      toast(t("Closed."));
     }, function (e) { toast(e.message); });
   });
   // ---- video: the hub's call panel (the same one a CRM embeds), in an iframe --------------------
@@ -435,12 +503,12 @@
   $("video").addEventListener("click", function () {
     if (!selected) return;
     request("video.start", { interaction_id: selected }).then(function (room) {
-      toast("Video call started: the customer got the link.");
+      toast(t("Video call started: the customer got the link."));
       openCall(room.agent_join, room.quality + (room.mode === "one_way" ? ", customer's video only" : ""));
     }, function (e) {
       var open = /room ([0-9a-f-]{36})/.exec(e.message || "");
       if (/\(conflict\)$/.test(e.message || "") && open) {
-        openCall(location.origin + "/video/agent?room=" + open[1], "rejoined");
+        openCall(location.origin + "/video/agent?room=" + open[1], t("rejoined"));
       } else {
         toast(e.message);
       }
@@ -456,38 +524,118 @@
   });
   $("refresh-queued").addEventListener("click", refreshQueued);
 
-  // ---- supervisor ------------------------------------------------------------------------------
-  function table(head, rows) {
-    var t = el("table"), tr = el("tr");
-    head.forEach(function (h) { tr.appendChild(el("th", null, h)); });
-    t.appendChild(tr);
+  // ---- supervisor: the live view ---------------------------------------------------------------
+  // supervisor.overview with live: true; the hub then pushes `update` frames whenever the picture
+  // changes (docs/agent-api.md). Wait times tick here, every second, from the times it sent.
+  var live = null, liveAt = null, supervisor = false, wantLive = false;
+  function ago(iso) {
+    var s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    return (h ? h + ":" + String(m).padStart(2, "0") : String(m)) + ":" + String(sec).padStart(2, "0");
+  }
+  function since(iso) {
+    var span = el("span", "since", iso ? ago(iso) : "—");
+    if (iso) span.setAttribute("data-since", iso);
+    return span;
+  }
+  function table(caption, head, rows, empty, key) {
+    var tbl = el("table"), tr = el("tr");
+    if (key) tbl.setAttribute("data-list", key);
+    tbl.appendChild(el("caption", null, caption));
+    head.forEach(function (x) { var th = el("th", null, x); th.scope = "col"; tr.appendChild(th); });
+    var thead = el("thead"); thead.appendChild(tr); tbl.appendChild(thead);
+    var tbody = el("tbody");
+    if (!rows.length) {
+      var row = el("tr"), td = el("td", "muted", empty || "—");
+      td.colSpan = head.length; row.appendChild(td); tbody.appendChild(row);
+    }
     rows.forEach(function (r) {
       var row = el("tr");
-      r.forEach(function (c) { row.appendChild(el("td", null, c)); });
-      t.appendChild(row);
+      if (r.id) row.setAttribute("data-id", r.id);
+      r.cells.forEach(function (c) {
+        var td = el("td");
+        if (c instanceof Node) td.appendChild(c); else td.textContent = c;
+        row.appendChild(td);
+      });
+      tbody.appendChild(row);
     });
-    return t;
+    tbl.appendChild(tbody);
+    return tbl;
   }
-  function overview() {
-    request("supervisor.overview", {}).then(function (d) {
-      var body = $("overview-body");
-      body.textContent = "";
-      body.appendChild(el("h3", null, "Agents"));
-      body.appendChild(table(["agent", "status", "open"], d.agents.map(function (a) {
-        return [a.name + " (" + a.login + ")", a.status + (a.reason ? " · " + a.reason : ""), a.open + "/" + a.max_interactions];
-      })));
-      body.appendChild(el("h3", null, "Queues"));
-      body.appendChild(table(["queue", "queued", "offered", "assigned", "oldest"], d.queues.map(function (q) {
-        return [q.name, String(q.queued), String(q.offered), String(q.assigned), q.oldest_queued_at ? time(q.oldest_queued_at) : "—"];
-      })));
+  function join(i, mode) {
+    return request("interaction.join", { interaction_id: i.id, mode: mode }).then(function (got) {
+      interactions[got.id] = got;
+      renderLists();
+      openInteraction(got.id);
+      toast(t(mode === "monitor" ? "You monitor this chat: you see everything and write nothing." : "Joined: you may write in this chat."));
+      return got;
     }, function (e) { toast(e.message); });
   }
-  $("overview-btn").addEventListener("click", function () {
-    var o = $("overview");
-    o.hidden = !o.hidden;
-    if (!o.hidden) overview();
-  });
-  $("overview-refresh").addEventListener("click", overview);
+  function joinButtons(i) {
+    var box = el("div", "row");
+    var who = i.customer.name;
+    var mon = button(t("Monitor"), "secondary", function () { join(i, "monitor"); });
+    mon.setAttribute("aria-label", t("Monitor") + ": " + who);
+    var part = button(t("Join"), "", function () { join(i, "participate"); });
+    part.setAttribute("aria-label", t("Join") + ": " + who);
+    box.appendChild(mon);
+    box.appendChild(part);
+    if (i.call) {
+      var call = button(t("Join call"), "", function () {
+        join(i, "participate").then(function () { openCall(location.origin + "/video/agent?room=" + i.call, t("Supervisor")); });
+      });
+      call.setAttribute("aria-label", t("Join call") + ": " + who);
+      box.appendChild(call);
+    }
+    return box;
+  }
+  function renderLive() {
+    var body = $("overview-body");
+    if (!live || $("overview").hidden) return;
+    body.textContent = "";
+    $("overview-age").textContent = liveAt ? t("updated {time}", { time: liveAt.toLocaleTimeString(lang) }) : "";
+    var waiting = live.interactions.filter(function (i) { return i.state !== "assigned"; });
+    var working = live.interactions.filter(function (i) { return i.state === "assigned"; });
+    body.appendChild(el("h3", null, t("Waiting") + " (" + waiting.length + ")"));
+    body.appendChild(table(t("Waiting"), [t("Customer"), t("Channel"), t("Queue"), t("Waits"), t("Actions")], waiting.map(function (i) {
+      var state = i.state === "offered" ? el("div", "muted", t("offered to {agent}", { agent: i.agent })) : null;
+      var who = el("div"); who.appendChild(el("strong", null, i.customer.name)); if (state) who.appendChild(state);
+      return { id: i.id, cells: [who, i.channel, i.queue || "", since(i.waiting_since), joinButtons(i)] };
+    }), t("Nobody waits."), "waiting"));
+    body.appendChild(el("h3", null, t("In progress") + " (" + working.length + ")"));
+    body.appendChild(table(t("In progress"), [t("Customer"), t("Channel"), t("Agent"), t("For"), t("Actions")], working.map(function (i) {
+      return { id: i.id, cells: [i.customer.name, i.channel, i.agent || "", since(i.assigned_at), joinButtons(i)] };
+    }), t("Nothing in progress."), "working"));
+    body.appendChild(el("h3", null, t("Agents")));
+    body.appendChild(table(t("Agents"), [t("Agent"), t("Status "), t("Load")], live.agents.map(function (a) {
+      var who = el("span");
+      var dot = el("span", "dot " + (a.online ? "on" : "off"));
+      dot.setAttribute("aria-hidden", "true");
+      who.appendChild(dot);
+      who.appendChild(document.createTextNode(a.name + " (" + a.login + ")"));
+      var names = { ready: "Ready", not_ready: "Not ready", away: "Away" };
+      var status = (a.online ? t(names[a.status] || a.status) : t("offline")) + (a.reason ? " · " + a.reason : "");
+      return { id: a.login, cells: [who, status, a.open + "/" + a.max_interactions] };
+    }), null, "agents"));
+    body.appendChild(el("h3", null, t("Queues")));
+    body.appendChild(table(t("Queues"), [t("Queue"), t("Queued "), t("Offered "), t("Assigned"), t("Longest wait")], live.queues.map(function (q) {
+      return { id: q.name, cells: [q.name, String(q.queued), String(q.offered), String(q.assigned), since(q.oldest_queued_at)] };
+    }), null, "queues"));
+  }
+  setInterval(function () {
+    document.querySelectorAll("#overview-body [data-since]").forEach(function (span) { span.textContent = ago(span.getAttribute("data-since")); });
+  }, 1000);
+  function showOverview(on) {
+    $("overview").hidden = !on;
+    $("overview-btn").setAttribute("aria-expanded", String(on));
+    request("supervisor.overview", { live: on }).then(function (d) {
+      if (!on) return;
+      live = d;
+      liveAt = new Date();
+      renderLive();
+    }, function (e) { toast(e.message); });
+  }
+  $("overview-btn").addEventListener("click", function () { showOverview($("overview").hidden); });
 
   // ---- sign in ---------------------------------------------------------------------------------
   function signIn(t) {
@@ -517,6 +665,7 @@
   $("signout").addEventListener("click", function () { signOut(""); });
 
   var fromHash = /[#&]token=([^&]+)/.exec(location.hash);
+  wantLive = /[#&]view=supervisor(&|$)/.test(location.hash);
   if (fromHash) {
     history.replaceState(null, "", location.pathname);
     signIn(decodeURIComponent(fromHash[1]));

@@ -67,6 +67,7 @@ pub async fn assigned_interaction(
         reply_to_external_id: None,
         forwarded: None,
         sent_at: None,
+        sticker_id: None,
     };
     let mut tx = pool.begin().await.expect("a transaction");
     let Ingested::Stored { interaction, .. } =
@@ -82,4 +83,44 @@ pub async fn assigned_interaction(
         .await
         .expect("the assignment");
     interaction.id
+}
+
+/// A video call (by agent `alice`, created if missing) of a new interaction on `account` whose
+/// recording is the stored file `file`: the recording is `ready`. Returns the room's id.
+pub async fn video_room_with_recording(pool: &PgPool, account: Uuid, file: Uuid) -> Uuid {
+    let mut conn = pool.acquire().await.expect("a connection");
+    let profile = AgentProfile {
+        login: "alice".into(),
+        name: "alice".into(),
+        roles: vec!["agent".into()],
+        queues: vec!["support".into()],
+        max_interactions: 3,
+    };
+    store::upsert_agent(&mut conn, &profile).await.expect("the agent");
+    drop(conn);
+    let customer = format!("rec-{}", Uuid::new_v4().simple());
+    let interaction = assigned_interaction(pool, account, &customer, "Rita", "a call?", "alice").await;
+    let (mut new, _) = store::NewRoom::with_new_link(
+        interaction,
+        "alice",
+        "alice",
+        schema::domain::VideoMode::TwoWay,
+        schema::domain::VideoQuality::P720,
+        "http://hub.test",
+        Duration::from_secs(3600),
+    );
+    new.record = Some(true);
+    let mut tx = pool.begin().await.expect("a transaction");
+    let started = store::start_room(&mut tx, &new).await.expect("the room");
+    let (recording, _) =
+        store::start_recording(&mut tx, &started.room, "video-test", chrono::Utc::now()).await.expect("the recording");
+    let size: i64 = sqlx::query_scalar("SELECT size FROM files WHERE id = $1")
+        .bind(file)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("the file");
+    let done = store::RecordingDone { file_id: file, size, duration_ms: 1000, video_codec: None, processing_ms: 1 };
+    store::recording_ready(&mut tx, recording.id, &done).await.expect("ready");
+    tx.commit().await.expect("commit");
+    started.room.id
 }

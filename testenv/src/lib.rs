@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fixtures;
+pub mod fuzz;
 
 use sqlx::{Connection, PgConnection, PgPool};
 

@@ -352,6 +352,131 @@ addEventListener("message", (e) => {
     await cp.locator("#ended", { hasText: "The agent ended the call" }).waitFor({ timeout: T });
   });
 
+  await step("a recorded call: the notice and the customer's consent, REC on both sides, the file in the call records", async () => {
+    const res = await fetch(`${BASE}/api/v1/video/rooms`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${BOB_TOKEN}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ interaction_id: interactionId, quality: CAP.label, record: true }),
+    });
+    const text = await res.text();
+    assert.ok(res.ok, `POST /api/v1/video/rooms (record): ${res.status} ${text}`);
+    const recorded = JSON.parse(text);
+    assert.equal(recorded.record, true);
+    await cp.goto(BASE + new URL(recorded.customer_link).pathname);
+    await cp.locator("#recording-notice", { hasText: "recorded" }).waitFor({ timeout: T });
+    assert.equal(await cp.locator("#recording-consent").isChecked(), true);
+    await cp.screenshot({ path: `${SCREENSHOTS}/video-recording-consent.png` });
+    await cp.locator("#join").click();
+    await cp.locator("#call").waitFor({ state: "visible", timeout: T });
+    await cp.locator("#rec:not([hidden])").waitFor({ timeout: T });
+    const join = new URL(recorded.agent_join);
+    await ap.goto(`${BASE}${join.pathname}${join.search}#token=${encodeURIComponent(BOB_TOKEN)}`);
+    await ap.waitForFunction(() => window.switchboardCall && window.switchboardCall.state === "connected", null, { timeout: T });
+    await ap.locator("#rec:not([hidden])").waitFor({ timeout: T });
+    await receives(ap, "customer", "camera", "recorded: agent <- customer camera", cp);
+    // the quality indicator: both sides' connections, measured by the SFU, on the tiles
+    await ap.locator('.sb-tile[data-role="customer"][data-source="camera"] .sb-quality[data-level="good"]').waitFor({ timeout: T });
+    await cp.locator('.sb-tile[data-participant="self"][data-source="camera"] .sb-quality:not([hidden])').waitFor({ timeout: T });
+    await sleep(3000);
+    await ap.locator('[data-action="end"]').click();
+    await cp.locator("#ended", { hasText: "The agent ended the call" }).waitFor({ timeout: T });
+    const call = await until("the recording is ready", async () => {
+      const r = await fetch(`${BASE}/api/v1/interactions/${interactionId}/calls`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } });
+      const body = await r.json();
+      const c = (body.items || []).find((i) => i.room_id === recorded.room_id);
+      return { ok: !!(c && c.recording && c.recording.state === "ready"), status: r.status, call: c };
+    }, 60_000);
+    const c = call.call;
+    const customerRow = c.participants.find((p) => p.role === "customer");
+    assert.equal(customerRow.recording_consent, true);
+    assert.equal(customerRow.camera, true, "the page reported its camera");
+    assert.match(customerRow.browser || "", /Chrom/);
+    assert.equal(customerRow.ice_path, "direct");
+    assert.equal(c.recording.file.mime, "video/webm");
+    const file = await fetch(`${BASE}${c.recording.file.url}`, { headers: { Authorization: `Bearer ${BOB_TOKEN}` } });
+    assert.equal(file.status, 200, "bob downloads the recording");
+    const bytes = Buffer.from(await file.arrayBuffer());
+    assert.ok(bytes.length > 10_000 && bytes.subarray(0, 4).equals(Buffer.from([0x1a, 0x45, 0xdf, 0xa3])), "a Matroska file");
+    console.log(`  recording: ${c.recording.duration_ms} ms, ${bytes.length} bytes, ${c.recording.video_codec}`);
+  });
+
+  await step("the quality indicator: a customer on a lossy network (15% of its media dropped) shows poor", async () => {
+    // a UDP relay between the customer's browser and the SFU that drops 15% of the customer's RTP:
+    // the offer's host candidate is rewritten to the relay (Playwright's WebSocket routing)
+    const dgram = await import("node:dgram");
+    const front = dgram.createSocket("udp4");
+    await new Promise((r) => front.bind(0, "127.0.0.1", r));
+    let sfuPort = 0, n = 0;
+    const backs = new Map();
+    front.on("message", (msg, from) => {
+      const key = `${from.address}:${from.port}`;
+      let back = backs.get(key);
+      if (!back) {
+        back = dgram.createSocket("udp4");
+        back.on("message", (m) => front.send(m, from.port, from.address));
+        back.bind(0, "127.0.0.1");
+        backs.set(key, back);
+      }
+      const rtp = msg[0] >= 128 && msg[0] <= 191 && !(msg[1] >= 200 && msg[1] <= 206);
+      if (rtp && (n++ % 20) < 3) return; // 15%
+      back.send(msg, sfuPort, "127.0.0.1");
+    });
+    const lossyPort = front.address().port;
+    await cp.routeWebSocket(/\/api\/v1\/video\/ws/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        let frame;
+        try { frame = JSON.parse(m); } catch { return ws.send(m); }
+        if (frame.type === "offer") {
+          frame.sdp = frame.sdp.replace(/(a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 )(\d+)/gi, (_, head, port) => {
+            sfuPort = Number(port);
+            return head + lossyPort;
+          });
+        }
+        ws.send(JSON.stringify(frame));
+      });
+    });
+    try {
+      const res = await fetch(`${BASE}/api/v1/video/rooms`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${BOB_TOKEN}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ interaction_id: interactionId, quality: CAP.label }),
+      });
+      const lossy = JSON.parse(await res.text());
+      await cp.goto(BASE + new URL(lossy.customer_link).pathname);
+      await cp.locator("#join").click();
+      await cp.locator("#call").waitFor({ state: "visible", timeout: T });
+      const join = new URL(lossy.agent_join);
+      await ap.goto(`${BASE}${join.pathname}${join.search}#token=${encodeURIComponent(BOB_TOKEN)}`);
+      await ap.waitForFunction(() => window.switchboardCall && window.switchboardCall.state === "connected", null, { timeout: T });
+      assert.ok(sfuPort > 0, "the customer's offer went through the relay");
+      // the first measures may come before any loss (and a camera still ramping up is already
+      // fair): wait for one that saw the relay's losses
+      await ap.waitForFunction(() => {
+        const c = [...window.switchboardCall.participants.values()].find((p) => p.role === "customer");
+        const q = c && window.switchboardCall.connection.get(c.id);
+        return q && q.loss_pct >= 5;
+      }, null, { timeout: T });
+      const bad = '.sb-quality[data-level="poor"], .sb-quality[data-level="fair"]';
+      await ap.locator(`.sb-tile[data-role="customer"][data-source="camera"] :is(${bad})`).waitFor({ timeout: T });
+      await cp.locator(`.sb-tile[data-participant="self"][data-source="camera"] :is(${bad})`).waitFor({ timeout: T });
+      const seen = await ap.evaluate(() => {
+        const c = [...window.switchboardCall.participants.values()].find((p) => p.role === "customer");
+        return window.switchboardCall.connection.get(c.id);
+      });
+      console.log(`  the agent sees the customer's connection: ${JSON.stringify(seen)} (the relay passed ${n} RTP packets, dropped 3 of every 20)`);
+      assert.ok(seen.loss_pct >= 5, `loss measured: ${JSON.stringify(seen)}`);
+      await ap.screenshot({ path: `${SCREENSHOTS}/video-quality-poor.png` });
+      await ap.locator('[data-action="end"]').click();
+      await cp.locator("#ended", { hasText: "The agent ended the call" }).waitFor({ timeout: T });
+    } finally {
+      await cp.unrouteAll({ behavior: "ignoreErrors" }).catch(() => {});
+      front.close();
+      for (const b of backs.values()) b.close();
+    }
+  });
+
   await step("the console's Video call button starts a room and opens the call panel beside the chat", async () => {
     await bp.locator("#video").click();
     await bp.locator("#call").waitFor({ state: "visible", timeout: T });

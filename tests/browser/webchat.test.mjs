@@ -211,8 +211,8 @@ try {
 
   await step("the supervisor overview lists both agents", async () => {
     await ap.locator("#overview-btn").click();
-    await ap.locator("#overview-body td", { hasText: "bob" }).waitFor({ timeout: T });
-    await ap.locator("#overview-body td", { hasText: "alice" }).waitFor({ timeout: T });
+    await ap.locator("#overview-body [data-list=agents] tr[data-id=bob]").waitFor({ timeout: T });
+    await ap.locator("#overview-body [data-list=agents] tr[data-id=alice]").waitFor({ timeout: T });
     await ap.screenshot({ path: `${SCREENSHOTS}/console-supervisor.png` });
   });
 

@@ -27,7 +27,9 @@
 //! Run with the local services up:
 //! `eval "$(deploy/services.sh env)"; cargo bench -p video --bench sfu`
 //! `SFU_BENCH_ROOMS` (default `10,25,50`), `SFU_BENCH_SIZES` (`2,3`), `SFU_BENCH_SECONDS` (15),
-//! `SFU_BENCH_TARGETS` (`ours,janus`) narrow it down.
+//! `SFU_BENCH_TARGETS` (`ours,rec,janus`) narrow it down. `rec` is ours with every room
+//! recorded (the customer consents): the SFU also feeds each room's voices and the customer's
+//! camera to the recording spool, whose writer thread is in the measured process.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -41,7 +43,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Publish, TestPeer, agent_join, customer_join};
+use support::{Publish, TestPeer, agent_join, customer_join, customer_join_consenting};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const VIDEO_PPS: u32 = 110;
@@ -81,11 +83,12 @@ async fn hub_process() {
         match words.next() {
             Some("rooms") => {
                 let n: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+                let record = words.next() == Some("record");
                 let mut rooms = Vec::new();
                 for _ in 0..n {
                     made += 1;
                     let interaction = interaction(&hub.pool, account, made).await;
-                    let (status, body) = hub.start_room(json!({"interaction_id": interaction})).await;
+                    let (status, body) = hub.start_room(json!({"interaction_id": interaction, "record": record})).await;
                     assert_eq!(status, 201, "{body}");
                     let link = body["customer_link"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
                     rooms.push(json!({"room": body["room_id"], "link": link}));
@@ -94,6 +97,7 @@ async fn hub_process() {
             }
             Some("stat") => {
                 let c = &hub.video.sfu().counters;
+                let spool = &hub.video.recorder().spool().counters;
                 println!(
                     "{}",
                     json!({
@@ -101,6 +105,10 @@ async fn hub_process() {
                         "datagrams_in": c.datagrams_in.load(Ordering::Relaxed),
                         "datagrams_out": c.datagrams_out.load(Ordering::Relaxed),
                         "dropped": c.datagrams_dropped.load(Ordering::Relaxed),
+                        "spooled": spool.packets.load(Ordering::Relaxed),
+                        "spooled_bytes": spool.bytes.load(Ordering::Relaxed),
+                        "spool_dropped": spool.dropped.load(Ordering::Relaxed),
+                        "recording": hub.video.recorder().active_count(),
                     })
                 );
             }
@@ -160,7 +168,13 @@ fn machine_jiffies() -> (u64, u64) {
 /// Datagrams the kernel dropped (receive buffer full) at UDP sockets bound to `ip`, split into
 /// those for which `server` holds (by port) and the others: /proc/net/udp's `drops` column.
 fn udp_drops(ip: std::net::IpAddr, server: &dyn Fn(u16) -> bool) -> (u64, u64) {
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    udp_drops_in("/proc/net/udp", ip, server)
+}
+
+/// [`udp_drops`] from a given table: `/proc/<pid>/net/udp` is the table of that process's
+/// network namespace.
+fn udp_drops_in(table: &str, ip: std::net::IpAddr, server: &dyn Fn(u16) -> bool) -> (u64, u64) {
+    let table = std::fs::read_to_string(table).unwrap_or_default();
     let (mut at_server, mut elsewhere) = (0, 0);
     for line in table.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -310,7 +324,7 @@ fn print_row(r: &Row) {
 async fn driver() {
     let rooms: Vec<usize> = env_list("SFU_BENCH_ROOMS", "10,25,50").iter().filter_map(|s| s.parse().ok()).collect();
     let sizes: Vec<usize> = env_list("SFU_BENCH_SIZES", "2,3").iter().filter_map(|s| s.parse().ok()).collect();
-    let targets = env_list("SFU_BENCH_TARGETS", "ours,janus");
+    let targets = env_list("SFU_BENCH_TARGETS", "ours,rec,janus");
     let seconds: u64 = std::env::var("SFU_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
     let window = Duration::from_secs(seconds);
     println!(
@@ -321,14 +335,33 @@ async fn driver() {
     );
     let mut rows = Vec::new();
     let mut port = 18088u16;
+    // Janus runs in a network namespace of this run (created at its first scenario, deleted at
+    // the end)
+    let mut netns: Option<janus::Netns> = None;
     for &size in &sizes {
         for &n in &rooms {
             for target in &targets {
                 let result = match target.as_str() {
-                    "ours" => ours(size, n, window).await,
+                    "ours" => ours(size, n, window, false).await,
+                    "rec" => ours(size, n, window, true).await,
                     "janus" => {
                         port += 1;
-                        janus_run(size, n, window, port).await
+                        if netns.is_none() {
+                            match janus::Netns::create() {
+                                Ok(ns) => {
+                                    println!(
+                                        "network namespace {} for Janus: {} (host) <-> {} (Janus)",
+                                        ns.name, ns.host_ip, ns.ns_ip
+                                    );
+                                    netns = Some(ns);
+                                }
+                                Err(e) => println!("no network namespace for Janus: {e:#}"),
+                            }
+                        }
+                        match &netns {
+                            Some(ns) => janus_run(size, n, window, port, ns).await,
+                            None => Err(anyhow!("Janus needs a network namespace of this run (root)")),
+                        }
                     }
                     other => Err(anyhow!("unknown target {other}")),
                 };
@@ -344,6 +377,7 @@ async fn driver() {
             }
         }
     }
+    drop(netns);
     println!("\nAll runs:\n");
     header();
     for r in &rows {
@@ -369,7 +403,7 @@ fn received_media(p: &TestPeer) -> u64 {
     (3..9).map(|m| p.received.rtp[m].load(Ordering::Relaxed)).sum()
 }
 
-async fn ours(size: usize, n: usize, window: Duration) -> anyhow::Result<Row> {
+async fn ours(size: usize, n: usize, window: Duration, record: bool) -> anyhow::Result<Row> {
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
         .env("SFU_BENCH_ROLE", "hub")
@@ -392,7 +426,7 @@ async fn ours(size: usize, n: usize, window: Duration) -> anyhow::Result<Row> {
     let sfu_port = hello["udp_port"].as_u64().context("no udp port")? as u16;
     let loopback: std::net::IpAddr = "127.0.0.1".parse()?;
     let drops = || udp_drops(loopback, &|port| port == sfu_port);
-    stdin.write_all(format!("rooms {n}\n").as_bytes()).await?;
+    stdin.write_all(format!("rooms {n}{}\n", if record { " record" } else { "" }).as_bytes()).await?;
     let rooms = read().await?;
     let rooms: Vec<(uuid::Uuid, String)> = rooms["rooms"]
         .as_array()
@@ -403,7 +437,7 @@ async fn ours(size: usize, n: usize, window: Duration) -> anyhow::Result<Row> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_kib(&pid);
 
-    let publish = Publish { video_pps: VIDEO_PPS, video_pt: 96, audio_pps: AUDIO_PPS };
+    let publish = Publish { video_pps: VIDEO_PPS, video_pt: 96, audio_pps: AUDIO_PPS, media: None };
     let url = format!("ws://{http}/api/v1/video/ws");
     // each room joins in a task of its own: TestPeer::join panics when the hub does not answer
     let joins = rooms.into_iter().map(|(room, link)| {
@@ -412,7 +446,12 @@ async fn ours(size: usize, n: usize, window: Duration) -> anyhow::Result<Row> {
             let socket = async || tokio_tungstenite::connect_async(&url).await.map(|(ws, _)| ws);
             let mut peers = vec![
                 TestPeer::join(socket().await?, agent_join(room, "alice", &["agent"]), publish).await,
-                TestPeer::join(socket().await?, customer_join(&link), publish).await,
+                TestPeer::join(
+                    socket().await?,
+                    if record { customer_join_consenting(&link, true) } else { customer_join(&link) },
+                    publish,
+                )
+                .await,
             ];
             if size == 3 {
                 peers.push(TestPeer::join(socket().await?, agent_join(room, "sue", &["supervisor"]), publish).await);
@@ -464,16 +503,22 @@ async fn ours(size: usize, n: usize, window: Duration) -> anyhow::Result<Row> {
         (after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0)) as f64
             / b.at.duration_since(a.at).as_secs_f64()
     };
+    let name = if record { "rec" } else { "ours" };
     println!(
-        "ours, {size} x {n}: SFU datagrams in {:.0}/s, out {:.0}/s, send failures {:.0}/s",
+        "{name}, {size} x {n}: SFU datagrams in {:.0}/s, out {:.0}/s, send failures {:.0}/s; recordings {}, \
+         spooled {:.0} packets/s ({:.0} kB/s), spool drops {:.0}/s",
         rate("datagrams_in"),
         rate("datagrams_out"),
-        rate("dropped")
+        rate("dropped"),
+        after["recording"],
+        rate("spooled"),
+        rate("spooled_bytes") / 1000.0,
+        rate("spool_dropped")
     );
     let rss_after = rss_kib(&pid);
     let latencies: Vec<u64> =
         peers.iter().flat_map(|p| std::mem::take(&mut *p.received.latencies_us.lock().unwrap())).collect();
-    let r = row("ours", size, n, connected, &a, &b, latencies, rss_after.saturating_sub(rss_before) as f64);
+    let r = row(name, size, n, connected, &a, &b, latencies, rss_after.saturating_sub(rss_before) as f64);
 
     for p in &peers {
         p.stop_media();
@@ -499,13 +544,16 @@ async fn stat_line(
     read().await.map(|v| v.to_string()).unwrap_or_else(|e| e.to_string())
 }
 
-async fn janus_run(size: usize, n: usize, window: Duration, port: u16) -> anyhow::Result<Row> {
+async fn janus_run(size: usize, n: usize, window: Duration, port: u16, netns: &janus::Netns) -> anyhow::Result<Row> {
     let base = 20000 + (port - 18088) * 1000 % 10000;
-    let drops = |ip| udp_drops(ip, &|p| (base..base + 1000).contains(&p));
-    let server = janus::Janus::start(port, &format!("{base}-{}", base + 999)).await?;
+    let server = janus::Janus::start(netns, port, &format!("{base}-{}", base + 999)).await?;
     let pid = server.pid.to_string();
     let api = server.api.clone();
-    let ip = server.media_ip;
+    // drops at Janus's sockets (in the namespace) and at the participants' (on the host's end)
+    let janus_table = format!("/proc/{pid}/net/udp");
+    let (ns_ip, ip) = (server.media_ip, netns.host_ip);
+    let drops =
+        || (udp_drops_in(&janus_table, ns_ip, &|p| (base..base + 1000).contains(&p)).0, udp_drops(ip, &|_| false).1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_kib(&pid);
 
@@ -586,9 +634,9 @@ async fn janus_run(size: usize, n: usize, window: Duration, port: u16) -> anyhow
     for m in &members {
         m.stats.latencies_us.lock().unwrap().clear();
     }
-    let a = probe(&pid, delivered(&members), delivered(&members), drops(ip));
+    let a = probe(&pid, delivered(&members), delivered(&members), drops());
     tokio::time::sleep(window).await;
-    let b = probe(&pid, delivered(&members), delivered(&members), drops(ip));
+    let b = probe(&pid, delivered(&members), delivered(&members), drops());
     let rss_after = rss_kib(&pid);
     let latencies: Vec<u64> =
         members.iter().flat_map(|m| std::mem::take(&mut *m.stats.latencies_us.lock().unwrap())).collect();

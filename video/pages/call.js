@@ -38,12 +38,30 @@ const CHAT_MAX = 2000;
  *   pointer    let a click or drag on the main remote video send pointer events (default: agent
  *              and supervisor roles)
  *   reconnect  rejoin after a lost socket (default true)
+ *   consent    the customer's answer to a recorded call's notice (see callInfo): true records
+ *              the call, false joins it unrecorded
  */
 export async function joinCall(options = {}) {
   const call = new Call(options);
   await call._start();
   return call;
 }
+
+/**
+ * What the customer page shows before joining: `{state, record, consent_text}` (whether the
+ * call is recorded, and the notice to consent to). The link travels in the body, never in a URL.
+ */
+export async function callInfo(link, server = HUB) {
+  const res = await fetch(server.replace(/\/+$/, "") + "/api/v1/video/link", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ link }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw Object.assign(new Error((body.error && body.error.message) || res.statusText), { code: body.error && body.error.code });
+  return body;
+}
+
+/** Quality levels, worst last. */
+export const QUALITY_LEVELS = ["good", "fair", "poor"];
 
 /** One participant's view of a call. Events (CustomEvent, data in `detail`):
  *   state {state: "connecting"|"connected"|"reconnecting"|"ended"}
@@ -58,6 +76,10 @@ export async function joinCall(options = {}) {
  *   ended {reason}                       the call is over for this page (reason: ended_by_agent,
  *                                        empty, expired, left, replaced, or an error code)
  *   error {code, message}                an error the server reported, or a device error
+ *   quality {participant_id, level, loss_pct, jitter_ms, rtt_ms, bitrate_in_kbps, bitrate_out_kbps, self}
+ *                                        a participant's connection as the SFU measures it
+ *                                        (every 2 s; level good / fair / poor)
+ *   recording {state}                    the call's recording started ("started")
  */
 export class Call extends EventTarget {
   constructor(options) {
@@ -83,10 +105,13 @@ export class Call extends EventTarget {
     this._queue = Promise.resolve();
     this._closing = false;
     this._attempt = 0;
+    this._redirect = null; // the signalling URL of the node hosting the call, once told
+    this._redirects = 0;
     this._lastPointer = 0;
     this._restartTimer = null;
     this._lastRestart = 0;
     this._candidates = null; // buffered until the answer is sent
+    this.connection = new Map(); // participant id -> the latest `quality` frame
     this.view = this.options.container ? new CallView(this, this.options.container, this.options) : null;
   }
 
@@ -115,7 +140,12 @@ export class Call extends EventTarget {
 
   // --- signalling -------------------------------------------------------------------------
 
-  _start() {
+  async _start() {
+    // which devices exist (kinds are known before any permission): for the call records
+    try {
+      const list = await navigator.mediaDevices.enumerateDevices();
+      this._devices = { camera: list.some((d) => d.kind === "videoinput"), microphone: list.some((d) => d.kind === "audioinput") };
+    } catch { this._devices = null; }
     return new Promise((resolve, reject) => {
       this._joinWaiter = { resolve, reject };
       this._connect();
@@ -123,13 +153,15 @@ export class Call extends EventTarget {
   }
 
   _connect() {
-    const url = this.server.replace(/^http/, "ws") + "/api/v1/video/ws";
+    const url = this._redirect || this.server.replace(/^http/, "ws") + "/api/v1/video/ws";
     const ws = new WebSocket(url);
     this.ws = ws;
     ws.onopen = () => {
       const join = this.options.link
         ? { type: "join", link: this.options.link }
         : { type: "join", room_id: this.options.roomId, token: this.options.token };
+      if (this.options.link && typeof this.options.consent === "boolean") join.consent = this.options.consent;
+      if (this._devices) join.devices = this._devices;
       ws.send(JSON.stringify(join));
     };
     ws.onmessage = (ev) => {
@@ -141,6 +173,14 @@ export class Call extends EventTarget {
       if (ws !== this.ws) return;
       this._lostSocket(ev);
     };
+  }
+
+  /** The devices the browser has (again once permission was asked): for the call records. */
+  async _sendDevices() {
+    try {
+      const list = await navigator.mediaDevices.enumerateDevices();
+      this._send({ type: "devices", camera: list.some((d) => d.kind === "videoinput"), microphone: list.some((d) => d.kind === "audioinput") });
+    } catch { /* not reported */ }
   }
 
   _send(frame) {
@@ -176,8 +216,25 @@ export class Call extends EventTarget {
         this._emit("media", { participant: p });
         return;
       }
+      case "quality": {
+        this.connection.set(msg.participant_id, msg);
+        this._emit("quality", { ...msg, self: !!this.me && msg.participant_id === this.me.id });
+        return;
+      }
+      case "recording":
+        if (this.room) this.room.recording = msg.state === "started";
+        this._emit("recording", { state: msg.state });
+        return;
       case "ended": return this._finish(msg.reason || "ended");
-      case "error": return this._onError(msg);
+      case "error":
+        if (msg.code === "room_on_other_node" && msg.url && !this.me && this._redirects < 3) {
+          // another video node hosts the call: join there (docs/video.md, "Several video nodes")
+          this._redirects++;
+          this._redirect = msg.url;
+          this._connect();
+          return undefined;
+        }
+        return this._onError(msg);
       default: return undefined;
     }
   }
@@ -211,6 +268,7 @@ export class Call extends EventTarget {
 
   async _onJoined(msg) {
     this._attempt = 0;
+    this._redirects = 0;
     this.me = msg.participant;
     this.room = msg.room;
     this.participants.clear();
@@ -228,7 +286,7 @@ export class Call extends EventTarget {
         Promise.all([
           wantAudio ? this.setMicrophone(true).catch((e) => this._deviceError("microphone", e)) : null,
           wantVideo ? this.setCamera(true).catch((e) => this._deviceError("camera", e)) : null,
-        ]).then(() => this._sendMedia());
+        ]).then(() => { this._sendMedia(); this._sendDevices(); });
       } else {
         this._stopAll();
       }
@@ -361,7 +419,12 @@ export class Call extends EventTarget {
 
   _lostSocket(ev) {
     if (this._closing || this.state === "ended") return;
-    if (this._joinWaiter && !this.me) {
+    // a rejoin goes through the entry point again: if the node that hosted the call is gone,
+    // the node it reaches takes the call over
+    const redirected = this._redirect !== null;
+    this._redirect = null;
+    this._redirects = 0;
+    if (this._joinWaiter && !this.me && !redirected) {
       // never joined: nothing to resume
       const w = this._joinWaiter;
       this._joinWaiter = null;
@@ -697,6 +760,9 @@ const ROLE_NAMES = { agent: "Agent", customer: "Customer", supervisor: "Supervis
  * Pointer events are drawn over the video they point at; with `pointer: true` a click or drag
  * on the large tile sends them.
  */
+/** The quality indicator's words. */
+const QUALITY_NAMES = { good: "Good connection", fair: "Fair connection", poor: "Poor connection" };
+
 export class CallView {
   constructor(call, container, options = {}) {
     this.call = call;
@@ -719,7 +785,7 @@ export class CallView {
     this.audioBox.hidden = true;
     container.append(this.stage, this.strip, this.soundBtn, this.audioBox);
     const render = () => this.render();
-    for (const t of ["tracks", "joined", "participant-joined", "participant-left", "media", "local", "state"]) call.on(t, render);
+    for (const t of ["tracks", "joined", "participant-joined", "participant-left", "media", "local", "state", "quality"]) call.on(t, render);
     call.on("pointer", (e) => this.showPointer(e.detail));
     if (typeof ResizeObserver === "function") new ResizeObserver(() => this._placePointers()).observe(container);
     this.render();
@@ -786,6 +852,8 @@ export class CallView {
     video.playsInline = true;
     video.muted = true; // audio plays through <audio>: video autoplays under every policy
     const cap = el("figcaption", "");
+    const quality = el("span", "sb-quality");
+    quality.hidden = true;
     const name = el("span", "sb-name");
     const flags = el("span", "sb-flags");
     const placeholder = el("div", "sb-placeholder");
@@ -793,9 +861,9 @@ export class CallView {
     const pointer = el("div", "sb-pointer");
     pointer.hidden = true;
     pointer.setAttribute("aria-hidden", "true");
-    cap.append(name, flags);
+    cap.append(quality, name, flags);
     fig.append(video, placeholder, pointer, cap);
-    const t = { el: fig, video, name, flags, placeholder, pointer, key: w.key, pointerAt: null };
+    const t = { el: fig, video, name, flags, quality, placeholder, pointer, key: w.key, pointerAt: null };
     video.addEventListener("loadedmetadata", () => this.render());
     video.addEventListener("resize", () => this.render());
     if (w.remote && this.options.pointer !== false) this._pointable(t);
@@ -819,6 +887,18 @@ export class CallView {
     t.name.textContent = label;
     const role = ROLE_NAMES[p.role] || "";
     t.name.title = role;
+    // the connection quality of the tile's participant (the camera tile only)
+    const q = w.source === "camera" ? this.call.connection.get(w.self ? this.call.me && this.call.me.id : p.id) : null;
+    t.quality.hidden = !q;
+    if (q && t.quality.dataset.level !== q.level) {
+      t.quality.dataset.level = q.level;
+      t.quality.textContent = QUALITY_NAMES[q.level] || q.level;
+    }
+    if (q) {
+      t.quality.title = `loss ${q.loss_pct}%, jitter ${q.jitter_ms} ms` + (q.rtt_ms != null ? `, round trip ${q.rtt_ms} ms` : "") +
+        `, ${q.bitrate_in_kbps} kbit/s sent, ${q.bitrate_out_kbps} kbit/s received`;
+      t.quality.setAttribute("aria-label", `connection ${QUALITY_NAMES[q.level] || q.level}`);
+    }
     const micOff = w.source === "camera" && !!p.media && !p.media.audio;
     if (micOff !== t.micOff) {
       t.micOff = micOff;

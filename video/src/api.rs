@@ -4,6 +4,7 @@
 //! - `GET /api/v1/video/rooms/{id}` (JWT): the room and who is in it;
 //! - `POST /api/v1/video/rooms/{id}/end` (the room's agent or a supervisor);
 //! - `GET /api/v1/video/ws`: signalling (see `signal`);
+//! - `GET`/`POST`/`DELETE /api/v1/video/drain` (admin): this node's draining (see `nodes`);
 //! - `/call/{token}`, `/video/agent`, `/video/call.js`, `/video/call.css`: the pages.
 
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/api/v1/video/rooms/{id}", get(show))
         .route("/api/v1/video/rooms/{id}/end", post(end))
         .route("/api/v1/video/ws", get(crate::signal::upgrade))
+        .route("/api/v1/video/link", post(link_info))
+        .route("/api/v1/video/drain", get(drain_status).post(drain).delete(undrain))
         .route("/call/{token}", get(customer_page))
         .route("/video/agent", get(agent_page))
         .route("/video/call.js", get(call_js))
@@ -51,6 +54,8 @@ struct CreateBody {
     interaction_id: Uuid,
     mode: Option<VideoMode>,
     quality: Option<VideoQuality>,
+    /// Record the call (the customer is asked to consent); absent: the queue's setting.
+    record: Option<bool>,
 }
 
 async fn create(
@@ -60,7 +65,7 @@ async fn create(
 ) -> Result<Response, VideoError> {
     let claims = claims(&state, &headers)?;
     let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
-    let (new, customer_link) = NewRoom::with_new_link(
+    let (mut new, customer_link) = NewRoom::with_new_link(
         body.interaction_id,
         &claims.sub,
         claims.name.as_deref().unwrap_or(&claims.sub),
@@ -69,6 +74,7 @@ async fn create(
         &state.public_url,
         state.config.link_ttl(),
     );
+    new.record = body.record;
     let mut tx = state.pool.begin().await?;
     let started = store::start_room(&mut tx, &new).await?;
     tx.commit().await?;
@@ -131,6 +137,44 @@ async fn end(
     Ok(Json(serde_json::to_value(&room).expect("room serializes")))
 }
 
+/// Draining a node is for admins.
+fn admin(state: &State, headers: &HeaderMap) -> Result<(), VideoError> {
+    if claims(state, headers)?.has_role("admin") {
+        Ok(())
+    } else {
+        Err(VideoError::Forbidden("draining a video node needs the admin role".into()))
+    }
+}
+
+/// `{"node", "draining", "rooms_live"}` of this node.
+fn drain_report(state: &State) -> Json<Value> {
+    Json(
+        serde_json::json!({"node": state.node, "draining": state.nodes.draining(), "rooms_live": state.rooms.room_count()}),
+    )
+}
+
+async fn drain_status(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Json<Value>, VideoError> {
+    admin(&state, &headers)?;
+    Ok(drain_report(&state))
+}
+
+/// Starts draining: no new call is pinned to this node, its calls go on; stop the node once
+/// `rooms_live` is 0 (docs/operations.md, "Upgrades").
+async fn drain(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Json<Value>, VideoError> {
+    admin(&state, &headers)?;
+    state.nodes.set_draining(true);
+    tracing::info!(node = %state.node, rooms_live = state.rooms.room_count(), "video node draining: no new calls");
+    Ok(drain_report(&state))
+}
+
+/// Stops draining.
+async fn undrain(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Json<Value>, VideoError> {
+    admin(&state, &headers)?;
+    state.nodes.set_draining(false);
+    tracing::info!(node = %state.node, "video node takes new calls again");
+    Ok(drain_report(&state))
+}
+
 /// Ends the room in the database (once) and closes every socket of it on this node.
 pub(crate) async fn end_room(
     state: &State,
@@ -140,8 +184,16 @@ pub(crate) async fn end_room(
 ) -> Result<Option<VideoRoom>, VideoError> {
     let mut tx = state.pool.begin().await?;
     let ended = store::end_room(&mut tx, id, reason, actor).await?;
+    if ended.is_some() {
+        store::participants_left_at_end(&mut tx, id).await?;
+    }
     tx.commit().await?;
     state.rooms.end(id, reason);
+    state.nodes.unpin(id).await;
+    state.recorder.finish(id);
+    if ended.is_some() {
+        tokio::spawn(call_metrics(state.pool.clone(), id));
+    }
     Ok(ended.map(|(room, audience)| {
         wake(state, &audience);
         tracing::info!(room = %id, reason, "video room ended");
@@ -150,9 +202,36 @@ pub(crate) async fn end_room(
     }))
 }
 
-/// Closes the sockets of live rooms that ended elsewhere (their interaction was closed).
+/// A call that ended, summed up in `/metrics`: its length, its talking and waiting times.
+async fn call_metrics(pool: sqlx::PgPool, room: Uuid) {
+    let record = match pool.acquire().await {
+        Ok(mut conn) => store::call_record(&mut conn, room).await,
+        Err(e) => Err(e.into()),
+    };
+    match record {
+        Ok(c) => {
+            if let Some(ms) = c.call_ms {
+                metrics::histogram!("switchboard_video_call_seconds").record(ms as f64 / 1000.0);
+            }
+            if let Some(ms) = c.waiting_ms {
+                metrics::histogram!("switchboard_video_call_waiting_seconds").record(ms as f64 / 1000.0);
+            }
+            metrics::histogram!("switchboard_video_call_talking_seconds").record(c.talking_ms as f64 / 1000.0);
+        }
+        Err(e) => tracing::debug!(room = %room, error = %e, "no call record for the metrics"),
+    }
+}
+
+/// Closes the sockets of live rooms that ended elsewhere (their interaction was closed), and
+/// finishes their recordings.
 async fn reconcile_live_rooms(state: &State) {
-    for id in state.rooms.live() {
+    let mut ids = state.rooms.live();
+    for id in state.recorder.active_rooms() {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    for id in ids {
         let room = match state.pool.acquire().await {
             Ok(mut conn) => store::load_room(&mut conn, id).await,
             Err(e) => Err(e.into()),
@@ -162,6 +241,9 @@ async fn reconcile_live_rooms(state: &State) {
                 let reason = room.end_reason.as_deref().unwrap_or("ended");
                 tracing::info!(room = %id, reason, "video room ended elsewhere; closing its sockets");
                 state.rooms.end(id, reason);
+                state.nodes.unpin(id).await;
+                state.recorder.finish(id);
+                tokio::spawn(call_metrics(state.pool.clone(), id));
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(room = %id, error = %e, "cannot re-read a live video room"),
@@ -201,7 +283,14 @@ pub(crate) async fn expire_rooms(state: Arc<State>) {
         match expired {
             Ok(rooms) => {
                 for room in rooms {
-                    let mine_or_nobodys = room.node.as_deref().is_none_or(|n| n == state.node);
+                    // pinned here, to nobody, or to a node that is gone
+                    let mine_or_nobodys = match state.nodes.may_expire(room.id).await {
+                        Ok(may) => may,
+                        Err(e) => {
+                            tracing::warn!(room = %room.id, error = %e, "cannot read the room's pin; not expiring it now");
+                            false
+                        }
+                    };
                     if mine_or_nobodys
                         && !state.rooms.is_live(room.id)
                         && room.state == VideoRoomState::Open
@@ -214,6 +303,31 @@ pub(crate) async fn expire_rooms(state: Arc<State>) {
             Err(e) => tracing::warn!(error = %e, "cannot look for expired video rooms"),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    link: String,
+}
+
+/// `POST /api/v1/video/link` `{"link"}`: what the customer page shows before joining: whether
+/// the call is recorded and the notice to consent to (the token travels in the body, never in
+/// a URL). A link never issued is 401 `unauthorized`, as the join would answer.
+async fn link_info(
+    Extract(state): Extract<Arc<State>>,
+    body: Result<Json<LinkBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, VideoError> {
+    let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
+    if body.link.len() > 128 {
+        return Err(VideoError::BadLink);
+    }
+    let room = store::room_by_link(&mut *state.pool.acquire().await?, &body.link).await?.ok_or(VideoError::BadLink)?;
+    Ok(Json(serde_json::json!({
+        "state": room.state,
+        "record": room.record,
+        "consent_text": room.record.then(|| state.config.recording.consent_text.clone()),
+    })))
 }
 
 const CUSTOMER_HTML: &str = include_str!("../pages/customer.html");

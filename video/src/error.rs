@@ -33,8 +33,8 @@ pub enum VideoError {
     RoomFull,
     #[error("this node hosts {0} calls, its limit; try again later")]
     Capacity(usize),
-    #[error("the call is hosted by another video node: {0}")]
-    OtherNode(String),
+    #[error("the call is hosted by video node {node}: join at {url}")]
+    OtherNode { node: String, url: String },
     #[error("send a join frame first")]
     NotJoined,
     #[error("{0}")]
@@ -75,7 +75,7 @@ impl VideoError {
             VideoError::RoomEnded => "room_ended",
             VideoError::RoomFull => "room_full",
             VideoError::Capacity(_) => "capacity",
-            VideoError::OtherNode(_) => "room_on_other_node",
+            VideoError::OtherNode { .. } => "room_on_other_node",
             VideoError::NotJoined => "not_joined",
             VideoError::BadSdp(_) => "bad_sdp",
             VideoError::BadCandidate(_) => "bad_candidate",
@@ -95,15 +95,21 @@ impl VideoError {
             VideoError::RoomNotFound(_) | VideoError::NotFound(_) => StatusCode::NOT_FOUND,
             VideoError::RoomEnded | VideoError::LinkExpired(_) => StatusCode::GONE,
             VideoError::RoomFull | VideoError::Conflict(_) | VideoError::NotJoined => StatusCode::CONFLICT,
-            VideoError::OtherNode(_) => StatusCode::MISDIRECTED_REQUEST,
+            VideoError::OtherNode { .. } => StatusCode::MISDIRECTED_REQUEST,
             VideoError::Capacity(_) => StatusCode::SERVICE_UNAVAILABLE,
             VideoError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The `error` frame of the signalling socket.
+    /// The `error` frame of the signalling socket; `room_on_other_node` also names the node and
+    /// the signalling URL to join at.
     pub fn frame(&self) -> serde_json::Value {
-        serde_json::json!({"type": "error", "code": self.code(), "message": self.to_string()})
+        let mut frame = serde_json::json!({"type": "error", "code": self.code(), "message": self.to_string()});
+        if let VideoError::OtherNode { node, url } = self {
+            frame["node"] = node.as_str().into();
+            frame["url"] = url.as_str().into();
+        }
+        frame
     }
 }
 

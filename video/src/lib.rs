@@ -13,11 +13,14 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod recording;
 pub mod rooms;
 pub mod sfu;
 pub mod turn;
 
 mod api;
+mod client;
+mod nodes;
 mod signal;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,6 +36,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::nodes::Nodes;
+use crate::recording::Recorder;
 use crate::rooms::Rooms;
 use crate::sfu::Sfu;
 use crate::turn::TurnIssuer;
@@ -65,8 +70,15 @@ pub struct Config {
     pub default_quality: String,
     /// This node's name in the cluster (which node hosts a room); a random one when empty.
     pub node_id: String,
+    /// The base URL this node is reached at by name: a join that reaches another node is sent
+    /// to `<node_url>/api/v1/video/ws` of the node hosting the room. Empty: with `public_url`
+    /// set, `<public_url>/video-node/<node_id>` (the entry point's route to one node,
+    /// deploy/nginx/switchboard.conf); else this process's own listener.
+    pub node_url: String,
     /// TURN credentials for an external coturn (`use-auth-secret`).
     pub turn: turn::Config,
+    /// Recording of calls (`[video.recording]`).
+    pub recording: recording::Config,
 }
 
 impl Default for Config {
@@ -82,7 +94,9 @@ impl Default for Config {
             udp_buffer_bytes: 8 * 1024 * 1024,
             default_quality: "720p".into(),
             node_id: String::new(),
+            node_url: String::new(),
             turn: turn::Config::default(),
+            recording: recording::Config::default(),
         }
     }
 }
@@ -91,6 +105,7 @@ impl Config {
     /// What is wrong with these settings, each naming its `video.*` key.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = self.turn.problems("video.turn");
+        problems.extend(self.recording.problems());
         if self.default_quality.parse::<VideoQuality>().is_err() {
             problems.push(Problem::new(
                 "video.default_quality",
@@ -105,6 +120,9 @@ impl Config {
         }
         if !self.public_url.is_empty() && url_base(&self.public_url).is_none() {
             problems.push(Problem::new("video.public_url", format!("{:?} is not an http(s) URL", self.public_url)));
+        }
+        if !self.node_url.is_empty() && url_base(&self.node_url).is_none() {
+            problems.push(Problem::new("video.node_url", format!("{:?} is not an http(s) URL", self.node_url)));
         }
         problems
     }
@@ -132,6 +150,10 @@ pub enum StartError {
     Config(Vec<Problem>),
     #[error("cannot bind the SFU's UDP port {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("cannot open the recordings' spool {0}: {1}")]
+    Spool(std::path::PathBuf, std::io::Error),
+    #[error("cannot join the video nodes in the coordination service: {0}")]
+    Coordination(coord::CoordError),
 }
 
 pub(crate) struct State {
@@ -143,7 +165,10 @@ pub(crate) struct State {
     pub verifier: Verifier,
     pub sfu: Sfu,
     pub rooms: Rooms,
+    /// This node among the video nodes: rooms pinned through ZooKeeper, draining.
+    pub nodes: Nodes,
     pub turn: Option<TurnIssuer>,
+    pub recorder: Arc<Recorder>,
     pub shutdown: CancellationToken,
 }
 
@@ -164,6 +189,11 @@ async fn publish_metrics(state: Arc<State>) {
         metrics::counter!("switchboard_video_rtp_forwarded_total").absolute(c.rtp_forwarded.load(Relaxed));
         metrics::counter!("switchboard_video_keyframe_requests_total").absolute(c.keyframe_requests.load(Relaxed));
         metrics::gauge!("switchboard_video_rooms_live").set(state.rooms.room_count() as f64);
+        let spool = &state.recorder.spool().counters;
+        metrics::counter!("switchboard_video_recording_spooled_packets_total").absolute(spool.packets.load(Relaxed));
+        metrics::counter!("switchboard_video_recording_spooled_bytes_total").absolute(spool.bytes.load(Relaxed));
+        metrics::counter!("switchboard_video_recording_dropped_total").absolute(spool.dropped.load(Relaxed));
+        metrics::counter!("switchboard_video_recording_write_errors_total").absolute(spool.errors.load(Relaxed));
         if let Ok(s) = state.sfu.snapshot().await {
             metrics::gauge!("switchboard_video_peers").set(s.peers as f64);
         }
@@ -209,7 +239,26 @@ impl Video {
         } else {
             config.node_id.clone()
         };
-        tracing::info!(%public_url, %node, udp = %sfu.local_addr(), turn = turn.is_some(), "video channel ready");
+        let node_url = if !config.node_url.is_empty() {
+            url_base(&config.node_url).unwrap_or_default()
+        } else if !config.public_url.is_empty() {
+            format!("{public_url}/video-node/{node}")
+        } else {
+            http_base.trim_end_matches('/').to_owned()
+        };
+        let nodes =
+            Nodes::join(coord.clone(), node.clone(), node_url.clone()).await.map_err(StartError::Coordination)?;
+        tracing::info!(%public_url, %node, %node_url, udp = %sfu.local_addr(), turn = turn.is_some(), "video channel ready");
+        let spool_dir = config.recording.spool_dir.clone();
+        let wake_coord = coord.clone();
+        let wake = Box::new(move |agents: &[String]| {
+            for agent in agents {
+                wake_coord.notify(&schema::topics::agent(agent));
+            }
+        });
+        let recorder =
+            Recorder::new(config.recording.clone(), node.clone(), pool.clone(), sfu.clone(), http_base, wake)
+                .map_err(|e| StartError::Spool(spool_dir, e))?;
         let state = Arc::new(State {
             config,
             public_url,
@@ -219,11 +268,19 @@ impl Video {
             verifier,
             sfu,
             rooms: Rooms::new(),
+            nodes,
             turn,
+            recorder: recorder.clone(),
             shutdown: shutdown.clone(),
         });
         tokio::spawn(api::expire_rooms(state.clone()));
         tokio::spawn(publish_metrics(state.clone()));
+        recorder.recover().await;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            recorder.shutdown().await;
+        });
         Ok(Video { state })
     }
 
@@ -248,5 +305,15 @@ impl Video {
     /// Rooms live on this node.
     pub fn live_rooms(&self) -> usize {
         self.state.rooms.room_count()
+    }
+
+    /// The recordings of this node.
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.state.recorder
+    }
+
+    /// Starts or stops draining this node: no new room is pinned here, its calls go on.
+    pub fn set_draining(&self, draining: bool) {
+        self.state.nodes.set_draining(draining);
     }
 }

@@ -160,6 +160,16 @@ impl Rooms {
         }
     }
 
+    /// Sends `frame` to everyone in the room but `except`.
+    pub fn broadcast(&self, room: Uuid, frame: Value, except: Option<Uuid>) {
+        let rooms = self.inner.lock().expect("rooms lock");
+        for e in rooms.get(&room).into_iter().flatten() {
+            if Some(e.participant.id) != except {
+                let _ = e.tx.send(Outgoing::Frame(frame.clone()));
+            }
+        }
+    }
+
     /// The last `media` frames of the others, for a newcomer.
     pub fn media_of_others(&self, room: Uuid, participant: Uuid) -> Vec<Value> {
         let rooms = self.inner.lock().expect("rooms lock");

@@ -23,7 +23,10 @@ use uuid::Uuid;
 use crate::State;
 use crate::api::{end_room, wake};
 use crate::error::VideoError;
+use crate::nodes::Pinned;
+use crate::recording::spool::TrackRole;
 use crate::rooms::{Outgoing, Participant, Refused, Role};
+use crate::sfu::quality::Quality;
 use crate::sfu::router::{Member, Receives, SlotInfo};
 use crate::sfu::{Join, Notice};
 
@@ -35,10 +38,31 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ClientFrame {
-    Join { link: Option<String>, room_id: Option<Uuid>, token: Option<String> },
-    Answer { sdp: String },
-    Candidate { candidate: Option<Candidate> },
-    Media { audio: bool, camera: bool, screen: bool },
+    Join {
+        link: Option<String>,
+        room_id: Option<Uuid>,
+        token: Option<String>,
+        /// The customer's answer to the recording notice of a recorded call.
+        consent: Option<bool>,
+        /// Whether the page found a camera and a microphone.
+        devices: Option<Devices>,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: Option<Candidate>,
+    },
+    Media {
+        audio: bool,
+        camera: bool,
+        screen: bool,
+    },
+    /// The devices the page found (again after permission was given).
+    Devices {
+        camera: bool,
+        microphone: bool,
+    },
     Renegotiate {},
     Leave {},
     End {},
@@ -55,11 +79,26 @@ struct Candidate {
     username_fragment: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Devices {
+    camera: bool,
+    microphone: bool,
+}
+
 fn parse(text: &str) -> Result<ClientFrame, VideoError> {
     serde_json::from_str(text).map_err(|e| VideoError::BadFrame(format!("not a signalling frame: {e}")))
 }
 
-pub(crate) async fn upgrade(Extract(state): Extract<Arc<State>>, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(
+    Extract(state): Extract<Arc<State>>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect::<String>());
     upgrade.read_buffer_size(8 * 1024).write_buffer_size(8 * 1024).max_message_size(256 * 1024).on_upgrade(
         move |socket| {
             let span = tracing::info_span!(
@@ -68,7 +107,7 @@ pub(crate) async fn upgrade(Extract(state): Extract<Arc<State>>, upgrade: WebSoc
                 participant = tracing::field::Empty,
                 role = tracing::field::Empty
             );
-            session(state, socket).instrument(span)
+            session(state, socket, user_agent).instrument(span)
         },
     )
 }
@@ -77,13 +116,18 @@ pub(crate) async fn upgrade(Extract(state): Extract<Arc<State>>, upgrade: WebSoc
 struct Admitted {
     room: VideoRoom,
     participant: Participant,
+    /// The agent's or supervisor's login.
+    login: Option<String>,
+    consent: Option<bool>,
+    devices: Option<Devices>,
 }
 
 async fn authenticate(state: &State, frame: ClientFrame) -> Result<Admitted, VideoError> {
-    let ClientFrame::Join { link, room_id, token } = frame else {
+    let ClientFrame::Join { link, room_id, token, consent, devices } = frame else {
         return Err(VideoError::NotJoined);
     };
     let mut conn = state.pool.acquire().await?;
+    let mut login = None;
     let (room, role, name) = match (link, room_id, token) {
         (Some(link), None, None) => {
             let room = store::room_by_link(&mut conn, &link).await?.ok_or(VideoError::BadLink)?;
@@ -111,15 +155,21 @@ async fn authenticate(state: &State, frame: ClientFrame) -> Result<Admitted, Vid
             if room.state == VideoRoomState::Ended {
                 return Err(VideoError::RoomEnded);
             }
+            login = Some(claims.sub.clone());
             (room, role, claims.name.clone().unwrap_or(claims.sub))
         }
         _ => return Err(VideoError::BadFrame("join needs `link`, or `room_id` and `token`".into())),
     };
-    let host = store::claim_room_node(&mut conn, room.id, &state.node).await?;
-    if host != state.node {
-        return Err(VideoError::OtherNode(host));
+    // which node hosts the call: pinned through ZooKeeper (crate::nodes); the database keeps
+    // the first node that hosted it
+    match state.nodes.pin(room.id).await.map_err(|e| VideoError::internal("cannot pin the video room", e))? {
+        Pinned::Here => {}
+        Pinned::Elsewhere { node, url } => {
+            return Err(VideoError::OtherNode { node, url: crate::nodes::signalling_url(&url) });
+        }
     }
-    Ok(Admitted { room, participant: Participant { id: Uuid::new_v4(), role, name } })
+    store::claim_room_node(&mut conn, room.id, &state.node).await?;
+    Ok(Admitted { room, participant: Participant { id: Uuid::new_v4(), role, name }, login, consent, devices })
 }
 
 fn receives(mode: VideoMode, role: Role) -> Receives {
@@ -147,7 +197,117 @@ async fn close(ws: &mut futures::stream::SplitSink<WebSocket, Message>, code: u1
     let _ = ws.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) }))).await;
 }
 
-async fn session(state: Arc<State>, socket: WebSocket) {
+fn track_role(role: Role) -> TrackRole {
+    match role {
+        Role::Agent => TrackRole::Agent,
+        Role::Customer => TrackRole::Customer,
+        Role::Supervisor => TrackRole::Supervisor,
+    }
+}
+
+/// The `quality` frame of a participant.
+fn quality_frame(participant: Uuid, q: &Quality) -> Value {
+    json!({
+        "type": "quality",
+        "participant_id": participant,
+        "level": q.level,
+        "loss_pct": (q.loss_pct * 10.0).round() / 10.0,
+        "jitter_ms": q.jitter_ms.round(),
+        "rtt_ms": q.rtt_ms.map(f64::round),
+        "bitrate_in_kbps": q.bitrate_in_kbps.round(),
+        "bitrate_out_kbps": q.bitrate_out_kbps.round(),
+    })
+}
+
+/// The quality samples of a participant, gathered into one record every [`SAMPLE_RECORD`]:
+/// the worst level, the mean loss, jitter, round trip and bitrates.
+#[derive(Default)]
+struct QualityLog {
+    samples: Vec<Quality>,
+}
+
+/// Quality goes to the call records in one row per this many samples (10 s).
+const SAMPLE_RECORD: usize = 5;
+
+impl QualityLog {
+    fn push(&mut self, q: Quality, participant: Uuid) -> Option<store::QualitySample> {
+        self.samples.push(q);
+        (self.samples.len() >= SAMPLE_RECORD).then(|| self.flush(participant)).flatten()
+    }
+
+    fn flush(&mut self, participant: Uuid) -> Option<store::QualitySample> {
+        let samples = std::mem::take(&mut self.samples);
+        let n = samples.len() as f64;
+        let worst = samples.iter().map(|q| q.level).max()?;
+        let mean = |f: &dyn Fn(&Quality) -> f64| samples.iter().map(f).sum::<f64>() / n;
+        let rtts: Vec<f64> = samples.iter().filter_map(|q| q.rtt_ms).collect();
+        Some(store::QualitySample {
+            participant_id: participant,
+            at: Utc::now(),
+            level: worst.as_str().to_owned(),
+            loss_pct: mean(&|q| q.loss_pct) as f32,
+            jitter_ms: mean(&|q| q.jitter_ms) as f32,
+            rtt_ms: (!rtts.is_empty()).then(|| (rtts.iter().sum::<f64>() / rtts.len() as f64) as f32),
+            bitrate_in_kbps: mean(&|q| q.bitrate_in_kbps) as f32,
+            bitrate_out_kbps: mean(&|q| q.bitrate_out_kbps) as f32,
+        })
+    }
+}
+
+/// Writes to the call records in the background: a failure is logged, the call goes on.
+fn keep(state: &Arc<State>, what: &'static str, write: impl AsyncWrite) {
+    let pool = state.pool.clone();
+    tokio::spawn(async move {
+        let result = async {
+            let mut conn = pool.acquire().await?;
+            write.run(&mut conn).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, what, "cannot write to the call records");
+        }
+    });
+}
+
+/// One write to the call records.
+trait AsyncWrite: Send + 'static {
+    fn run(
+        self,
+        conn: &mut sqlx::PgConnection,
+    ) -> impl std::future::Future<Output = Result<(), store::StoreError>> + Send;
+}
+
+enum Write {
+    Connected(Uuid, Option<&'static str>),
+    Devices(Uuid, bool, bool),
+    Left(Uuid, &'static str),
+    Samples(Vec<store::QualitySample>),
+    Chat(Uuid, store::ChatLine),
+}
+
+impl AsyncWrite for Write {
+    async fn run(self, conn: &mut sqlx::PgConnection) -> Result<(), store::StoreError> {
+        match self {
+            Write::Connected(id, path) => store::participant_connected(conn, id, path).await,
+            Write::Devices(id, camera, microphone) => store::participant_devices(conn, id, camera, microphone).await,
+            Write::Left(id, reason) => store::participant_left(conn, id, reason).await,
+            Write::Samples(samples) => store::insert_quality_samples(conn, &samples).await,
+            Write::Chat(room, line) => store::insert_video_chat(conn, room, &[line]).await,
+        }
+    }
+}
+
+/// The relay addresses among a participant's trickled candidates (`typ relay`).
+fn relay_address(candidate: &str) -> Option<String> {
+    let parts: Vec<&str> = candidate.split_whitespace().collect();
+    let typ = parts.iter().position(|p| *p == "typ")?;
+    if parts.get(typ + 1) != Some(&"relay") {
+        return None;
+    }
+    Some(format!("{}:{}", parts.get(4)?, parts.get(5)?))
+}
+
+async fn session(state: Arc<State>, socket: WebSocket, user_agent: Option<String>) {
     let (mut tx, mut rx) = socket.split();
     // the first frame authenticates
     let first = match tokio::time::timeout(JOIN_TIMEOUT, rx.next()).await {
@@ -160,7 +320,7 @@ async fn session(state: Arc<State>, socket: WebSocket) {
         Ok(frame) => authenticate(&state, frame).await,
         Err(e) => Err(e),
     };
-    let Admitted { room, participant } = match admitted {
+    let Admitted { room, participant, login, consent, devices } = match admitted {
         Ok(a) => a,
         Err(e) => {
             tracing::info!(code = e.code(), error = %e, "video join refused");
@@ -192,7 +352,8 @@ async fn session(state: Arc<State>, socket: WebSocket) {
         receives: receives(room.mode, participant.role),
     };
     let from = json!({"id": participant.id, "role": participant.role, "name": participant.name});
-    let joined = match state.sfu.join(Join { member, from }, notice_tx).await {
+    let role = track_role(participant.role);
+    let joined = match state.sfu.join(Join { member, from, role }, notice_tx).await {
         Ok(joined) => joined,
         Err(e) => {
             let e = VideoError::from(e);
@@ -211,6 +372,50 @@ async fn session(state: Arc<State>, socket: WebSocket) {
     tracing::info!(peer, "joined the call");
     metrics::gauge!("switchboard_video_participants").increment(1.0);
 
+    // the call records: who joined, from what; for a recorded call, the customer's answer
+    let is_customer = participant.role == Role::Customer;
+    let asked = room.record && is_customer;
+    let consented = asked && consent == Some(true);
+    let info = user_agent.as_deref().map(crate::client::parse_user_agent).unwrap_or_default();
+    let row = store::NewParticipant {
+        id: participant.id,
+        room_id: room.id,
+        role: participant.role.as_str().to_owned(),
+        login: login.clone(),
+        name: participant.name.clone(),
+        user_agent: user_agent.clone(),
+        browser: info.browser,
+        os: info.os,
+        device: info.device.map(str::to_owned),
+        camera: devices.map(|d| d.camera),
+        microphone: devices.map(|d| d.microphone),
+        recording_consent: asked.then_some(consented),
+        consent_text: asked.then(|| state.config.recording.consent_text.clone()),
+    };
+    // written before anything else of this participant (the same task, awaited)
+    let written = async {
+        let mut conn = state.pool.acquire().await?;
+        store::insert_participant(&mut conn, &row).await
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot write the participant to the call records");
+    }
+    if consented {
+        match state.recorder.start(&room).await {
+            Ok(true) => state.rooms.broadcast(room.id, json!({"type": "recording", "state": "started"}), None),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot start the call's recording"),
+        }
+    } else if asked {
+        tracing::info!("the customer joined without consenting to the recording: the call is not recorded");
+    }
+    metrics::counter!("switchboard_video_joins_total", "role" => participant.role.as_str()).increment(1);
+    let mut relays: Vec<String> = Vec::new();
+    let mut ice_path_known = false;
+    let mut quality_log = QualityLog::default();
+    let mut left_reason = "left";
+
     let (width, height, max_bitrate) = room.quality.limits();
     let ice_servers: Vec<Value> = state
         .turn
@@ -225,6 +430,8 @@ async fn session(state: Arc<State>, socket: WebSocket) {
             "interaction_id": room.interaction_id,
             "mode": room.mode,
             "quality": {"label": room.quality, "width": width, "height": height, "max_bitrate": max_bitrate},
+            "record": room.record,
+            "recording": state.recorder.is_recording(room.id),
         },
         "ice_servers": ice_servers,
         "participants": others,
@@ -234,7 +441,7 @@ async fn session(state: Arc<State>, socket: WebSocket) {
     for media in state.rooms.media_of_others(room.id, participant.id) {
         open = open && send(&mut tx, &media).await;
     }
-    record(&state, &room, "joined", &participant).await;
+    record(&state, &room, "joined", &participant, asked.then_some(consented)).await;
 
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
@@ -243,12 +450,14 @@ async fn session(state: Arc<State>, socket: WebSocket) {
     while open {
         tokio::select! {
             _ = state.shutdown.cancelled() => {
+                left_reason = "shutdown";
                 close(&mut tx, 1001, "the hub is shutting down").await;
                 break;
             }
             _ = heartbeat.tick() => {
                 silent += 1;
                 if silent > 3 {
+                    left_reason = "timeout";
                     tracing::info!("signalling socket silent for three heartbeats; closing");
                     close(&mut tx, 4009, "heartbeat timeout").await;
                     break;
@@ -260,6 +469,7 @@ async fn session(state: Arc<State>, socket: WebSocket) {
                 Some(Outgoing::Close(frame)) => {
                     // the call ended for everyone: its `ended` is the last word, no `left` after it
                     room_ended |= frame["type"] == "ended";
+                    left_reason = if room_ended { "ended" } else { "replaced" };
                     send(&mut tx, &frame).await;
                     close(&mut tx, 1000, frame["type"].as_str().unwrap_or("closed")).await;
                     break;
@@ -270,7 +480,36 @@ async fn session(state: Arc<State>, socket: WebSocket) {
                 Some(Notice::Slots(slots)) => open = send(&mut tx, &json!({"type": "slots", "slots": slots_json(&slots)})).await,
                 Some(Notice::Connected) => {
                     tracing::info!("media connected");
+                    keep(&state, "connected", Write::Connected(participant.id, None));
                     open = send(&mut tx, &json!({"type": "connection", "state": "connected"})).await;
+                }
+                Some(Notice::Quality { quality, remote }) => {
+                    if !ice_path_known && let Some(remote) = remote {
+                        let relayed = relays.contains(&remote.to_string());
+                        let path = if relayed { "relay" } else { "direct" };
+                        tracing::info!(path, "media path");
+                        metrics::counter!("switchboard_video_media_paths_total", "path" => path).increment(1);
+                        keep(&state, "ice path", Write::Connected(participant.id, Some(path)));
+                        ice_path_known = true;
+                    }
+                    let frame = quality_frame(participant.id, &quality);
+                    state.rooms.broadcast(room.id, frame.clone(), Some(participant.id));
+                    open = send(&mut tx, &frame).await;
+                    if let Some(sample) = quality_log.push(quality, participant.id) {
+                        metrics::counter!("switchboard_video_quality_samples_total", "level" => sample.level.clone()).increment(1);
+                        keep(&state, "quality", Write::Samples(vec![sample]));
+                    }
+                }
+                Some(Notice::Chat { text, at }) => {
+                    let line = store::ChatLine {
+                        participant_id: participant.id,
+                        role: participant.role.as_str().to_owned(),
+                        name: participant.name.clone(),
+                        text,
+                        at,
+                    };
+                    metrics::counter!("switchboard_video_chat_messages_total").increment(1);
+                    keep(&state, "chat", Write::Chat(room.id, line));
                 }
                 Some(Notice::Disconnected) => {
                     tracing::info!("media disconnected");
@@ -286,9 +525,22 @@ async fn session(state: Arc<State>, socket: WebSocket) {
                         open = send(&mut tx, &VideoError::BadFrame("send JSON text frames".into()).frame()).await;
                         continue;
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Close(_))) => break,
+                    None | Some(Err(_)) => {
+                        left_reason = "disconnected";
+                        break;
+                    }
                     Some(Ok(_)) => continue,
                 };
+                if let Ok(ClientFrame::Candidate { candidate: Some(c) }) = parse(&text)
+                    && let Some(address) = relay_address(&c.candidate)
+                    && relays.len() < 16
+                {
+                    relays.push(address);
+                }
+                if let Ok(ClientFrame::Devices { camera, microphone }) = parse(&text) {
+                    keep(&state, "devices", Write::Devices(participant.id, camera, microphone));
+                }
                 match handle(&state, &room, &participant, peer, &text).await {
                     Ok(Step::Continue(reply)) => {
                         if let Some(reply) = reply {
@@ -301,12 +553,13 @@ async fn session(state: Arc<State>, socket: WebSocket) {
                     }
                     Ok(Step::Ended) => {
                         room_ended = true;
+                        left_reason = "ended";
                         send(&mut tx, &json!({"type": "ended", "reason": "ended_by_agent"})).await;
                         close(&mut tx, 1000, "ended").await;
                         break;
                     }
                     Err(e) => {
-                        tracing::debug!(code = e.code(), error = %e, "bad signalling frame");
+                        tracing::debug!(code = e.code(), error = %ops::input::Escaped(&e.to_string()), "bad signalling frame");
                         open = send(&mut tx, &e.frame()).await;
                     }
                 }
@@ -316,11 +569,15 @@ async fn session(state: Arc<State>, socket: WebSocket) {
 
     // leaving: free the peer connection, tell the others, log it, end the room if it stays empty
     state.sfu.leave(peer).await;
+    if let Some(sample) = quality_log.flush(participant.id) {
+        keep(&state, "quality", Write::Samples(vec![sample]));
+    }
+    keep(&state, "left", Write::Left(participant.id, left_reason));
     metrics::gauge!("switchboard_video_participants").decrement(1.0);
     let left = state.rooms.remove(room.id, participant.id);
     tracing::info!("left the call");
     if !room_ended {
-        record(&state, &room, "left", &participant).await;
+        record(&state, &room, "left", &participant, None).await;
     }
     if left == Some(0) {
         let state = state.clone();
@@ -384,6 +641,7 @@ async fn handle(
             state.rooms.media(room.id, participant.id, audio, camera, screen);
             Ok(Step::Continue(None))
         }
+        ClientFrame::Devices { .. } => Ok(Step::Continue(None)),
         ClientFrame::Renegotiate {} => {
             let (sdp, slots) = state.sfu.renegotiate(peer).await?;
             Ok(Step::Continue(Some(json!({"type": "offer", "sdp": sdp, "slots": slots_json(&slots), "restart": true}))))
@@ -402,9 +660,12 @@ async fn handle(
 }
 
 /// Writes a `joined`/`left` transition and wakes the interaction's agents; a failure is
-/// logged (the call goes on).
-async fn record(state: &State, room: &VideoRoom, transition: &str, participant: &Participant) {
-    let extra = json!({"role": participant.role, "participant": {"id": participant.id, "name": participant.name}});
+/// logged (the call goes on). `consent`: the customer's answer to a recorded call's notice.
+async fn record(state: &State, room: &VideoRoom, transition: &str, participant: &Participant, consent: Option<bool>) {
+    let mut extra = json!({"role": participant.role, "participant": {"id": participant.id, "name": participant.name}});
+    if let Some(consent) = consent {
+        extra["recording_consent"] = consent.into();
+    }
     let written = async {
         let mut tx = state.pool.begin().await?;
         let audience = store::record_room_transition(&mut tx, room, transition, None, extra).await?;
@@ -414,5 +675,65 @@ async fn record(state: &State, room: &VideoRoom, transition: &str, participant: 
     match written.await {
         Ok(audience) => wake(state, &audience),
         Err(e) => tracing::warn!(error = %e, transition, "cannot record the video room transition"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testenv::fuzz;
+
+    const KEYS: &[&str] = &[
+        "type",
+        "link",
+        "room_id",
+        "token",
+        "sdp",
+        "candidate",
+        "sdpMid",
+        "sdpMLineIndex",
+        "usernameFragment",
+        "audio",
+        "camera",
+        "screen",
+        "consent",
+        "devices",
+        "microphone",
+    ];
+    const TYPES: &[&str] =
+        &["join", "answer", "candidate", "media", "devices", "renegotiate", "leave", "end", "offer", ""];
+
+    /// Whatever a socket sends is a frame or `bad_frame`, never a panic.
+    #[test]
+    fn generated_signalling_frames_parse_or_are_refused() {
+        frames("signalling frames", 30_000);
+    }
+
+    #[test]
+    #[ignore = "long run: FUZZ_INPUTS=<n> cargo test -p video --lib signal -- --ignored --nocapture"]
+    fn long_run_signalling_frames() {
+        frames("signalling frames (long)", fuzz::inputs(1_000_000));
+    }
+
+    fn frames(name: &str, count: u64) {
+        fuzz::run(name, count, |g, _| {
+            let text = match g.below(4) {
+                0 => g.string(64),
+                1 => g.mutate(r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 1.2.3.4 5 typ host","sdpMid":"0","sdpMLineIndex":0}}"#),
+                _ => {
+                    let mut frame = g.json(KEYS, 4);
+                    if let Value::Object(map) = &mut frame
+                        && g.chance(80)
+                    {
+                        map.insert("type".into(), Value::String(g.pick(TYPES).to_owned()));
+                    }
+                    frame.to_string()
+                }
+            };
+            match parse(&text) {
+                Ok(_) | Err(VideoError::BadFrame(_)) => {}
+                Err(other) => panic!("{text:?}: {other:?}"),
+            }
+        });
     }
 }

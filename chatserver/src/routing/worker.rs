@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use coord::Coordinator;
+use coord::{Coordinator, TermEnd};
 use schema::store::{self, OfferEnd, StoreError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -21,51 +21,48 @@ use schema::topics;
 const SAFETY_NET: Duration = Duration::from_secs(5);
 
 pub async fn run(pool: PgPool, coord: Arc<dyn Coordinator>, node: String, shutdown: CancellationToken) {
-    let mut campaign = match coord.campaign(topics::ROUTER_ELECTION, &node).await {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "router cannot enter the election; this node will not route");
-            return;
-        }
+    let leader = coord.clone();
+    coord::lead(leader.as_ref(), topics::ROUTER_ELECTION, &node, &shutdown, move |token, term| {
+        let (pool, coord) = (pool.clone(), coord.clone());
+        async move { route_while_leading(pool, coord, token, term).await }
+    })
+    .await;
+}
+
+/// One term of the router: a pass when woken, at the next offer deadline and every few seconds.
+async fn route_while_leading(
+    pool: PgPool,
+    coord: Arc<dyn Coordinator>,
+    token: i64,
+    term: CancellationToken,
+) -> TermEnd {
+    info!(token, "this node routes");
+    let mut bell = match coord.subscribe(topics::ROUTING).await {
+        Ok(b) => b,
+        Err(e) => return TermEnd::Failed(format!("cannot subscribe to {}: {e}", topics::ROUTING)),
     };
+    let mut next = tokio::time::Instant::now();
     loop {
-        let token = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            t = campaign.leading() => match t { Ok(t) => t, Err(_) => return },
-        };
-        info!(token, "this node routes");
-        let mut bell = match coord.subscribe(topics::ROUTING).await {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, "router cannot subscribe; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        tokio::select! {
+            _ = term.cancelled() => {
+                info!(token, "this node no longer routes");
+                return TermEnd::Cancelled;
             }
-        };
-        let mut next = tokio::time::Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = campaign.deposed(token) => {
-                    info!(token, "this node no longer routes");
-                    break;
-                }
-                _ = bell.wake() => {}
-                _ = tokio::time::sleep_until(next) => {}
-            }
-            next = match route_once(&pool, coord.as_ref(), token).await {
-                Ok(Some(deadline)) => {
-                    let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
-                    tokio::time::Instant::now() + wait.min(SAFETY_NET)
-                }
-                Ok(None) => tokio::time::Instant::now() + SAFETY_NET,
-                Err(RouteError::Deposed) => break,
-                Err(RouteError::Other(e)) => {
-                    warn!(error = %e, "routing pass failed; retrying shortly");
-                    tokio::time::Instant::now() + Duration::from_millis(500)
-                }
-            };
+            _ = bell.wake() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
+        next = match route_once(&pool, coord.as_ref(), token).await {
+            Ok(Some(deadline)) => {
+                let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
+                tokio::time::Instant::now() + wait.min(SAFETY_NET)
+            }
+            Ok(None) => tokio::time::Instant::now() + SAFETY_NET,
+            Err(RouteError::Deposed) => return TermEnd::Fenced(format!("router token {token} refused")),
+            Err(RouteError::Other(e)) => {
+                warn!(error = %e, "routing pass failed; retrying shortly");
+                tokio::time::Instant::now() + Duration::from_millis(500)
+            }
+        };
     }
 }
 

@@ -1,5 +1,5 @@
 //! A fake Telegram Bot API server for tests and benchmarks, speaking the real wire format
-//! (`reference/messenger-apis.md` §1 and §7.1).
+//! (`docs/platforms.md#telegram`, §1 and the fake's list in §1.7).
 //!
 //! - `/bot<token>/<method>`, methods case-insensitive, parameters from the query string, JSON,
 //!   `application/x-www-form-urlencoded` or `multipart/form-data` (with `attach://` files);
@@ -10,7 +10,7 @@
 //!   concurrent poller (the first is terminated, as Telegram does) and while a webhook is set.
 //! - `sendMessage`, `sendPhoto`, `sendDocument`, `sendVideo`, `sendAudio`, `sendVoice`,
 //!   `sendSticker`, `sendAnimation`, `sendLocation`, `sendContact`, `sendChatAction`,
-//!   `sendMediaGroup`, `copyMessage`, `editMessageText`, `editMessageCaption`,
+//!   `sendMediaGroup`, `copyMessage`, `forwardMessage`, `editMessageText`, `editMessageCaption`,
 //!   `editMessageReplyMarkup`, `deleteMessage`, `deleteMessages`, `answerCallbackQuery`,
 //!   `getFile` and `GET /file/bot<token>/<path>`, `getUserProfilePhotos`, `getMe`,
 //!   `setWebhook`/`deleteWebhook`/`getWebhookInfo`.
@@ -251,6 +251,10 @@ impl FakeTelegram {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake");
         let addr = listener.local_addr().expect("bound address");
+        // answers go out at once (Nagle plus delayed ACK would add 40 ms and hide the hub's latency)
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -322,6 +326,12 @@ impl FakeTelegram {
     /// Moves the fake's clock forward (for the 48-hour delete window).
     pub fn advance_clock(&self, by: Duration) {
         self.state().skew += by.as_secs() as i64;
+    }
+
+    /// Users who started the bot earlier (a campaign's audience): the bot may write to them
+    /// first, as it may to anyone who once wrote to it.
+    pub fn know(&self, chats: impl IntoIterator<Item = i64>) {
+        self.state().chats.extend(chats);
     }
 
     /// The user has blocked the bot: sends to them get 403.
@@ -652,6 +662,7 @@ fn canonical(method: &str) -> String {
         "sendChatAction",
         "sendMediaGroup",
         "copyMessage",
+        "forwardMessage",
         "editMessageText",
         "editMessageCaption",
         "editMessageReplyMarkup",
@@ -987,6 +998,19 @@ fn handle_inner(s: &mut State_, method: &str, params: &Map<String, Value>, files
             let chat = check_chat(s, params)?;
             let (id, _) = new_message(s, chat, method, None, None);
             ok(json!({"message_id": id}))
+        }
+        "forwardMessage" => {
+            let chat = check_chat(s, params)?;
+            let (Some(from), Some(original)) = (int(params, "from_chat_id"), int(params, "message_id")) else {
+                return Err(error(400, "Bad Request: message to forward not found"));
+            };
+            if original <= 0 {
+                return Err(error(400, "Bad Request: message to forward not found"));
+            }
+            let (id, date) = new_message(s, chat, method, None, None);
+            ok(json!({"message_id": id, "date": date, "from": bot_user(), "chat": chat_json(chat),
+                "forward_origin": {"type": "chat", "date": date, "sender_chat": chat_json(from)},
+                "text": format!("forwarded {from}:{original}")}))
         }
         "editMessageText" | "editMessageCaption" | "editMessageReplyMarkup" => {
             let chat = int(params, "chat_id").unwrap_or_default();

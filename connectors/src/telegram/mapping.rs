@@ -253,6 +253,8 @@ pub fn map_message(account_id: Uuid, message: &Message) -> Option<Draft> {
             sender.phone = Some(c.phone.clone());
         }
     }
+    // an inbound sticker keeps its Telegram file id, so an agent can send the same sticker back
+    let sticker_id = media.as_ref().filter(|_| kind == MessageKind::Sticker).map(|m| m.file_id.clone());
     Some(Draft {
         message: InboundMessage {
             account_id,
@@ -267,6 +269,7 @@ pub fn map_message(account_id: Uuid, message: &Message) -> Option<Draft> {
             reply_to_external_id: reply,
             forwarded: forward,
             sent_at: Some(message.date),
+            sticker_id,
         },
         media,
         user_id: from.id.0,
@@ -316,6 +319,7 @@ pub fn map_update(account_id: Uuid, update: &Update) -> Mapped {
                     reply_to_external_id: pressed_on,
                     forwarded: None,
                     sent_at: None,
+                    sticker_id: None,
                 },
                 media: None,
                 user_id: q.from.id.0,

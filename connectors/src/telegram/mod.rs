@@ -6,7 +6,7 @@
 //!   a fake), `mode` (`polling`, the default, or `webhook`), `webhook_url` (the public URL
 //!   Telegram posts to, registered with `setWebhook` by the leader), `poll_timeout_s`.
 //!
-//! Inbound: [`receive`] (long polling, or the webhook route with the
+//! Inbound: [`receive`] (long polling, or the runtime's webhook route with the
 //! `X-Telegram-Bot-Api-Secret-Token` check). Outbound: [`send`]. Wire format to domain and
 //! back: [`mapping`].
 
@@ -14,8 +14,10 @@ pub mod mapping;
 pub mod receive;
 pub mod send;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde::Deserialize;
 use teloxide::Bot;
 use teloxide::payloads::SetWebhookSetters;
@@ -24,7 +26,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use url::Url;
 
+use crate::channel::{
+    AccountContext, ChannelAccount, ChannelModule, OpenError, Webhook, WebhookError, WebhookReply, WebhookRequest,
+};
+use crate::ingest::UpdateError;
+use crate::platform::Outbound;
 use receive::{ALLOWED_UPDATES, Receiver};
+use schema::domain::Channel;
+
+/// The header Telegram puts the webhook secret in.
+pub const SECRET_HEADER: &str = "X-Telegram-Bot-Api-Secret-Token";
 
 /// What `accounts.credentials` holds for a Telegram account.
 #[derive(Clone, Deserialize)]
@@ -89,6 +100,12 @@ const POLL_TIMEOUT_S: u32 = 25;
 
 impl TelegramAccount {
     pub fn from_json(credentials: &serde_json::Value, settings: &serde_json::Value) -> Result<Self, SetupError> {
+        // the runtime's own keys (`limits`) are not the module's business
+        let mut settings = settings.clone();
+        if let Some(map) = settings.as_object_mut() {
+            map.remove("limits");
+        }
+        let settings = &settings;
         let credentials: Credentials = serde_json::from_value(credentials.clone()).map_err(SetupError::Credentials)?;
         let settings: Settings = serde_json::from_value(settings.clone()).map_err(SetupError::Settings)?;
         if let Some(url) = &settings.api_url {
@@ -123,6 +140,14 @@ impl TelegramAccount {
         }
     }
 
+    /// The Bot API's base URL.
+    pub fn api_url(&self) -> Url {
+        match &self.settings.api_url {
+            Some(url) => Url::parse(url).expect("checked in from_json"),
+            None => Url::parse(teloxide::net::TELEGRAM_API_URL).expect("teloxide's URL parses"),
+        }
+    }
+
     /// The webhook secret, in webhook mode.
     pub fn webhook_secret(&self) -> Option<&str> {
         match self.settings.mode {
@@ -132,36 +157,128 @@ impl TelegramAccount {
     }
 }
 
-/// What the leader does for inbound until `stop`: long polling, or registering the webhook
-/// (updates then arrive through the webhook route while this process leads).
-pub async fn lead_inbound(account: &TelegramAccount, bot: &Bot, receiver: &Receiver, stop: &CancellationToken) {
-    match account.settings.mode {
-        Mode::Polling => receive::poll(bot, receiver, account.poll_timeout_s(), stop).await,
-        Mode::Webhook => {
-            let url = account.settings.webhook_url.as_deref().expect("checked in from_json");
-            let secret = account.credentials.webhook_secret.clone().expect("checked in from_json");
-            let url = Url::parse(url).expect("checked in from_json");
-            let mut failures = 0;
-            loop {
-                let request =
-                    bot.set_webhook(url.clone()).secret_token(secret.clone()).allowed_updates(ALLOWED_UPDATES.to_vec());
-                match request.await {
-                    Ok(_) => {
-                        info!(%url, "webhook registered");
-                        break;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        let wait = crate::pacing::backoff(failures).min(Duration::from_secs(30));
-                        warn!(error = %e, ?wait, "setWebhook failed");
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(wait) => {}
+/// The Telegram channel module.
+pub struct Module;
+
+#[async_trait]
+impl ChannelModule for Module {
+    fn channel(&self) -> Channel {
+        Channel::Telegram
+    }
+
+    async fn open(&self, ctx: AccountContext) -> Result<Arc<dyn ChannelAccount>, OpenError> {
+        let config = TelegramAccount::from_json(&ctx.credentials, &ctx.settings).map_err(|e| match e {
+            SetupError::Credentials(_) | SetupError::WebhookSecret => OpenError::Credentials(e.to_string()),
+            other => OpenError::Settings(other.to_string()),
+        })?;
+        let bot = config.bot();
+        let receiver = Arc::new(Receiver::new(
+            bot.clone(),
+            config.api_url(),
+            config.credentials.bot_token.clone(),
+            ctx.ingest.clone(),
+            ctx.files.clone(),
+            ctx.limits.max_download_bytes,
+        ));
+        let webhook = config.webhook_secret().map(|secret| {
+            Arc::new(TelegramWebhook { secret: secret.to_owned(), receiver: receiver.clone() }) as Arc<dyn Webhook>
+        });
+        Ok(Arc::new(TelegramChannel {
+            outbound: Arc::new(send::TelegramOutbound::new(bot.clone())),
+            config,
+            bot,
+            receiver,
+            webhook,
+        }))
+    }
+}
+
+/// An opened Telegram account.
+struct TelegramChannel {
+    config: TelegramAccount,
+    bot: Bot,
+    receiver: Arc<Receiver>,
+    outbound: Arc<send::TelegramOutbound>,
+    webhook: Option<Arc<dyn Webhook>>,
+}
+
+#[async_trait]
+impl ChannelAccount for TelegramChannel {
+    fn outbound(&self) -> Arc<dyn Outbound> {
+        self.outbound.clone()
+    }
+
+    fn webhook(&self) -> Option<Arc<dyn Webhook>> {
+        self.webhook.clone()
+    }
+
+    fn describe(&self) -> String {
+        format!("mode {:?}", self.config.settings.mode)
+    }
+
+    async fn replay(&self, payload: &[u8]) -> Result<(), UpdateError> {
+        self.receiver.handle_raw(payload).await
+    }
+
+    /// Long polling, or registering the webhook (updates then arrive through the webhook route
+    /// while this process leads).
+    async fn lead(&self, term: CancellationToken) {
+        match self.config.settings.mode {
+            Mode::Polling => receive::poll(&self.receiver, self.config.poll_timeout_s(), &term).await,
+            Mode::Webhook => {
+                let url = self.config.settings.webhook_url.as_deref().expect("checked in from_json");
+                let secret = self.config.credentials.webhook_secret.clone().expect("checked in from_json");
+                let url = Url::parse(url).expect("checked in from_json");
+                let mut failures = 0;
+                loop {
+                    let request = self
+                        .bot
+                        .set_webhook(url.clone())
+                        .secret_token(secret.clone())
+                        .allowed_updates(ALLOWED_UPDATES.to_vec());
+                    match request.await {
+                        Ok(_) => {
+                            info!(%url, "webhook registered");
+                            break;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            let wait = crate::pacing::backoff(failures).min(Duration::from_secs(30));
+                            warn!(error = %e, ?wait, "setWebhook failed");
+                            tokio::select! {
+                                _ = term.cancelled() => return,
+                                _ = tokio::time::sleep(wait) => {}
+                            }
                         }
                     }
                 }
+                term.cancelled().await;
             }
-            stop.cancelled().await;
+        }
+    }
+}
+
+/// Telegram's webhook deliveries: the secret header, then one `Update` per request.
+struct TelegramWebhook {
+    secret: String,
+    receiver: Arc<Receiver>,
+}
+
+#[async_trait]
+impl Webhook for TelegramWebhook {
+    fn verify(&self, request: &WebhookRequest) -> Result<(), WebhookError> {
+        let given = request.headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        if crate::channel::same_secret(given, self.secret.as_bytes()) {
+            Ok(())
+        } else {
+            Err(WebhookError::Unauthorized(format!("missing or wrong {SECRET_HEADER}")))
+        }
+    }
+
+    async fn handle(&self, request: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
+        match self.receiver.accept_raw(&request.body).await {
+            Ok(()) => Ok(WebhookReply::Ok),
+            Err(e) => Err(WebhookError::Unavailable(format!("not stored; deliver again: {e}"))),
         }
     }
 }

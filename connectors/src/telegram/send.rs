@@ -1,18 +1,20 @@
 //! The Telegram side of outbox work: `sendMessage`, `sendPhoto`/`sendVideo`/`sendAudio`/
-//! `sendVoice`/`sendDocument` (multipart uploads of the file server's bytes),
+//! `sendVoice`/`sendDocument`/`sendSticker` (multipart uploads streamed from the file server),
+//! `sendLocation`, `sendContact`, `sendSticker` by file id, `forwardMessage`,
 //! `editMessageText`/`editMessageCaption` and `deleteMessage`.
 
 use async_trait::async_trait;
 use teloxide::payloads::{
-    EditMessageCaptionSetters, SendAudioSetters, SendDocumentSetters, SendMessageSetters, SendPhotoSetters,
-    SendVideoSetters, SendVoiceSetters,
+    EditMessageCaptionSetters, ForwardMessageSetters, SendAudioSetters, SendContactSetters, SendDocumentSetters,
+    SendLocationSetters, SendMessageSetters, SendPhotoSetters, SendStickerSetters, SendVideoSetters, SendVoiceSetters,
 };
 use teloxide::prelude::Requester;
-use teloxide::types::{ChatId, InputFile, Message, MessageId, ReplyParameters};
+use teloxide::types::{ChatId, FileId, InputFile, Message, MessageId, ReplyParameters};
 use teloxide::{ApiError, Bot, RequestError};
+use tokio_util::io::StreamReader;
 
 use super::mapping::{classify, external_id, parse_external_id, reply_markup};
-use crate::platform::{Outbound, Part, SendError};
+use crate::platform::{FileBody, Outbound, Part, SendError};
 
 /// How a file goes out, by its type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,8 @@ pub enum FileMethod {
     Audio,
     Voice,
     Document,
+    /// A sticker sent as a file (`sendSticker` takes WEBP, TGS and WEBM).
+    Sticker,
 }
 
 /// `sendPhoto` for JPEG/PNG/WebP images, `sendVideo` for MP4, `sendVoice` for OGG (Opus voice
@@ -99,29 +103,43 @@ impl Outbound for TelegramOutbound {
             Some(external) => Some(ReplyParameters::new(message_id(external)?).allow_sending_without_reply()),
             None => None,
         };
-        let sent: Result<Message, RequestError> = match part.file {
-            None => with_common!(self.bot.send_message(chat, part.text.unwrap_or_default()), markup, reply).await,
-            Some(file) => {
-                let input = InputFile::memory(file.bytes).file_name(file.meta.name.clone());
-                let caption = part.text.filter(|t| !t.is_empty());
-                match file_method(&file.meta.mime) {
-                    FileMethod::Photo => {
-                        with_caption!(with_common!(self.bot.send_photo(chat, input), markup, reply), caption).await
-                    }
-                    FileMethod::Video => {
-                        with_caption!(with_common!(self.bot.send_video(chat, input), markup, reply), caption).await
-                    }
-                    FileMethod::Audio => {
-                        with_caption!(with_common!(self.bot.send_audio(chat, input), markup, reply), caption).await
-                    }
-                    FileMethod::Voice => {
-                        with_caption!(with_common!(self.bot.send_voice(chat, input), markup, reply), caption).await
-                    }
-                    FileMethod::Document => {
-                        with_caption!(with_common!(self.bot.send_document(chat, input), markup, reply), caption).await
-                    }
-                }
+        let sent: Result<Message, RequestError> = if let Some(location) = part.location {
+            with_common!(self.bot.send_location(chat, location.lat, location.lon), markup, reply).await
+        } else if let Some(contact) = part.contact {
+            with_common!(self.bot.send_contact(chat, contact.phone, contact.name), markup, reply).await
+        } else if let Some(sticker) = part.sticker_id {
+            with_common!(self.bot.send_sticker(chat, InputFile::file_id(FileId(sticker))), markup, reply).await
+        } else if let Some(original) = part.forward_of {
+            let (from_chat, id) = parse_external_id(&original)
+                .ok_or_else(|| SendError::Permanent(format!("{original:?} is not a Telegram message id")))?;
+            self.bot.forward_message(chat, ChatId(from_chat), MessageId(id)).protect_content(false).await
+        } else if let Some(file) = part.file {
+            let input = match file.body {
+                FileBody::Stream(stream) => InputFile::read(StreamReader::new(stream)),
+                FileBody::Link(url) => InputFile::url(url),
             }
+            .file_name(file.meta.name.clone());
+            let caption = part.text.filter(|t| !t.is_empty());
+            match if part.as_sticker { FileMethod::Sticker } else { file_method(&file.meta.mime) } {
+                FileMethod::Photo => {
+                    with_caption!(with_common!(self.bot.send_photo(chat, input), markup, reply), caption).await
+                }
+                FileMethod::Video => {
+                    with_caption!(with_common!(self.bot.send_video(chat, input), markup, reply), caption).await
+                }
+                FileMethod::Audio => {
+                    with_caption!(with_common!(self.bot.send_audio(chat, input), markup, reply), caption).await
+                }
+                FileMethod::Voice => {
+                    with_caption!(with_common!(self.bot.send_voice(chat, input), markup, reply), caption).await
+                }
+                FileMethod::Document => {
+                    with_caption!(with_common!(self.bot.send_document(chat, input), markup, reply), caption).await
+                }
+                FileMethod::Sticker => with_common!(self.bot.send_sticker(chat, input), markup, reply).await,
+            }
+        } else {
+            with_common!(self.bot.send_message(chat, part.text.unwrap_or_default()), markup, reply).await
         };
         let sent = sent.map_err(|e| classify(&e))?;
         Ok(external_id(sent.chat.id.0, sent.id.0))

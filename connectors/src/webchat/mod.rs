@@ -43,7 +43,7 @@ use axum::Router;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use coord::Coordinator;
-use schema::domain::Account;
+use schema::domain::Channel;
 use schema::{store, topics};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -53,11 +53,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::files::FileServer;
-use crate::outbox::{self, OutboxConfig, WorkerError};
-use crate::pacing::PacerConfig;
-use crate::platform::{Outbound, Part, SendError};
-use crate::runtime::{Runtime, account_limits};
+use crate::channel::{AccountContext, ChannelAccount, ChannelModule, OpenError};
+use crate::platform::{FileDelivery, Outbound, Part, SendError};
+use crate::runtime::Shared;
 use throttle::{Kind, Shape, Throttle};
 
 /// How soon a message to a customer with no open socket here is tried again.
@@ -359,6 +357,12 @@ impl WebchatOutbound {
 
 #[async_trait]
 impl Outbound for WebchatOutbound {
+    /// The widget shows agents' files through signed links it asks for itself; the runtime
+    /// hands over a link rather than download bytes nobody reads.
+    fn file_delivery(&self) -> FileDelivery {
+        FileDelivery::Link
+    }
+
     async fn send(&self, chat_id: &str, _part: Part) -> Result<String, SendError> {
         if self.hub.ring(self.account_id, chat_id) {
             Ok(format!("wc-{}", Uuid::now_v7().simple()))
@@ -378,13 +382,73 @@ impl Outbound for WebchatOutbound {
     }
 }
 
-/// The web chat routes: the customer socket, the widget and its demo page.
-pub fn router(runtime: Runtime) -> Router {
-    Router::new()
-        .route("/api/v1/webchat/ws", get(socket::connect))
-        .route("/webchat/widget.js", get(widget_js))
-        .route("/webchat/demo", get(demo_page))
-        .with_state(runtime)
+/// The web chat channel module: the customer sockets of this process (shared by every web
+/// chat account served here) and the routes of the widget.
+pub struct Module {
+    state: WebchatState,
+}
+
+/// What the web chat's routes work with.
+#[derive(Clone)]
+pub struct WebchatState {
+    pub(crate) shared: Shared,
+    pub(crate) hub: Arc<Hub>,
+}
+
+impl Module {
+    pub fn new(shared: Shared) -> Self {
+        Module { state: WebchatState { shared, hub: Arc::new(Hub::new()) } }
+    }
+}
+
+#[async_trait]
+impl ChannelModule for Module {
+    fn channel(&self) -> Channel {
+        Channel::Webchat
+    }
+
+    async fn open(&self, ctx: AccountContext) -> Result<Arc<dyn ChannelAccount>, OpenError> {
+        Settings::from_json(&ctx.settings).map_err(|e| OpenError::Settings(format!("{e:#}")))?;
+        let hub = self.state.hub.clone();
+        Ok(Arc::new(WebchatChannel {
+            outbound: Arc::new(WebchatOutbound::new(hub.clone(), ctx.account.id)),
+            hub,
+            account_id: ctx.account.id,
+        }))
+    }
+
+    /// The customer socket, the widget and its demo page.
+    fn routes(&self) -> Option<Router> {
+        Some(
+            Router::new()
+                .route("/api/v1/webchat/ws", get(socket::connect))
+                .route("/webchat/widget.js", get(widget_js))
+                .route("/webchat/demo", get(demo_page))
+                .with_state(self.state.clone()),
+        )
+    }
+}
+
+/// An opened web chat account. Customer sockets are served by any process, leader or not;
+/// the leader's outbox worker rings the sockets of its own process.
+struct WebchatChannel {
+    hub: Arc<Hub>,
+    outbound: Arc<WebchatOutbound>,
+    account_id: Uuid,
+}
+
+#[async_trait]
+impl ChannelAccount for WebchatChannel {
+    fn outbound(&self) -> Arc<dyn Outbound> {
+        self.outbound.clone()
+    }
+
+    /// The account stops here (disabled, or the process stopping): its customer sockets close
+    /// (they reconnect elsewhere, or later).
+    async fn close(&self) {
+        info!(sockets = self.hub.open_sockets(), "web chat connector stopped; closing its customer sockets here");
+        self.hub.close_account(self.account_id);
+    }
 }
 
 const WIDGET_JS: &str = include_str!("widget.js");
@@ -408,15 +472,15 @@ struct DemoQuery {
 
 /// A page that embeds the widget of `?key=` (the first web chat account when absent).
 async fn demo_page(
-    axum::extract::State(runtime): axum::extract::State<Runtime>,
+    axum::extract::State(state): axum::extract::State<WebchatState>,
     axum::extract::Query(query): axum::extract::Query<DemoQuery>,
 ) -> Response {
     let key = match query.key {
         Some(key) => Some(key),
         None => {
             async {
-                let mut conn = runtime.pool.acquire().await.ok()?;
-                let accounts = store::enabled_accounts(&mut conn, &[schema::domain::Channel::Webchat]).await.ok()?;
+                let mut conn = state.shared.pool.acquire().await.ok()?;
+                let accounts = store::enabled_accounts(&mut conn, &[Channel::Webchat]).await.ok()?;
                 accounts.first().map(|a| a.id)
             }
             .await
@@ -424,90 +488,6 @@ async fn demo_page(
     };
     let key = key.map(|k| k.to_string()).unwrap_or_default();
     Html(DEMO_HTML.replace("{{KEY}}", &key)).into_response()
-}
-
-/// Serves a web chat account: campaigns for `connector/<account>` and, while leading, runs the
-/// outbox worker whose platform is the customer sockets. Customer sockets themselves are
-/// served by any process, leader or not.
-pub(crate) async fn serve_account(
-    runtime: &Runtime,
-    account: Account,
-    settings: serde_json::Value,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    Settings::from_json(&settings)?;
-    let limits = account_limits(account.channel, &settings)?;
-    let fileserver = runtime.fileserver.get().cloned().context(
-        "no file server URL: set connectors.fileserver_url (or run the connector where the file server listens)",
-    )?;
-    let files = FileServer::new(fileserver, runtime.jwt_secret.clone(), account.channel, account.id);
-    let outbox_config = OutboxConfig {
-        pool: runtime.pool.clone(),
-        coord: runtime.coord.clone(),
-        account_id: account.id,
-        channel: account.channel,
-        limits,
-        platform: Arc::new(WebchatOutbound::new(runtime.webchat.clone(), account.id)),
-        files,
-        pacer: PacerConfig::strict(limits.rate, limits.rate_per_chat),
-        max_in_flight: runtime.config.max_in_flight.max(1),
-    };
-    let key = store::connector_key(account.id);
-    info!("web chat connector campaigning");
-    let result = lead(runtime, &outbox_config, &key, &stop).await;
-    info!(sockets = runtime.webchat.open_sockets(), "web chat connector stopped; closing its customer sockets here");
-    runtime.webchat.close_account(account.id);
-    result
-}
-
-/// Campaigns and, while leading, runs the outbox worker, until `stop`.
-async fn lead(
-    runtime: &Runtime,
-    outbox_config: &OutboxConfig,
-    key: &str,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    let mut campaign = runtime.coord.campaign(key, &runtime.node).await?;
-    loop {
-        let token = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            token = campaign.leading() => token?,
-        };
-        info!(token, "leading the web chat account");
-        let lead = stop.child_token();
-        let mut worker = tokio::spawn(outbox::run(outbox_config.clone(), token, lead.clone()));
-        let mut fenced = false;
-        let mut worker_done = false;
-        tokio::select! {
-            _ = campaign.deposed(token) => info!(token, "no longer leading"),
-            _ = stop.cancelled() => {}
-            ended = &mut worker => {
-                worker_done = true;
-                match ended {
-                    Ok(Err(WorkerError::Deposed(why))) => {
-                        warn!(token, %why, "the fence says another leader took over");
-                        fenced = true;
-                    }
-                    Ok(Err(e)) => warn!(token, error = %e, "outbox worker stopped"),
-                    Ok(Ok(())) => {}
-                    Err(e) => warn!(token, error = %e, "outbox worker panicked"),
-                }
-            }
-        }
-        lead.cancel();
-        if !worker_done {
-            let _ = worker.await;
-        }
-        if stop.is_cancelled() {
-            return Ok(());
-        }
-        if fenced {
-            drop(campaign);
-            campaign = runtime.coord.campaign(key, &runtime.node).await?;
-        } else if campaign.current() == (coord::Leadership::Leader { token }) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
@@ -39,11 +40,11 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::throttle::Kind;
-use super::{Settings, sign_customer, verify_customer};
+use super::{Hub, Settings, WebchatState, sign_customer, verify_customer};
 use crate::files::FileServer;
 use crate::ingest::Ingest;
 use crate::outbox::human_size;
-use crate::runtime::Runtime;
+use crate::runtime::Shared;
 
 /// Messages a widget shows after a reload.
 const TRANSCRIPT: i64 = 200;
@@ -72,14 +73,14 @@ fn refuse(status: StatusCode, code: &str, message: &str, extra: Value) -> Respon
 
 /// The upgrade: every refusal happens here, before a socket exists.
 pub async fn connect(
-    State(runtime): State<Runtime>,
+    State(state): State<WebchatState>,
     Query(query): Query<ConnectQuery>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let hub = runtime.webchat.clone();
+    let WebchatState { shared: runtime, hub } = state;
     // first, before any database work: a flood of connections costs nothing but this
     if let Err(wait) = hub.throttle(ip, Kind::Connect, &Settings::default()) {
         metrics::counter!("switchboard_webchat_refused_total", "reason" => "connect_rate").increment(1);
@@ -169,11 +170,13 @@ pub async fn connect(
     let Some(base) = runtime.fileserver.get().cloned() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the hub is starting", Value::Null);
     };
-    let files = FileServer::new(base, runtime.jwt_secret.clone(), Channel::Webchat, account.id);
-    let ingest = Ingest::new(runtime.pool.clone(), runtime.coord.clone(), account.id, runtime.config.reopen_window());
+    let files = FileServer::new(base, runtime.jwt_secret.clone(), runtime.public_url(), Channel::Webchat, account.id);
+    let ingest = runtime.ingest(account.id);
     let max_frame = usize::try_from(settings.max_file_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024);
+    let closing = hub.closing(account_id);
     let session = Session {
         runtime,
+        hub,
         account,
         settings,
         external_id,
@@ -188,7 +191,7 @@ pub async fn connect(
         last_read: None,
         last_typing: None,
         shown_typing: None,
-        closing: hub.closing(account_id),
+        closing,
     };
     upgrade.max_message_size(max_frame).max_frame_size(max_frame).on_upgrade(move |socket| session.run(socket))
 }
@@ -222,7 +225,8 @@ struct PendingFile {
 }
 
 struct Session {
-    runtime: Runtime,
+    runtime: Shared,
+    hub: Arc<Hub>,
     account: Account,
     settings: Settings,
     external_id: String,
@@ -257,7 +261,7 @@ fn valid_client_id(id: &str) -> bool {
 
 impl Session {
     async fn run(mut self, mut socket: WebSocket) {
-        let hub = self.runtime.webchat.clone();
+        let hub = self.hub.clone();
         let (_guard, bell) = hub.register(self.account.id, &self.external_id);
         let _watch = hub.watch(self.account.id, self.runtime.pool.clone(), self.runtime.coord.clone());
         metrics::gauge!("switchboard_webchat_sockets").set(hub.open_sockets() as f64);
@@ -388,7 +392,7 @@ impl Session {
 
     /// `Err(result)`: the customer is over the per-IP limit and was told so.
     async fn throttled(&self, socket: &mut WebSocket, client_msg_id: &str) -> Result<(), Result<(), axum::Error>> {
-        match self.runtime.webchat.throttle(self.ip, Kind::Message, &self.settings) {
+        match self.hub.throttle(self.ip, Kind::Message, &self.settings) {
             Ok(()) => Ok(()),
             Err(wait) => {
                 metrics::counter!("switchboard_webchat_refused_total", "reason" => "message_rate").increment(1);
@@ -471,6 +475,7 @@ impl Session {
             reply_to_external_id: None,
             forwarded: None,
             sent_at: None,
+            sticker_id: None,
         };
         match self.ingest.message(&inbound).await {
             Ok(stored) => {

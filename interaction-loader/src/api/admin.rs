@@ -20,6 +20,7 @@ use crate::model::{
     Account, AccountList, AccountPatch, Agent, AgentList, AgentSettings, ApiKey, ApiKeyList, AuditPage, AuditRecord,
     CreatedApiKey, NewAccount, NewApiKey, Queue, QueueList, QueueSettings,
 };
+use ops::input::{InputError, Kind, Validate, check_opt};
 
 /// Roles an agent may have.
 pub const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
@@ -251,6 +252,12 @@ fn check_agent(login: &str, settings: &AgentSettings) -> Result<(), ApiError> {
     if settings.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
     }
+    if let Some(avatar) = &settings.avatar_url {
+        let web = url::Url::parse(avatar).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !web || avatar.len() > 2048 {
+            return Err(ApiError::bad_request("avatar_url must be an http(s) URL of at most 2048 characters"));
+        }
+    }
     if let Some(role) = settings.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
         return Err(ApiError::bad_request(format!("role {role:?} is not one of {}", ROLES.join(", "))));
     }
@@ -310,6 +317,7 @@ pub async fn put_agent(
         &store::AgentSettings {
             login: login.clone(),
             name: settings.name.trim().to_owned(),
+            avatar_url: settings.avatar_url,
             roles: settings.roles,
             queues: settings.queues,
             max_interactions: settings.max_interactions,
@@ -318,8 +326,8 @@ pub async fn put_agent(
     )
     .await?;
     let settings_of = |a: &schema::domain::Agent| {
-        json!({ "name": a.name, "roles": a.roles, "queues": a.queues, "max_interactions": a.max_interactions,
-                "channel_capacity": a.channel_capacity })
+        json!({ "name": a.name, "avatar_url": a.avatar_url, "roles": a.roles, "queues": a.queues,
+                "max_interactions": a.max_interactions, "channel_capacity": a.channel_capacity })
     };
     let details = match &before {
         Some(b) => json!({ "from": settings_of(b), "to": settings_of(&agent) }),
@@ -541,6 +549,15 @@ pub struct AuditParams {
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+}
+
+impl Validate for AuditParams {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("actor", Kind::Key, self.actor.as_deref())?;
+        check_opt("action", Kind::Key, self.action.as_deref())?;
+        check_opt("target_kind", Kind::Key, self.target_kind.as_deref())?;
+        check_opt("target_id", Kind::Key, self.target_id.as_deref())
+    }
 }
 
 /// The audit log, newest first: who changed what, and when.

@@ -11,6 +11,7 @@ use crate::AppState;
 use crate::auth::{Principal, Scope};
 use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use crate::model::{Customer, CustomerList};
+use ops::input::{InputError, Kind, Validate, check_opt};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +25,13 @@ pub struct LookupParams {
     /// Narrows `external_id` to one channel account.
     #[param(value_type = Option<Uuid>)]
     account_id: Option<String>,
+}
+
+impl Validate for LookupParams {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("phone", Kind::Phone, self.phone.as_deref())?;
+        check_opt("external_id", Kind::Key, self.external_id.as_deref())
+    }
 }
 
 /// Customers by phone or by platform user id (give exactly one of `phone` and `external_id`),
@@ -48,7 +56,7 @@ pub async fn lookup(
 ) -> Result<Json<CustomerList>, ApiError> {
     principal.require(Scope::InteractionsRead)?;
     let account_id = optional_uuid("account_id", params.account_id.as_deref())?;
-    let lookup = match (params.phone.filter(|p| !p.trim().is_empty()), params.external_id.filter(|e| !e.is_empty())) {
+    let lookup = match (params.phone, params.external_id) {
         (Some(phone), None) if account_id.is_none() => CustomerLookup::Phone(phone),
         (None, Some(external_id)) => CustomerLookup::ExternalId { external_id, account_id },
         (Some(_), None) => return Err(ApiError::bad_request("account_id narrows external_id only")),

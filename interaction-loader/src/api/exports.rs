@@ -82,7 +82,7 @@ fn cells(row: &PeriodRow) -> [Cell; 16] {
 /// A text cell as CSV gets it: one that a spreadsheet would take for a formula (it starts with
 /// `=`, `+`, `-`, `@`, tab or carriage return and is not a plain number or phone) is prefixed
 /// with `'`, so a customer's name cannot run in the integrator's spreadsheet.
-fn csv_safe(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn csv_safe(text: &str) -> std::borrow::Cow<'_, str> {
     let risky = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let plain_number = text.len() > 1
         && text[1..].chars().all(|c| c.is_ascii_digit() || matches!(c, ' ' | '(' | ')' | '-' | '.'))
@@ -191,14 +191,7 @@ pub async fn csv(
     });
     let body =
         Body::from_stream(futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|item| (item, rx)) }));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(attachment(CSV, &name, body))
 }
 
 /// The period query as an Excel workbook (one sheet, a header row, times as Excel dates in UTC).
@@ -253,14 +246,7 @@ pub async fn xlsx(
     })?;
     drop(file);
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(handle));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(attachment(XLSX, &name, Body::from_stream(stream)))
 }
 
 /// Writes the batches from `rx` into a constant-memory workbook saved to a temporary file.
@@ -305,6 +291,23 @@ fn write_workbook(
     let file = tempfile::NamedTempFile::new()?;
     workbook.save(file.path())?;
     Ok(file)
+}
+
+/// The media type of a CSV download.
+pub(crate) const CSV: &str = "text/csv; charset=utf-8";
+/// The media type of an Excel download.
+pub(crate) const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// A download: `body` as `content_type`, saved by the browser as `filename`.
+pub(crate) fn attachment(content_type: &str, filename: &str, body: impl IntoResponse) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

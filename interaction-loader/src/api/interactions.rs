@@ -13,6 +13,7 @@ use crate::auth::{Principal, Scope};
 use crate::cursor;
 use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use crate::model::{EventPage, InteractionDetail, InteractionPage, InteractionSummary, MessagePage};
+use ops::input::{InputError, Kind, Validate, check_opt};
 
 /// The period and the filters, shared by the period query and the exports.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -43,6 +44,22 @@ pub struct PeriodParams {
     pub q: Option<String>,
 }
 
+impl Validate for PeriodParams {
+    fn validate(&self) -> Result<(), InputError> {
+        check_opt("queue", Kind::Key, self.queue.as_deref())?;
+        check_opt("agent", Kind::Key, self.agent.as_deref())?;
+        check_opt("q", Kind::Search, self.q.as_deref())
+    }
+}
+
+impl Validate for ListParams {
+    fn validate(&self) -> Result<(), InputError> {
+        self.period().validate()
+    }
+}
+
+ops::no_strings!(MessageParams, EventParams);
+
 impl PeriodParams {
     pub fn filter(&self) -> Result<PeriodFilter, ApiError> {
         let from = required_time("from", self.from.as_deref())?;
@@ -61,11 +78,11 @@ impl PeriodParams {
             to,
             channels: enum_list("channel", self.channel.as_deref(), &channels)?,
             account_id: optional_uuid("account_id", self.account_id.as_deref())?,
-            queue: self.queue.clone().filter(|q| !q.is_empty()),
-            agent: self.agent.clone().filter(|a| !a.is_empty()),
+            queue: self.queue.clone(),
+            agent: self.agent.clone(),
             states: enum_list("state", self.state.as_deref(), &states)?,
             customer_id: optional_uuid("customer_id", self.customer_id.as_deref())?,
-            text: self.q.clone().filter(|q| !q.trim().is_empty()),
+            text: self.q.clone(),
         })
     }
 }

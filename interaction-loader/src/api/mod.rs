@@ -6,9 +6,14 @@
 //! [`ApiError`]: crate::error::ApiError
 
 pub mod admin;
+pub mod calls;
+pub mod campaigns;
 pub mod customers;
+pub mod dead_letters;
 pub mod exports;
 pub mod interactions;
+pub mod stats;
+pub mod templates;
 pub mod webhooks;
 
 use axum::Router;
@@ -30,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/customers/{id}", get(customers::get_one))
         .route("/api/v1/exports/interactions.csv", get(exports::csv))
         .route("/api/v1/exports/interactions.xlsx", get(exports::xlsx))
+        .route("/api/v1/stats/{report}", get(stats::report))
         .route("/api/v1/accounts", get(admin::list_accounts).post(admin::create_account))
         .route("/api/v1/accounts/{id}", get(admin::get_account).patch(admin::update_account))
         .route("/api/v1/agents", get(admin::list_agents))
@@ -39,12 +45,35 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/api-keys", get(admin::list_keys).post(admin::create_key))
         .route("/api/v1/api-keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/api/v1/audit", get(admin::audit_log))
+        .route("/api/v1/accounts/{id}/dead-letters", get(dead_letters::list))
+        .route("/api/v1/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route("/api/v1/accounts/{id}/templates", get(templates::list))
+        .route("/api/v1/accounts/{id}/templates/{name}/{language}", put(templates::put).delete(templates::delete))
+        .route("/api/v1/campaigns", get(campaigns::list).post(campaigns::create))
+        .route("/api/v1/campaigns/{id}", get(campaigns::get_one))
+        .route(
+            "/api/v1/campaigns/{id}/recipients",
+            get(campaigns::recipients)
+                .post(campaigns::add_recipients)
+                .layer(axum::extract::DefaultBodyLimit::max(campaigns::RECIPIENTS_BODY_MAX)),
+        )
+        .route("/api/v1/campaigns/{id}/{action}", post(campaigns::act))
+        .route("/api/v1/exports/campaigns/{id}/recipients.csv", get(campaigns::export_csv))
+        .route("/api/v1/accounts/{id}/opt-out-words", put(campaigns::put_opt_out_words))
         .route("/api/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/api/v1/webhooks/{id}", get(webhooks::get_one).patch(webhooks::update).delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/secret", put(webhooks::rotate_secret))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/v1/webhooks/{id}/deliveries/{delivery_id}", get(webhooks::delivery))
         .route("/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", post(webhooks::redeliver))
+        // video calls, storage (issue 17)
+        .route("/api/v1/interactions/{id}/calls", get(calls::of_interaction))
+        .route("/api/v1/calls", get(calls::list))
+        .route("/api/v1/calls/{id}", get(calls::get_one))
+        .route("/api/v1/exports/calls.csv", get(calls::csv))
+        .route("/api/v1/exports/calls.xlsx", get(calls::xlsx))
+        .route("/api/v1/storage", get(calls::storage))
+        .route("/api/v1/queues/{name}/video", get(calls::get_queue_video).put(calls::put_queue_video))
 }
 
 /// An RFC 3339 time parameter.
@@ -82,13 +111,12 @@ pub(crate) fn page_limit(limit: Option<&str>, max: u32) -> Result<i64, ApiError>
     }
 }
 
-/// A comma-separated list whose items must each be one of `allowed`.
+/// A comma-separated list whose items must each be one of `allowed`; absent means no filter,
+/// an empty list or item (`channel=`, `state=,,,`) is refused (`ops::input::comma_list`).
 pub(crate) fn enum_list(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<Vec<String>, ApiError> {
     let Some(value) = value else { return Ok(Vec::new()) };
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    ops::input::comma_list(name, value)?
+        .into_iter()
         .map(|item| {
             if allowed.contains(&item) {
                 Ok(item.to_owned())
@@ -127,6 +155,11 @@ mod tests {
             vec!["queued", "closed"]
         );
         assert!(enum_list("state", Some("open"), &["queued"]).unwrap_err().message.contains("not one of queued"));
+        assert!(enum_list("state", None, &["queued"]).unwrap().is_empty());
+        for empty in ["", ",,,", "queued,", " , "] {
+            let e = enum_list("state", Some(empty), &["queued"]).unwrap_err();
+            assert!(e.message.starts_with("`state`"), "{empty:?}: {}", e.message);
+        }
         assert_eq!(split_page(vec![1, 2, 3], 2), (vec![1, 2], true));
         assert_eq!(split_page(vec![1, 2], 2), (vec![1, 2], false));
     }

@@ -1,6 +1,7 @@
 //! Webhook deliveries: the pure parts (event ids, signatures, the retry schedule) here, the
 //! worker that sends in [`worker`].
 
+pub mod target;
 pub mod worker;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "message.new",
     "message.edited",
     "message.deleted",
+    "video.room",
 ];
 
 /// Header with the event id (the same on every retry).

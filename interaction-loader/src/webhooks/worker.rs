@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::target::{TargetError, Targets};
 use super::{Backoff, EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, event_id, sign};
 use crate::model::WebhookEvent;
 
@@ -39,11 +40,15 @@ impl WorkerConfig {
     }
 }
 
-/// Runs until `shutdown` is cancelled.
-pub async fn run(pool: PgPool, config: WorkerConfig, shutdown: CancellationToken) {
+/// Runs until `shutdown` is cancelled. Every receiver is checked against `targets` as it is
+/// sent to: a literal address before the request, a name by the client's resolver (which
+/// hands the client only the addresses it checked), and no proxy is used.
+pub async fn run(pool: PgPool, config: WorkerConfig, targets: Targets, shutdown: CancellationToken) {
     let client = match reqwest::Client::builder()
         .timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(targets.resolver())
         .user_agent(concat!("switchboard-webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -70,7 +75,7 @@ pub async fn run(pool: PgPool, config: WorkerConfig, shutdown: CancellationToken
                     debug!(count = batch.len(), "delivering webhooks");
                     let full = batch.len() as i64 == config.batch;
                     futures::stream::iter(batch)
-                        .map(|delivery| deliver(&client, &pool, &config, delivery))
+                        .map(|delivery| deliver(&client, &pool, &config, &targets, delivery))
                         .buffer_unordered(config.concurrency.max(1))
                         .collect::<()>()
                         .await;
@@ -106,39 +111,21 @@ pub fn payload(delivery: &DueDelivery) -> Vec<u8> {
     serde_json::to_vec(&event).expect("events serialize")
 }
 
-async fn deliver(client: &reqwest::Client, pool: &PgPool, config: &WorkerConfig, delivery: DueDelivery) {
+async fn deliver(
+    client: &reqwest::Client,
+    pool: &PgPool,
+    config: &WorkerConfig,
+    targets: &Targets,
+    delivery: DueDelivery,
+) {
     let body = payload(&delivery);
     let id = event_id(delivery.event.interaction_id, delivery.event.seq);
     let signature = sign(&delivery.secret, Utc::now().timestamp(), &body);
     let started = Instant::now();
-    let sent = client
-        .post(&delivery.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(EVENT_ID_HEADER, &id)
-        .header(EVENT_TYPE_HEADER, &delivery.event.kind)
-        .header(SIGNATURE_HEADER, signature)
-        .body(body)
-        .send()
-        .await;
-    let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-    let outcome = match sent {
-        Ok(response) if response.status().is_success() => {
-            AttemptOutcome { status_code: Some(i32::from(response.status().as_u16())), error: None, duration_ms }
-        }
-        Ok(response) => AttemptOutcome {
-            status_code: Some(i32::from(response.status().as_u16())),
-            error: Some(format!("the receiver answered {}", response.status())),
-            duration_ms,
-        },
-        Err(e) => {
-            let why = if e.is_timeout() {
-                format!("no answer within {:?}", config.timeout)
-            } else if e.is_connect() {
-                "cannot connect to the receiver".to_owned()
-            } else {
-                format!("request failed: {e}")
-            };
-            AttemptOutcome { status_code: None, error: Some(why), duration_ms }
+    let outcome = match targets.check_delivery(&delivery.url) {
+        Ok(url) => send(client, config, url, &id, &delivery, signature, body, started).await,
+        Err(refused) => {
+            AttemptOutcome { status_code: None, error: Some(format!("the receiver's URL {refused}")), duration_ms: 0 }
         }
     };
     let succeeded = outcome.error.is_none();
@@ -156,4 +143,61 @@ async fn deliver(client: &reqwest::Client, pool: &PgPool, config: &WorkerConfig,
         Ok(false) => debug!(delivery = delivery.id, "the lease ran out and the delivery was claimed again"),
         Err(e) => warn!(delivery = delivery.id, error = %e, "cannot record a webhook attempt; it will be retried"),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    client: &reqwest::Client,
+    config: &WorkerConfig,
+    url: url::Url,
+    id: &str,
+    delivery: &DueDelivery,
+    signature: String,
+    body: Vec<u8>,
+    started: Instant,
+) -> AttemptOutcome {
+    let sent = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(EVENT_ID_HEADER, id)
+        .header(EVENT_TYPE_HEADER, &delivery.event.kind)
+        .header(SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await;
+    let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+    match sent {
+        Ok(response) if response.status().is_success() => {
+            AttemptOutcome { status_code: Some(i32::from(response.status().as_u16())), error: None, duration_ms }
+        }
+        Ok(response) => AttemptOutcome {
+            status_code: Some(i32::from(response.status().as_u16())),
+            error: Some(format!("the receiver answered {}", response.status())),
+            duration_ms,
+        },
+        Err(e) => {
+            let why = if e.is_timeout() {
+                format!("no answer within {:?}", config.timeout)
+            } else if let Some(refused) = refusal(&e) {
+                format!("the receiver's URL {refused}")
+            } else if e.is_connect() {
+                "cannot connect to the receiver".to_owned()
+            } else {
+                format!("request failed: {e}")
+            };
+            AttemptOutcome { status_code: None, error: Some(why), duration_ms }
+        }
+    }
+}
+
+/// The target refusal behind a failed request, if the resolver refused the receiver's name.
+fn refusal(e: &reqwest::Error) -> Option<&TargetError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(refused) = err.downcast_ref::<TargetError>() {
+            return Some(refused);
+        }
+        source = err.source();
+    }
+    None
 }

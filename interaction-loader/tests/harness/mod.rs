@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use interaction_loader::webhooks::target::Targets;
 use interaction_loader::{Config, InteractionLoader};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ops::auth::{Claims, JwtConfig};
@@ -51,6 +52,8 @@ pub fn test_config() -> Config {
     config.webhooks.backoff_initial_ms = 100;
     config.webhooks.backoff_max_ms = 400;
     config.webhooks.timeout_ms = 2000;
+    // the tests' receivers listen on loopback
+    config.webhooks.allow_internal = vec!["127.0.0.1/32".into()];
     config
 }
 
@@ -67,6 +70,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(config: Config) -> TestApp {
+    let targets = config.webhooks.targets().unwrap();
+    spawn_app_with_targets(config, targets).await
+}
+
+/// [`spawn_app_with`], with the webhook target policy given (a test's own name resolution).
+pub async fn spawn_app_with_targets(config: Config, targets: Targets) -> TestApp {
     let (db_url, pool) = testenv::database().await;
     let mut conn = pool.acquire().await.unwrap();
     for name in ["support", "vip"] {
@@ -103,7 +112,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     let all: Vec<String> = interaction_loader::auth::Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect();
     let key = make_key(&mut conn, &all).await;
     drop(conn);
-    let mut app = start_node(&db_url, pool, config).await;
+    let mut app = start_node_with_targets(&db_url, pool, config, targets).await;
     app.key = key;
     app.telegram = telegram;
     app.whatsapp = whatsapp;
@@ -112,9 +121,17 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
 
 /// Another loader on the same database.
 pub async fn start_node(db_url: &str, pool: PgPool, config: Config) -> TestApp {
+    let targets = config.webhooks.targets().unwrap();
+    start_node_with_targets(db_url, pool, config, targets).await
+}
+
+/// Another loader on the same database, with the webhook target policy given.
+pub async fn start_node_with_targets(db_url: &str, pool: PgPool, config: Config, targets: Targets) -> TestApp {
     let shutdown = CancellationToken::new();
     let verifier = ops::auth::Verifier::from_config(&jwt_config()).unwrap();
-    let loader = InteractionLoader::start(config, Some(verifier), pool.clone(), shutdown.clone()).await.unwrap();
+    let loader = InteractionLoader::start_with_targets(config, Some(verifier), pool.clone(), shutdown.clone(), targets)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = loader.router();
@@ -206,6 +223,7 @@ impl TestApp {
             reply_to_external_id: None,
             forwarded: None,
             sent_at: None,
+            sticker_id: None,
         };
         let stored = store::ingest_inbound(&mut tx, &msg, Duration::from_secs(3600)).await.unwrap();
         tx.commit().await.unwrap();
@@ -229,6 +247,7 @@ impl TestApp {
                 file_ids: Vec::new(),
                 keyboard: None,
                 reply_to: None,
+                ..Default::default()
             },
         )
         .await

@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
+use super::directory::{AGENT_COLUMNS, agent_from_row};
 use super::{Result, StoreError};
 use crate::domain::{Account, Agent, Queue, RoutingMode};
 
@@ -223,28 +224,12 @@ pub async fn update_account(conn: &mut PgConnection, id: Uuid, patch: &AccountPa
 pub struct AgentSettings {
     pub login: String,
     pub name: String,
+    /// Shown to customers beside the name where the platform shows it (Viber, web chat).
+    pub avatar_url: Option<String>,
     pub roles: Vec<String>,
     pub queues: Vec<String>,
     pub max_interactions: i32,
     pub channel_capacity: serde_json::Map<String, serde_json::Value>,
-}
-
-const AGENT_COLUMNS: &str =
-    "login, name, roles, queues, max_interactions, channel_capacity, status, status_reason, status_changed_at";
-
-fn agent_from_row(row: &PgRow) -> Result<Agent> {
-    let capacity: serde_json::Value = row.try_get("channel_capacity")?;
-    Ok(Agent {
-        login: row.try_get("login")?,
-        name: row.try_get("name")?,
-        roles: row.try_get("roles")?,
-        queues: row.try_get("queues")?,
-        max_interactions: row.try_get("max_interactions")?,
-        channel_capacity: capacity.as_object().cloned().unwrap_or_default(),
-        status: row.try_get::<&str, _>("status")?.parse()?,
-        status_reason: row.try_get("status_reason")?,
-        status_changed_at: row.try_get("status_changed_at")?,
-    })
 }
 
 pub async fn list_agents(conn: &mut PgConnection) -> Result<Vec<Agent>> {
@@ -267,10 +252,11 @@ pub async fn put_agent(conn: &mut PgConnection, settings: &AgentSettings) -> Res
         return Err(StoreError::Invalid(format!("unknown queues: {}", unknown.join(", "))));
     }
     let row = sqlx::query(const_format::concatcp!(
-        "INSERT INTO agents (login, name, roles, queues, max_interactions, channel_capacity)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO agents (login, name, roles, queues, max_interactions, channel_capacity, avatar_url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (login) DO UPDATE SET name = EXCLUDED.name, roles = EXCLUDED.roles, queues = EXCLUDED.queues,
-             max_interactions = EXCLUDED.max_interactions, channel_capacity = EXCLUDED.channel_capacity
+             max_interactions = EXCLUDED.max_interactions, channel_capacity = EXCLUDED.channel_capacity,
+             avatar_url = EXCLUDED.avatar_url
          RETURNING (xmax = 0) AS created, ",
         AGENT_COLUMNS
     ))
@@ -280,6 +266,7 @@ pub async fn put_agent(conn: &mut PgConnection, settings: &AgentSettings) -> Res
     .bind(&settings.queues)
     .bind(settings.max_interactions)
     .bind(serde_json::Value::Object(settings.channel_capacity.clone()))
+    .bind(&settings.avatar_url)
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| match e {

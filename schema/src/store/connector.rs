@@ -38,13 +38,22 @@ pub struct OutboxItem {
     pub external_ids: Vec<String>,
     /// The platform id of the message this one replies to.
     pub reply_to_external_id: Option<String>,
+    /// The platform id of the message this one forwards.
+    pub forward_of_external_id: Option<String>,
+    /// The sending agent's avatar, for platforms that show it.
+    pub author_avatar: Option<String>,
+    /// A campaign's row (the bulk lane): which campaign and recipient; `None` for live rows.
+    pub bulk: Option<super::BulkItem>,
 }
 
 const OUTBOX_COLUMNS: &str = "o.id, o.action, o.chat_id, o.attempts, o.not_before, o.fencing_token, o.last_error, \
-     o.message_id, m.external_message_id, m.external_parts, r.external_message_id AS reply_to_external_id";
+     o.message_id, m.external_message_id, m.external_parts, r.external_message_id AS reply_to_external_id, \
+     f.external_message_id AS forward_of_external_id, a.avatar_url AS author_avatar";
 
-/// Pending outbox rows of the account with `id > after`, oldest first, at most `limit`, whether
-/// or not their retry time has come (the connector orders and paces them itself).
+/// Pending live outbox rows (agents' messages, edits and deletions; campaigns' rows are read by
+/// [`super::pending_bulk_outbox`]) of the account with `id > after`, oldest first, at most
+/// `limit`, whether or not their retry time has come (the connector orders and paces them
+/// itself).
 pub async fn pending_outbox(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -56,7 +65,9 @@ pub async fn pending_outbox(
         OUTBOX_COLUMNS,
         " FROM outbox o JOIN messages m ON m.id = o.message_id
           LEFT JOIN messages r ON r.id = m.reply_to
-          WHERE o.account_id = $1 AND o.state = 'pending' AND o.id > $2
+          LEFT JOIN messages f ON f.id = m.forward_of
+          LEFT JOIN agents a ON a.login = m.agent_login
+          WHERE o.account_id = $1 AND o.state = 'pending' AND o.message_id IS NOT NULL AND o.id > $2
           ORDER BY o.id LIMIT $3"
     );
     let rows = sqlx::query(SQL).bind(account_id).bind(after).bind(limit).fetch_all(&mut *conn).await?;
@@ -87,6 +98,9 @@ pub async fn pending_outbox(
             message,
             external_ids,
             reply_to_external_id: row.try_get("reply_to_external_id")?,
+            forward_of_external_id: row.try_get("forward_of_external_id")?,
+            author_avatar: row.try_get("author_avatar")?,
+            bulk: None,
         });
     }
     by_id.clear();
@@ -129,6 +143,8 @@ pub struct Announced {
     pub audience: Vec<String>,
     /// The message as it is now, when its status changed.
     pub message: Option<Message>,
+    /// The campaign of a bulk row that ended (sent or failed).
+    pub campaign: Option<Uuid>,
 }
 
 /// Stores the outcome of an attempt on row `outbox_id`, checking the fence:
@@ -148,8 +164,90 @@ pub async fn finish_outbox(
     outcome: &OutboxOutcome,
 ) -> Result<Announced> {
     let announced = record_outcome(conn, account_id, outbox_id, outcome).await?;
+    if let Some(campaign) = announced.campaign {
+        super::finish_campaigns(conn, &[campaign]).await?;
+    }
     // last: every outcome of the account's leader passes this row, which stays locked until
     // the commit; checked at the end it is held for the commit only, not the whole transaction
+    super::check_fence(conn, &connector_key(account_id), token).await?;
+    Ok(announced)
+}
+
+/// [`finish_outbox`] for several rows of the account in one transaction (one commit, one fence
+/// check): what the outbox worker's recorder does with the outcomes that finished while the
+/// previous transaction ran. Before any row is written it takes, in a fixed order, every lock
+/// the rows will need (the receipt locks of the platform ids, the interactions by id, then their
+/// audiences' agents by login), so two batches, or a batch and an inbound batch, never wait for
+/// each other in a cycle. Returns one [`Announced`] per row, in order.
+pub async fn finish_outbox_many(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    token: i64,
+    outcomes: &[(i64, OutboxOutcome)],
+) -> Result<Vec<Announced>> {
+    let ids: Vec<i64> = outcomes.iter().map(|(id, _)| *id).collect();
+    let mut external: Vec<&str> = outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            OutboxOutcome::Done { external_ids } => Some(external_ids.iter().map(String::as_str)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    external.sort_unstable();
+    external.dedup();
+    if !external.is_empty() {
+        sqlx::query(concatcp!(
+            "SELECT ",
+            RECEIPT_LOCK,
+            " FROM (SELECT x AS external_id FROM unnest($2::text[]) AS x ORDER BY x) ids"
+        ))
+        .bind(account_id.to_string())
+        .bind(&external)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let interactions: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT i.id FROM interactions i
+         WHERE i.id IN (SELECT m.interaction_id FROM outbox o JOIN messages m ON m.id = o.message_id
+                        WHERE o.id = ANY($1) AND o.account_id = $2)
+         ORDER BY i.id FOR NO KEY UPDATE",
+    )
+    .bind(&ids)
+    .bind(account_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut agents: Vec<String> = super::audiences(conn, &interactions).await?.into_values().flatten().collect();
+    agents.sort_unstable();
+    agents.dedup();
+    if !agents.is_empty() {
+        sqlx::query("SELECT login FROM agents WHERE login = ANY($1) ORDER BY login FOR NO KEY UPDATE")
+            .bind(&agents)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // campaign rows: locked in id order and recorded together (a few statements for the batch)
+    let bulk: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT id, state = 'pending' FROM outbox WHERE id = ANY($1) AND account_id = $2 AND message_id IS NULL
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .bind(account_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let pending: std::collections::HashMap<i64, bool> = bulk.into_iter().collect();
+    let bulk_outcomes: Vec<(i64, bool, &OutboxOutcome)> =
+        outcomes.iter().filter_map(|(id, o)| pending.get(id).map(|p| (*id, *p, o))).collect();
+    let campaigns = super::campaigns::record_bulk_outcomes(conn, account_id, &bulk_outcomes).await?;
+    let mut announced = Vec::with_capacity(outcomes.len());
+    for (id, outcome) in outcomes {
+        if pending.contains_key(id) {
+            announced.push(Announced::default());
+        } else {
+            announced.push(record_outcome(conn, account_id, *id, outcome).await?);
+        }
+    }
+    super::finish_campaigns(conn, &campaigns).await?;
     super::check_fence(conn, &connector_key(account_id), token).await?;
     Ok(announced)
 }
@@ -166,11 +264,16 @@ async fn record_outcome(
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::not_found("outbox row", outbox_id))?;
-    if row.try_get::<&str, _>("state")? != "pending" {
+    let pending = row.try_get::<&str, _>("state")? == "pending";
+    let Some(message_id) = row.try_get::<Option<Uuid>, _>("message_id")? else {
+        // a campaign's row: its recipient is the report
+        let campaign = super::campaigns::record_bulk_outcome(conn, outbox_id, pending, outcome).await?;
+        return Ok(Announced { campaign, ..Announced::default() });
+    };
+    if !pending {
         // finished by someone else already (a retried result): nothing more to say
         return Ok(Announced::default());
     }
-    let message_id: Uuid = row.try_get("message_id")?;
     let action: OutboxAction = row.try_get::<&str, _>("action")?.parse()?;
     match outcome {
         OutboxOutcome::Retry { not_before, error } => {
@@ -190,6 +293,16 @@ async fn record_outcome(
             if action != OutboxAction::Send {
                 return Ok(Announced::default());
             }
+            // a receipt for these ids waits until this commits (see `RECEIPT_LOCK`)
+            sqlx::query(concatcp!(
+                "SELECT ",
+                RECEIPT_LOCK,
+                " FROM (SELECT x AS external_id FROM unnest($2::text[]) AS x ORDER BY x) ids"
+            ))
+            .bind(account_id.to_string())
+            .bind(external_ids)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query(
                 "UPDATE messages SET status = 'sent', error = NULL, external_message_id = $2, external_parts = $3
                  WHERE id = $1",
@@ -199,7 +312,25 @@ async fn record_outcome(
             .bind(external_ids)
             .execute(&mut *conn)
             .await?;
-            announce_status(conn, message_id, None).await
+            let early: Vec<(String, Option<String>)> = sqlx::query_as(
+                "DELETE FROM early_receipts WHERE account_id = $1 AND external_id = ANY($2) RETURNING status, error",
+            )
+            .bind(account_id)
+            .bind(external_ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut announced = announce_status(conn, message_id, None).await?;
+            for (status, error) in early {
+                if let Some(receipt) = Receipt::from_row(&status, error)
+                    && let Some(more) = apply_receipt(conn, message_id, &receipt).await?
+                {
+                    announced.audience.extend(more.audience);
+                    announced.message = more.message;
+                }
+            }
+            announced.audience.sort();
+            announced.audience.dedup();
+            Ok(announced)
         }
         OutboxOutcome::Failed { error } => {
             sqlx::query("UPDATE outbox SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1")
@@ -235,7 +366,7 @@ async fn announce_status(
     }
     super::append_interaction_event(conn, message.interaction_id, "message.status", Some("connector"), &data).await?;
     let audience = super::fan_out(conn, message.interaction_id, "message.status", &data).await?;
-    Ok(Announced { audience, message: Some(message) })
+    Ok(Announced { audience, message: Some(message), campaign: None })
 }
 
 /// The platform ids an outbound message got when it was sent (first part first); empty
@@ -307,7 +438,7 @@ pub async fn record_inbound_edit(
     let data = serde_json::json!({ "message": message, "previous_text": old_text });
     super::append_interaction_event(conn, message.interaction_id, "message.edited", Some("customer"), &data).await?;
     let audience = super::fan_out(conn, message.interaction_id, "message.edited", &data).await?;
-    Ok(Some(Announced { audience, message: Some(message) }))
+    Ok(Some(Announced { audience, message: Some(message), campaign: None }))
 }
 
 /// Every version of a message's text, oldest first: `(old_text, new_text, edited_by)`.
@@ -362,4 +493,156 @@ pub async fn enabled_accounts(conn: &mut PgConnection, channels: &[Channel]) -> 
         accounts.push(super::get_account(conn, id).await?);
     }
     Ok(accounts)
+}
+
+// ----------------------------------------------------------------------------- receipts --
+
+/// What a platform reports about an outbound message after it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    /// Delivered to the customer's device.
+    Delivered,
+    /// Read (seen) by the customer.
+    Read,
+    /// The platform could not deliver it after accepting it, with its reason.
+    Failed(String),
+}
+
+impl Receipt {
+    fn status(&self) -> MessageStatus {
+        match self {
+            Receipt::Delivered => MessageStatus::Delivered,
+            Receipt::Read => MessageStatus::Read,
+            Receipt::Failed(_) => MessageStatus::Failed,
+        }
+    }
+
+    pub(crate) fn from_row(status: &str, error: Option<String>) -> Option<Receipt> {
+        match status {
+            "delivered" => Some(Receipt::Delivered),
+            "read" => Some(Receipt::Read),
+            "failed" => Some(Receipt::Failed(error.unwrap_or_default())),
+            _ => None,
+        }
+    }
+}
+
+/// Where an outbound message's status stands; a receipt only ever moves it forward.
+fn rank(status: MessageStatus) -> u8 {
+    match status {
+        MessageStatus::Received | MessageStatus::Queued => 0,
+        MessageStatus::Sent => 1,
+        MessageStatus::Delivered => 2,
+        MessageStatus::Read => 3,
+        MessageStatus::Failed => 4,
+    }
+}
+
+/// A transaction-scoped advisory lock per `(account, platform message id)`, taken by
+/// [`record_receipt`] and by a send's outcome before either looks at the other's rows. Without
+/// it, a receipt that comes while the outcome is being committed (Viber's `delivered` often
+/// does) finds no message yet, while the outcome's transaction finds no early receipt yet:
+/// under READ COMMITTED neither sees the other, and the receipt stays in `early_receipts`
+/// forever. With it, whichever comes second waits for the first to commit and then sees it.
+/// Hash collisions only make two unrelated receipts wait for each other.
+/// (`$1` is the account id as text, `ids.external_id` each platform id.)
+pub(crate) const RECEIPT_LOCK: &str = "pg_advisory_xact_lock(hashtextextended($1 || ':' || ids.external_id, 7))";
+
+/// What [`record_receipt`] did.
+#[derive(Debug, Clone)]
+pub enum ReceiptOutcome {
+    /// The message's status changed: announce to the audience after the commit.
+    Applied(Box<Announced>),
+    /// Nothing changed: the message is already at or past this status (a late `delivered`
+    /// after `read`, a repeat), or a failure after delivery.
+    Unchanged,
+    /// No outbound message has this platform id yet: the receipt waits for the send's outcome.
+    Early,
+}
+
+/// Records a platform receipt for the outbound message of `account_id` that has `external_id`
+/// as one of its parts. Monotonic: `sent` < `delivered` < `read`, and `failed` only from `sent`
+/// (a late `delivered` never overwrites `read`). Each change is a `message.status` event for the
+/// interaction's log and audience, and an entry in the customer's history. A receipt for an id
+/// the hub has not stored yet waits in `early_receipts` until the send's outcome is stored.
+/// Run it in a transaction: its lock against a concurrent outcome lasts until the commit.
+pub async fn record_receipt(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    external_id: &str,
+    receipt: &Receipt,
+) -> Result<ReceiptOutcome> {
+    sqlx::query(concatcp!("SELECT ", RECEIPT_LOCK, " FROM (SELECT $2::text AS external_id) ids"))
+        .bind(account_id.to_string())
+        .bind(external_id)
+        .execute(&mut *conn)
+        .await?;
+    let message_id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM messages WHERE direction = 'out' AND external_parts @> ARRAY[$2]::text[] AND account_id = $1
+         ORDER BY created_at LIMIT 1",
+    )
+    .bind(account_id)
+    .bind(external_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(message_id) = message_id else {
+        if let Some(outcome) = super::campaigns::campaign_receipt(conn, account_id, external_id, receipt).await? {
+            return Ok(outcome);
+        }
+        let (status, error) = match receipt {
+            Receipt::Failed(error) => ("failed", Some(error.as_str())),
+            other => (other.status().as_str(), None),
+        };
+        sqlx::query(
+            "INSERT INTO early_receipts (account_id, external_id, status, error) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (account_id, external_id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error
+             WHERE early_receipts.status <> 'read'",
+        )
+        .bind(account_id)
+        .bind(external_id)
+        .bind(status)
+        .bind(error)
+        .execute(&mut *conn)
+        .await?;
+        // a receipt for a message the hub never sent (a welcome message, a send of another
+        // system on the same bot) would wait forever: receipts a day old are forgotten
+        sqlx::query("DELETE FROM early_receipts WHERE account_id = $1 AND created_at < now() - interval '1 day'")
+            .bind(account_id)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(ReceiptOutcome::Early);
+    };
+    Ok(match apply_receipt(conn, message_id, receipt).await? {
+        Some(announced) => ReceiptOutcome::Applied(Box::new(announced)),
+        None => ReceiptOutcome::Unchanged,
+    })
+}
+
+/// Moves the message's status forward to the receipt's, if that is forward.
+async fn apply_receipt(conn: &mut PgConnection, message_id: Uuid, receipt: &Receipt) -> Result<Option<Announced>> {
+    let current: String = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(message_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let current: MessageStatus = current.parse()?;
+    let next = receipt.status();
+    let forward = match receipt {
+        Receipt::Failed(_) => current == MessageStatus::Sent,
+        _ => current != MessageStatus::Failed && rank(next) > rank(current),
+    };
+    if !forward {
+        return Ok(None);
+    }
+    let error = match receipt {
+        Receipt::Failed(error) => Some(error.as_str()),
+        _ => None,
+    };
+    sqlx::query("UPDATE messages SET status = $2, error = COALESCE($3, error) WHERE id = $1")
+        .bind(message_id)
+        .bind(next.as_str())
+        .bind(error)
+        .execute(&mut *conn)
+        .await?;
+    // (the event reaches the customer's history with it: append_interaction_event records it)
+    Ok(Some(announce_status(conn, message_id, None).await?))
 }

@@ -145,8 +145,7 @@ pub async fn ensure_agent(conn: &mut PgConnection, login: &str, name: &str, role
     get_agent(conn, login).await
 }
 
-const AGENT_COLUMNS: &str =
-    "login, name, roles, queues, max_interactions, channel_capacity, status, status_reason, status_changed_at";
+pub(crate) const AGENT_COLUMNS: &str = "login, name, avatar_url, roles, queues, max_interactions, channel_capacity, status, status_reason, status_changed_at";
 
 pub async fn get_agent(conn: &mut PgConnection, login: &str) -> Result<Agent> {
     let row = sqlx::query(concatcp!("SELECT ", AGENT_COLUMNS, " FROM agents WHERE login = $1"))
@@ -178,11 +177,12 @@ pub async fn set_agent_status(
     agent_from_row(&row)
 }
 
-fn agent_from_row(row: &PgRow) -> Result<Agent> {
+pub(crate) fn agent_from_row(row: &PgRow) -> Result<Agent> {
     let capacity: serde_json::Value = row.try_get("channel_capacity")?;
     Ok(Agent {
         login: row.try_get("login")?,
         name: row.try_get("name")?,
+        avatar_url: row.try_get("avatar_url")?,
         roles: row.try_get("roles")?,
         queues: row.try_get("queues")?,
         max_interactions: row.try_get("max_interactions")?,

@@ -149,3 +149,76 @@ pub async fn fan_out(
     .await?;
     Ok(audience)
 }
+
+/// Who sees each of these interactions: its assigned agent and every joined participant, sorted.
+/// Interactions nobody sees are absent.
+pub(crate) async fn audiences(
+    conn: &mut PgConnection,
+    interactions: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<String>>> {
+    let pairs: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, agent FROM interactions WHERE id = ANY($1) AND agent IS NOT NULL
+         UNION
+         SELECT interaction_id, agent_login FROM interaction_participants WHERE interaction_id = ANY($1)
+         ORDER BY 1, 2",
+    )
+    .bind(interactions)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: std::collections::HashMap<Uuid, Vec<String>> = std::collections::HashMap::new();
+    for (interaction, login) in pairs {
+        out.entry(interaction).or_default().push(login);
+    }
+    Ok(out)
+}
+
+/// Appends `event` with `datas[n]` for `interactions[n]`, for every `n`, to the stream of every
+/// agent in that interaction's `audience` ([`audiences`]): the agents' rows locked in login order
+/// first (as [`fan_out`] does, and in a statement of its own for the same reason), then every
+/// entry in one statement, each agent's sequence numbers gap-free in the entries' order.
+pub(crate) async fn fan_out_many(
+    conn: &mut PgConnection,
+    audience: &std::collections::HashMap<Uuid, Vec<String>>,
+    interactions: &[Uuid],
+    event: &str,
+    datas: &[serde_json::Value],
+) -> Result<()> {
+    let mut logins: Vec<&str> = Vec::new();
+    let mut indexes: Vec<i64> = Vec::new();
+    for (n, interaction) in interactions.iter().enumerate() {
+        for login in audience.get(interaction).into_iter().flatten() {
+            logins.push(login);
+            indexes.push(n as i64 + 1);
+        }
+    }
+    if logins.is_empty() {
+        return Ok(());
+    }
+    let mut agents: Vec<&str> = logins.clone();
+    agents.sort_unstable();
+    agents.dedup();
+    sqlx::query("SELECT login FROM agents WHERE login = ANY($1) ORDER BY login FOR NO KEY UPDATE")
+        .bind(&agents)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "WITH input AS (
+             SELECT * FROM unnest($2::text[], $3::int8[]) WITH ORDINALITY AS t(login, idx, n)
+         ), counts AS (
+             SELECT login, count(*) AS k FROM input GROUP BY login
+         ), bumped AS (
+             UPDATE agents a SET last_event_seq = a.last_event_seq + counts.k FROM counts WHERE a.login = counts.login
+             RETURNING a.login, a.last_event_seq AS top, counts.k
+         )
+         INSERT INTO agent_events (agent_login, seq, event, data)
+         SELECT i.login, b.top - b.k + row_number() OVER (PARTITION BY i.login ORDER BY i.n), $1, ($4::jsonb[])[i.idx]
+         FROM input i JOIN bumped b ON b.login = i.login",
+    )
+    .bind(event)
+    .bind(&logins)
+    .bind(&indexes)
+    .bind(datas)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! Inbound messages: what a connector stores for each platform update, in one transaction.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -43,7 +44,91 @@ pub struct InboundMessage {
     /// The platform id of the message this one replies to, if any.
     pub reply_to_external_id: Option<String>,
     pub forwarded: Option<Forwarded>,
+    /// A sticker's platform id (its picture, when fetched, is in `file_ids`).
+    pub sticker_id: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// `s` with every U+0000 replaced by U+FFFD.
+pub fn without_nul(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+impl InboundMessage {
+    fn strings(&self) -> impl Iterator<Item = &str> {
+        let s = &self.sender;
+        [
+            Some(self.external_message_id.as_str()),
+            Some(self.chat_id.as_str()),
+            Some(s.external_id.as_str()),
+            Some(s.name.as_str()),
+            s.username.as_deref(),
+            s.phone.as_deref(),
+            s.avatar_url.as_deref(),
+            self.text.as_deref(),
+            self.reply_to_external_id.as_deref(),
+            self.sticker_id.as_deref(),
+            self.contact.as_ref().map(|c| c.name.as_str()),
+            self.contact.as_ref().map(|c| c.phone.as_str()),
+            self.location.as_ref().and_then(|l| l.address.as_deref()),
+            self.forwarded.as_ref().and_then(|f| f.from_name.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Whether any text of the message holds U+0000, which PostgreSQL cannot store.
+    pub fn has_nul(&self) -> bool {
+        self.strings().any(|s| s.contains('\0'))
+    }
+
+    /// The message with every U+0000 replaced by U+FFFD.
+    pub fn without_nul(&self) -> InboundMessage {
+        let fix = |s: &str| without_nul(s);
+        let fix_opt = |s: &Option<String>| s.as_deref().map(without_nul);
+        let mut m = self.clone();
+        m.external_message_id = fix(&m.external_message_id);
+        m.chat_id = fix(&m.chat_id);
+        m.sender.external_id = fix(&m.sender.external_id);
+        m.sender.name = fix(&m.sender.name);
+        m.sender.username = fix_opt(&m.sender.username);
+        m.sender.phone = fix_opt(&m.sender.phone);
+        m.sender.avatar_url = fix_opt(&m.sender.avatar_url);
+        m.text = fix_opt(&m.text);
+        m.reply_to_external_id = fix_opt(&m.reply_to_external_id);
+        m.sticker_id = fix_opt(&m.sticker_id);
+        if let Some(c) = &mut m.contact {
+            c.name = fix(&c.name);
+            c.phone = fix(&c.phone);
+        }
+        if let Some(l) = &mut m.location {
+            l.address = fix_opt(&l.address);
+        }
+        if let Some(f) = &mut m.forwarded {
+            f.from_name = fix_opt(&f.from_name);
+        }
+        m
+    }
+}
+
+impl Default for InboundMessage {
+    fn default() -> Self {
+        InboundMessage {
+            account_id: Uuid::nil(),
+            external_message_id: String::new(),
+            chat_id: String::new(),
+            sender: Sender::default(),
+            kind: MessageKind::Text,
+            text: None,
+            file_ids: Vec::new(),
+            location: None,
+            contact: None,
+            reply_to_external_id: None,
+            forwarded: None,
+            sticker_id: None,
+            sent_at: None,
+        }
+    }
 }
 
 /// What happened to an inbound message.
@@ -68,6 +153,14 @@ pub async fn ingest_inbound(
     msg: &InboundMessage,
     reopen_window: Duration,
 ) -> Result<Ingested> {
+    // PostgreSQL text cannot hold U+0000: the customer's words arrive with U+FFFD in its place
+    let cleaned;
+    let msg = if msg.has_nul() {
+        cleaned = msg.without_nul();
+        &cleaned
+    } else {
+        msg
+    };
     // This is the hot path of every customer message: each statement here is a round trip, so
     // the common case (a message into an open interaction) takes six.
     let account = sqlx::query(
@@ -91,8 +184,9 @@ pub async fn ingest_inbound(
     let default_queue: String = account.try_get("default_queue")?;
 
     let customer_id = upsert_identity(conn, msg.account_id, &msg.sender).await?;
-    let (interaction, opened) =
+    let (mut interaction, opened) =
         open_interaction(conn, msg, customer_id, &channel, &default_queue, reopen_window).await?;
+    learn_campaigns(conn, msg.account_id, &mut [(msg, &mut interaction)]).await?;
 
     let reply_to = match &msg.reply_to_external_id {
         Some(ext) => find_message_by_external(conn, msg.account_id, ext).await?,
@@ -102,8 +196,8 @@ pub async fn ingest_inbound(
     let author_id = customer_id.to_string();
     let created_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "INSERT INTO messages (id, interaction_id, account_id, direction, author_kind, author_id, author_name,
-             kind, text, location, contact, reply_to, forwarded, status, external_message_id, created_at)
-         VALUES ($1, $2, $3, 'in', 'customer', $4, $5, $6, $7, $8, $9, $10, $11, 'received', $12, now())
+             kind, text, location, contact, reply_to, forwarded, status, external_message_id, sticker_id, created_at)
+         VALUES ($1, $2, $3, 'in', 'customer', $4, $5, $6, $7, $8, $9, $10, $11, 'received', $12, $13, now())
          ON CONFLICT (account_id, external_message_id) WHERE direction = 'in' DO NOTHING
          RETURNING created_at",
     )
@@ -119,6 +213,7 @@ pub async fn ingest_inbound(
     .bind(reply_to)
     .bind(msg.forwarded.as_ref().map(to_json))
     .bind(&msg.external_message_id)
+    .bind(&msg.sticker_id)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(created_at) = created_at else {
@@ -139,7 +234,10 @@ pub async fn ingest_inbound(
             contact: msg.contact.clone(),
             reply_to,
             forwarded: msg.forwarded.clone(),
+            sticker_id: msg.sticker_id.clone(),
+            forward_of: None,
             keyboard: None,
+            template: None,
             status: MessageStatus::Received,
             error: None,
             client_msg_id: None,
@@ -173,6 +271,27 @@ pub async fn ingest_inbound(
     .await?;
     let audience = super::fan_out(conn, interaction.id, "message.new", &data).await?;
     Ok(Ingested::Stored { message: Box::new(message), interaction: Box::new(interaction), opened, audience })
+}
+
+/// [`super::on_inbound`] for stored messages: each interaction learns its campaign, if its
+/// message answers one.
+async fn learn_campaigns(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    messages: &mut [(&InboundMessage, &mut Interaction)],
+) -> Result<()> {
+    let seen: Vec<super::InboundSeen<'_>> = messages
+        .iter()
+        .map(|(m, i)| super::InboundSeen { chat_id: &m.chat_id, text: m.text.as_deref(), interaction_id: i.id })
+        .collect();
+    let learnt = super::on_inbound(conn, account_id, &seen).await?;
+    for (interaction_id, campaign, name) in learnt {
+        for (_, interaction) in messages.iter_mut().filter(|(_, i)| i.id == interaction_id) {
+            interaction.fields.insert("campaign_id".into(), serde_json::json!(campaign.to_string()));
+            interaction.fields.insert("campaign".into(), serde_json::json!(name));
+        }
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
@@ -223,6 +342,22 @@ pub(crate) async fn attach_files(conn: &mut PgConnection, message_id: Uuid, file
         other => other.into(),
     })?;
     Ok(())
+}
+
+/// Records a customer the platform told about without a message (Viber's `subscribed` and
+/// `conversation_started`), creating them when new and refreshing the name, phone and avatar it
+/// sent, so agents can start a conversation with them. Returns the customer id. Two statements:
+/// run it in a transaction (the identity's reference to a new customer is checked at commit).
+pub async fn upsert_customer(conn: &mut PgConnection, account_id: Uuid, sender: &Sender) -> Result<Uuid> {
+    let fix_opt = |s: &Option<String>| s.as_deref().map(without_nul);
+    let sender = Sender {
+        external_id: without_nul(&sender.external_id),
+        name: without_nul(&sender.name),
+        username: fix_opt(&sender.username),
+        phone: fix_opt(&sender.phone),
+        avatar_url: fix_opt(&sender.avatar_url),
+    };
+    upsert_identity(conn, account_id, &sender).await
 }
 
 /// Claims the identity (creating the customer when new) and returns the customer id. Details
@@ -352,4 +487,386 @@ pub async fn open_interaction_of(
     );
     let row = sqlx::query(SQL).bind(account_id).bind(external_id).fetch_optional(&mut *conn).await?;
     row.as_ref().map(interaction_from_row).transpose()
+}
+
+/// Stores a batch of inbound messages of one account in as few statements as the guarantees
+/// allow (about ten for the whole batch when the customers' interactions are open, against
+/// seven per message with [`ingest_inbound`]): the repeats found with one lookup, the
+/// identities upserted together, the open interactions locked together (in id order), the
+/// messages inserted with one multi-row statement, their interaction events, history entries
+/// and the agents' stream entries with one statement each, sequence numbers gap-free and in the
+/// batch's order. Returns one [`Ingested`] per message, in order; a message repeated inside the
+/// batch is a [`Ingested::Duplicate`] of its first occurrence.
+///
+/// Every message must belong to `account_id`. Run it in a transaction; on any error the caller
+/// rolls back and stores the messages one by one, so one bad message fails alone.
+pub async fn ingest_batch(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    batch: &[InboundMessage],
+    reopen_window: Duration,
+) -> Result<Vec<Ingested>> {
+    if let Some(other) = batch.iter().find(|m| m.account_id != account_id) {
+        return Err(StoreError::Invalid(format!(
+            "a batch of account {account_id} holds a message of {}",
+            other.account_id
+        )));
+    }
+    let cleaned: Vec<InboundMessage> =
+        batch.iter().map(|m| if m.has_nul() { m.without_nul() } else { m.clone() }).collect();
+    let batch = cleaned.as_slice();
+
+    // 1. the account, and which of these platform ids are stored already
+    let external_ids: Vec<&str> = batch.iter().map(|m| m.external_message_id.as_str()).collect();
+    let row = sqlx::query(
+        "SELECT a.channel, a.default_queue, a.enabled,
+                (SELECT array_agg(m.id ORDER BY m.external_message_id) FROM messages m
+                 WHERE m.account_id = a.id AND m.direction = 'in' AND m.external_message_id = ANY($2)) AS known_ids,
+                (SELECT array_agg(m.external_message_id ORDER BY m.external_message_id) FROM messages m
+                 WHERE m.account_id = a.id AND m.direction = 'in' AND m.external_message_id = ANY($2)) AS known_sorted
+         FROM accounts a WHERE a.id = $1",
+    )
+    .bind(account_id)
+    .bind(&external_ids)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("account", account_id))?;
+    let channel: String = row.try_get("channel")?;
+    let default_queue: String = row.try_get("default_queue")?;
+    let known_sorted: Option<Vec<String>> = row.try_get("known_sorted")?;
+    let known_ids: Option<Vec<Uuid>> = row.try_get("known_ids")?;
+    let known: HashMap<String, Uuid> =
+        known_sorted.unwrap_or_default().into_iter().zip(known_ids.unwrap_or_default()).collect();
+    let mut outcome: Vec<Option<Ingested>> = vec![None; batch.len()];
+    let mut fresh: Vec<usize> = Vec::new();
+    let mut in_batch: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (i, m) in batch.iter().enumerate() {
+        if let Some(id) = known.get(&m.external_message_id) {
+            outcome[i] = Some(Ingested::Duplicate { message_id: *id });
+        } else if in_batch.insert(m.external_message_id.as_str()) {
+            fresh.push(i);
+        }
+        // else: a repeat inside the batch, a duplicate of its first occurrence (set at the end)
+    }
+    if fresh.is_empty() {
+        return Ok(outcome.into_iter().map(|o| o.expect("every message decided")).collect());
+    }
+    if !row.try_get::<bool, _>("enabled")? {
+        return Err(StoreError::Invalid(format!("account {account_id} is disabled")));
+    }
+
+    // 2. the customers: one upsert of every sender (the last details of each win)
+    let mut senders: Vec<&Sender> = Vec::new();
+    for &i in &fresh {
+        let s = &batch[i].sender;
+        match senders.iter_mut().find(|x| x.external_id == s.external_id) {
+            Some(slot) => *slot = s,
+            None => senders.push(s),
+        }
+    }
+    let customers = upsert_identities(conn, account_id, &senders).await?;
+
+    // 3. the customers' open interactions, locked in id order; open or reopen the others
+    let customer_ids: Vec<Uuid> = senders.iter().map(|s| customers[&s.external_id]).collect();
+    const OPEN: &str = concatcp!(
+        "SELECT ",
+        INTERACTION_COLUMNS,
+        " FROM interactions i JOIN customers c ON c.id = i.customer_id
+         WHERE i.account_id = $1 AND i.customer_id = ANY($2) AND i.state <> 'closed'
+         ORDER BY i.id FOR NO KEY UPDATE OF i"
+    );
+    let rows = sqlx::query(OPEN).bind(account_id).bind(&customer_ids).fetch_all(&mut *conn).await?;
+    let mut open: HashMap<Uuid, (Interaction, bool)> = HashMap::new();
+    for row in &rows {
+        let interaction = interaction_from_row(row)?;
+        open.insert(interaction.customer.id, (interaction, false));
+    }
+    for s in &senders {
+        let customer_id = customers[&s.external_id];
+        if open.contains_key(&customer_id) {
+            continue;
+        }
+        let first = fresh.iter().map(|&i| &batch[i]).find(|m| m.sender.external_id == s.external_id);
+        let first = first.expect("every sender has a message");
+        let (interaction, opened) =
+            open_interaction(conn, first, customer_id, &channel, &default_queue, reopen_window).await?;
+        open.insert(customer_id, (interaction, opened));
+    }
+    // campaigns: stop words and replies to a campaign message
+    {
+        let mut seen: Vec<(&InboundMessage, Interaction)> = Vec::with_capacity(fresh.len());
+        for &i in &fresh {
+            let m = &batch[i];
+            seen.push((m, open[&customers[&m.sender.external_id]].0.clone()));
+        }
+        let mut refs: Vec<(&InboundMessage, &mut Interaction)> = seen.iter_mut().map(|(m, i)| (*m, i)).collect();
+        learn_campaigns(conn, account_id, &mut refs).await?;
+        for (_, interaction) in seen {
+            if let Some((stored, _)) = open.get_mut(&interaction.customer.id) {
+                stored.fields = interaction.fields;
+            }
+        }
+    }
+
+    // 4. replies, then the messages in one statement
+    let reply_ext: Vec<&str> = fresh.iter().filter_map(|&i| batch[i].reply_to_external_id.as_deref()).collect();
+    let replies: HashMap<String, Uuid> = if reply_ext.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, Uuid)>(
+            "SELECT DISTINCT ON (external_message_id) external_message_id, id FROM messages
+             WHERE account_id = $1 AND external_message_id = ANY($2) ORDER BY external_message_id, created_at",
+        )
+        .bind(account_id)
+        .bind(&reply_ext)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    let mut ids = Vec::with_capacity(fresh.len());
+    let mut interaction_ids = Vec::with_capacity(fresh.len());
+    let mut author_ids = Vec::with_capacity(fresh.len());
+    let mut author_names = Vec::with_capacity(fresh.len());
+    let mut kinds = Vec::with_capacity(fresh.len());
+    let mut texts: Vec<Option<String>> = Vec::with_capacity(fresh.len());
+    let mut locations: Vec<Option<serde_json::Value>> = Vec::with_capacity(fresh.len());
+    let mut contacts: Vec<Option<serde_json::Value>> = Vec::with_capacity(fresh.len());
+    let mut reply_tos: Vec<Option<Uuid>> = Vec::with_capacity(fresh.len());
+    let mut forwardeds: Vec<Option<serde_json::Value>> = Vec::with_capacity(fresh.len());
+    let mut exts = Vec::with_capacity(fresh.len());
+    let mut stickers: Vec<Option<String>> = Vec::with_capacity(fresh.len());
+    for &i in &fresh {
+        let m = &batch[i];
+        let customer_id = customers[&m.sender.external_id];
+        ids.push(Uuid::now_v7());
+        interaction_ids.push(open[&customer_id].0.id);
+        author_ids.push(customer_id.to_string());
+        author_names.push(m.sender.name.clone());
+        kinds.push(m.kind.as_str());
+        texts.push(m.text.clone());
+        locations.push(m.location.as_ref().map(to_json));
+        contacts.push(m.contact.as_ref().map(to_json));
+        // a reply to a stored message, or to an earlier message of this batch
+        reply_tos.push(m.reply_to_external_id.as_ref().and_then(|e| {
+            replies.get(e).copied().or_else(|| {
+                let earlier = exts.iter().position(|x| x == e)?;
+                Some(ids[earlier])
+            })
+        }));
+        forwardeds.push(m.forwarded.as_ref().map(to_json));
+        exts.push(m.external_message_id.clone());
+        stickers.push(m.sticker_id.clone());
+    }
+    let inserted: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "INSERT INTO messages (id, interaction_id, account_id, direction, author_kind, author_id, author_name,
+             kind, text, location, contact, reply_to, forwarded, status, external_message_id, sticker_id, created_at)
+         SELECT t.id, t.interaction_id, $1, 'in', 'customer', t.author_id, t.author_name, t.kind, t.text, t.location,
+                t.contact, t.reply_to, t.forwarded, 'received', t.ext, t.sticker, now()
+         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[],
+                     $9::jsonb[], $10::uuid[], $11::jsonb[], $12::text[], $13::text[])
+              WITH ORDINALITY AS t(id, interaction_id, author_id, author_name, kind, text, location, contact,
+                                   reply_to, forwarded, ext, sticker, n)
+         ORDER BY t.n
+         ON CONFLICT (account_id, external_message_id) WHERE direction = 'in' DO NOTHING
+         RETURNING id, created_at",
+    )
+    .bind(account_id)
+    .bind(&ids)
+    .bind(&interaction_ids)
+    .bind(&author_ids)
+    .bind(&author_names)
+    .bind(&kinds)
+    .bind(&texts)
+    .bind(&locations)
+    .bind(&contacts)
+    .bind(&reply_tos)
+    .bind(&forwardeds)
+    .bind(&exts)
+    .bind(&stickers)
+    .fetch_all(&mut *conn)
+    .await?;
+    if inserted.len() != fresh.len() {
+        // a concurrent transaction stored some of them first: the caller's one-by-one path sorts
+        // out which (each is then a duplicate or stored, as usual)
+        return Err(StoreError::Conflict("a concurrent writer stored part of the batch".into()));
+    }
+    let created: HashMap<Uuid, DateTime<Utc>> = inserted.into_iter().collect();
+
+    // files: attached together, and the messages that have them read back whole
+    let with_files: Vec<(Uuid, &Vec<Uuid>)> = fresh
+        .iter()
+        .zip(&ids)
+        .filter(|(i, _)| !batch[**i].file_ids.is_empty())
+        .map(|(i, id)| (*id, &batch[*i].file_ids))
+        .collect();
+    for (id, files) in &with_files {
+        attach_files(conn, *id, files).await?;
+    }
+    let mut loaded: HashMap<Uuid, Message> = if with_files.is_empty() {
+        HashMap::new()
+    } else {
+        let ids: Vec<Uuid> = with_files.iter().map(|(id, _)| *id).collect();
+        super::load_messages(conn, &ids).await?.into_iter().map(|m| (m.id, m)).collect()
+    };
+    let mut messages = Vec::with_capacity(fresh.len());
+    for (k, &i) in fresh.iter().enumerate() {
+        let m = &batch[i];
+        let id = ids[k];
+        let message = loaded.remove(&id).unwrap_or_else(|| Message {
+            id,
+            interaction_id: interaction_ids[k],
+            direction: Direction::In,
+            author: Author { kind: AuthorKind::Customer, id: author_ids[k].clone(), name: m.sender.name.clone() },
+            kind: m.kind,
+            text: m.text.clone(),
+            files: Vec::new(),
+            location: m.location.clone(),
+            contact: m.contact.clone(),
+            reply_to: reply_tos[k],
+            forwarded: m.forwarded.clone(),
+            sticker_id: m.sticker_id.clone(),
+            forward_of: None,
+            keyboard: None,
+            template: None,
+            status: MessageStatus::Received,
+            error: None,
+            client_msg_id: None,
+            created_at: created[&id],
+            edited_at: None,
+            deleted: false,
+        });
+        messages.push(message);
+    }
+
+    // 5. the interactions' logs, the customers' histories and the interactions' clocks
+    let datas: Vec<serde_json::Value> = messages.iter().map(|m| serde_json::json!({ "message": m })).collect();
+    sqlx::query(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::jsonb[], $3::uuid[]) WITH ORDINALITY AS t(interaction_id, data, message_id, n)
+         ), counts AS (
+             SELECT interaction_id, count(*) AS k FROM input GROUP BY interaction_id
+         ), bumped AS (
+             UPDATE interactions i SET last_event_seq = i.last_event_seq + counts.k, updated_at = now(),
+                 last_customer_message_at = now()
+             FROM counts WHERE i.id = counts.interaction_id
+             RETURNING i.id, i.last_event_seq AS top, counts.k, i.customer_id, i.channel
+         ), numbered AS (
+             SELECT input.*, b.top - b.k + row_number() OVER (PARTITION BY input.interaction_id ORDER BY input.n) AS seq,
+                    b.customer_id, b.channel
+             FROM input JOIN bumped b ON b.id = input.interaction_id
+         ), logged AS (
+             INSERT INTO interaction_events (interaction_id, seq, kind, actor, data)
+             SELECT interaction_id, seq, 'message.new', 'customer', data FROM numbered
+         )
+         INSERT INTO history (customer_id, interaction_id, channel, entry, message_id)
+         SELECT customer_id, interaction_id, channel, 'message', message_id FROM numbered ORDER BY n",
+    )
+    .bind(&interaction_ids)
+    .bind(&datas)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+
+    // 6. the agents' streams: who sees each interaction, their rows locked in login order, then
+    // every entry in one statement
+    let distinct: Vec<Uuid> = {
+        let mut d = interaction_ids.clone();
+        d.sort();
+        d.dedup();
+        d
+    };
+    let audience = super::audiences(conn, &distinct).await?;
+    super::fan_out_many(conn, &audience, &interaction_ids, "message.new", &datas).await?;
+
+    for (k, &i) in fresh.iter().enumerate() {
+        let customer_id = customers[&batch[i].sender.external_id];
+        let (interaction, opened) = &open[&customer_id];
+        // only the first message of a customer counts as the one that opened the interaction
+        let opened = *opened && fresh[..k].iter().all(|&j| batch[j].sender.external_id != batch[i].sender.external_id);
+        outcome[i] = Some(Ingested::Stored {
+            message: Box::new(messages[k].clone()),
+            interaction: Box::new(interaction.clone()),
+            opened,
+            audience: audience.get(&interaction.id).cloned().unwrap_or_default(),
+        });
+    }
+    // repeats inside the batch
+    let first_ids: HashMap<&str, Uuid> =
+        fresh.iter().zip(&ids).map(|(&i, id)| (batch[i].external_message_id.as_str(), *id)).collect();
+    for (i, m) in batch.iter().enumerate() {
+        if outcome[i].is_none() {
+            outcome[i] = Some(Ingested::Duplicate { message_id: first_ids[m.external_message_id.as_str()] });
+        }
+    }
+    Ok(outcome.into_iter().map(|o| o.expect("every message decided")).collect())
+}
+
+/// Claims the identities of several senders of one account in one statement (creating the
+/// customers that are new in a second); returns each sender's customer id.
+async fn upsert_identities(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    senders: &[&Sender],
+) -> Result<HashMap<String, Uuid>> {
+    let candidates: Vec<Uuid> = senders.iter().map(|_| Uuid::now_v7()).collect();
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(
+        "INSERT INTO customer_identities (account_id, external_id, customer_id, display_name, username, phone)
+         SELECT $1, t.e, t.c, t.n, t.u, t.p FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[])
+              AS t(e, c, n, u, p)
+         ON CONFLICT (account_id, external_id) DO UPDATE SET
+             display_name = COALESCE(EXCLUDED.display_name, customer_identities.display_name),
+             username = COALESCE(EXCLUDED.username, customer_identities.username),
+             phone = COALESCE(EXCLUDED.phone, customer_identities.phone),
+             updated_at = now()
+         RETURNING external_id, customer_id",
+    )
+    .bind(account_id)
+    .bind(senders.iter().map(|s| s.external_id.as_str()).collect::<Vec<_>>())
+    .bind(&candidates)
+    .bind(senders.iter().map(|s| s.name.as_str()).collect::<Vec<_>>())
+    .bind(senders.iter().map(|s| s.username.as_deref()).collect::<Vec<_>>())
+    .bind(senders.iter().map(|s| s.phone.as_deref()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let customers: HashMap<String, Uuid> = rows.into_iter().collect();
+    let (mut new_ids, mut new_names, mut new_phones, mut new_avatars) = (vec![], vec![], vec![], vec![]);
+    let (mut old_ids, mut old_phones, mut old_avatars) = (vec![], vec![], vec![]);
+    for (s, candidate) in senders.iter().zip(&candidates) {
+        let customer = customers[&s.external_id];
+        if customer == *candidate {
+            new_ids.push(customer);
+            new_names.push(s.name.as_str());
+            new_phones.push(s.phone.as_deref());
+            new_avatars.push(s.avatar_url.as_deref());
+        } else if s.phone.is_some() || s.avatar_url.is_some() {
+            old_ids.push(customer);
+            old_phones.push(s.phone.as_deref());
+            old_avatars.push(s.avatar_url.as_deref());
+        }
+    }
+    if !new_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO customers (id, name, phone, avatar_url)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])",
+        )
+        .bind(&new_ids)
+        .bind(&new_names)
+        .bind(&new_phones)
+        .bind(&new_avatars)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !old_ids.is_empty() {
+        sqlx::query(
+            "UPDATE customers c SET phone = COALESCE(t.p, c.phone), avatar_url = COALESCE(t.a, c.avatar_url)
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, p, a) WHERE c.id = t.id",
+        )
+        .bind(&old_ids)
+        .bind(&old_phones)
+        .bind(&old_avatars)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(customers)
 }

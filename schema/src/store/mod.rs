@@ -5,21 +5,30 @@
 //! `schema/tests` run each of them against a real database.
 
 mod admin;
+mod campaigns;
 mod connector;
+mod dead_letters;
 mod directory;
 mod events;
 mod fencing;
 mod files;
 mod history;
 mod inbound;
+mod live;
+mod ok;
 mod outbound;
 mod receipts;
+mod recording;
 mod reports;
 mod routing;
 mod rows;
+mod stats;
 mod video;
+mod vk;
 mod webchat;
 mod webhooks;
+/// WhatsApp's service window and templates (not glob-exported: `store::whatsapp::...`).
+pub mod whatsapp;
 
 use std::time::Duration;
 
@@ -27,19 +36,26 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use admin::*;
+pub use campaigns::*;
 pub use connector::*;
+pub use dead_letters::*;
 pub use directory::*;
 pub use events::*;
 pub use fencing::*;
 pub use files::*;
 pub use history::*;
 pub use inbound::*;
+pub use live::*;
+pub use ok::*;
 pub use outbound::*;
 pub use receipts::*;
+pub use recording::*;
 pub use reports::*;
 pub use routing::*;
 pub use rows::{load_interaction, load_message, load_messages};
+pub use stats::*;
 pub use video::*;
+pub use vk::*;
 pub use webchat::*;
 pub use webhooks::*;
 
@@ -63,6 +79,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the same write can never succeed however often it is tried (the data itself is
+    /// refused: a data exception, a value too large, a check or foreign key that fails), as
+    /// opposed to a database that is down, busy or lost a race.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Invalid(_) | StoreError::Corrupt(_) | StoreError::Forbidden(_) => true,
+            StoreError::NotFound { .. } | StoreError::Conflict(_) | StoreError::StaleFence { .. } => false,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                // 22: data exception (bad encoding, value too long, invalid text); 54: program
+                // limit exceeded (a row too large); 23514/23503: check and foreign key violations
+                code.starts_with("22") || code.starts_with("54") || code == "23514" || code == "23503"
+            }
+            StoreError::Database(sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. }) => true,
+            StoreError::Database(_) => false,
+        }
+    }
+
     pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
         StoreError::NotFound { what, id: id.to_string() }
     }

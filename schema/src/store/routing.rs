@@ -251,7 +251,40 @@ async fn assign(
     .bind(agent)
     .execute(&mut *conn)
     .await?;
-    publish(conn, interaction_id, event, Some(agent), data, &[]).await
+    let done = publish(conn, interaction_id, event, Some(agent), data, &[]).await?;
+    catch_up(conn, interaction_id, agent).await?;
+    Ok(done)
+}
+
+/// The most messages [`catch_up`] replays; an older part of the conversation is read with
+/// `history.get`.
+pub const CATCH_UP_MAX: i64 = 200;
+
+/// Replays the interaction's conversation into the stream of the agent it was just assigned
+/// to: one `message.new` (with `catch_up: true`) per message, oldest first, the last
+/// [`CATCH_UP_MAX`] of them. The customer's messages written while the interaction waited in a
+/// queue reached only its participants; with this, a client that only follows events sees the
+/// whole conversation of what it accepts. An agent that saw some of them before (it held the
+/// interaction before a transfer, or joined it) gets them again, with the same `id`.
+async fn catch_up(conn: &mut PgConnection, interaction_id: Uuid, agent: &str) -> Result<usize> {
+    let mut ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM messages WHERE interaction_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(interaction_id)
+    .bind(CATCH_UP_MAX)
+    .fetch_all(&mut *conn)
+    .await?;
+    ids.reverse();
+    let messages = super::load_messages(conn, &ids).await?;
+    let mut by_id: std::collections::HashMap<Uuid, crate::domain::Message> =
+        messages.into_iter().map(|m| (m.id, m)).collect();
+    for id in &ids {
+        if let Some(message) = by_id.remove(id) {
+            let data = serde_json::json!({ "message": message, "catch_up": true });
+            super::append_agent_event(conn, agent, "message.new", &data).await?;
+        }
+    }
+    Ok(ids.len())
 }
 
 /// Why an offer went back to the queue.
@@ -356,7 +389,11 @@ pub async fn transfer(
         TransferTarget::Queue(q) => (None, Some(q.as_str())),
     };
     let data = serde_json::json!({ "from_agent": from, "to_agent": to_agent, "to_queue": to_queue, "note": note });
-    publish(conn, interaction_id, "interaction.transferred", Some(from), data, &[from]).await
+    let done = publish(conn, interaction_id, "interaction.transferred", Some(from), data, &[from]).await?;
+    if let Some(login) = to_agent {
+        catch_up(conn, interaction_id, login).await?;
+    }
+    Ok(done)
 }
 
 /// Closes an interaction. `by` is the agent closing it (who must be assigned to it).

@@ -55,7 +55,7 @@ pub async fn load_interaction(conn: &mut PgConnection, id: Uuid) -> Result<Inter
 }
 
 const MESSAGE_COLUMNS: &str = "m.id, m.interaction_id, m.direction, m.author_kind, m.author_id, m.author_name, \
-     m.kind, m.text, m.location, m.contact, m.reply_to, m.forwarded, m.keyboard, m.status, m.error, \
+     m.kind, m.text, m.location, m.contact, m.reply_to, m.forwarded, m.sticker_id, m.forward_of, m.keyboard, m.template, m.status, m.error, \
      m.client_msg_id, m.created_at, m.edited_at, m.deleted, \
      COALESCE((SELECT jsonb_agg(jsonb_build_object('id', f.id, 'name', f.name, 'mime', f.mime, 'size', f.size) \
                ORDER BY mf.position) \
@@ -97,7 +97,10 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
         contact: json_opt(row, "contact")?,
         reply_to: row.try_get("reply_to")?,
         forwarded: json_opt(row, "forwarded")?,
+        sticker_id: row.try_get("sticker_id")?,
+        forward_of: row.try_get("forward_of")?,
         keyboard: json_opt(row, "keyboard")?,
+        template: json_opt(row, "template")?,
         status: row.try_get::<&str, _>("status")?.parse()?,
         error: row.try_get("error")?,
         client_msg_id: row.try_get("client_msg_id")?,

@@ -54,6 +54,9 @@ pub struct NewRoom {
     pub link_expires_at: DateTime<Utc>,
     /// The text of the message that carries the link to the customer.
     pub invitation: String,
+    /// Whether to record the call; `None`: as the interaction's queue says
+    /// (`video_queue_settings`, not recorded by default).
+    pub record: Option<bool>,
 }
 
 impl NewRoom {
@@ -80,6 +83,7 @@ impl NewRoom {
             link_token,
             link_expires_at: Utc::now() + link_ttl,
             invitation: invitation_text(agent_name, &link),
+            record: None,
         };
         (room, link)
     }
@@ -105,6 +109,7 @@ impl StartedRoom {
             "customer_link": customer_link,
             "agent_join": agent_join_link(public_url, room.id),
             "expires_at": room.link_expires_at,
+            "record": room.record,
         })
     }
 }
@@ -135,9 +140,11 @@ pub async fn start_room(conn: &mut PgConnection, new: &NewRoom) -> Result<Starte
     }
     let id = Uuid::now_v7();
     let row = sqlx::query(
-        "INSERT INTO video_rooms (id, interaction_id, agent_login, mode, quality, link_hash, link_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING created_at, link_expires_at",
+        "INSERT INTO video_rooms (id, interaction_id, agent_login, mode, quality, link_hash, link_expires_at, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, (
+             SELECT s.record FROM interactions i JOIN video_queue_settings s ON s.queue = i.queue WHERE i.id = $2
+         ), false))
+         RETURNING created_at, link_expires_at, record",
     )
     .bind(id)
     .bind(new.interaction_id)
@@ -146,6 +153,7 @@ pub async fn start_room(conn: &mut PgConnection, new: &NewRoom) -> Result<Starte
     .bind(new.quality.as_str())
     .bind(link_hash(&new.link_token))
     .bind(new.link_expires_at)
+    .bind(new.record)
     .fetch_one(&mut *conn)
     .await?;
     let room = VideoRoom {
@@ -160,6 +168,7 @@ pub async fn start_room(conn: &mut PgConnection, new: &NewRoom) -> Result<Starte
         created_at: row.try_get("created_at")?,
         ended_at: None,
         end_reason: None,
+        record: row.try_get("record")?,
     };
     let audience = record_transition(conn, &room, "created", Some(&new.agent_login), serde_json::json!({})).await?;
     let invitation = enqueue_outbound(
@@ -173,16 +182,17 @@ pub async fn start_room(conn: &mut PgConnection, new: &NewRoom) -> Result<Starte
             file_ids: Vec::new(),
             keyboard: None,
             reply_to: None,
+            ..Default::default()
         },
     )
     .await?;
     Ok(StartedRoom { room, invitation, audience })
 }
 
-const ROOM_COLUMNS: &str =
-    "id, interaction_id, agent_login, mode, quality, state, link_expires_at, node, created_at, ended_at, end_reason";
+pub(super) const ROOM_COLUMNS: &str = "id, interaction_id, agent_login, mode, quality, state, link_expires_at, node, created_at, \
+     ended_at, end_reason, record";
 
-fn room_from_row(r: &sqlx::postgres::PgRow) -> Result<VideoRoom> {
+pub(super) fn room_from_row(r: &sqlx::postgres::PgRow) -> Result<VideoRoom> {
     Ok(VideoRoom {
         id: r.try_get("id")?,
         interaction_id: r.try_get("interaction_id")?,
@@ -195,6 +205,7 @@ fn room_from_row(r: &sqlx::postgres::PgRow) -> Result<VideoRoom> {
         created_at: r.try_get("created_at")?,
         ended_at: r.try_get("ended_at")?,
         end_reason: r.try_get("end_reason")?,
+        record: r.try_get("record")?,
     })
 }
 
@@ -271,6 +282,7 @@ async fn record_transition(
         "state": state,
         "mode": room.mode,
         "quality": room.quality,
+        "record": room.record,
     });
     if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
         data.extend(extra);

@@ -1,6 +1,8 @@
 //! The Janus side of the SFU benchmark: Debian's `janus` started from `bench/janus/run.sh`
-//! (VideoRoom plugin, HTTP transport, loopback only) and participants built on webrtc-rs's
-//! `rtc` crate, like `TestPeer`, that publish and subscribe through the VideoRoom API.
+//! (VideoRoom plugin, HTTP transport) inside a network namespace the benchmark creates
+//! ([`Netns`]: Janus refuses loopback candidates, and the load may go only to loopback or to
+//! such a namespace), and participants built on webrtc-rs's `rtc` crate, like `TestPeer`, that
+//! publish and subscribe through the VideoRoom API from the host's end of the veth pair.
 //!
 //! A participant has two peer connections, as Janus's VideoRoom wants: a publisher (it offers
 //! in `publish`, Janus answers) and one multistream subscriber for every other publisher of the
@@ -33,29 +35,85 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{client_peer_connection, host_candidate, track};
 
+/// A network namespace of this run, joined to the host by a veth pair (`198.18.<n>.1` on the
+/// host's end, `198.18.<n>.2` in the namespace: RFC 2544's benchmarking range, routed nowhere);
+/// deleted, with the pair, when dropped. A run killed before that leaves it:
+/// `ip netns del sfu-bench-<pid>`.
+pub struct Netns {
+    pub name: String,
+    /// The host's end of the pair: the participants bind to it.
+    pub host_ip: std::net::IpAddr,
+    /// The namespace's end: Janus's HTTP API and media.
+    pub ns_ip: std::net::IpAddr,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+impl Netns {
+    /// Creates the namespace and its veth pair (needs root: CAP_NET_ADMIN and CAP_SYS_ADMIN).
+    pub fn create() -> anyhow::Result<Netns> {
+        let pid = std::process::id();
+        let name = format!("sfu-bench-{pid}");
+        let n = pid % 250 + 1;
+        // interface names are at most 15 characters
+        let (host_if, ns_if) = (format!("sbh{pid}"), format!("sbn{pid}"));
+        let (host_ip, ns_ip) = (format!("198.18.{n}.1"), format!("198.18.{n}.2"));
+        ip(&["netns", "add", &name])?;
+        let netns = Netns { name: name.clone(), host_ip: host_ip.parse()?, ns_ip: ns_ip.parse()? };
+        // from here on, dropping `netns` removes what was made
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &name])?;
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        ip(&["-n", &name, "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if])?;
+        ip(&["-n", &name, "link", "set", &ns_if, "up"])?;
+        ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // deleting the namespace deletes its end of the pair, and so the pair
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("could not delete network namespace {}: {e:#}", self.name);
+        }
+    }
+}
+
 /// A Janus process started for one scenario; killed when dropped.
 pub struct Janus {
     child: tokio::process::Child,
     pub pid: u32,
     pub api: String,
     pub log: PathBuf,
-    /// The one address Janus gathers ICE candidates on; the clients bind to it.
+    /// The one address Janus gathers ICE candidates on (in `netns`).
     pub media_ip: std::net::IpAddr,
 }
 
 impl Janus {
-    /// Starts Janus through `bench/janus/run.sh` and waits until its HTTP API answers.
-    pub async fn start(http_port: u16, rtp_ports: &str) -> anyhow::Result<Janus> {
+    /// Starts Janus through `bench/janus/run.sh` inside `netns` and waits until its HTTP API
+    /// answers.
+    pub async fn start(netns: &Netns, http_port: u16, rtp_ports: &str) -> anyhow::Result<Janus> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/janus/run.sh");
         let dir = std::env::temp_dir().join(format!("sfu-bench-janus-{}-{http_port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let log = dir.join("janus.log");
         let out = std::fs::File::create(&log)?;
-        let child = tokio::process::Command::new("bash")
-            .arg(script)
+        // `ip netns exec` and the script both exec: the child's pid is Janus's
+        let child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &netns.name, "bash", script])
             .arg(&dir)
             .arg(http_port.to_string())
             .arg(rtp_ports)
+            .arg("0")
+            .arg(netns.ns_ip.to_string())
+            .arg(netns.ns_ip.to_string())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -63,8 +121,8 @@ impl Janus {
             .spawn()
             .context("starting bench/janus/run.sh")?;
         let pid = child.id().ok_or_else(|| anyhow!("janus exited at once"))?;
-        let api = format!("http://127.0.0.1:{http_port}/janus");
-        let media_ip = "127.0.0.1".parse()?;
+        let api = format!("http://{}:{http_port}/janus", netns.ns_ip);
+        let media_ip = netns.ns_ip;
         let mut janus = Janus { child, pid, api, log, media_ip };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -44,6 +44,8 @@ pub enum Dropped {
 pub struct Relay {
     window: Option<Instant>,
     pointers: u32,
+    /// The text of the last chat message relayed, for the call's records.
+    chat: Option<String>,
 }
 
 impl Relay {
@@ -57,7 +59,9 @@ impl Relay {
                 if chars == 0 || chars > MAX_CHAT_CHARS {
                     return Err(Dropped::ChatLength);
                 }
-                json!({"type": "chat", "text": text, "from": from, "at": at})
+                let out = json!({"type": "chat", "text": text, "from": from, "at": at});
+                self.chat = Some(text);
+                out
             }
             Incoming::Pointer { target, source, x, y } => {
                 if !(0.0..=1.0).contains(&x) || !(0.0..=1.0).contains(&y) {
@@ -76,6 +80,11 @@ impl Relay {
             }
         };
         Ok(out.to_string())
+    }
+
+    /// The text of the chat message just relayed, once.
+    pub fn take_chat(&mut self) -> Option<String> {
+        self.chat.take()
     }
 }
 

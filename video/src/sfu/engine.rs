@@ -28,6 +28,8 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -64,6 +66,36 @@ pub enum EngineEvent {
     DataOpen,
     /// A text message on the data channel.
     Data(String),
+    /// An RTCP sender report of what this participant publishes on `source`: its clock (NTP)
+    /// for an RTP timestamp (recordings align the streams with it).
+    SenderReport { source: Source, ssrc: u32, ntp: u64, rtp: u32 },
+}
+
+/// What a peer connection tells about its link.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkStats {
+    /// Round-trip time from the participant's latest receiver report about what the SFU sends
+    /// it (RFC 3550, 6.4.1: arrival - LSR - DLSR), ms.
+    pub rtt_ms: Option<f64>,
+}
+
+/// The middle 32 bits of the NTP time of now (what RTCP's LSR holds), from the wall clock as
+/// the crate's sender reports stamp it.
+fn ntp_middle_now() -> u32 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() + 2_208_988_800;
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (((secs << 32) | frac) >> 16) as u32
+}
+
+/// The round trip a report block gives (ms), if it refers to a sender report of ours.
+pub fn rtt_from_report(now_middle: u32, lsr: u32, dlsr: u32) -> Option<f64> {
+    if lsr == 0 {
+        return None;
+    }
+    let rtt = now_middle.wrapping_sub(lsr).wrapping_sub(dlsr);
+    // more than a minute is a report about something else (or a clock step)
+    (rtt < 60 * 65_536).then(|| f64::from(rtt) * 1000.0 / 65_536.0)
 }
 
 /// One peer connection of the SFU: the server side of one participant.
@@ -85,6 +117,10 @@ pub trait Engine: Send {
     /// Asks this participant for a keyframe of `source`.
     fn request_keyframe(&mut self, now: Instant, source: Source);
     fn send_data(&mut self, now: Instant, text: &str);
+    /// The link's statistics (round-trip time); called every few seconds.
+    fn link_stats(&mut self, _now: Instant) -> LinkStats {
+        LinkStats::default()
+    }
     fn close(&mut self);
 }
 
@@ -109,6 +145,8 @@ pub struct RtcEngine {
     data_channel: Option<RTCDataChannelId>,
     pending: std::collections::VecDeque<EngineEvent>,
     connected: bool,
+    /// The latest round trip from a receiver report, ms.
+    rtt_ms: Option<f64>,
 }
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
@@ -259,6 +297,7 @@ impl RtcEngine {
             data_channel: Some(data_channel),
             pending: Default::default(),
             connected: false,
+            rtt_ms: None,
         })
     }
 
@@ -323,6 +362,30 @@ impl RtcEngine {
                 RTCMessage::RtcpPacket(_, packets) => {
                     for packet in &packets {
                         let any = packet.as_any();
+                        if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                            let now = ntp_middle_now();
+                            let rtts: Vec<f64> = rr
+                                .reports
+                                .iter()
+                                .filter(|r| self.senders.iter().any(|(_, _, ssrc)| *ssrc == r.ssrc))
+                                .filter_map(|r| rtt_from_report(now, r.last_sender_report, r.delay))
+                                .collect();
+                            if !rtts.is_empty() {
+                                self.rtt_ms = Some(rtts.iter().sum::<f64>() / rtts.len() as f64);
+                            }
+                            continue;
+                        }
+                        if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                            if let Some((_, source, _)) = self.receivers.iter().find(|(_, _, ssrc)| *ssrc == sr.ssrc) {
+                                self.pending.push_back(EngineEvent::SenderReport {
+                                    source: *source,
+                                    ssrc: sr.ssrc,
+                                    ntp: sr.ntp_time,
+                                    rtp: sr.rtp_time,
+                                });
+                            }
+                            continue;
+                        }
                         let mut ssrcs = Vec::new();
                         if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                             ssrcs.push(pli.media_ssrc);
@@ -459,6 +522,10 @@ impl Engine for RtcEngine {
         }
     }
 
+    fn link_stats(&mut self, _now: Instant) -> LinkStats {
+        LinkStats { rtt_ms: self.rtt_ms }
+    }
+
     fn close(&mut self) {
         let _ = self.pc.close();
     }
@@ -472,19 +539,27 @@ const NACK_HISTORY: u16 = 256;
 /// Application-most, after every interceptor of the defaults, before the chain's terminus.
 pub const KEYFRAME_RELAY_SLOT: usize = 20_000;
 
-/// Marks inbound RTCP that carries a PLI or FIR for delivery to the application: the chain's
-/// terminus drops every other inbound RTCP packet, which is right for reports its interceptors
-/// act on, but an SFU must see its subscribers' keyframe requests to relay them.
+/// Marks inbound RTCP that carries a PLI, a FIR, a sender or a receiver report for delivery to
+/// the application: the chain's terminus drops every other inbound RTCP packet, which is right
+/// for reports its interceptors act on, but an SFU must see its subscribers' keyframe requests
+/// to relay them, a recording its publishers' sender reports, and the quality indicator the
+/// round trips of receiver reports (the crate does not compute them).
 #[derive(Default)]
 pub struct KeyframeRequestsToApplication {
     read: std::collections::VecDeque<TaggedPacket>,
     write: std::collections::VecDeque<TaggedPacket>,
 }
 
+/// Keyframe requests (relayed to publishers), sender reports (recordings align streams with
+/// them) and receiver reports (the round trip of the quality indicator) go on to the
+/// application.
 fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     packets.iter().any(|p| {
         let any = p.as_any();
-        any.downcast_ref::<PictureLossIndication>().is_some() || any.downcast_ref::<FullIntraRequest>().is_some()
+        any.downcast_ref::<PictureLossIndication>().is_some()
+            || any.downcast_ref::<FullIntraRequest>().is_some()
+            || any.downcast_ref::<SenderReport>().is_some()
+            || any.downcast_ref::<ReceiverReport>().is_some()
     })
 }
 
@@ -524,4 +599,23 @@ impl Interceptor for KeyframeRequestsToApplication {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receiver_report_gives_the_round_trip() {
+        // our report left at LSR; the receiver held it 0.5 s; it came back 0.54 s after it left
+        let lsr = 0x1234_0000u32;
+        let now = lsr + (0.54 * 65_536.0) as u32;
+        let dlsr = (0.5 * 65_536.0) as u32;
+        let rtt = rtt_from_report(now, lsr, dlsr).unwrap();
+        assert!((rtt - 40.0).abs() < 0.1, "{rtt}");
+        assert_eq!(rtt_from_report(now, 0, dlsr), None, "no sender report received yet");
+        assert_eq!(rtt_from_report(lsr, now, 0), None, "a report from the future");
+        let middle = ntp_middle_now();
+        assert!(rtt_from_report(middle, middle.wrapping_sub(655), 0).unwrap() < 11.0);
+    }
 }

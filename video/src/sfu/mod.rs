@@ -7,6 +7,7 @@
 pub mod data;
 pub mod demux;
 pub mod engine;
+pub mod quality;
 pub mod router;
 
 use std::cmp::Reverse;
@@ -25,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use self::data::Relay;
 use self::demux::Demux;
 use self::engine::{Engine, EngineError, EngineEvent, EngineSettings, RtcEngine};
-use self::router::{Effect, Member, PeerId, Router, SlotInfo};
+use self::quality::{PeerMeters, Quality};
+use self::router::{Effect, Member, PeerId, Router, SlotInfo, Source};
+use crate::recording::spool::{Spool, TrackKey, TrackRole};
 
 /// What the SFU tells a participant's signalling socket.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +39,36 @@ pub enum Notice {
     Connected,
     /// ICE or DTLS failed or closed: the participant's connection is gone.
     Disconnected,
+    /// The participant sent this chat message (relayed to the others), at this time.
+    Chat { text: String, at: chrono::DateTime<chrono::Utc> },
+    /// The participant's connection over the last interval, and the address its media comes
+    /// from (a TURN relay's, when relayed).
+    Quality { quality: Quality, remote: Option<SocketAddr> },
+}
+
+/// A room's recording, as the SFU feeds it: which tracks go to the spool.
+#[derive(Clone)]
+pub struct RecordTap {
+    pub recording: uuid::Uuid,
+    pub spool: Spool,
+    /// The supervisor's voice too.
+    pub supervisor: bool,
+    /// The customer's screen share too.
+    pub screen: bool,
+}
+
+impl RecordTap {
+    /// Whether `source` of a participant in `role` is recorded: everyone's voice (the
+    /// supervisor's when configured), the customer's camera (and screen when configured).
+    pub fn wants(&self, role: TrackRole, source: Source) -> bool {
+        match (role, source) {
+            (TrackRole::Supervisor, Source::Audio) => self.supervisor,
+            (_, Source::Audio) => true,
+            (TrackRole::Customer, Source::Camera) => true,
+            (TrackRole::Customer, Source::Screen) => self.screen,
+            _ => false,
+        }
+    }
 }
 
 /// One socket carries every peer's media, so its buffers must absorb the bursts of all of them
@@ -86,6 +119,8 @@ pub struct Join {
     pub member: Member,
     /// Stamped on the participant's data-channel messages (`id`, `role`, `name`).
     pub from: Value,
+    /// Whose voice and picture this is, for a recording of the room.
+    pub role: TrackRole,
 }
 
 /// The offer a joining participant answers.
@@ -103,6 +138,7 @@ enum Command {
     Renegotiate { peer: PeerId, reply: oneshot::Sender<Result<(String, Vec<SlotInfo>), SfuError>> },
     Leave { peer: PeerId },
     Snapshot { reply: oneshot::Sender<Snapshot> },
+    Record { room: uuid::Uuid, tap: Option<RecordTap>, reply: oneshot::Sender<()> },
 }
 
 /// Counters of the SFU, shared with metrics and benchmarks.
@@ -123,6 +159,8 @@ pub struct Snapshot {
     pub rooms: usize,
     pub addresses: usize,
     pub timers: usize,
+    /// Rooms whose media goes to a recording.
+    pub recordings: usize,
 }
 
 /// The handle signalling uses; cheap to clone.
@@ -191,12 +229,23 @@ impl Sfu {
     pub async fn snapshot(&self) -> Result<Snapshot, SfuError> {
         self.ask(|reply| Command::Snapshot { reply }).await
     }
+
+    /// Starts (`Some`) or stops (`None`) feeding a room's media to a recording. Returns once
+    /// the SFU applied it: after a stop, no packet of the room goes to the spool any more.
+    pub async fn record(&self, room: uuid::Uuid, tap: Option<RecordTap>) -> Result<(), SfuError> {
+        self.ask(|reply| Command::Record { room, tap, reply }).await
+    }
 }
 
 struct Peer {
     engine: Box<dyn Engine>,
     notices: mpsc::UnboundedSender<Notice>,
     from: Value,
+    role: TrackRole,
+    meters: PeerMeters,
+    joined: Instant,
+    /// Where its datagrams come from.
+    remote: Option<SocketAddr>,
     relay: Relay,
     deadline: Option<Instant>,
     /// DTLS is up: media sent before would be dropped by the engine anyway.
@@ -222,6 +271,8 @@ struct Task {
     dirty: Vec<PeerId>,
     events: Vec<EngineEvent>,
     next_peer: PeerId,
+    /// The rooms being recorded.
+    recordings: HashMap<uuid::Uuid, RecordTap>,
 }
 
 /// How many datagrams one wake-up reads before it looks at commands and timers again.
@@ -240,11 +291,14 @@ impl Task {
             dirty: Vec::new(),
             events: Vec::new(),
             next_peer: 1,
+            recordings: HashMap::new(),
         }
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let mut buf = vec![0u8; 2048];
+        let mut quality = tokio::time::interval(quality::INTERVAL);
+        quality.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
             let sleep = tokio::time::sleep_until(
@@ -273,6 +327,7 @@ impl Task {
                         Err(e) => tracing::debug!(error = %e, "SFU socket read failed"),
                     }
                 }
+                _ = quality.tick() => self.sample_quality(),
                 _ = sleep => {}
             }
             // due timers run on every turn: under a steady stream of datagrams the socket is
@@ -339,7 +394,32 @@ impl Task {
                     rooms: self.router.room_count(),
                     addresses: self.demux.addresses(),
                     timers: self.peers.values().filter(|p| p.deadline.is_some()).count(),
+                    recordings: self.recordings.len(),
                 });
+            }
+            Command::Record { room, tap, reply } => {
+                match tap {
+                    Some(tap) => {
+                        // the recording's video starts at a keyframe
+                        for peer in self.router.room_peers(room).to_vec() {
+                            if let Some(p) = self.peers.get_mut(&peer)
+                                && p.role == TrackRole::Customer
+                            {
+                                p.engine.request_keyframe(now, Source::Camera);
+                                if tap.screen {
+                                    p.engine.request_keyframe(now, Source::Screen);
+                                }
+                                self.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                                self.dirty.push(peer);
+                            }
+                        }
+                        self.recordings.insert(room, tap);
+                    }
+                    None => {
+                        self.recordings.remove(&room);
+                    }
+                }
+                let _ = reply.send(());
             }
         }
     }
@@ -360,6 +440,10 @@ impl Task {
                 engine: Box::new(engine),
                 notices,
                 from: join.from,
+                role: join.role,
+                meters: PeerMeters::default(),
+                joined: now,
+                remote: None,
                 relay: Relay::default(),
                 deadline: None,
                 connected: false,
@@ -415,6 +499,7 @@ impl Task {
             return;
         };
         let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.remote = Some(from);
         if let Some(early) = &mut p.early {
             if early.len() < EARLY_DATAGRAMS {
                 early.push((from, Instant::now(), data.to_vec()));
@@ -459,6 +544,26 @@ impl Task {
             match event {
                 EngineEvent::Media { source, packet } => {
                     let h = &packet.header;
+                    let role = match self.peers.get_mut(&peer) {
+                        Some(p) => {
+                            p.meters.source(source).packet(
+                                h.ssrc,
+                                h.sequence_number,
+                                h.timestamp,
+                                packet.payload.len() + 12,
+                                now,
+                            );
+                            p.role
+                        }
+                        None => continue,
+                    };
+                    if !self.recordings.is_empty()
+                        && let Some(member) = self.router.member(peer)
+                        && let Some(tap) = self.recordings.get(&member.room)
+                        && tap.wants(role, source)
+                    {
+                        tap.spool.packet(tap.recording, TrackKey { peer, role, source }, now, h, &packet.payload);
+                    }
                     let forwards = self.router.route(peer, source, h.ssrc, h.sequence_number, h.timestamp);
                     for forward in forwards.into_iter().flatten() {
                         if let Some(target) = self.peers.get_mut(&forward.peer)
@@ -467,10 +572,20 @@ impl Task {
                             let mut copy = packet.clone();
                             copy.header.sequence_number = forward.seq;
                             copy.header.timestamp = forward.timestamp;
+                            target.meters.bytes_out += (copy.payload.len() + 12) as u64;
                             target.engine.send_media(now, forward.slot, copy);
                             self.counters.rtp_forwarded.fetch_add(1, Ordering::Relaxed);
                             self.dirty.push(forward.peer);
                         }
+                    }
+                }
+                EngineEvent::SenderReport { source, ssrc, ntp, rtp } => {
+                    let Some(role) = self.peers.get(&peer).map(|p| p.role) else { continue };
+                    if let Some(member) = self.router.member(peer)
+                        && let Some(tap) = self.recordings.get(&member.room)
+                        && tap.wants(role, source)
+                    {
+                        tap.spool.sender_report(tap.recording, TrackKey { peer, role, source }, now, ssrc, ntp, rtp);
                     }
                 }
                 EngineEvent::KeyframeRequest { slot } => {
@@ -504,6 +619,19 @@ impl Task {
         self.events = events;
     }
 
+    /// Every connected participant's quality over the last interval, to its signalling socket.
+    fn sample_quality(&mut self) {
+        let now = Instant::now();
+        for p in self.peers.values_mut() {
+            if !p.connected {
+                continue;
+            }
+            let link = p.engine.link_stats(now);
+            let quality = p.meters.sample(now, p.joined, link.rtt_ms);
+            let _ = p.notices.send(Notice::Quality { quality, remote: p.remote });
+        }
+    }
+
     fn notify(&self, peer: PeerId, notice: Notice) {
         if let Some(p) = self.peers.get(&peer) {
             let _ = p.notices.send(notice);
@@ -511,7 +639,8 @@ impl Task {
     }
 
     fn relay_data(&mut self, from: PeerId, text: &str, now: Instant) {
-        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let wall = chrono::Utc::now();
+        let at = wall.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let Some(sender) = self.peers.get_mut(&from) else { return };
         let stamped = match sender.relay.relay(text, &sender.from, &at, now) {
             Ok(stamped) => stamped,
@@ -520,6 +649,9 @@ impl Task {
                 return;
             }
         };
+        if let Some(chat) = sender.relay.take_chat() {
+            let _ = sender.notices.send(Notice::Chat { text: chat, at: wall });
+        }
         for target in self.router.data_audience(from) {
             if let Some(t) = self.peers.get_mut(&target) {
                 t.engine.send_data(now, &stamped);

@@ -5,6 +5,8 @@
 //! it receives on every mid.
 #![allow(dead_code)]
 
+pub mod media;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +53,8 @@ pub struct Hub {
     pub interaction: Uuid,
     pub coord: Arc<dyn coord::Coordinator>,
     pub shutdown: CancellationToken,
+    /// The recordings' spool and the file server's files.
+    pub dir: Arc<tempfile::TempDir>,
 }
 
 impl Drop for Hub {
@@ -68,8 +72,14 @@ impl Hub {
         Self::start_with(video::Config::default()).await
     }
 
-    pub async fn start_with(mut config: video::Config) -> Hub {
+    pub async fn start_with(config: video::Config) -> Hub {
+        Self::start_full(config, fileserver::Config::default()).await
+    }
+
+    /// The video component and, on the same listener, a file server (where recordings go).
+    pub async fn start_full(mut config: video::Config, mut files: fileserver::Config) -> Hub {
         testenv::init_logging();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
         let (_url, pool) = testenv::database().await;
         let interaction = assigned_interaction(&pool).await;
         let verifier = ops::auth::Verifier::from_config(&ops::auth::JwtConfig {
@@ -84,23 +94,31 @@ impl Hub {
         let http = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         config.empty_grace_s = config.empty_grace_s.min(1);
+        config.recording.spool_dir = dir.path().join("spool");
+        config.recording.service_secret = Some(ops::config::Secret::new(SECRET.to_owned()));
         let coordinator: Arc<dyn coord::Coordinator> = Arc::new(coord::LocalCoordinator::new());
         let video = video::Video::start(
             config,
             &format!("http://{http}"),
-            verifier,
+            verifier.clone(),
             pool.clone(),
             coordinator.clone(),
             shutdown.clone(),
         )
         .await
         .unwrap();
-        let router = video.router();
+        files.root = dir.path().join("files");
+        files.retention_days = 0;
+        let fileserver =
+            fileserver::Fileserver::start(files, verifier, pool.clone(), coordinator.clone(), shutdown.clone())
+                .await
+                .unwrap();
+        let router = video.router().merge(fileserver.router());
         let stop = shutdown.clone();
         tokio::spawn(async move {
             axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await.unwrap();
         });
-        Hub { pool, http, video: Arc::new(video), interaction, coord: coordinator, shutdown }
+        Hub { pool, http, video: Arc::new(video), interaction, coord: coordinator, shutdown, dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -185,6 +203,9 @@ pub async fn send(ws: &mut Ws, frame: Value) {
     ws.send(Message::Text(frame.to_string().into())).await.unwrap();
 }
 
+/// A wall-clock time.
+pub type Wall = chrono::DateTime<chrono::Utc>;
+
 /// What a test peer received, per mid of its peer connection.
 #[derive(Default)]
 pub struct Received {
@@ -197,6 +218,8 @@ pub struct Received {
     pub keyframe_requests: AtomicU64,
     /// One-way latency samples (µs) of packets whose payload carries a send time.
     pub latencies_us: Mutex<Vec<u64>>,
+    /// When this peer's planned mute began and ended (wall clock).
+    pub muted: Mutex<Option<(Wall, Option<Wall>)>>,
 }
 
 impl Received {
@@ -235,11 +258,36 @@ pub struct Publish {
     pub video_pt: u8,
     /// Audio packets per second (each ~160 bytes; 0: no audio).
     pub audio_pps: u32,
+    /// Real media instead of filler: a tone and the test pattern (see [`Media`]).
+    pub media: Option<Media>,
 }
 
 impl Publish {
-    pub const CALL: Publish = Publish { video_pps: 100, video_pt: 96, audio_pps: 50 };
-    pub const NONE: Publish = Publish { video_pps: 0, video_pt: 96, audio_pps: 0 };
+    pub const CALL: Publish = Publish { video_pps: 100, video_pt: 96, audio_pps: 50, media: None };
+    pub const NONE: Publish = Publish { video_pps: 0, video_pt: 96, audio_pps: 0, media: None };
+
+    /// A tone of `hz` (20 ms Opus packets) and, with `video`, the VP8 test pattern (15
+    /// frames/s), both from real encoders.
+    pub fn media(hz: u32, video: bool) -> Publish {
+        Publish {
+            video_pps: if video { 15 } else { 0 },
+            video_pt: 96,
+            audio_pps: 50,
+            media: Some(Media { tone_hz: hz, mute: None, loss_percent: 0 }),
+        }
+    }
+}
+
+/// Real media for a test peer.
+#[derive(Clone, Copy, Debug)]
+pub struct Media {
+    /// The voice: a sine of this frequency.
+    pub tone_hz: u32,
+    /// No audio is sent in this span (ms after the media started), its timestamps running on
+    /// (a muted or stopped microphone); the peer notes when the span really began and ended.
+    pub mute: Option<(u64, u64)>,
+    /// This share of the peer's packets is not sent (a lossy network).
+    pub loss_percent: u32,
 }
 
 /// The epoch of the latency stamps in payloads.
@@ -297,13 +345,28 @@ impl TestPeer {
                 let ticker = |pps: u32| {
                     (pps > 0).then(|| {
                         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / pps as f64));
-                        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                        // (real media keeps its capture clock: every 20 ms of sound is sent, late
+                        // after a stall, so its timestamps follow the wall clock)
+                        t.set_missed_tick_behavior(if publish.media.is_some() {
+                            tokio::time::MissedTickBehavior::Burst
+                        } else {
+                            tokio::time::MissedTickBehavior::Skip
+                        });
                         t
                     })
                 };
                 let mut video_tick = ticker(publish.video_pps);
                 let mut audio_tick = ticker(publish.audio_pps);
                 let (mut vseq, mut aseq, mut vts, mut ats) = (0u16, 0u16, 0u32, 0u32);
+                let tone = publish.media.map(|m| media::opus_tone(f64::from(m.tone_hz), 1.0, 0.3));
+                let pattern = publish.media.filter(|_| publish.video_pps > 0).map(|_| media::vp8_pattern());
+                let (mut frame_no, mut audio_no, mut sent_no) = (0usize, 0u64, 0u64);
+                let mut media_started: Option<Instant> = None;
+                let lose = |n: u64| {
+                    publish.media.is_some_and(|m| {
+                        m.loss_percent > 0 && n.wrapping_mul(2_654_435_761) % 100 < u64::from(m.loss_percent)
+                    })
+                };
                 loop {
                     while let Some(out) = pc.poll_write() {
                         let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
@@ -403,26 +466,79 @@ impl TestPeer {
                             }
                         },
                         _ = async { video_tick.as_mut().unwrap().tick().await }, if connected && video_tick.is_some() => {
-                            vseq = vseq.wrapping_add(1);
-                            vts = vts.wrapping_add(900);
-                            let mut payload = vec![0u8; 1100];
-                            payload[..8].copy_from_slice(&micros_since_epoch().to_be_bytes());
-                            let packet = rtp::Packet {
-                                header: rtp::header::Header { version: 2, marker: true, payload_type: publish.video_pt, sequence_number: vseq, timestamp: vts, ssrc: video_ssrc, ..Default::default() },
-                                payload: Bytes::from(payload),
-                            };
-                            if let Some(mut s) = pc.rtp_sender(video_sender) { let _ = s.write_rtp(Instant::now(), packet); }
+                            if let Some(frames) = pattern {
+
+                                let frame = &frames[frame_no % frames.len()];
+                                frame_no += 1;
+                                vts = vts.wrapping_add(6000);
+                                let payloads = media::packetize(frame, false);
+                                let last = payloads.len() - 1;
+                                for (i, payload) in payloads.into_iter().enumerate() {
+                                    vseq = vseq.wrapping_add(1);
+                                    sent_no += 1;
+                                    if lose(sent_no) {
+                                        continue;
+                                    }
+                                    let packet = rtp::Packet {
+                                        header: rtp::header::Header { version: 2, marker: i == last, payload_type: 96, sequence_number: vseq, timestamp: vts, ssrc: video_ssrc, ..Default::default() },
+                                        payload,
+                                    };
+                                    if let Some(mut s) = pc.rtp_sender(video_sender) { let _ = s.write_rtp(Instant::now(), packet); }
+                                }
+                            } else {
+                                vseq = vseq.wrapping_add(1);
+                                vts = vts.wrapping_add(900);
+                                let mut payload = vec![0u8; 1100];
+                                payload[..8].copy_from_slice(&micros_since_epoch().to_be_bytes());
+                                let packet = rtp::Packet {
+                                    header: rtp::header::Header { version: 2, marker: true, payload_type: publish.video_pt, sequence_number: vseq, timestamp: vts, ssrc: video_ssrc, ..Default::default() },
+                                    payload: Bytes::from(payload),
+                                };
+                                if let Some(mut s) = pc.rtp_sender(video_sender) { let _ = s.write_rtp(Instant::now(), packet); }
+                            }
                         }
                         _ = async { audio_tick.as_mut().unwrap().tick().await }, if connected && audio_tick.is_some() => {
-                            aseq = aseq.wrapping_add(1);
-                            ats = ats.wrapping_add(960);
-                            let mut payload = vec![0u8; 160];
-                            payload[..8].copy_from_slice(&micros_since_epoch().to_be_bytes());
-                            let packet = rtp::Packet {
-                                header: rtp::header::Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: ats, ssrc: audio_ssrc, ..Default::default() },
-                                payload: Bytes::from(payload),
-                            };
-                            if let Some(mut s) = pc.rtp_sender(audio_sender) { let _ = s.write_rtp(Instant::now(), packet); }
+                            if let Some(tone) = tone.as_ref() {
+                                let started = *media_started.get_or_insert_with(Instant::now);
+                                ats = ats.wrapping_add(960);
+                                let payload = tone[(audio_no % 50) as usize].clone();
+                                audio_no += 1;
+                                let elapsed = started.elapsed().as_millis() as u64;
+                                let muted = publish.media.and_then(|m| m.mute).is_some_and(|(a, b)| elapsed >= a && elapsed < b);
+                                {
+                                    let mut m = received.muted.lock().unwrap();
+                                    match (*m, muted) {
+                                        (None, true) => *m = Some((chrono::Utc::now(), None)),
+                                        (Some((s, None)), false) => *m = Some((s, Some(chrono::Utc::now()))),
+                                        _ => {}
+                                    }
+                                }
+                                // a muted microphone sends nothing (its sequence numbers do not
+                                // move); a lost packet was numbered and never arrives
+                                if muted {
+                                    continue;
+                                }
+                                aseq = aseq.wrapping_add(1);
+                                sent_no += 1;
+                                if lose(sent_no) {
+                                    continue;
+                                }
+                                let packet = rtp::Packet {
+                                    header: rtp::header::Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: ats, ssrc: audio_ssrc, ..Default::default() },
+                                    payload,
+                                };
+                                if let Some(mut s) = pc.rtp_sender(audio_sender) { let _ = s.write_rtp(Instant::now(), packet); }
+                            } else {
+                                aseq = aseq.wrapping_add(1);
+                                ats = ats.wrapping_add(960);
+                                let mut payload = vec![0u8; 160];
+                                payload[..8].copy_from_slice(&micros_since_epoch().to_be_bytes());
+                                let packet = rtp::Packet {
+                                    header: rtp::header::Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: ats, ssrc: audio_ssrc, ..Default::default() },
+                                    payload: Bytes::from(payload),
+                                };
+                                if let Some(mut s) = pc.rtp_sender(audio_sender) { let _ = s.write_rtp(Instant::now(), packet); }
+                            }
                         }
                     }
                 }
@@ -561,4 +677,9 @@ pub fn agent_join(room: Uuid, who: &str, roles: &[&str]) -> Value {
 
 pub fn customer_join(link: &str) -> Value {
     json!({"type": "join", "link": link})
+}
+
+/// A customer's join answering a recorded call's notice.
+pub fn customer_join_consenting(link: &str, consent: bool) -> Value {
+    json!({"type": "join", "link": link, "consent": consent, "devices": {"camera": true, "microphone": true}})
 }

@@ -1,0 +1,215 @@
+//! Campaigns through the admin API: created with an audience by customer id and by phone, more
+//! recipients from a CSV upload, started (one outbox row per recipient, however often),
+//! paused, resumed and cancelled, reported per recipient (JSON and the CSV export), every change
+//! audited; bad input refused naming the field, the recipient or the CSV line; an account's
+//! stop words set and used by the ingest.
+
+mod harness;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use harness::spawn_app;
+
+async fn customer_of(app: &harness::TestApp, user: &str) -> Uuid {
+    sqlx::query_scalar("SELECT customer_id FROM customer_identities WHERE external_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn outbox_rows(app: &harness::TestApp, campaign: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE campaign_id = $1::uuid")
+        .bind(campaign)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_campaign_is_created_fed_started_paused_resumed_cancelled_reported_and_audited() {
+    let app = spawn_app().await;
+    app.inbound_with(app.telegram, "cust-anna", "hi", None, Vec::new()).await;
+    app.inbound_with(app.telegram, "cust-boris", "hi", Some("+79001112233"), Vec::new()).await;
+    app.inbound_with(app.telegram, "cust-vera", "hi", None, Vec::new()).await;
+    let anna = customer_of(&app, "cust-anna").await;
+    let vera = customer_of(&app, "cust-vera").await;
+
+    let body = json!({
+        "account_id": app.telegram,
+        "name": "December",
+        "text": "Hi {{name}}, your code is {{code}}",
+        "quiet_hours": "23:00-07:00",
+        "rate_per_s": 20,
+        "recipients": [
+            {"customer_id": anna, "variables": {"name": "Anna", "code": "A1"}, "utc_offset_min": 180},
+            {"phone": "+79001112233", "variables": {"name": "Boris", "code": "B2"}},
+        ],
+    });
+    let (status, created) = app.send(Method::POST, "/api/v1/campaigns", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["campaign"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["campaign"]["state"], "draft");
+    assert_eq!(created["campaign"]["quiet_hours"], "23:00-07:00");
+    assert_eq!(created["counts"]["queued"], 2);
+
+    // refusals name what to fix
+    let mut missing = body.clone();
+    missing["recipients"][1]["variables"] = json!({"name": "Boris"});
+    let mut quiet = body.clone();
+    quiet["quiet_hours"] = json!("late");
+    let mut unknown = body.clone();
+    unknown["colour"] = json!("red");
+    let mut whatsapp = body.clone();
+    whatsapp["account_id"] = json!(app.whatsapp);
+    whatsapp["recipients"] = json!([]);
+    let mut neither = body.clone();
+    neither["recipients"] = json!([{"variables": {"name": "X", "code": "Y"}}]);
+    for (bad, why) in [
+        (missing, "recipient 1: no value for {{code}}"),
+        (quiet, "quiet_hours"),
+        (unknown, "colour"),
+        (whatsapp, "template"),
+        (neither, "recipients[0]"),
+    ] {
+        let (status, error) = app.send(Method::POST, "/api/v1/campaigns", Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(why), "{why}: {error}");
+    }
+
+    // more recipients from a CSV upload: one new, one unknown customer, one already in
+    let csv = format!("customer_id,name,code\n{vera},Vera,V3\n{},Nobody,N0\n{anna},Anna,A1\n", Uuid::now_v7());
+    let upload = |body: String, content_type: &'static str| {
+        app.http
+            .post(app.url(&format!("/api/v1/campaigns/{id}/recipients")))
+            .bearer_auth(&app.key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let response = upload(csv, "text/csv").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let added: Value = response.json().await.unwrap();
+    assert_eq!(added, json!({"added": 1, "duplicates": 1, "unresolved": 1}));
+    let response = upload("customer_id,name,code\nnope,X,Y\n".into(), "text/csv").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("csv line 2"), "{error}");
+    let response = upload("x".into(), "text/plain").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let huge = format!("phone,name,code\n{}", "+79001112233,B,C\n".repeat(1_100_000));
+    let response = upload(huge, "text/csv").await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("at most 16 MiB"), "{error}");
+
+    // start: one outbox row per resolved recipient, a second start adds none
+    let act = |action: &'static str| {
+        let path = format!("/api/v1/campaigns/{id}/{action}");
+        let app = &app;
+        async move { app.send(Method::POST, &path, None).await }
+    };
+    let (status, started) = act("start").await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(started["campaign"]["state"], "running");
+    assert_eq!(outbox_rows(&app, &id).await, 3);
+    act("start").await;
+    assert_eq!(outbox_rows(&app, &id).await, 3, "a second start queues nobody twice");
+    let (status, paused) = act("pause").await;
+    assert_eq!((status, paused["campaign"]["state"].as_str()), (StatusCode::OK, Some("paused")));
+    let (status, error) = act("start").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("is paused"), "{error}");
+    let (status, _) = act("launch").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, resumed) = act("resume").await;
+    assert_eq!(resumed["campaign"]["state"], "running");
+
+    // stop words: the account's own list, and the ingest opts the writer out
+    let (status, words) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/accounts/{}/opt-out-words", app.telegram),
+            Some(json!({"words": ["хватит", "Unsubscribe"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{words}");
+    assert_eq!(words, json!({"words": ["ХВАТИТ", "UNSUBSCRIBE"]}));
+    app.inbound(app.telegram, "cust-vera", "Хватит!").await;
+    app.inbound(app.telegram, "cust-anna", "stop").await;
+    let opted: Vec<String> = sqlx::query_scalar("SELECT chat_id FROM campaign_opt_outs ORDER BY chat_id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(opted, vec!["cust-vera"], "STOP is not a stop word of this account any more");
+
+    let (_, cancelled) = act("cancel").await;
+    assert_eq!(cancelled["campaign"]["state"], "cancelled");
+    assert_eq!(cancelled["counts"]["skipped"], 4, "{cancelled}");
+    let (status, _) = act("resume").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE campaign_id = $1::uuid AND state = 'pending'")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0, "a cancelled campaign leaves nothing to send");
+
+    // the per-recipient report, in pages and as CSV
+    let (status, page) = app.get(&format!("/api/v1/campaigns/{id}/recipients?limit=3")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    let after = page["next_after"].as_i64().unwrap();
+    let (_, rest) = app.get(&format!("/api/v1/campaigns/{id}/recipients?after={after}")).await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_after"], Value::Null);
+    let reasons: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"the customer has no identity on the campaign's account"), "{reasons:?}");
+    assert_eq!(reasons.iter().filter(|r| **r == "campaign cancelled").count(), 3, "{reasons:?}");
+    let response = app
+        .http
+        .get(app.url(&format!("/api/v1/exports/campaigns/{id}/recipients.csv")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csv = response.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "{csv}");
+    assert!(lines[0].starts_with("recipient_id,chat_id,customer_id,phone,state,reason"), "{csv}");
+    assert!(lines[1].contains("cust-anna") && lines[1].contains("skipped"), "{csv}");
+
+    let (_, list) = app.get(&format!("/api/v1/campaigns?account_id={}", app.telegram)).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (status, _) = app.get(&format!("/api/v1/campaigns/{}", Uuid::now_v7())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, audit) = app.get("/api/v1/audit?limit=100").await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target_kind"] == "campaign")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "campaign.create",
+        "campaign.recipients",
+        "campaign.start",
+        "campaign.pause",
+        "campaign.resume",
+        "campaign.cancel",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+}

@@ -1,0 +1,199 @@
+//! A campaign survives `kill -9` of its connector leader: two `switchboard connector
+//! --account` processes for one Telegram account (the fake Bot API in this process answering
+//! after 25 ms), a campaign of 1,000 recipients at the account's 100/s; the leader is killed a
+//! third of the way through and the other one finishes. Every recipient reaches the fake, none
+//! twice except requests the dead leader had in flight (each counted as in doubt), and the
+//! campaign ends `finished` with every recipient `sent`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connectors::fake::telegram::FakeTelegram;
+use coord::{Coordinator, ZkConfig, ZkCoordinator};
+use schema::domain::{Channel, Queue, RoutingMode};
+use schema::store::{self, CampaignAction, NewAccount, NewCampaign, RecipientInput};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const SECRET: &str = "campaign-failover-secret-campaign-failover";
+const TOKEN: &str = "7001002004:AACampaignFailover";
+const RECIPIENTS: i64 = 1_000;
+const FIRST_CHAT: i64 = 8_000_000;
+const MAX_IN_FLIGHT: usize = 8;
+
+fn start_node(db_url: &str, root: &str, account: Uuid, name: &'static str) -> (testenv::Switchboard, String) {
+    let account = account.to_string();
+    let in_flight = MAX_IN_FLIGHT.to_string();
+    let process = testenv::Switchboard::start(
+        env!("CARGO_BIN_EXE_switchboard"),
+        &["connector", "--account", &account],
+        &[
+            ("SWITCHBOARD_DATABASE__URL", db_url),
+            ("SWITCHBOARD_COORD__ROOT", root),
+            ("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000"),
+            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
+            ("SWITCHBOARD_CONNECTORS__NODE_ID", name),
+            ("SWITCHBOARD_CONNECTORS__MAX_IN_FLIGHT", &in_flight),
+        ],
+    );
+    let http = format!("http://{}", process.addr);
+    (process, http)
+}
+
+async fn leads(http: &str, account: Uuid) -> bool {
+    let Ok(response) = reqwest::get(format!("{http}/metrics")).await else { return false };
+    let text = response.text().await.unwrap_or_default();
+    text.lines().any(|l| l == format!("switchboard_connector_leader{{account=\"{account}\"}} 1"))
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_campaign_loses_no_recipient_and_repeats_only_the_counted_in_doubt() {
+    let (db_url, pool) = testenv::database().await;
+    let root = format!("/test-{}", Uuid::new_v4().simple());
+    let fake = FakeTelegram::start(TOKEN).await;
+    fake.set_latency(Duration::from_millis(25));
+    let mut conn = pool.acquire().await.unwrap();
+    store::upsert_queue(
+        &mut conn,
+        &Queue { name: "support".into(), routing_mode: RoutingMode::Manual, offer_timeout_ms: 30_000 },
+    )
+    .await
+    .unwrap();
+    let account = store::create_account(
+        &mut conn,
+        &NewAccount {
+            channel: Channel::Telegram,
+            name: "campaigns".into(),
+            default_queue: "support".into(),
+            credentials: json!({"bot_token": TOKEN}),
+            settings: json!({"api_url": fake.api_url(), "poll_timeout_s": 5,
+                "limits": {"rate": {"count": 100, "per_ms": 1000}}}),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    let mut recipients = Vec::new();
+    for n in 0..RECIPIENTS {
+        let id = Uuid::now_v7();
+        sqlx::query("INSERT INTO customers (id, name) VALUES ($1, $2)")
+            .bind(id)
+            .bind(format!("C{n}"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO customer_identities (account_id, external_id, customer_id) VALUES ($1, $2, $3)")
+            .bind(account)
+            .bind((FIRST_CHAT + n).to_string())
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        recipients.push(RecipientInput {
+            customer_id: Some(id),
+            variables: BTreeMap::from([("n".to_owned(), n.to_string())]),
+            ..RecipientInput::default()
+        });
+    }
+    fake.know((0..RECIPIENTS).map(|n| FIRST_CHAT + n));
+    let campaign = store::create_campaign(
+        &mut conn,
+        &NewCampaign {
+            account_id: account,
+            name: "failover".into(),
+            text: "Offer #{{n}}".into(),
+            template: None,
+            rate_per_s: None,
+            starts_at: None,
+            ends_at: None,
+            quiet: None,
+            utc_offset_min: 0,
+            created_by: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    store::add_recipients(&mut conn, campaign.id, &recipients, 0).await.unwrap();
+    drop(conn);
+    let coord: Arc<dyn Coordinator> = Arc::new(
+        ZkCoordinator::start(ZkConfig {
+            connect: testenv::zookeeper(),
+            root: root.clone(),
+            session_timeout: Duration::from_secs(4),
+        })
+        .await
+        .unwrap(),
+    );
+
+    let mut nodes = vec![start_node(&db_url, &root, account, "a"), start_node(&db_url, &root, account, "b")];
+    wait_for("a leader", Duration::from_secs(20), async || {
+        leads(&nodes[0].1, account).await || leads(&nodes[1].1, account).await
+    })
+    .await;
+    let leader_index = if leads(&nodes[0].1, account).await { 0 } else { 1 };
+    {
+        let mut tx = pool.begin().await.unwrap();
+        store::change_campaign(&mut tx, campaign.id, CampaignAction::Start).await.unwrap();
+        tx.commit().await.unwrap();
+        coord.notify(&schema::topics::account(account));
+    }
+    let started = Instant::now();
+
+    wait_for("a third sent", Duration::from_secs(60), async || {
+        count(&pool, "SELECT count(*) FROM campaign_recipients WHERE state = 'sent'").await >= RECIPIENTS / 3
+    })
+    .await;
+    let (mut killed, _) = nodes.remove(leader_index);
+    let (_backup, backup_http) = nodes.remove(0);
+    killed.child.kill().expect("SIGKILL the leader");
+    let killed_at = fake.elapsed();
+    killed.child.wait().unwrap();
+    let sent_before = count(&pool, "SELECT count(*) FROM campaign_recipients WHERE state = 'sent'").await;
+    wait_for("the backup leads", Duration::from_secs(20), async || leads(&backup_http, account).await).await;
+    let took_over = fake.elapsed().saturating_sub(killed_at);
+    wait_for("the campaign finished", Duration::from_secs(90), async || {
+        count(&pool, "SELECT count(*) FROM campaigns WHERE state = 'finished'").await == 1
+    })
+    .await;
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut sends: HashMap<String, Vec<Duration>> = HashMap::new();
+    for call in fake.calls_of("sendMessage").into_iter().filter(|c| c.ok()) {
+        sends.entry(call.chat()).or_default().push(call.at);
+    }
+    assert_eq!(sends.len(), RECIPIENTS as usize, "every recipient reached Telegram");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM campaign_recipients WHERE state = 'sent'").await,
+        RECIPIENTS,
+        "and is reported sent"
+    );
+    let duplicates: Vec<(&String, &Vec<Duration>)> = sends.iter().filter(|(_, at)| at.len() > 1).collect();
+    let in_doubt = count(&pool, "SELECT count(*) FROM outbox WHERE campaign_id IS NOT NULL AND attempts > 1").await;
+    println!(
+        "campaign failover: {RECIPIENTS} recipients in {elapsed:?}; leader killed at {killed_at:?} with {sent_before} \
+         sent, backup took over after {took_over:?}; {} recipients sent twice, {in_doubt} rows in doubt (attempted \
+         by both leaders)",
+        duplicates.len()
+    );
+    for (chat, at) in &duplicates {
+        assert_eq!(at.len(), 2, "{chat}: at most one repeat");
+        assert!(at[0] <= killed_at && at[1] >= killed_at, "{chat}: the dead leader's request, then the new one's");
+    }
+    assert!(duplicates.len() <= MAX_IN_FLIGHT, "repeats are bounded by the requests in flight at the kill");
+    assert!(duplicates.len() as i64 <= in_doubt, "every repeat is a row counted in doubt");
+}
