@@ -179,7 +179,10 @@ browser_tests() {
             { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } ||
             return 1
     fi
-    cargo build --bin switchboard && tests/browser/run.sh 2>&1 | tee "$browser_log"
+    # `cargo test --no-run` rather than `cargo build`: it resolves features as the test step did,
+    # so the binary and the examples already built are reused, not built a second time (a second
+    # copy of every dependency filled CI's disk once)
+    cargo test --workspace --no-run -q && tests/browser/run.sh 2>&1 | tee "$browser_log"
 }
 if [ "$#" -eq 0 ]; then
     step browser browser_tests

@@ -87,9 +87,12 @@ drop_databases() {
     TEST_DBS=()
 }
 
-# The debug binary, built if needed (the cargo test step has built it already).
+# The debug binary, built if needed (the cargo test step has built it already). Built by
+# `cargo test --workspace --no-run`, never `cargo build` or `cargo test -p <one crate>`: those
+# resolve dependency features differently and compile a second copy of everything, which
+# filled CI's disk once.
 switchboard_bin() {
-    (cd "$ROOT" && cargo build -q --bin switchboard) >&2 || die "cargo build --bin switchboard failed"
+    (cd "$ROOT" && cargo test --workspace --no-run -q) >&2 || die "cargo test --workspace --no-run failed"
     printf '%s\n' "$TARGET/debug/switchboard"
 }
 

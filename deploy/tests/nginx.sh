@@ -35,4 +35,4 @@ say "nginx -t: deploy/nginx/switchboard.conf with upstreams.conf.example is vali
 # The processes' /metrics go where deploy/tests/monitoring.sh looks for live scrapes.
 export SWITCHBOARD_METRICS_DUMP="$ROOT/.local/deploy-tests/metrics"
 rm -f "$SWITCHBOARD_METRICS_DUMP"/nginx-*.prom
-cd "$ROOT" && cargo test -q --test deploy_nginx -- --ignored --nocapture
+cd "$ROOT" && cargo test -q --workspace --test deploy_nginx -- --ignored --nocapture

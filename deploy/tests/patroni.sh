@@ -47,4 +47,4 @@ for port in 26411 26412; do
     curl -fsS "http://127.0.0.1:$port/metrics" >"$metrics/patroni-$port.prom" 2>/dev/null || true
 done
 [ -n "${SWITCHBOARD_TEST_PATRONI_URL:-}" ] || die "deploy/services.sh env printed no SWITCHBOARD_TEST_PATRONI_URL"
-cd "$ROOT" && cargo test -q --test deploy_patroni -- --ignored --nocapture
+cd "$ROOT" && cargo test -q --workspace --test deploy_patroni -- --ignored --nocapture

@@ -13,4 +13,4 @@ need_services
 export NODE_LOG=${NODE_LOG:-warn,rtc=error,rtc_interceptor=error,rtc_dtls=error,video::sfu=error}
 SWITCHBOARD_BIN=$(switchboard_bin) || exit 1
 export SWITCHBOARD_BIN
-cd "$ROOT" && cargo test -q -p video --test deploy_nodes -- --ignored --nocapture
+cd "$ROOT" && cargo test -q --workspace --test deploy_nodes -- --ignored --nocapture
