@@ -9,6 +9,7 @@ pub mod demux;
 pub mod engine;
 pub mod quality;
 pub mod router;
+pub mod udp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -273,10 +274,13 @@ struct Task {
     next_peer: PeerId,
     /// The rooms being recorded.
     recordings: HashMap<uuid::Uuid, RecordTap>,
+    /// The datagrams of this turn, sent together by `flush` (kept to reuse its allocation).
+    out: Vec<(SocketAddr, bytes::BytesMut)>,
 }
 
-/// How many datagrams one wake-up reads before it looks at commands and timers again.
-const READ_BATCH: usize = 64;
+/// How many `recvmmsg` batches ([`udp::BATCH`] datagrams each) one wake-up reads before it
+/// looks at commands and timers again.
+const READ_BATCHES: usize = 2;
 
 impl Task {
     fn new(socket: UdpSocket, settings: EngineSettings, counters: Arc<Counters>) -> Self {
@@ -292,11 +296,12 @@ impl Task {
             events: Vec::new(),
             next_peer: 1,
             recordings: HashMap::new(),
+            out: Vec::new(),
         }
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
-        let mut buf = vec![0u8; 2048];
+        let mut inbox = udp::Inbox::default();
         let mut quality = tokio::time::interval(quality::INTERVAL);
         quality.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -313,18 +318,24 @@ impl Task {
                     Some(command) => self.command(command),
                     None => break,
                 },
-                received = self.socket.recv_from(&mut buf) => {
-                    match received {
-                        Ok((n, from)) => {
-                            self.datagram(from, &buf[..n]);
-                            for _ in 1..READ_BATCH {
-                                match self.socket.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => self.datagram(from, &buf[..n]),
-                                    Err(_) => break,
+                ready = self.socket.readable() => {
+                    if let Err(e) = ready {
+                        tracing::debug!(error = %e, "SFU socket read failed");
+                    }
+                    // a few batches, then commands and timers get their turn
+                    for _ in 0..READ_BATCHES {
+                        match inbox.read(&self.socket) {
+                            Ok(0) => break,
+                            Ok(_) => {
+                                for (from, data) in inbox.datagrams() {
+                                    self.datagram(from, data);
                                 }
                             }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "SFU socket read failed");
+                                break;
+                            }
                         }
-                        Err(e) => tracing::debug!(error = %e, "SFU socket read failed"),
                     }
                 }
                 _ = quality.tick() => self.sample_quality(),
@@ -665,14 +676,11 @@ impl Task {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
+        let mut out = std::mem::take(&mut self.out);
         for peer in dirty.drain(..) {
             let Some(p) = self.peers.get_mut(&peer) else { continue };
-            while let Some((to, bytes)) = p.engine.poll_transmit() {
-                match self.socket.try_send_to(&bytes, to) {
-                    Ok(_) => self.counters.datagrams_out.fetch_add(1, Ordering::Relaxed),
-                    // a full socket buffer drops the datagram, as the network would
-                    Err(_) => self.counters.datagrams_dropped.fetch_add(1, Ordering::Relaxed),
-                };
+            while let Some(datagram) = p.engine.poll_transmit() {
+                out.push(datagram);
             }
             let deadline = p.engine.poll_timeout();
             if deadline != p.deadline {
@@ -682,6 +690,12 @@ impl Task {
                 }
             }
         }
+        // every peer's datagrams of this turn leave together, a few system calls in all
+        let sent = udp::send_all(&self.socket, &out);
+        self.counters.datagrams_out.fetch_add(sent.sent, Ordering::Relaxed);
+        self.counters.datagrams_dropped.fetch_add(sent.dropped, Ordering::Relaxed);
+        out.clear();
+        self.out = out;
         self.dirty = dirty;
         // stale timer entries are skipped when popped; keep the heap from growing without end
         if self.timers.len() > 64 + 8 * self.peers.len() {
