@@ -125,6 +125,11 @@ if [ "${#build_packages[@]}" -gt 0 ]; then
         die "apt-get install ${build_packages[*]} failed"
 fi
 
+# On CI every run starts from nothing, so incremental compilation only costs disk (3.7 of the
+# 9 GB a full run leaves in the target directory). A developer's setting is kept.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
 say "target directory: ${CARGO_TARGET_DIR:-$ROOT/target}"
 
 # --------------------------------------------------------------------- steps --
