@@ -14,51 +14,15 @@ use coord::{Coordinator, ZkConfig, ZkCoordinator};
 use schema::domain::{Channel, Queue, RoutingMode};
 use schema::store::{self, CampaignAction, NewAccount, NewCampaign, RecipientInput};
 use serde_json::json;
-use sqlx::PgPool;
 use uuid::Uuid;
+
+mod support;
+use support::{MAX_IN_FLIGHT, Node, count, leader_of, wait_for};
 
 const SECRET: &str = "campaign-failover-secret-campaign-failover";
 const TOKEN: &str = "7001002004:AACampaignFailover";
 const RECIPIENTS: i64 = 1_000;
 const FIRST_CHAT: i64 = 8_000_000;
-const MAX_IN_FLIGHT: usize = 8;
-
-fn start_node(db_url: &str, root: &str, account: Uuid, name: &'static str) -> (testenv::Switchboard, String) {
-    let account = account.to_string();
-    let in_flight = MAX_IN_FLIGHT.to_string();
-    let process = testenv::Switchboard::start(
-        env!("CARGO_BIN_EXE_switchboard"),
-        &["connector", "--account", &account],
-        &[
-            ("SWITCHBOARD_DATABASE__URL", db_url),
-            ("SWITCHBOARD_COORD__ROOT", root),
-            ("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000"),
-            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
-            ("SWITCHBOARD_CONNECTORS__NODE_ID", name),
-            ("SWITCHBOARD_CONNECTORS__MAX_IN_FLIGHT", &in_flight),
-        ],
-    );
-    let http = format!("http://{}", process.addr);
-    (process, http)
-}
-
-async fn leads(http: &str, account: Uuid) -> bool {
-    let Ok(response) = reqwest::get(format!("{http}/metrics")).await else { return false };
-    let text = response.text().await.unwrap_or_default();
-    text.lines().any(|l| l == format!("switchboard_connector_leader{{account=\"{account}\"}} 1"))
-}
-
-async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
-
-async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_mid_campaign_loses_no_recipient_and_repeats_only_the_counted_in_doubt() {
@@ -139,12 +103,11 @@ async fn killing_the_leader_mid_campaign_loses_no_recipient_and_repeats_only_the
         .unwrap(),
     );
 
-    let mut nodes = vec![start_node(&db_url, &root, account, "a"), start_node(&db_url, &root, account, "b")];
-    wait_for("a leader", Duration::from_secs(20), async || {
-        leads(&nodes[0].1, account).await || leads(&nodes[1].1, account).await
-    })
-    .await;
-    let leader_index = if leads(&nodes[0].1, account).await { 0 } else { 1 };
+    let mut nodes = vec![
+        Node::start(&db_url, &root, account, "a", SECRET, &[]),
+        Node::start(&db_url, &root, account, "b", SECRET, &[]),
+    ];
+    let leader_index = leader_of(&nodes, account).await;
     {
         let mut tx = pool.begin().await.unwrap();
         store::change_campaign(&mut tx, campaign.id, CampaignAction::Start).await.unwrap();
@@ -157,13 +120,12 @@ async fn killing_the_leader_mid_campaign_loses_no_recipient_and_repeats_only_the
         count(&pool, "SELECT count(*) FROM campaign_recipients WHERE state = 'sent'").await >= RECIPIENTS / 3
     })
     .await;
-    let (mut killed, _) = nodes.remove(leader_index);
-    let (_backup, backup_http) = nodes.remove(0);
-    killed.child.kill().expect("SIGKILL the leader");
+    let mut killed = nodes.remove(leader_index);
+    let backup = nodes.remove(0);
+    killed.kill();
     let killed_at = fake.elapsed();
-    killed.child.wait().unwrap();
     let sent_before = count(&pool, "SELECT count(*) FROM campaign_recipients WHERE state = 'sent'").await;
-    wait_for("the backup leads", Duration::from_secs(20), async || leads(&backup_http, account).await).await;
+    wait_for("the backup leads", Duration::from_secs(20), async || backup.leads(account).await).await;
     let took_over = fake.elapsed().saturating_sub(killed_at);
     wait_for("the campaign finished", Duration::from_secs(90), async || {
         count(&pool, "SELECT count(*) FROM campaigns WHERE state = 'finished'").await == 1

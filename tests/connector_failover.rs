@@ -7,66 +7,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use connectors::fake::telegram::{FakeTelegram, TgUser};
 use coord::{Coordinator, ZkConfig, ZkCoordinator};
 use schema::domain::{Channel, Queue, RoutingMode};
-use schema::store::{self, AgentProfile, NewAccount, OutboundMessage};
+use schema::store::{self, AgentProfile, NewAccount};
 use serde_json::json;
-use sqlx::PgPool;
 use uuid::Uuid;
+
+mod support;
+use support::{MAX_IN_FLIGHT, Node, count, leader_of, order_violations, spawn_outbound, wait_for};
 
 const SECRET: &str = "connector-failover-secret-connector-failover";
 const TOKEN: &str = "7001002003:AAFailoverTest";
 const USERS: u64 = 50;
 const INBOUND: usize = 500;
 const OUTBOUND: usize = 500;
-const MAX_IN_FLIGHT: usize = 8;
-
-struct Node {
-    name: &'static str,
-    process: testenv::Switchboard,
-    http: String,
-}
-
-fn start_node(db_url: &str, root: &str, account: Uuid, name: &'static str) -> Node {
-    let account = account.to_string();
-    let in_flight = MAX_IN_FLIGHT.to_string();
-    let process = testenv::Switchboard::start(
-        env!("CARGO_BIN_EXE_switchboard"),
-        &["connector", "--account", &account],
-        &[
-            ("SWITCHBOARD_DATABASE__URL", db_url),
-            ("SWITCHBOARD_COORD__ROOT", root),
-            ("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000"),
-            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
-            ("SWITCHBOARD_CONNECTORS__NODE_ID", name),
-            ("SWITCHBOARD_CONNECTORS__MAX_IN_FLIGHT", &in_flight),
-        ],
-    );
-    let http = format!("http://{}", process.addr);
-    Node { name, process, http }
-}
-
-/// Whether `node` leads the account, from its `/metrics`.
-async fn leads(node: &Node, account: Uuid) -> bool {
-    let Ok(response) = reqwest::get(format!("{}/metrics", node.http)).await else { return false };
-    let text = response.text().await.unwrap_or_default();
-    text.lines().any(|l| l == format!("switchboard_connector_leader{{account=\"{account}\"}} 1"))
-}
-
-async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
-
-async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// How the leader goes away mid-stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,15 +95,11 @@ async fn failover(stop: Stop) {
         .unwrap(),
     );
 
-    let a = start_node(&db_url, &root, account, "a");
-    let b = start_node(&db_url, &root, account, "b");
-    let mut nodes = vec![a, b];
-    wait_for("a leader", Duration::from_secs(20), async || {
-        leads(&nodes[0], account).await || leads(&nodes[1], account).await
-    })
-    .await;
-    let leader_index = if leads(&nodes[0], account).await { 0 } else { 1 };
-    assert!(!leads(&nodes[1 - leader_index], account).await, "exactly one leader");
+    let mut nodes = vec![
+        Node::start(&db_url, &root, account, "a", SECRET, &[]),
+        Node::start(&db_url, &root, account, "b", SECRET, &[]),
+    ];
+    let leader_index = leader_of(&nodes, account).await;
 
     // each customer writes once; their interactions are then assigned to alice
     let users: Vec<TgUser> = (0..USERS).map(|i| TgUser::new(600_000 + i, &format!("C{i}"))).collect();
@@ -176,38 +129,7 @@ async fn failover(stop: Stop) {
             }
         })
     };
-    let outbound = {
-        let pool = pool.clone();
-        let coord = coord.clone();
-        let interactions = interactions.clone();
-        tokio::spawn(async move {
-            for n in 0..OUTBOUND {
-                let (interaction_id, chat) = &interactions[n % interactions.len()];
-                let mut tx = pool.begin().await.unwrap();
-                store::enqueue_outbound(
-                    &mut tx,
-                    &OutboundMessage {
-                        interaction_id: *interaction_id,
-                        agent_login: "alice".into(),
-                        agent_name: "Alice".into(),
-                        client_msg_id: format!("out-{n}"),
-                        text: Some(format!("out {chat} #{n}")),
-                        file_ids: vec![],
-                        keyboard: None,
-                        reply_to: None,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
-                coord.notify(&schema::topics::account(account));
-                if n % 50 == 49 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        })
-    };
+    let outbound = spawn_outbound(pool.clone(), coord.clone(), account, interactions.clone(), OUTBOUND, 50);
 
     // mid-stream: SIGKILL the leader
     wait_for("the streams under way", Duration::from_secs(30), async || {
@@ -235,7 +157,7 @@ async fn failover(stop: Stop) {
     let sent_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await;
     let stored_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await;
 
-    wait_for("the backup leads", Duration::from_secs(20), async || leads(&backup, account).await).await;
+    wait_for("the backup leads", Duration::from_secs(20), async || backup.leads(account).await).await;
     let took_over_at = fake.elapsed();
     inbound.await.unwrap();
     outbound.await.unwrap();
@@ -272,18 +194,7 @@ async fn failover(stop: Stop) {
     assert_eq!(count(&pool, "SELECT count(*) FROM outbox WHERE state <> 'done'").await, 0);
 
     // order per chat: the first delivery of each message follows the enqueue order
-    let mut by_chat: HashMap<String, Vec<(Duration, usize)>> = HashMap::new();
-    for (text, at) in &sends {
-        let mut parts = text.split_whitespace().skip(1);
-        let chat = parts.next().unwrap().to_owned();
-        let n: usize = parts.next().unwrap().trim_start_matches('#').parse().unwrap();
-        by_chat.entry(chat).or_default().push((at[0], n));
-    }
-    let mut out_of_order = 0;
-    for sent in by_chat.values_mut() {
-        sent.sort();
-        out_of_order += sent.windows(2).filter(|w| w[0].1 > w[1].1).count();
-    }
+    let out_of_order = order_violations(sends.iter().map(|(text, at)| (text.as_str(), at[0])));
 
     println!("failover report ({stop:?}):");
     println!(

@@ -7,124 +7,24 @@
 //! Viber; duplicates at the fake (Viber has no idempotency key) are counted and reported.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use connectors::fake::viber::{FakeViber, ViberUser};
 use coord::{Coordinator, ZkConfig, ZkCoordinator};
 use schema::domain::{Channel, Queue, RoutingMode};
-use schema::store::{self, AgentProfile, NewAccount, OutboundMessage};
+use schema::store::{self, AgentProfile, NewAccount};
 use serde_json::json;
-use sqlx::PgPool;
 use uuid::Uuid;
+
+mod support;
+use support::{MAX_IN_FLIGHT, Node, count, leader_of, order_violations, spawn_outbound, start_balancer, wait_for};
 
 const SECRET: &str = "viber-failover-secret-viber-failover-secret";
 const TOKEN: &str = "4f3ac5d1e9b8a7c6-viber-failover-7f6a5b4c3d2e1f0a";
 const USERS: usize = 30;
 const INBOUND: usize = 300;
 const OUTBOUND: usize = 300;
-const MAX_IN_FLIGHT: usize = 8;
-
-struct Node {
-    name: &'static str,
-    process: testenv::Switchboard,
-    http: String,
-}
-
-fn start_node(db_url: &str, root: &str, account: Uuid, name: &'static str) -> Node {
-    let account = account.to_string();
-    let in_flight = MAX_IN_FLIGHT.to_string();
-    let process = testenv::Switchboard::start(
-        env!("CARGO_BIN_EXE_switchboard"),
-        &["connector", "--account", &account],
-        &[
-            ("SWITCHBOARD_DATABASE__URL", db_url),
-            ("SWITCHBOARD_COORD__ROOT", root),
-            ("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000"),
-            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
-            ("SWITCHBOARD_CONNECTORS__NODE_ID", name),
-            ("SWITCHBOARD_CONNECTORS__MAX_IN_FLIGHT", &in_flight),
-        ],
-    );
-    let http = format!("http://{}", process.addr);
-    Node { name, process, http }
-}
-
-/// Whether `node` leads the account, from its `/metrics`.
-async fn leads(node: &Node, account: Uuid) -> bool {
-    let Ok(response) = reqwest::get(format!("{}/metrics", node.http)).await else { return false };
-    let text = response.text().await.unwrap_or_default();
-    text.lines().any(|l| l == format!("switchboard_connector_leader{{account=\"{account}\"}} 1"))
-}
-
-async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
-
-async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The load balancer: the connectors' webhook route on every node, tried in turn.
-#[derive(Clone)]
-struct Balancer {
-    nodes: Arc<RwLock<Vec<String>>>,
-    http: reqwest::Client,
-}
-
-async fn balance(
-    State(lb): State<Balancer>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> axum::response::Response {
-    let mut last = (StatusCode::BAD_GATEWAY, String::from("no node answered"));
-    let nodes = lb.nodes.read().unwrap().clone();
-    for node in nodes {
-        let mut request = lb.http.post(format!("{node}{}", uri.path())).body(body.clone());
-        for name in ["content-type", "x-viber-content-signature"] {
-            if let Some(value) = headers.get(name) {
-                request = request.header(name, value.as_bytes());
-            }
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-                let text = response.text().await.unwrap_or_default();
-                if status != StatusCode::SERVICE_UNAVAILABLE {
-                    return (status, text).into_response();
-                }
-                last = (status, text);
-            }
-            Err(e) => last = (StatusCode::BAD_GATEWAY, e.to_string()),
-        }
-    }
-    last.into_response()
-}
-
-/// The balancer's URL, and its list of nodes to fill in.
-async fn start_balancer() -> (String, Arc<RwLock<Vec<String>>>) {
-    let nodes = Arc::new(RwLock::new(Vec::new()));
-    let lb = Balancer {
-        nodes: nodes.clone(),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
-    };
-    let router = axum::Router::new().fallback(balance).with_state(lb);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (format!("http://{addr}"), nodes)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_viber_leader_mid_stream_loses_nothing_and_stores_nothing_twice() {
@@ -179,23 +79,19 @@ async fn killing_the_viber_leader_mid_stream_loses_nothing_and_stores_nothing_tw
         .unwrap(),
     );
 
-    let (front, backends) = start_balancer().await;
+    let (front, backends) = start_balancer(&["content-type", "x-viber-content-signature"]).await;
     let webhook_url = format!("{front}/api/v1/connectors/{account}/viber");
     sqlx::query("UPDATE accounts SET settings = settings || jsonb_build_object('webhook_url', $1::text)")
         .bind(&webhook_url)
         .execute(&pool)
         .await
         .unwrap();
-    let a = start_node(&db_url, &root, account, "a");
-    let b = start_node(&db_url, &root, account, "b");
-    backends.write().unwrap().extend([a.http.clone(), b.http.clone()]);
-    let mut nodes = vec![a, b];
-    wait_for("a leader", Duration::from_secs(20), async || {
-        leads(&nodes[0], account).await || leads(&nodes[1], account).await
-    })
-    .await;
-    let leader_index = if leads(&nodes[0], account).await { 0 } else { 1 };
-    assert!(!leads(&nodes[1 - leader_index], account).await, "exactly one leader");
+    let mut nodes = vec![
+        Node::start(&db_url, &root, account, "a", SECRET, &[]),
+        Node::start(&db_url, &root, account, "b", SECRET, &[]),
+    ];
+    backends.write().unwrap().extend(nodes.iter().map(|n| n.http.clone()));
+    let leader_index = leader_of(&nodes, account).await;
     wait_for("the webhook registered through the balancer", Duration::from_secs(30), async || {
         fake.webhook().is_some_and(|w| w.url == webhook_url)
     })
@@ -231,35 +127,7 @@ async fn killing_the_viber_leader_mid_stream_loses_nothing_and_stores_nothing_tw
             }
         })
     };
-    let outbound = {
-        let pool = pool.clone();
-        let coord = coord.clone();
-        let interactions = interactions.clone();
-        tokio::spawn(async move {
-            for n in 0..OUTBOUND {
-                let (interaction_id, chat) = &interactions[n % interactions.len()];
-                let mut tx = pool.begin().await.unwrap();
-                store::enqueue_outbound(
-                    &mut tx,
-                    &OutboundMessage {
-                        interaction_id: *interaction_id,
-                        agent_login: "alice".into(),
-                        agent_name: "Alice".into(),
-                        client_msg_id: format!("out-{n}"),
-                        text: Some(format!("out {chat} #{n}")),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
-                coord.notify(&schema::topics::account(account));
-                if n % 30 == 29 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        })
-    };
+    let outbound = spawn_outbound(pool.clone(), coord.clone(), account, interactions.clone(), OUTBOUND, 30);
 
     // mid-stream: SIGKILL the leader
     wait_for("the streams under way", Duration::from_secs(30), async || {
@@ -271,13 +139,12 @@ async fn killing_the_viber_leader_mid_stream_loses_nothing_and_stores_nothing_tw
     let backup = nodes.remove(0);
     let killed_name = leader.name;
     let mut killed = leader;
-    killed.process.child.kill().expect("SIGKILL the leader");
-    killed.process.child.wait().unwrap();
+    killed.kill();
     let killed_at = fake.elapsed();
     let sent_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await;
     let stored_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await;
 
-    wait_for("the backup leads", Duration::from_secs(20), async || leads(&backup, account).await).await;
+    wait_for("the backup leads", Duration::from_secs(20), async || backup.leads(account).await).await;
     let took_over_at = fake.elapsed();
     inbound.await.unwrap();
     outbound.await.unwrap();
@@ -329,18 +196,7 @@ async fn killing_the_viber_leader_mid_stream_loses_nothing_and_stores_nothing_tw
     assert!(tokens.iter().all(|t| known.contains(t)), "every stored message token is Viber's, exact");
 
     // order per chat: the first delivery of each message follows the enqueue order
-    let mut by_chat: HashMap<String, Vec<(Duration, usize)>> = HashMap::new();
-    for (text, at) in &sends {
-        let mut parts = text.split_whitespace().skip(1);
-        let chat = parts.next().unwrap().to_owned();
-        let n: usize = parts.next().unwrap().trim_start_matches('#').parse().unwrap();
-        by_chat.entry(chat).or_default().push((at[0], n));
-    }
-    let mut out_of_order = 0;
-    for sent in by_chat.values_mut() {
-        sent.sort();
-        out_of_order += sent.windows(2).filter(|w| w[0].1 > w[1].1).count();
-    }
+    let out_of_order = order_violations(sends.iter().map(|(text, at)| (text.as_str(), at[0])));
 
     println!("viber failover report:");
     println!(

@@ -8,15 +8,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use connectors::fake::vk::{FakeVk, VkUser};
 use coord::{Coordinator, ZkConfig, ZkCoordinator};
 use schema::domain::{Channel, Queue, RoutingMode};
-use schema::store::{self, AgentProfile, NewAccount, OutboundMessage};
+use schema::store::{self, AgentProfile, NewAccount};
 use serde_json::json;
-use sqlx::PgPool;
 use uuid::Uuid;
+
+mod support;
+use support::{MAX_IN_FLIGHT, Node, count, leader_of, order_violations, spawn_outbound, wait_for};
 
 const SECRET: &str = "vk-failover-secret-vk-failover-secret";
 const TOKEN: &str = "vk1.a.vk-failover-community-token";
@@ -24,62 +26,6 @@ const GROUP: i64 = 231_000_555;
 const USERS: usize = 50;
 const INBOUND: usize = 500;
 const OUTBOUND: usize = 500;
-const MAX_IN_FLIGHT: usize = 8;
-
-struct Node {
-    name: &'static str,
-    process: testenv::Switchboard,
-    http: String,
-}
-
-fn start_node(db_url: &str, root: &str, account: Uuid, name: &'static str) -> Node {
-    let account = account.to_string();
-    let in_flight = MAX_IN_FLIGHT.to_string();
-    let process = testenv::Switchboard::start(
-        env!("CARGO_BIN_EXE_switchboard"),
-        &["connector", "--account", &account],
-        &[
-            ("SWITCHBOARD_DATABASE__URL", db_url),
-            ("SWITCHBOARD_COORD__ROOT", root),
-            ("SWITCHBOARD_COORD__SESSION_TIMEOUT_MS", "2000"),
-            ("SWITCHBOARD_JWT__HS256_SECRET", SECRET),
-            ("SWITCHBOARD_CONNECTORS__NODE_ID", name),
-            ("SWITCHBOARD_CONNECTORS__MAX_IN_FLIGHT", &in_flight),
-        ],
-    );
-    let http = format!("http://{}", process.addr);
-    Node { name, process, http }
-}
-
-/// Whether `node` leads the account, from its `/metrics`.
-async fn leads(node: &Node, account: Uuid) -> bool {
-    let Ok(response) = reqwest::get(format!("{}/metrics", node.http)).await else { return false };
-    let text = response.text().await.unwrap_or_default();
-    text.lines().any(|l| l == format!("switchboard_connector_leader{{account=\"{account}\"}} 1"))
-}
-
-/// A counter of `node`'s `/metrics` summed over its labels.
-async fn metric(node: &Node, name: &str) -> f64 {
-    let Ok(response) = reqwest::get(format!("{}/metrics", node.http)).await else { return 0.0 };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
-async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
-
-async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() {
     let (db_url, pool) = testenv::database().await;
@@ -131,15 +77,11 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
         .unwrap(),
     );
 
-    let a = start_node(&db_url, &root, account, "a");
-    let b = start_node(&db_url, &root, account, "b");
-    let mut nodes = vec![a, b];
-    wait_for("a leader", Duration::from_secs(20), async || {
-        leads(&nodes[0], account).await || leads(&nodes[1], account).await
-    })
-    .await;
-    let leader_index = if leads(&nodes[0], account).await { 0 } else { 1 };
-    assert!(!leads(&nodes[1 - leader_index], account).await, "exactly one leader");
+    let mut nodes = vec![
+        Node::start(&db_url, &root, account, "a", SECRET, &[]),
+        Node::start(&db_url, &root, account, "b", SECRET, &[]),
+    ];
+    let leader_index = leader_of(&nodes, account).await;
     wait_for("the long poll", Duration::from_secs(20), async || {
         fake.calls_of("groups.getLongPollServer").iter().any(|c| c.ok())
     })
@@ -175,35 +117,7 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
             }
         })
     };
-    let outbound = {
-        let pool = pool.clone();
-        let coord = coord.clone();
-        let interactions = interactions.clone();
-        tokio::spawn(async move {
-            for n in 0..OUTBOUND {
-                let (interaction_id, chat) = &interactions[n % interactions.len()];
-                let mut tx = pool.begin().await.unwrap();
-                store::enqueue_outbound(
-                    &mut tx,
-                    &OutboundMessage {
-                        interaction_id: *interaction_id,
-                        agent_login: "alice".into(),
-                        agent_name: "Alice".into(),
-                        client_msg_id: format!("out-{n}"),
-                        text: Some(format!("out {chat} #{n}")),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
-                coord.notify(&schema::topics::account(account));
-                if n % 30 == 29 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        })
-    };
+    let outbound = spawn_outbound(pool.clone(), coord.clone(), account, interactions.clone(), OUTBOUND, 30);
 
     // mid-stream: SIGKILL the leader
     wait_for("the streams under way", Duration::from_secs(60), async || {
@@ -215,14 +129,13 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
     let backup = nodes.remove(0);
     let killed_name = leader.name;
     let mut killed = leader;
-    killed.process.child.kill().expect("SIGKILL the leader");
-    killed.process.child.wait().unwrap();
+    killed.kill();
     let killed_at = fake.elapsed();
     let sent_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await;
     let stored_before = count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await;
     let delivered_before = fake.sent().len();
 
-    wait_for("the backup leads", Duration::from_secs(20), async || leads(&backup, account).await).await;
+    wait_for("the backup leads", Duration::from_secs(20), async || backup.leads(account).await).await;
     let took_over_at = fake.elapsed();
     inbound.await.unwrap();
     outbound.await.unwrap();
@@ -273,19 +186,8 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
     );
 
     // order per chat: the deliveries follow the enqueue order
-    let mut by_chat: HashMap<String, Vec<(Duration, usize)>> = HashMap::new();
-    for (text, at) in &deliveries {
-        let mut parts = text.split_whitespace().skip(1);
-        let chat = parts.next().unwrap().to_owned();
-        let n: usize = parts.next().unwrap().trim_start_matches('#').parse().unwrap();
-        by_chat.entry(chat).or_default().push((at[0], n));
-    }
-    let mut out_of_order = 0;
-    for sent in by_chat.values_mut() {
-        sent.sort();
-        out_of_order += sent.windows(2).filter(|w| w[0].1 > w[1].1).count();
-    }
-    let rate_limited = metric(&backup, "switchboard_vk_rate_limited_total").await.max(0.0) as u64;
+    let out_of_order = order_violations(deliveries.iter().map(|(text, at)| (text.as_str(), at[0])));
+    let rate_limited = backup.metric("switchboard_vk_rate_limited_total").await.max(0.0) as u64;
 
     println!("vk failover report:");
     println!(
