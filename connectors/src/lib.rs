@@ -27,6 +27,7 @@ pub mod backlog;
 pub mod channel;
 pub mod files;
 pub mod ingest;
+pub mod media;
 pub mod ok;
 pub mod outbox;
 pub mod pacing;

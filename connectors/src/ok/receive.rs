@@ -17,12 +17,9 @@
 //! earlier webhook URLs (another token) are unsubscribed.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use schema::domain::FileRef;
 use schema::store;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,9 +31,9 @@ use url::Url;
 
 use super::api::Api;
 use super::mapping::{Draft, Media, Update, WEBHOOK_TYPES, parse_update};
-use crate::files::{ByteStream, FileError, FileServer};
+use crate::files::FileServer;
 use crate::ingest::{Ingest, Settled, UpdateError};
-use crate::outbox::human_size;
+use crate::media::{Download, Fetch};
 
 /// After this many failed tries of one update, a file that cannot be fetched no longer holds the
 /// message back: it is stored with a note instead.
@@ -62,12 +59,6 @@ pub struct Receiver {
     inbox: Notify,
     /// The callback answer's notification (`settings.callback_answer`).
     callback_answer: Option<String>,
-}
-
-enum Fetch {
-    Stored(FileRef),
-    /// Will not work: a note for the agent instead of the file.
-    Unavailable(String),
 }
 
 impl Receiver {
@@ -157,79 +148,18 @@ impl Receiver {
         Ok(())
     }
 
-    /// OK's file -> the file server, streamed, at most `max_download` bytes.
+    /// OK's link -> the file server, streamed, at most `max_download` bytes.
     async fn fetch(&self, media: &Media, tries: u32) -> Result<Fetch, UpdateError> {
-        let limit = self.max_download;
-        let too_big = |size: Option<u64>| {
-            Fetch::Unavailable(match size {
-                Some(size) => {
-                    format!("{} is over the {} this account takes from OK", human_size(size), human_size(limit))
-                }
-                None => format!("it is over the {} this account takes from OK", human_size(limit)),
-            })
+        let download = Download {
+            platform: "OK",
+            name: &media.name,
+            mime: &media.mime,
+            size: None,
+            limit: self.max_download,
+            last_try: tries + 1 >= FETCH_TRIES,
         };
-        let give_up = tries + 1 >= FETCH_TRIES;
-        let again = |why: String| {
-            if give_up {
-                Ok(Fetch::Unavailable(format!("could not be fetched from OK ({why})")))
-            } else {
-                Err(UpdateError::Transient(format!("fetching {}: {why}", media.name)))
-            }
-        };
-        let response = match self.http.get(&media.url).send().await {
-            Ok(response) => response,
-            Err(e) => return again(format!("network error: {}", e.without_url())),
-        };
-        let status = response.status();
-        if !status.is_success() {
-            let retryable = status.is_server_error()
-                || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-                || status == reqwest::StatusCode::REQUEST_TIMEOUT;
-            if !retryable {
-                return Ok(Fetch::Unavailable(format!("OK's link to it does not work (HTTP {status})")));
-            }
-            return again(format!("HTTP {status}"));
-        }
-        if let Some(length) = response.content_length()
-            && length > limit
-        {
-            return Ok(too_big(Some(length)));
-        }
-        let served = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .filter(|v| v.contains('/') && v != "application/octet-stream");
-        let mime = match served {
-            Some(served) if served.split('/').next() == media.mime.split('/').next() => served,
-            _ => media.mime.clone(),
-        };
-        let over = Arc::new(AtomicBool::new(false));
-        let stream = limited(response, limit, over.clone());
-        match self.files.upload_stream(&media.name, &mime, stream).await {
-            Ok(uploaded) => Ok(Fetch::Stored(uploaded.to_ref())),
-            Err(_) if over.load(Ordering::SeqCst) => Ok(too_big(None)),
-            Err(FileError::Refused(reason)) => Ok(Fetch::Unavailable(format!("the file server refused it: {reason}"))),
-            Err(e @ FileError::NoSecret) => Ok(Fetch::Unavailable(e.to_string())),
-            Err(e) => again(e.to_string()),
-        }
+        download.from_url(&self.http, &media.url, &self.files).await
     }
-}
-
-/// The response's body as it arrives, failing (and setting `over`) past `limit` bytes.
-fn limited(response: reqwest::Response, limit: u64, over: Arc<AtomicBool>) -> ByteStream {
-    let mut seen: u64 = 0;
-    Box::pin(response.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        seen += chunk.len() as u64;
-        if seen > limit {
-            over.store(true, Ordering::SeqCst);
-            return Err(std::io::Error::other(format!("over the limit of {limit} bytes")));
-        }
-        Ok(chunk)
-    }))
 }
 
 // ------------------------------------------------------------------------------ batches --

@@ -14,9 +14,7 @@
 //!   provider delivers the body again (what was stored is then absorbed by the unique keys).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::StreamExt;
 use schema::domain::MessageKind;
 use schema::store::{self, Receipt};
 use sha2::{Digest, Sha256};
@@ -24,9 +22,9 @@ use sqlx::PgPool;
 use tracing::{debug, warn};
 
 use super::provider::{Event, FetchError, Incoming, Item, MediaRef, Provider, Status};
-use crate::files::{ByteStream, FileError, FileServer};
+use crate::files::FileServer;
 use crate::ingest::{Ingest, UpdateError};
-use crate::outbox::human_size;
+use crate::media::{Download, Fetch};
 
 /// After this many failed tries of one message, a file that cannot be fetched no longer holds
 /// the message back: it is stored with a note instead (below the ingest's parking threshold).
@@ -39,12 +37,6 @@ pub struct Receiver {
     files: FileServer,
     pool: PgPool,
     max_download: u64,
-}
-
-enum Fetch {
-    Stored(uuid::Uuid),
-    /// Why there is no file (the message is stored with this note).
-    Unavailable(String),
 }
 
 impl Receiver {
@@ -128,7 +120,7 @@ impl Receiver {
         if !self.ingest.known(&message.external_message_id).await? {
             if let Some(media) = media {
                 match self.fetch(&media, tries).await? {
-                    Fetch::Stored(id) => message.file_ids.push(id),
+                    Fetch::Stored(file) => message.file_ids.push(file.id),
                     // a sticker keeps its id; its picture is a nicety
                     Fetch::Unavailable(note) if message.kind == MessageKind::Sticker => {
                         debug!(sticker = ?message.sticker_id, %note, "sticker picture not fetched");
@@ -146,75 +138,21 @@ impl Receiver {
 
     /// The provider's file -> the file server, streamed, at most `max_download` bytes.
     async fn fetch(&self, media: &MediaRef, tries: u32) -> Result<Fetch, UpdateError> {
-        let limit = self.max_download;
-        let too_big = |size: Option<u64>| {
-            Fetch::Unavailable(match size {
-                Some(size) => format!("{} is over the {} this account takes", human_size(size), human_size(limit)),
-                None => format!("it is over the {} this account takes", human_size(limit)),
-            })
+        let download = Download {
+            platform: "WhatsApp",
+            name: &media.name,
+            mime: &media.mime,
+            size: media.size,
+            limit: self.max_download,
+            last_try: tries + 1 >= FETCH_TRIES,
         };
-        if let Some(size) = media.size
-            && size > limit
-        {
-            return Ok(too_big(Some(size)));
+        if let Some(note) = download.announced_too_big() {
+            return Ok(note);
         }
-        let give_up = tries + 1 >= FETCH_TRIES;
-        let again = |why: String| {
-            if give_up {
-                Ok(Fetch::Unavailable(format!("could not be fetched from WhatsApp ({why})")))
-            } else {
-                Err(UpdateError::Transient(format!("fetching {}: {why}", media.name)))
-            }
-        };
-        let response = match self.provider.download(media).await {
-            Ok(response) => response,
-            Err(FetchError::Permanent(why)) => return Ok(Fetch::Unavailable(why)),
-            Err(FetchError::Transient(why)) => return again(why),
-        };
-        if let Some(length) = response.content_length()
-            && length > limit
-        {
-            return Ok(too_big(Some(length)));
-        }
-        // the type the provider serves, when the webhook said less (Infobip gives none)
-        let served = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .filter(|v| v.contains('/') && v != "application/octet-stream");
-        let mime = match served {
-            Some(served)
-                if media.mime == "application/octet-stream"
-                    || (served.split('/').next() == media.mime.split('/').next() && served != media.mime) =>
-            {
-                served
-            }
-            _ => media.mime.clone(),
-        };
-        let over = Arc::new(AtomicBool::new(false));
-        let stream = limited(response, limit, over.clone());
-        match self.files.upload_stream(&media.name, &mime, stream).await {
-            Ok(uploaded) => Ok(Fetch::Stored(uploaded.id)),
-            Err(_) if over.load(Ordering::SeqCst) => Ok(too_big(None)),
-            Err(FileError::Refused(reason)) => Ok(Fetch::Unavailable(format!("the file server refused it: {reason}"))),
-            Err(e @ FileError::NoSecret) => Ok(Fetch::Unavailable(e.to_string())),
-            Err(e) => again(e.to_string()),
+        match self.provider.download(media).await {
+            Ok(response) => download.store(response, &self.files).await,
+            Err(FetchError::Permanent(why)) => Ok(Fetch::Unavailable(why)),
+            Err(FetchError::Transient(why)) => download.again(why),
         }
     }
-}
-
-/// The response's body as it arrives, failing (and setting `over`) past `limit` bytes.
-fn limited(response: reqwest::Response, limit: u64, over: Arc<AtomicBool>) -> ByteStream {
-    let mut seen: u64 = 0;
-    Box::pin(response.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        seen += chunk.len() as u64;
-        if seen > limit {
-            over.store(true, Ordering::SeqCst);
-            return Err(std::io::Error::other(format!("over the limit of {limit} bytes")));
-        }
-        Ok(chunk)
-    }))
 }
