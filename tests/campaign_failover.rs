@@ -6,11 +6,9 @@
 //! campaign ends `finished` with every recipient `sent`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connectors::fake::telegram::FakeTelegram;
-use coord::{Coordinator, ZkConfig, ZkCoordinator};
 use schema::domain::{Channel, Queue, RoutingMode};
 use schema::store::{self, CampaignAction, NewAccount, NewCampaign, RecipientInput};
 use serde_json::json;
@@ -93,15 +91,7 @@ async fn killing_the_leader_mid_campaign_loses_no_recipient_and_repeats_only_the
     .unwrap();
     store::add_recipients(&mut conn, campaign.id, &recipients, 0).await.unwrap();
     drop(conn);
-    let coord: Arc<dyn Coordinator> = Arc::new(
-        ZkCoordinator::start(ZkConfig {
-            connect: testenv::zookeeper(),
-            root: root.clone(),
-            session_timeout: Duration::from_secs(4),
-        })
-        .await
-        .unwrap(),
-    );
+    let coord = support::coordinator(&root).await;
 
     let mut nodes = vec![
         Node::start(&db_url, &root, account, "a", SECRET, &[]),

@@ -10,13 +10,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use connectors::fake::ok::{FakeOk, OkUser};
-use coord::{Coordinator, ZkConfig, ZkCoordinator};
-use schema::domain::{Channel, Queue, RoutingMode};
-use schema::store::{self, AgentProfile, NewAccount};
+use schema::domain::Channel;
+use schema::store::{self, NewAccount};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -48,13 +46,8 @@ async fn failover(long_poll: bool) {
     let fake = FakeOk::start(TOKEN).await;
     // a round trip like the real API's, so requests are in flight when the leader dies
     fake.set_latency(Duration::from_millis(25));
+    support::queue_and_alice(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
-    store::upsert_queue(
-        &mut conn,
-        &Queue { name: "support".into(), routing_mode: RoutingMode::Manual, offer_timeout_ms: 30_000 },
-    )
-    .await
-    .unwrap();
     let account = store::create_account(
         &mut conn,
         &NewAccount {
@@ -70,28 +63,8 @@ async fn failover(long_poll: bool) {
     .await
     .unwrap()
     .id;
-    store::upsert_agent(
-        &mut conn,
-        &AgentProfile {
-            login: "alice".into(),
-            name: "Alice".into(),
-            roles: vec!["agent".into()],
-            queues: vec!["support".into()],
-            max_interactions: 100,
-        },
-    )
-    .await
-    .unwrap();
     drop(conn);
-    let coord: Arc<dyn Coordinator> = Arc::new(
-        ZkCoordinator::start(ZkConfig {
-            connect: testenv::zookeeper(),
-            root: root.clone(),
-            session_timeout: Duration::from_secs(4),
-        })
-        .await
-        .unwrap(),
-    );
+    let coord = support::coordinator(&root).await;
 
     let mut nodes = vec![
         Node::start(&db_url, &root, account, "a", SECRET, &[("SWITCHBOARD_CONNECTORS__PUBLIC_URL", PUBLIC_URL)]),
@@ -120,9 +93,7 @@ async fn failover(long_poll: bool) {
         count(&pool, "SELECT count(*) FROM messages").await == USERS as i64
     })
     .await;
-    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice'").execute(&pool).await.unwrap();
-    let interactions: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, chat_id FROM interactions ORDER BY chat_id").fetch_all(&pool).await.unwrap();
+    let interactions = support::assign_all_to_alice(&pool).await;
 
     // the streams: the rest of the inbound messages over about 7 s, the outbound ones queued
     // faster than the 72/s they may go out at, so a backlog waits when the leader dies
@@ -142,11 +113,7 @@ async fn failover(long_poll: bool) {
     let outbound = spawn_outbound(pool.clone(), coord.clone(), account, interactions.clone(), OUTBOUND, 30);
 
     // mid-stream: SIGKILL the leader
-    wait_for("the streams under way", Duration::from_secs(60), async || {
-        count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await >= 150
-            && count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await >= 150
-    })
-    .await;
+    support::wait_under_way(&pool, 150, Duration::from_secs(60)).await;
     let leader = nodes.remove(leader_index);
     let backup = nodes.remove(0);
     let killed_name = leader.name;
@@ -162,12 +129,7 @@ async fn failover(long_poll: bool) {
     let took_over_at = fake.elapsed();
     inbound.await.unwrap();
     outbound.await.unwrap();
-    wait_for("every message through", Duration::from_secs(120), async || {
-        count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await == INBOUND as i64
-            && count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await
-                == OUTBOUND as i64
-    })
-    .await;
+    support::wait_all_through(&pool, INBOUND, OUTBOUND, Duration::from_secs(120)).await;
     wait_for("every webhook answered 200", Duration::from_secs(30), async || {
         if long_poll {
             return true;

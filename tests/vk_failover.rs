@@ -7,13 +7,11 @@
 //! same `random_id` (derived from the outbox row and part), and VK drops the repeat.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use connectors::fake::vk::{FakeVk, VkUser};
-use coord::{Coordinator, ZkConfig, ZkCoordinator};
-use schema::domain::{Channel, Queue, RoutingMode};
-use schema::store::{self, AgentProfile, NewAccount};
+use schema::domain::Channel;
+use schema::store::{self, NewAccount};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -33,13 +31,8 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
     let fake = FakeVk::start(TOKEN, GROUP).await;
     // a round trip like the real API's, so requests are in flight when the leader dies
     fake.set_latency(Duration::from_millis(25));
+    support::queue_and_alice(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
-    store::upsert_queue(
-        &mut conn,
-        &Queue { name: "support".into(), routing_mode: RoutingMode::Manual, offer_timeout_ms: 30_000 },
-    )
-    .await
-    .unwrap();
     let account = store::create_account(
         &mut conn,
         &NewAccount {
@@ -54,28 +47,8 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
     .await
     .unwrap()
     .id;
-    store::upsert_agent(
-        &mut conn,
-        &AgentProfile {
-            login: "alice".into(),
-            name: "Alice".into(),
-            roles: vec!["agent".into()],
-            queues: vec!["support".into()],
-            max_interactions: 100,
-        },
-    )
-    .await
-    .unwrap();
     drop(conn);
-    let coord: Arc<dyn Coordinator> = Arc::new(
-        ZkCoordinator::start(ZkConfig {
-            connect: testenv::zookeeper(),
-            root: root.clone(),
-            session_timeout: Duration::from_secs(4),
-        })
-        .await
-        .unwrap(),
-    );
+    let coord = support::coordinator(&root).await;
 
     let mut nodes = vec![
         Node::start(&db_url, &root, account, "a", SECRET, &[]),
@@ -98,9 +71,7 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
         count(&pool, "SELECT count(*) FROM messages").await == USERS as i64
     })
     .await;
-    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice'").execute(&pool).await.unwrap();
-    let interactions: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, chat_id FROM interactions ORDER BY chat_id").fetch_all(&pool).await.unwrap();
+    let interactions = support::assign_all_to_alice(&pool).await;
 
     // the streams: the rest of the inbound messages over about 7 s, the outbound ones queued
     // faster than the 72/s they may go out at, so a backlog waits when the leader dies
@@ -120,11 +91,7 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
     let outbound = spawn_outbound(pool.clone(), coord.clone(), account, interactions.clone(), OUTBOUND, 30);
 
     // mid-stream: SIGKILL the leader
-    wait_for("the streams under way", Duration::from_secs(60), async || {
-        count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await >= 150
-            && count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await >= 150
-    })
-    .await;
+    support::wait_under_way(&pool, 150, Duration::from_secs(60)).await;
     let leader = nodes.remove(leader_index);
     let backup = nodes.remove(0);
     let killed_name = leader.name;
@@ -139,12 +106,7 @@ async fn killing_the_vk_leader_mid_stream_delivers_every_message_exactly_once() 
     let took_over_at = fake.elapsed();
     inbound.await.unwrap();
     outbound.await.unwrap();
-    wait_for("every message through", Duration::from_secs(120), async || {
-        count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await == INBOUND as i64
-            && count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await
-                == OUTBOUND as i64
-    })
-    .await;
+    support::wait_all_through(&pool, INBOUND, OUTBOUND, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // inbound: every message stored exactly once; the long poll continued where the old leader

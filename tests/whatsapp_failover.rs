@@ -8,14 +8,12 @@
 //! a send) are counted and printed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use connectors::fake::infobip::FakeInfobip;
 use connectors::fake::whatsapp_cloud::{FakeCloud, WaUser};
-use coord::{Coordinator, ZkConfig, ZkCoordinator};
-use schema::domain::{Channel, Queue, RoutingMode};
-use schema::store::{self, AgentProfile, NewAccount};
+use schema::domain::Channel;
+use schema::store::{self, NewAccount};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -126,13 +124,8 @@ async fn run(provider: &str) {
     let mut settings = settings;
     settings["limits"] =
         json!({"rate": {"count": 100, "per_ms": 1000}, "rate_per_chat": {"count": 20, "per_ms": 1000}});
+    support::queue_and_alice(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
-    store::upsert_queue(
-        &mut conn,
-        &Queue { name: "support".into(), routing_mode: RoutingMode::Manual, offer_timeout_ms: 30_000 },
-    )
-    .await
-    .unwrap();
     let account = store::create_account(
         &mut conn,
         &NewAccount {
@@ -146,28 +139,8 @@ async fn run(provider: &str) {
     .await
     .unwrap()
     .id;
-    store::upsert_agent(
-        &mut conn,
-        &AgentProfile {
-            login: "alice".into(),
-            name: "Alice".into(),
-            roles: vec!["agent".into()],
-            queues: vec!["support".into()],
-            max_interactions: 100,
-        },
-    )
-    .await
-    .unwrap();
     drop(conn);
-    let coord: Arc<dyn Coordinator> = Arc::new(
-        ZkCoordinator::start(ZkConfig {
-            connect: testenv::zookeeper(),
-            root: root.clone(),
-            session_timeout: Duration::from_secs(4),
-        })
-        .await
-        .unwrap(),
-    );
+    let coord = support::coordinator(&root).await;
     let webhook_url = format!("{front}/api/v1/connectors/{account}/whatsapp");
     sqlx::query("UPDATE accounts SET settings = settings || jsonb_build_object('webhook_url', $1::text)")
         .bind(&webhook_url)
@@ -194,9 +167,7 @@ async fn run(provider: &str) {
         count(&pool, "SELECT count(*) FROM messages").await == USERS as i64
     })
     .await;
-    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice'").execute(&pool).await.unwrap();
-    let interactions: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, chat_id FROM interactions ORDER BY chat_id").fetch_all(&pool).await.unwrap();
+    let interactions = support::assign_all_to_alice(&pool).await;
 
     let per_user = INBOUND / USERS;
     let inbound = {
@@ -213,11 +184,7 @@ async fn run(provider: &str) {
     };
     let outbound = spawn_outbound(pool.clone(), coord.clone(), account, interactions.clone(), OUTBOUND, 30);
 
-    wait_for("the streams under way", Duration::from_secs(30), async || {
-        count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await >= 100
-            && count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await >= 100
-    })
-    .await;
+    support::wait_under_way(&pool, 100, Duration::from_secs(30)).await;
     let leader = nodes.remove(leader_index);
     let backup = nodes.remove(0);
     let killed_name = leader.name;
@@ -231,12 +198,7 @@ async fn run(provider: &str) {
     let took_over_at = fake.elapsed();
     inbound.await.unwrap();
     outbound.await.unwrap();
-    wait_for("every message through", Duration::from_secs(120), async || {
-        count(&pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await == INBOUND as i64
-            && count(&pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await
-                == OUTBOUND as i64
-    })
-    .await;
+    support::wait_all_through(&pool, INBOUND, OUTBOUND, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // inbound: every webhook stored exactly once

@@ -15,8 +15,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use coord::Coordinator;
-use schema::store::{self, OutboundMessage};
+use coord::{Coordinator, ZkConfig, ZkCoordinator};
+use schema::domain::{Queue, RoutingMode};
+use schema::store::{self, AgentProfile, OutboundMessage};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -234,4 +235,65 @@ pub async fn start_balancer(forward: &'static [&'static str]) -> (String, Arc<Rw
         let _ = axum::serve(listener, router).await;
     });
     (format!("http://{addr}"), nodes)
+}
+
+/// The queue `support` (manual) and the agent alice (100 at a time) in it, who answers.
+pub async fn queue_and_alice(pool: &PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    store::upsert_queue(
+        &mut conn,
+        &Queue { name: "support".into(), routing_mode: RoutingMode::Manual, offer_timeout_ms: 30_000 },
+    )
+    .await
+    .unwrap();
+    store::upsert_agent(
+        &mut conn,
+        &AgentProfile {
+            login: "alice".into(),
+            name: "Alice".into(),
+            roles: vec!["agent".into()],
+            queues: vec!["support".into()],
+            max_interactions: 100,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The test's own ZooKeeper session under `root`: it rings doorbells as the agent API would.
+pub async fn coordinator(root: &str) -> Arc<dyn Coordinator> {
+    Arc::new(
+        ZkCoordinator::start(ZkConfig {
+            connect: testenv::zookeeper(),
+            root: root.to_owned(),
+            session_timeout: Duration::from_secs(4),
+        })
+        .await
+        .unwrap(),
+    )
+}
+
+/// Every interaction assigned to alice; their (id, chat) in chat order.
+pub async fn assign_all_to_alice(pool: &PgPool) -> Vec<(Uuid, String)> {
+    sqlx::query("UPDATE interactions SET state = 'assigned', agent = 'alice'").execute(pool).await.unwrap();
+    sqlx::query_as("SELECT id, chat_id FROM interactions ORDER BY chat_id").fetch_all(pool).await.unwrap()
+}
+
+/// Waits until at least `n` inbound messages are stored and `n` outbound ones sent.
+pub async fn wait_under_way(pool: &PgPool, n: i64, within: Duration) {
+    wait_for("the streams under way", within, async || {
+        count(pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await >= n
+            && count(pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await >= n
+    })
+    .await;
+}
+
+/// Waits until exactly `inbound` messages are stored and `outbound` sent.
+pub async fn wait_all_through(pool: &PgPool, inbound: usize, outbound: usize, within: Duration) {
+    wait_for("every message through", within, async || {
+        count(pool, "SELECT count(*) FROM messages WHERE direction = 'in'").await == inbound as i64
+            && count(pool, "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'").await
+                == outbound as i64
+    })
+    .await;
 }
