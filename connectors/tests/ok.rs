@@ -18,36 +18,6 @@ fn anna() -> OkUser {
     OkUser::new(590_011_223_344, "Anna Berg")
 }
 
-/// Waits for the agent's `message.new` of a customer message whose kind is `kind`.
-async fn customer_message(agent: &mut Client, kind: &str) -> Value {
-    let event =
-        agent.event_where("message.new", |d| d["message"]["kind"] == kind && d["message"]["direction"] == "in").await;
-    event["data"]["message"].clone()
-}
-
-async fn file_of(oh: &OkHub, message: &Value, n: usize) -> (Vec<u8>, String, String) {
-    let file = &message["files"][n];
-    let (status, bytes, _) = oh.hub.download(file["url"].as_str().expect("the file has a URL")).await;
-    assert_eq!(status, 200, "the file is downloadable from the file server: {message}");
-    (bytes, file["name"].as_str().unwrap().to_owned(), file["mime"].as_str().unwrap().to_owned())
-}
-
-/// Sends `args` (plus the interaction) as `message.send` and waits for its final status.
-async fn send(agent: &mut Client, interaction: &str, client_msg_id: &str, args: Value) -> Value {
-    let mut args = args;
-    args["interaction_id"] = json!(interaction);
-    args["client_msg_id"] = json!(client_msg_id);
-    let sent = agent.call("message.send", args).await;
-    assert_eq!(sent["ok"], true, "{sent}");
-    let id = sent["data"]["id"].as_str().unwrap().to_owned();
-    let status = agent
-        .event_where("message.status", |d| {
-            d["message"]["id"] == id.as_str() && matches!(d["message"]["status"].as_str(), Some("sent" | "failed"))
-        })
-        .await;
-    status["data"]["message"].clone()
-}
-
 async fn external_id(oh: &OkHub, message: &Value) -> String {
     sqlx::query_scalar("SELECT external_message_id FROM messages WHERE id = $1::uuid")
         .bind(message["id"].as_str().unwrap())
@@ -99,15 +69,15 @@ async fn text_images_and_video_both_ways_through_the_webhook() {
 
     let photo = b"\xff\xd8\xff\xe0 the receipt photo".to_vec();
     oh.fake.image(&user, photo.clone(), Some("Here is the receipt"));
-    let m = customer_message(&mut alice, "image").await;
+    let m = alice.customer_message("image").await;
     assert_eq!(m["text"], "Here is the receipt");
-    let (bytes, _, mime) = file_of(&oh, &m, 0).await;
+    let (bytes, _, mime) = oh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, mime.as_str()), (photo, "image/jpeg"));
 
     let clip = b"\x00\x00\x00\x18ftypmp42 unboxing".to_vec();
     oh.fake.video(&user, clip.clone());
-    let m = customer_message(&mut alice, "video").await;
-    let (bytes, name, mime) = file_of(&oh, &m, 0).await;
+    let m = alice.customer_message("video").await;
+    let (bytes, name, mime) = oh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, mime.as_str()), (clip, "video/mp4"));
     assert!(name.ends_with(".mp4"), "{name}");
 
@@ -131,13 +101,13 @@ async fn text_images_and_video_both_ways_through_the_webhook() {
     }
 
     // the agent: text (with emoji), a reply, a long text, an image, a video
-    let m = send(
-        &mut alice,
-        &id,
-        "t1",
-        json!({"text": "Your parcel left the warehouse. 📦", "reply_to": m_id(&oh, &first).await}),
-    )
-    .await;
+    let m = alice
+        .send_message(
+            &id,
+            "t1",
+            json!({"text": "Your parcel left the warehouse. 📦", "reply_to": m_id(&oh, &first).await}),
+        )
+        .await;
     assert_eq!(m["status"], "sent", "{m}");
     let call = oh.fake.calls_of("messages").pop().unwrap();
     let chat = oh.fake.chat_of(&user).unwrap();
@@ -158,14 +128,14 @@ async fn text_images_and_video_both_ways_through_the_webhook() {
     let words: Vec<String> = (0..1200).map(|i| format!("word{i}")).collect();
     let long = words.join(" ");
     let before = oh.fake.sent_to(&chat).len();
-    assert_eq!(send(&mut alice, &id, "t2", json!({"text": long})).await["status"], "sent");
+    assert_eq!(alice.send_message(&id, "t2", json!({"text": long})).await["status"], "sent");
     let parts = oh.fake.sent_to(&chat)[before..].to_vec();
     assert!(parts.len() >= 2 && parts.iter().all(|p| p.text.chars().count() <= 4000), "{} parts", parts.len());
     assert_eq!(parts.iter().map(|p| p.text.clone()).collect::<Vec<_>>().join(" "), long);
 
     let jpeg = b"\xff\xd8\xff\xe0 agent photo".to_vec();
     let file = oh.hub.upload("receipt.jpg", "image/jpeg", jpeg.clone()).await;
-    let m = send(&mut alice, &id, "f1", json!({"text": "Your receipt", "file_ids": [file]})).await;
+    let m = alice.send_message(&id, "f1", json!({"text": "Your receipt", "file_ids": [file]})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let asked = oh.fake.calls_of("fileUploadUrl").pop().unwrap();
     assert_eq!(asked.param("type"), Some("IMAGE"));
@@ -183,7 +153,7 @@ async fn text_images_and_video_both_ways_through_the_webhook() {
     oh.fake.set_processing(Duration::from_millis(700));
     let mp4 = b"\x00\x00\x00\x18ftypmp42 how-to".to_vec();
     let file = oh.hub.upload("how-to.mp4", "video/mp4", mp4.clone()).await;
-    let m = send(&mut alice, &id, "f2", json!({"file_ids": [file]})).await;
+    let m = alice.send_message(&id, "f2", json!({"file_ids": [file]})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let upload = oh.fake.uploads().pop().unwrap();
     assert_eq!((upload.kind.as_str(), upload.bytes.as_ref()), ("VIDEO", mp4.as_slice()));
@@ -227,7 +197,7 @@ async fn images_by_signed_link_are_fetched_by_ok() {
 
     let png = b"\x89PNG the label".to_vec();
     let file = oh.hub.upload("label.png", "image/png", png.clone()).await;
-    let m = send(&mut alice, &interaction, "l1", json!({"text": "The label", "file_ids": [file]})).await;
+    let m = alice.send_message(&interaction, "l1", json!({"text": "The label", "file_ids": [file]})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let attachment = oh.fake.sent_to(&chat).pop().unwrap().attachments().remove(0);
     let url = attachment["payload"]["url"].as_str().expect("by URL").to_owned();
@@ -238,7 +208,7 @@ async fn images_by_signed_link_are_fetched_by_ok() {
 
     // a video still goes up: OK fetches no video
     let file = oh.hub.upload("clip.mp4", "video/mp4", b"ftyp clip".to_vec()).await;
-    assert_eq!(send(&mut alice, &interaction, "l2", json!({"file_ids": [file]})).await["status"], "sent");
+    assert_eq!(alice.send_message(&interaction, "l2", json!({"file_ids": [file]})).await["status"], "sent");
     assert_eq!(oh.fake.uploads().pop().unwrap().bytes.as_ref(), b"ftyp clip");
 }
 
@@ -246,8 +216,7 @@ async fn images_by_signed_link_are_fetched_by_ok() {
 async fn keyboards_a_button_press_and_the_customer_s_phone() {
     let (oh, mut alice, _connector, interaction, user, chat) = conversation(json!({})).await;
 
-    let m = send(
-        &mut alice,
+    let m = alice.send_message(
         &interaction,
         "k1",
         json!({"text": "How did we do?", "keyboard": {"type": "inline", "rows": [[{"text": "👍", "data": "csat:5"}, {"text": "👎", "data": "csat:1"}],
@@ -283,8 +252,7 @@ async fn keyboards_a_button_press_and_the_customer_s_phone() {
     assert_eq!(oh.count("SELECT count(*) FROM messages WHERE text = 'csat:5'").await, 1);
 
     // a reply keyboard asking for the phone: REQUEST_CONTACT, and a reply button
-    let m = send(
-        &mut alice,
+    let m = alice.send_message(
         &interaction,
         "k2",
         json!({"text": "May I have your number?", "keyboard": {"type": "reply", "rows": [[{"text": "📱 Share my number", "request_phone": true}], [{"text": "No, thanks"}]]}}),
@@ -297,7 +265,7 @@ async fn keyboards_a_button_press_and_the_customer_s_phone() {
                [{"type": "CALLBACK", "text": "No, thanks", "intent": "DEFAULT", "payload": "No, thanks"}]])
     );
     oh.fake.share_phone(&user, "+79001234567");
-    let m = customer_message(&mut alice, "contact").await;
+    let m = alice.customer_message("contact").await;
     assert_eq!(m["contact"], json!({"phone": "+79001234567", "name": "Anna Berg"}));
     eventually("the customer's phone stored", WAIT, || async {
         oh.count("SELECT count(*) FROM customers WHERE phone = '+79001234567'").await == 1
@@ -308,7 +276,7 @@ async fn keyboards_a_button_press_and_the_customer_s_phone() {
     alice.event_where("message.new", |d| d["message"]["text"] == "No, thanks").await;
 
     // a removal: OK's buttons belong to their message, so nothing is attached
-    send(&mut alice, &interaction, "k3", json!({"text": "Thanks!", "keyboard": {"type": "remove"}})).await;
+    alice.send_message(&interaction, "k3", json!({"text": "Thanks!", "keyboard": {"type": "remove"}})).await;
     assert!(oh.fake.sent_to(&chat).pop().unwrap().attachments().is_empty());
 }
 
@@ -319,7 +287,7 @@ async fn every_kind_ok_cannot_carry_is_refused_before_it_is_queued() {
         .fetch_one(&oh.hub.pool)
         .await
         .unwrap();
-    let own = send(&mut alice, &interaction, "own", json!({"text": "mine"})).await;
+    let own = alice.send_message(&interaction, "own", json!({"text": "mine"})).await;
     let outbox = oh.count("SELECT count(*) FROM outbox").await;
     let sends = oh.fake.calls_of("messages").len();
     let file = |name: &'static str, mime: &'static str| {
@@ -452,8 +420,8 @@ async fn a_slow_media_download_is_stored_after_ok_s_5_seconds_without_a_redelive
     let delivery = oh.fake.deliveries_of(&mid).remove(0);
     assert_eq!(delivery.status, 200);
     assert!(delivery.took < Duration::from_secs(1), "answered at once: {:?}", delivery.took);
-    let m = customer_message(&mut alice, "image").await;
-    assert_eq!(file_of(&oh, &m, 0).await.0, photo);
+    let m = alice.customer_message("image").await;
+    assert_eq!(oh.hub.file_of(&m, 0).await.0, photo);
     assert_eq!(oh.fake.deliveries_of(&mid).len(), 1, "OK did not deliver it again");
 }
 
@@ -498,7 +466,7 @@ async fn errors_wait_retry_or_fail_and_an_expired_token_makes_the_account_unheal
 
     // flood: a wait, never a failure
     oh.fake.fail_next("messages", 8, "FLOOD_BLOCKED : Flood blocked");
-    let m = send(&mut alice, &interaction, "e1", json!({"text": "after the flood"})).await;
+    let m = alice.send_message(&interaction, "e1", json!({"text": "after the flood"})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let calls = oh.fake.calls_of("messages");
     let flood = calls.iter().find(|c| c.error == Some(8)).unwrap();
@@ -525,7 +493,7 @@ async fn errors_wait_retry_or_fail_and_an_expired_token_makes_the_account_unheal
 
     // the customer no longer allows the group's messages: failed with the reason, tried once
     oh.fake.set_allowed(&user, false);
-    let m = send(&mut alice, &interaction, "e3", json!({"text": "Hello?"})).await;
+    let m = alice.send_message(&interaction, "e3", json!({"text": "Hello?"})).await;
     assert_eq!(m["status"], "failed");
     assert_eq!(
         m["error"],
@@ -579,15 +547,15 @@ async fn long_poll_mode_stores_everything_once_and_continues_from_the_stored_mar
     let interaction = oh.hub.accept_next(&mut alice).await;
     let photo = b"\xff\xd8 polled photo".to_vec();
     oh.fake.image(&user, photo.clone(), None);
-    let m = customer_message(&mut alice, "image").await;
-    assert_eq!(file_of(&oh, &m, 0).await.0, photo);
+    let m = alice.customer_message("image").await;
+    assert_eq!(oh.hub.file_of(&m, 0).await.0, photo);
     let nul = oh.fake.text(&user, "bad\u{0}byte");
     oh.fake.push_raw(
         r#"{"webhookType":"MESSAGE_CREATED","sender":{"user_id":"user:1"},"message":{"mid":"mid:x"}}"#.to_owned(),
     );
     oh.fake.text(&user, "after the bad ones");
     alice.event_where("message.new", |d| d["message"]["text"] == "after the bad ones").await;
-    assert_eq!(send(&mut alice, &interaction, "p1", json!({"text": "answered"})).await["status"], "sent");
+    assert_eq!(alice.send_message(&interaction, "p1", json!({"text": "answered"})).await["status"], "sent");
     eventually("the marker past everything", WAIT, || async {
         oh.stored_marker().await == Some(oh.fake.marker().to_string())
     })

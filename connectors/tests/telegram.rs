@@ -6,25 +6,11 @@ mod harness;
 use std::time::Duration;
 
 use connectors::fake::telegram::TgUser;
-use harness::{Hub, WAIT, eventually, spawn_hub};
-use serde_json::{Value, json};
+use harness::{WAIT, eventually, spawn_hub};
+use serde_json::json;
 
 fn olga() -> TgUser {
     TgUser { id: 421000777, first_name: "Olga".into(), last_name: Some("K".into()), username: Some("olga_k".into()) }
-}
-
-/// Waits for the agent's `message.new` of a customer message whose kind is `kind`.
-async fn customer_message(agent: &mut harness::Client, kind: &str) -> Value {
-    let event =
-        agent.event_where("message.new", |d| d["message"]["kind"] == kind && d["message"]["direction"] == "in").await;
-    event["data"]["message"].clone()
-}
-
-async fn file_of(hub: &Hub, message: &Value) -> (Vec<u8>, String, String) {
-    let file = &message["files"][0];
-    let (status, bytes, _) = hub.download(file["url"].as_str().expect("the file has a URL")).await;
-    assert_eq!(status, 200, "the file is downloadable from the file server: {message}");
-    (bytes, file["name"].as_str().unwrap().to_owned(), file["mime"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]
@@ -55,9 +41,9 @@ async fn every_kind_of_customer_message_reaches_the_agent_with_its_file() {
     // photo: the largest size, with its caption
     let photo = b"\xff\xd8\xff\xe0 large photo".to_vec();
     hub.fake.photo(&user, photo.clone(), Some("Вот чек"));
-    let m = customer_message(&mut alice, "image").await;
+    let m = alice.customer_message("image").await;
     assert_eq!(m["text"], "Вот чек");
-    let (bytes, name, mime) = file_of(&hub, &m).await;
+    let (bytes, name, mime) = hub.file_of(&m, 0).await;
     assert_eq!(bytes, photo);
     assert!(name.starts_with("photo_") && name.ends_with(".jpg"), "{name}");
     assert_eq!(mime, "image/jpeg");
@@ -73,8 +59,8 @@ async fn every_kind_of_customer_message_reaches_the_agent_with_its_file() {
     ];
     for (tg_kind, file_name, file_mime, kind, content) in cases {
         hub.fake.file_message(&user, tg_kind, file_name, file_mime, content.to_vec());
-        let m = customer_message(&mut alice, kind).await;
-        let (bytes, name, mime) = file_of(&hub, &m).await;
+        let m = alice.customer_message(kind).await;
+        let (bytes, name, mime) = hub.file_of(&m, 0).await;
         assert_eq!(bytes, content, "{tg_kind}");
         assert_eq!(mime, file_mime, "{tg_kind}");
         if matches!(tg_kind, "document" | "audio") {
@@ -86,12 +72,12 @@ async fn every_kind_of_customer_message_reaches_the_agent_with_its_file() {
     }
 
     hub.fake.location(&user, 55.7539, 37.6208);
-    let m = customer_message(&mut alice, "location").await;
+    let m = alice.customer_message("location").await;
     assert_eq!(m["location"], json!({"lat": 55.7539, "lon": 37.6208}));
 
     // the request-phone keyboard answer: the customer's own contact gives their phone
     hub.fake.contact(&user, "79161234567", true);
-    let m = customer_message(&mut alice, "contact").await;
+    let m = alice.customer_message("contact").await;
     assert_eq!(m["contact"], json!({"phone": "79161234567", "name": "Olga"}));
     let phone: Option<String> = sqlx::query_scalar("SELECT phone FROM customers").fetch_one(&hub.pool).await.unwrap();
     assert_eq!(phone.as_deref(), Some("79161234567"));

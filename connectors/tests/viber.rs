@@ -18,36 +18,6 @@ fn anna() -> ViberUser {
     ViberUser::new("Vb9kQ2xL0aZ1pT7c4dE3fw==", "Anna Berg")
 }
 
-/// Waits for the agent's `message.new` of a customer message whose kind is `kind`.
-async fn customer_message(agent: &mut Client, kind: &str) -> Value {
-    let event =
-        agent.event_where("message.new", |d| d["message"]["kind"] == kind && d["message"]["direction"] == "in").await;
-    event["data"]["message"].clone()
-}
-
-async fn file_of(vh: &ViberHub, message: &Value) -> (Vec<u8>, String, String) {
-    let file = &message["files"][0];
-    let (status, bytes, _) = vh.hub.download(file["url"].as_str().expect("the file has a URL")).await;
-    assert_eq!(status, 200, "the file is downloadable from the file server: {message}");
-    (bytes, file["name"].as_str().unwrap().to_owned(), file["mime"].as_str().unwrap().to_owned())
-}
-
-/// Sends `args` (plus the interaction) as `message.send` and waits for its final status.
-async fn send(agent: &mut Client, interaction: &str, client_msg_id: &str, args: Value) -> Value {
-    let mut args = args;
-    args["interaction_id"] = json!(interaction);
-    args["client_msg_id"] = json!(client_msg_id);
-    let sent = agent.call("message.send", args).await;
-    assert_eq!(sent["ok"], true, "{sent}");
-    let id = sent["data"]["id"].as_str().unwrap().to_owned();
-    let status = agent
-        .event_where("message.status", |d| {
-            d["message"]["id"] == id.as_str() && matches!(d["message"]["status"].as_str(), Some("sent" | "failed"))
-        })
-        .await;
-    status["data"]["message"].clone()
-}
-
 /// A hub, a ready agent, a connector that registered its webhook, and Anna's first message
 /// accepted by the agent.
 async fn conversation(settings: Value) -> (ViberHub, Client, harness::Connector, String, ViberUser) {
@@ -109,36 +79,36 @@ async fn every_kind_of_customer_message_reaches_the_agent_with_its_file() {
 
     let photo = b"\xff\xd8\xff\xe0 the receipt photo".to_vec();
     vh.fake.picture(&user, photo.clone(), Some("Here is the receipt"));
-    let m = customer_message(&mut alice, "image").await;
+    let m = alice.customer_message("image").await;
     assert_eq!(m["text"], "Here is the receipt");
-    let (bytes, name, mime) = file_of(&vh, &m).await;
+    let (bytes, name, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, name.as_str(), mime.as_str()), (photo, "IMG_0412.jpg", "image/jpeg"));
 
     let clip = b"\x00\x00\x00\x18ftypmp42 clip".to_vec();
     vh.fake.video(&user, clip.clone());
-    let m = customer_message(&mut alice, "video").await;
-    let (bytes, _, mime) = file_of(&vh, &m).await;
+    let m = alice.customer_message("video").await;
+    let (bytes, _, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, mime.as_str()), (clip, "video/mp4"));
 
     let pdf = b"%PDF-1.4 the contract".to_vec();
     vh.fake.file(&user, "contract.pdf", pdf.clone());
-    let m = customer_message(&mut alice, "document").await;
-    let (bytes, name, mime) = file_of(&vh, &m).await;
+    let m = alice.customer_message("document").await;
+    let (bytes, name, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, name.as_str(), mime.as_str()), (pdf, "contract.pdf", "application/pdf"));
 
     vh.fake.sticker(&user, 40133);
-    let m = customer_message(&mut alice, "sticker").await;
+    let m = alice.customer_message("sticker").await;
     assert_eq!(m["sticker_id"], "40133");
-    let (bytes, _, mime) = file_of(&vh, &m).await;
+    let (bytes, _, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes.as_slice(), mime.as_str()), (b"PNG sticker 40133".as_slice(), "image/png"));
 
     vh.fake.location(&user, 52.5200, 13.4050);
-    let m = customer_message(&mut alice, "location").await;
+    let m = alice.customer_message("location").await;
     assert_eq!(m["location"], json!({"lat": 52.52, "lon": 13.405}));
 
     // someone else's card is a contact, not the customer's phone
     vh.fake.contact(&user, "Ivan Petrov", "+79161234567");
-    let m = customer_message(&mut alice, "contact").await;
+    let m = alice.customer_message("contact").await;
     assert_eq!(m["contact"], json!({"phone": "+79161234567", "name": "Ivan Petrov"}));
     let phone: Option<String> =
         sqlx::query_scalar("SELECT phone FROM customers").fetch_one(&vh.hub.pool).await.unwrap();
@@ -245,7 +215,7 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
         .await
         .unwrap();
 
-    let m = send(&mut alice, &interaction, "t1", json!({"text": "Your parcel left the warehouse."})).await;
+    let m = alice.send_message(&interaction, "t1", json!({"text": "Your parcel left the warehouse."})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let call = vh.fake.calls_of("send_message").pop().unwrap();
     assert_eq!(call.headers.get("x-viber-auth-token").map(String::as_str), Some(AUTH_TOKEN));
@@ -264,7 +234,7 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
     let words: Vec<String> = (0..2000).map(|i| format!("word{i}")).collect();
     let long = words.join(" ");
     let before = vh.fake.calls_of("send_message").len();
-    let m = send(&mut alice, &interaction, "t2", json!({"text": long})).await;
+    let m = alice.send_message(&interaction, "t2", json!({"text": long})).await;
     assert_eq!(m["status"], "sent");
     let parts: Vec<String> = vh.fake.calls_of("send_message")[before..]
         .iter()
@@ -277,7 +247,7 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
     // files go by signed link, which the fake fetches as Viber does
     let photo = b"\xff\xd8\xff\xe0 agent photo".to_vec();
     let file = vh.hub.upload("receipt.jpg", "image/jpeg", photo.clone()).await;
-    let m = send(&mut alice, &interaction, "f1", json!({"text": "Your receipt", "file_ids": [file]})).await;
+    let m = alice.send_message(&interaction, "f1", json!({"text": "Your receipt", "file_ids": [file]})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let call = vh.fake.calls_of("send_message").pop().unwrap();
     assert_eq!((call.param("type"), call.param("text")), (&json!("picture"), &json!("Your receipt")));
@@ -288,7 +258,7 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
 
     let clip = b"\x00\x00\x00\x18ftypmp42 agent clip".to_vec();
     let file = vh.hub.upload("how-to.mp4", "video/mp4", clip.clone()).await;
-    send(&mut alice, &interaction, "f2", json!({"file_ids": [file]})).await;
+    alice.send_message(&interaction, "f2", json!({"file_ids": [file]})).await;
     let call = vh.fake.calls_of("send_message").pop().unwrap();
     assert_eq!(
         (call.param("type"), call.param("size"), call.param("duration")),
@@ -300,7 +270,7 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
     let pdf = b"%PDF-1.4 invoice".to_vec();
     let file = vh.hub.upload("invoice.pdf", "application/pdf", pdf.clone()).await;
     let before = vh.fake.calls_of("send_message").len();
-    let m = send(&mut alice, &interaction, "f3", json!({"text": "The invoice", "file_ids": [file]})).await;
+    let m = alice.send_message(&interaction, "f3", json!({"text": "The invoice", "file_ids": [file]})).await;
     assert_eq!(m["status"], "sent");
     let calls = vh.fake.calls_of("send_message")[before..].to_vec();
     assert_eq!(calls.len(), 2);
@@ -309,25 +279,24 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
     assert_eq!((calls[1].param("file_name"), calls[1].param("size")), (&json!("invoice.pdf"), &json!(pdf.len())));
     assert_eq!(vh.fake.fetched().pop().unwrap().bytes.as_ref(), pdf.as_slice());
 
-    send(&mut alice, &interaction, "l1", json!({"location": {"lat": 52.52, "lon": 13.405}})).await;
+    alice.send_message(&interaction, "l1", json!({"location": {"lat": 52.52, "lon": 13.405}})).await;
     let call = vh.fake.calls_of("send_message").pop().unwrap();
     assert_eq!(
         (call.param("type"), call.param("location")),
         (&json!("location"), &json!({"lat": 52.52, "lon": 13.405}))
     );
-    send(&mut alice, &interaction, "c1", json!({"contact": {"phone": "+4930123456", "name": "Acme Returns"}})).await;
+    alice.send_message(&interaction, "c1", json!({"contact": {"phone": "+4930123456", "name": "Acme Returns"}})).await;
     let call = vh.fake.calls_of("send_message").pop().unwrap();
     assert_eq!(call.param("contact"), &json!({"name": "Acme Returns", "phone_number": "+4930123456"}));
-    send(&mut alice, &interaction, "s1", json!({"sticker": {"sticker_id": "40133"}})).await;
+    alice.send_message(&interaction, "s1", json!({"sticker": {"sticker_id": "40133"}})).await;
     let call = vh.fake.calls_of("send_message").pop().unwrap();
     assert_eq!((call.param("type"), call.param("sticker_id")), (&json!("sticker"), &json!(40133)));
-    send(&mut alice, &interaction, "u1", json!({"text": "https://track.example/7731"})).await;
+    alice.send_message(&interaction, "u1", json!({"text": "https://track.example/7731"})).await;
     let call = vh.fake.calls_of("send_message").pop().unwrap();
     assert_eq!((call.param("type"), call.param("media")), (&json!("url"), &json!("https://track.example/7731")));
 
     // a reply keyboard: the row shares Viber's six columns
-    let m = send(
-        &mut alice,
+    let m = alice.send_message(
         &interaction,
         "k1",
         json!({"text": "Refund or resend?", "keyboard": {"type": "reply", "rows": [[{"text": "Refund"}, {"text": "Resend"}, {"text": "Wait"}]]}}),
@@ -344,8 +313,7 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
     assert_eq!(call.param("min_api_version"), 1);
 
     // the share-phone button, and the customer's answer: their phone
-    send(
-        &mut alice,
+    alice.send_message(
         &interaction,
         "k2",
         json!({"text": "May I have your number?", "keyboard": {"type": "reply", "rows": [[{"text": "📱 Share my number", "request_phone": true}]]}}),
@@ -357,7 +325,7 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
     let mut renamed = user.clone();
     renamed.name = "A. B.".into(); // the card's name differs: the tracking data tells it is hers
     vh.fake.share_phone(&renamed, "+4915112345678");
-    customer_message(&mut alice, "contact").await;
+    alice.customer_message("contact").await;
     let phone: Option<String> =
         sqlx::query_scalar("SELECT phone FROM customers").fetch_one(&vh.hub.pool).await.unwrap();
     assert_eq!(phone.as_deref(), Some("+4915112345678"));
@@ -373,7 +341,7 @@ async fn agent_replies_reach_viber_by_kind_with_the_agents_name_and_avatar() {
 #[tokio::test]
 async fn delivered_and_seen_reach_the_agent_in_order_and_never_go_back() {
     let (vh, mut alice, _connector, interaction, user) = conversation(json!({})).await;
-    let m = send(&mut alice, &interaction, "r1", json!({"text": "Your parcel left."})).await;
+    let m = alice.send_message(&interaction, "r1", json!({"text": "Your parcel left."})).await;
     let id = m["id"].as_str().unwrap().to_owned();
     let token = vh.fake.sent_to(&user.id).pop().unwrap().token;
 
@@ -412,7 +380,7 @@ async fn delivered_and_seen_reach_the_agent_in_order_and_never_go_back() {
     assert_eq!(history, vec!["sent", "delivered", "read"], "each status once in the history, none going back");
 
     // failed after it was accepted: the reason reaches the agent
-    let m = send(&mut alice, &interaction, "r2", json!({"text": "And another."})).await;
+    let m = alice.send_message(&interaction, "r2", json!({"text": "And another."})).await;
     let id = m["id"].as_str().unwrap().to_owned();
     let token = vh.fake.sent_to(&user.id).pop().unwrap().token;
     vh.fake.failed(token, &user.id, "the user's device rejected it");
@@ -427,7 +395,7 @@ async fn receipts_that_come_before_the_send_is_recorded_still_apply() {
     vh.fake.set_auto_receipts(true);
     let mut ids = Vec::new();
     for n in 0..5 {
-        let m = send(&mut alice, &interaction, &format!("e{n}"), json!({"text": format!("quick reader {n}")})).await;
+        let m = alice.send_message(&interaction, &format!("e{n}"), json!({"text": format!("quick reader {n}")})).await;
         ids.push(m["id"].as_str().unwrap().to_owned());
     }
     eventually("every message read", WAIT, || async {
@@ -449,7 +417,7 @@ async fn viber_statuses_rate_limit_and_refused_token() {
 
     // 12: retried after a wait, sent once
     vh.fake.fail_next("send_message", 12, "Too many requests");
-    let m = send(&mut alice, &interaction, "s1", json!({"text": "slow down"})).await;
+    let m = alice.send_message(&interaction, "s1", json!({"text": "slow down"})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let calls: Vec<_> =
         vh.fake.calls_of("send_message").into_iter().filter(|c| c.param("text") == "slow down").collect();
@@ -460,7 +428,7 @@ async fn viber_statuses_rate_limit_and_refused_token() {
 
     // 2: the account's token is refused: failed, with what to fix, not retried
     vh.fake.fail_next("send_message", 2, "invalidAuthToken");
-    let m = send(&mut alice, &interaction, "s2", json!({"text": "hello?"})).await;
+    let m = alice.send_message(&interaction, "s2", json!({"text": "hello?"})).await;
     assert_eq!(m["status"], "failed");
     assert!(m["error"].as_str().unwrap().contains("auth_token"), "{m}");
 
@@ -576,8 +544,8 @@ async fn media_that_keeps_failing_is_stored_as_a_note_and_a_brief_failure_is_ret
     // the media URL answers 503 twice: Viber redelivers (the hub answered 503), then it works
     vh.fake.fail_media(2);
     let token = vh.fake.picture(&user, b"\xff\xd8 eventually".to_vec(), None);
-    let m = customer_message(&mut alice, "image").await;
-    assert_eq!(file_of(&vh, &m).await.0, b"\xff\xd8 eventually");
+    let m = alice.customer_message("image").await;
+    assert_eq!(vh.hub.file_of(&m, 0).await.0, b"\xff\xd8 eventually");
     let statuses = |token: u64| vh.fake.deliveries_of(token).iter().map(|d| d.status).collect::<Vec<u16>>();
     eventually("the last try answered", WAIT, || async { statuses(token).last() == Some(&200) }).await;
     assert_eq!(statuses(token), vec![503, 503, 200]);
@@ -585,7 +553,7 @@ async fn media_that_keeps_failing_is_stored_as_a_note_and_a_brief_failure_is_ret
     // it keeps failing: after five tries the message is stored with a note instead of the file
     vh.fake.fail_media(1000);
     let token = vh.fake.picture(&user, b"\xff\xd8 never".to_vec(), Some("the label"));
-    let m = customer_message(&mut alice, "image").await;
+    let m = alice.customer_message("image").await;
     assert!(m["files"].as_array().unwrap().is_empty());
     let text = m["text"].as_str().unwrap();
     assert!(text.starts_with("the label\n[IMG_0412.jpg: could not be fetched from Viber"), "{text}");

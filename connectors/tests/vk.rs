@@ -20,36 +20,6 @@ fn anna() -> VkUser {
     VkUser::new(7_700_123, "Anna", "Berg")
 }
 
-/// Waits for the agent's `message.new` of a customer message whose kind is `kind`.
-async fn customer_message(agent: &mut Client, kind: &str) -> Value {
-    let event =
-        agent.event_where("message.new", |d| d["message"]["kind"] == kind && d["message"]["direction"] == "in").await;
-    event["data"]["message"].clone()
-}
-
-async fn file_of(vh: &VkHub, message: &Value, n: usize) -> (Vec<u8>, String, String) {
-    let file = &message["files"][n];
-    let (status, bytes, _) = vh.hub.download(file["url"].as_str().expect("the file has a URL")).await;
-    assert_eq!(status, 200, "the file is downloadable from the file server: {message}");
-    (bytes, file["name"].as_str().unwrap().to_owned(), file["mime"].as_str().unwrap().to_owned())
-}
-
-/// Sends `args` (plus the interaction) as `message.send` and waits for its final status.
-async fn send(agent: &mut Client, interaction: &str, client_msg_id: &str, args: Value) -> Value {
-    let mut args = args;
-    args["interaction_id"] = json!(interaction);
-    args["client_msg_id"] = json!(client_msg_id);
-    let sent = agent.call("message.send", args).await;
-    assert_eq!(sent["ok"], true, "{sent}");
-    let id = sent["data"]["id"].as_str().unwrap().to_owned();
-    let status = agent
-        .event_where("message.status", |d| {
-            d["message"]["id"] == id.as_str() && matches!(d["message"]["status"].as_str(), Some("sent" | "failed"))
-        })
-        .await;
-    status["data"]["message"].clone()
-}
-
 async fn external_id(vh: &VkHub, message: &Value) -> i64 {
     let external: String = sqlx::query_scalar("SELECT external_message_id FROM messages WHERE id = $1::uuid")
         .bind(message["id"].as_str().unwrap())
@@ -105,37 +75,37 @@ async fn every_kind_of_customer_message_reaches_the_agent_with_its_file() {
 
     let photo = b"\xff\xd8\xff\xe0 the receipt photo, the largest size".to_vec();
     vh.fake.photo(&user, photo.clone(), Some("Here is the receipt"));
-    let m = customer_message(&mut alice, "image").await;
+    let m = alice.customer_message("image").await;
     assert_eq!(m["text"], "Here is the receipt");
-    let (bytes, _, mime) = file_of(&vh, &m, 0).await;
+    let (bytes, _, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, mime.as_str()), (photo, "image/jpeg"), "the largest of the sizes");
 
     let pdf = b"%PDF-1.4 the contract".to_vec();
     vh.fake.document(&user, "contract.pdf", pdf.clone());
-    let m = customer_message(&mut alice, "document").await;
-    let (bytes, name, mime) = file_of(&vh, &m, 0).await;
+    let m = alice.customer_message("document").await;
+    let (bytes, name, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, name.as_str(), mime.as_str()), (pdf, "contract.pdf", "application/pdf"));
 
     let ogg = b"OggS voice of anna".to_vec();
     vh.fake.voice(&user, ogg.clone());
-    let m = customer_message(&mut alice, "voice").await;
-    let (bytes, _, mime) = file_of(&vh, &m, 0).await;
+    let m = alice.customer_message("voice").await;
+    let (bytes, _, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, mime.as_str()), (ogg, "audio/ogg"));
 
     vh.fake.sticker(&user, 9014);
-    let m = customer_message(&mut alice, "sticker").await;
+    let m = alice.customer_message("sticker").await;
     assert_eq!(m["sticker_id"], "9014");
-    let (bytes, _, mime) = file_of(&vh, &m, 0).await;
+    let (bytes, _, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes.as_slice(), mime.as_str()), (b"sticker 9014 512".as_slice(), "image/png"));
 
     let clip = b"\x00\x00\x00\x18ftypmp42 unboxing".to_vec();
     vh.fake.video(&user, "unboxing", clip.clone());
-    let m = customer_message(&mut alice, "video").await;
-    let (bytes, name, mime) = file_of(&vh, &m, 0).await;
+    let m = alice.customer_message("video").await;
+    let (bytes, name, mime) = vh.hub.file_of(&m, 0).await;
     assert_eq!((bytes, name.as_str(), mime.as_str()), (clip, "unboxing.mp4", "video/mp4"));
 
     vh.fake.location(&user, 59.9386, 30.3141, Some("Nevsky prospekt 28"));
-    let m = customer_message(&mut alice, "location").await;
+    let m = alice.customer_message("location").await;
     assert_eq!(m["location"], json!({"lat": 59.9386, "lon": 30.3141, "address": "Nevsky prospekt 28"}));
 
     let ivan = VkUser::new(5_550_001, "Ivan", "Petrov");
@@ -146,7 +116,7 @@ async fn every_kind_of_customer_message_reaches_the_agent_with_its_file() {
     assert_eq!(m["forwarded"]["from_name"], "Ivan Petrov");
 
     // the agent's message, then the customer's reply to it
-    let sent = send(&mut alice, &id, "r1", json!({"text": "Which parcel?"})).await;
+    let sent = alice.send_message(&id, "r1", json!({"text": "Which parcel?"})).await;
     let vk_id = external_id(&vh, &sent).await;
     vh.fake.reply(&user, "That one", vk_id);
     let m = alice.event_where("message.new", |d| d["message"]["text"] == "That one").await;
@@ -176,7 +146,7 @@ async fn agent_replies_reach_vk_by_kind_uploaded_through_its_servers() {
     let (vh, mut alice, _connector, interaction, user) = conversation(json!({})).await;
     let peer = user.id;
 
-    let m = send(&mut alice, &interaction, "t1", json!({"text": "Your parcel left the warehouse. 📦"})).await;
+    let m = alice.send_message(&interaction, "t1", json!({"text": "Your parcel left the warehouse. 📦"})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let call = vh.fake.calls_of("messages.send").pop().unwrap();
     assert_eq!(call.param("peer_id"), Some("7700123"));
@@ -196,7 +166,7 @@ async fn agent_replies_reach_vk_by_kind_uploaded_through_its_servers() {
     let words: Vec<String> = (0..1200).map(|i| format!("word{i}")).collect();
     let long = words.join(" ");
     let before = vh.fake.sent_to(peer).len();
-    let m = send(&mut alice, &interaction, "t2", json!({"text": long})).await;
+    let m = alice.send_message(&interaction, "t2", json!({"text": long})).await;
     assert_eq!(m["status"], "sent");
     let parts = vh.fake.sent_to(peer)[before..].to_vec();
     assert!(parts.len() >= 2, "{} parts", parts.len());
@@ -208,7 +178,7 @@ async fn agent_replies_reach_vk_by_kind_uploaded_through_its_servers() {
     // a photo: photos.getMessagesUploadServer -> upload -> photos.saveMessagesPhoto -> attachment
     let photo = b"\xff\xd8\xff\xe0 agent photo".to_vec();
     let file = vh.hub.upload("receipt.jpg", "image/jpeg", photo.clone()).await;
-    let m = send(&mut alice, &interaction, "f1", json!({"text": "Your receipt", "file_ids": [file]})).await;
+    let m = alice.send_message(&interaction, "f1", json!({"text": "Your receipt", "file_ids": [file]})).await;
     assert_eq!(m["status"], "sent", "{m}");
     let upload = vh.fake.uploads().pop().unwrap();
     assert_eq!((upload.kind.as_str(), upload.field.as_str()), ("photo", "photo"));
@@ -229,7 +199,7 @@ async fn agent_replies_reach_vk_by_kind_uploaded_through_its_servers() {
     {
         let bytes = format!("the bytes of {name}").into_bytes();
         let file = vh.hub.upload(name, mime, bytes.clone()).await;
-        let m = send(&mut alice, &interaction, &format!("d{n}"), json!({"file_ids": [file]})).await;
+        let m = alice.send_message(&interaction, &format!("d{n}"), json!({"file_ids": [file]})).await;
         assert_eq!(m["status"], "sent", "{name}: {m}");
         let upload = vh.fake.uploads().pop().unwrap();
         assert_eq!((upload.kind.as_str(), upload.field.as_str()), (kind, "file"), "{name}");
@@ -245,16 +215,17 @@ async fn agent_replies_reach_vk_by_kind_uploaded_through_its_servers() {
     }
 
     // a sticker by VK's id; a PNG sent as a sticker goes as a graffiti
-    send(&mut alice, &interaction, "s1", json!({"sticker": {"sticker_id": "9014"}})).await;
+    alice.send_message(&interaction, "s1", json!({"sticker": {"sticker_id": "9014"}})).await;
     assert_eq!(vh.fake.sent_to(peer).pop().unwrap().param("sticker_id"), Some("9014"));
     let png = b"\x89PNG sticker".to_vec();
     let file = vh.hub.upload("sticker.png", "image/png", png.clone()).await;
-    let m = send(&mut alice, &interaction, "s2", json!({"sticker": {"file_id": file}})).await;
+    let m = alice.send_message(&interaction, "s2", json!({"sticker": {"file_id": file}})).await;
     assert_eq!(m["status"], "sent", "{m}");
     assert_eq!(vh.fake.uploads().pop().unwrap().kind, "graffiti");
 
     // a location; a forward of the customer's first message; a reply to it
-    send(&mut alice, &interaction, "l1", json!({"location": {"lat": 59.9386, "lon": 30.3141, "address": "Our shop"}}))
+    alice
+        .send_message(&interaction, "l1", json!({"location": {"lat": 59.9386, "lon": 30.3141, "address": "Our shop"}}))
         .await;
     let sent = vh.fake.sent_to(peer).pop().unwrap();
     assert_eq!(
@@ -272,10 +243,10 @@ async fn agent_replies_reach_vk_by_kind_uploaded_through_its_servers() {
     .fetch_one(&vh.hub.pool)
     .await
     .unwrap();
-    let m = send(&mut alice, &interaction, "w1", json!({"forward": {"message_id": first_in}})).await;
+    let m = alice.send_message(&interaction, "w1", json!({"forward": {"message_id": first_in}})).await;
     assert_eq!(m["status"], "sent", "{m}");
     assert_eq!(vh.fake.sent_to(peer).pop().unwrap().param("forward_messages"), Some(first_vk.as_str()));
-    send(&mut alice, &interaction, "w2", json!({"text": "About this one", "reply_to": first_in})).await;
+    alice.send_message(&interaction, "w2", json!({"text": "About this one", "reply_to": first_in})).await;
     assert_eq!(vh.fake.sent_to(peer).pop().unwrap().param("reply_to"), Some(first_vk.as_str()));
 
     // VK cannot send contacts: refused before anything is queued
@@ -300,8 +271,7 @@ async fn keyboards_one_time_and_inline_and_a_callback_button_press() {
     let (vh, mut alice, _connector, interaction, user) = conversation(json!({})).await;
     let peer = user.id;
 
-    let m = send(
-        &mut alice,
+    let m = alice.send_message(
         &interaction,
         "k1",
         json!({"text": "Refund or resend?", "keyboard": {"type": "reply", "rows": [[{"text": "Refund"}, {"text": "Resend"}]]}}),
@@ -317,8 +287,7 @@ async fn keyboards_one_time_and_inline_and_a_callback_button_press() {
     vh.fake.message_new(&user, json!({"text": "Refund", "payload": "{\"button\":\"1\"}"}));
     alice.event_where("message.new", |d| d["message"]["text"] == "Refund").await;
 
-    send(
-        &mut alice,
+    alice.send_message(
         &interaction,
         "k2",
         json!({"text": "How did we do?", "keyboard": {"type": "inline", "rows": [[{"text": "👍", "data": "csat:5"}, {"text": "👎", "data": "csat:1"}],
@@ -344,7 +313,7 @@ async fn keyboards_one_time_and_inline_and_a_callback_button_press() {
     assert_eq!((answer.event_id.as_str(), answer.user_id, answer.accepted), (press.as_str(), peer, true));
 
     // the keyboard goes away
-    send(&mut alice, &interaction, "k3", json!({"text": "Thanks!", "keyboard": {"type": "remove"}})).await;
+    alice.send_message(&interaction, "k3", json!({"text": "Thanks!", "keyboard": {"type": "remove"}})).await;
     assert_eq!(vh.fake.sent_to(peer).pop().unwrap().keyboard().unwrap(), json!({"one_time": true, "buttons": []}));
 }
 
@@ -352,7 +321,7 @@ async fn keyboards_one_time_and_inline_and_a_callback_button_press() {
 async fn edit_and_delete_of_the_agents_messages_reach_vk() {
     let (vh, mut alice, _connector, interaction, user) = conversation(json!({})).await;
     let peer = user.id;
-    let m = send(&mut alice, &interaction, "e1", json!({"text": "Your order ships on Monday."})).await;
+    let m = alice.send_message(&interaction, "e1", json!({"text": "Your order ships on Monday."})).await;
     let vk_id = external_id(&vh, &m).await;
 
     let edited =
@@ -368,7 +337,7 @@ async fn edit_and_delete_of_the_agents_messages_reach_vk() {
 
     // a photo's caption: the photo stays
     let file = vh.hub.upload("label.jpg", "image/jpeg", b"\xff\xd8 label".to_vec()).await;
-    let m = send(&mut alice, &interaction, "e2", json!({"text": "The label", "file_ids": [file]})).await;
+    let m = alice.send_message(&interaction, "e2", json!({"text": "The label", "file_ids": [file]})).await;
     let photo_id = external_id(&vh, &m).await;
     let attachment = vh.fake.message(photo_id).unwrap().param("attachment").unwrap().to_owned();
     alice.call("message.edit", json!({"message_id": m["id"], "text": "The shipping label"})).await;
@@ -390,7 +359,7 @@ async fn edit_and_delete_of_the_agents_messages_reach_vk() {
 
     // too old for VK: the agent learns why, the message stays as it was
     vh.fake.set_max_ages(Duration::ZERO, Duration::ZERO);
-    let first = send(&mut alice, &interaction, "e3", json!({"text": "old news"})).await;
+    let first = alice.send_message(&interaction, "e3", json!({"text": "old news"})).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     alice.call("message.edit", json!({"message_id": first["id"], "text": "new news"})).await;
     let failed = alice
@@ -413,7 +382,7 @@ async fn a_denied_customer_s_message_fails_at_once_with_the_reason() {
     })
     .await;
     let sends_before = vh.fake.calls_of("messages.send").len();
-    let m = send(&mut alice, &interaction, "d1", json!({"text": "Are you there?"})).await;
+    let m = alice.send_message(&interaction, "d1", json!({"text": "Are you there?"})).await;
     assert_eq!(m["status"], "failed");
     let error = m["error"].as_str().unwrap();
     assert!(error.starts_with("the customer turned off messages from this community on VK"), "{error}");
@@ -425,7 +394,7 @@ async fn a_denied_customer_s_message_fails_at_once_with_the_reason() {
         vh.count("SELECT count(*) FROM vk_message_permissions WHERE allowed").await == 1
     })
     .await;
-    let m = send(&mut alice, &interaction, "d2", json!({"text": "Welcome back"})).await;
+    let m = alice.send_message(&interaction, "d2", json!({"text": "Welcome back"})).await;
     assert_eq!(m["status"], "sent", "{m}");
 
     // denied again, then they write: writing lets the community answer
@@ -440,11 +409,11 @@ async fn a_denied_customer_s_message_fails_at_once_with_the_reason() {
         vh.count("SELECT count(*) FROM vk_message_permissions WHERE allowed").await == 1
     })
     .await;
-    assert_eq!(send(&mut alice, &interaction, "d3", json!({"text": "Glad to hear"})).await["status"], "sent");
+    assert_eq!(alice.send_message(&interaction, "d3", json!({"text": "Glad to hear"})).await["status"], "sent");
 
     // VK itself refuses (901): failed with VK's reason, tried once
     vh.fake.set_allowed(peer, false);
-    let m = send(&mut alice, &interaction, "d4", json!({"text": "Hello?"})).await;
+    let m = alice.send_message(&interaction, "d4", json!({"text": "Hello?"})).await;
     assert_eq!(m["status"], "failed");
     assert_eq!(
         m["error"],
@@ -483,7 +452,7 @@ async fn rate_limits_6_and_9_and_lost_answers_deliver_everything_once() {
     // and answers the first message's id
     for n in 0..2 {
         vh.fake.lose_answer_next("messages.send");
-        let m = send(&mut alice, &interaction, &format!("l{n}"), json!({"text": format!("lost answer {n}")})).await;
+        let m = alice.send_message(&interaction, &format!("l{n}"), json!({"text": format!("lost answer {n}")})).await;
         assert_eq!(m["status"], "sent", "{m}");
         let first = vh.fake.sent_to(peer).pop().unwrap();
         assert_eq!(first.text, format!("lost answer {n}"));

@@ -274,6 +274,15 @@ impl Hub {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// The bytes, name and type of the `n`-th file of an agent's `message`, downloaded from
+    /// the file server.
+    pub async fn file_of(&self, message: &Value, n: usize) -> (Vec<u8>, String, String) {
+        let file = &message["files"][n];
+        let (status, bytes, _) = self.download(file["url"].as_str().expect("the file has a URL")).await;
+        assert_eq!(status, 200, "the file is downloadable from the file server: {message}");
+        (bytes, file["name"].as_str().unwrap().to_owned(), file["mime"].as_str().unwrap().to_owned())
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
@@ -360,6 +369,31 @@ impl Client {
             }
             let _ = self.read(until).await;
         }
+    }
+
+    /// The message of the next `message.new` of a customer's message of `kind`.
+    pub async fn customer_message(&mut self, kind: &str) -> Value {
+        let event = self
+            .event_where("message.new", |d| d["message"]["kind"] == kind && d["message"]["direction"] == "in")
+            .await;
+        event["data"]["message"].clone()
+    }
+
+    /// Sends `args` (plus the interaction and `client_msg_id`) as `message.send` and returns
+    /// the message once its status is final (`sent` or `failed`).
+    pub async fn send_message(&mut self, interaction: &str, client_msg_id: &str, args: Value) -> Value {
+        let mut args = args;
+        args["interaction_id"] = json!(interaction);
+        args["client_msg_id"] = json!(client_msg_id);
+        let sent = self.call("message.send", args).await;
+        assert_eq!(sent["ok"], true, "{sent}");
+        let id = sent["data"]["id"].as_str().unwrap().to_owned();
+        let status = self
+            .event_where("message.status", |d| {
+                d["message"]["id"] == id.as_str() && matches!(d["message"]["status"].as_str(), Some("sent" | "failed"))
+            })
+            .await;
+        status["data"]["message"].clone()
     }
 
     /// Reads whatever arrives within `within`.
