@@ -4,6 +4,8 @@
 //! - `GET /api/v1/video/rooms/{id}` (JWT): the room and who is in it;
 //! - `POST /api/v1/video/rooms/{id}/end` (the room's agent or a supervisor);
 //! - `GET /api/v1/video/ws`: signalling (see `signal`);
+//! - `POST /api/v1/video/link`, `POST /api/v1/video/survey` (the customer link token): what the
+//!   customer page shows before joining and after the call, and the survey's answers;
 //! - `GET`/`POST`/`DELETE /api/v1/video/drain` (admin): this node's draining (see `nodes`);
 //! - `/call/{token}`, `/video/agent`, `/video/call.js`, `/video/call.css`: the pages.
 
@@ -34,6 +36,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/api/v1/video/rooms/{id}/end", post(end))
         .route("/api/v1/video/ws", get(crate::signal::upgrade))
         .route("/api/v1/video/link", post(link_info))
+        .route(
+            "/api/v1/video/survey",
+            post(answer_survey).layer(axum::extract::DefaultBodyLimit::max(SURVEY_BODY_LIMIT)),
+        )
         .route("/api/v1/video/drain", get(drain_status).post(drain).delete(undrain))
         .route("/call/{token}", get(customer_page))
         .route("/video/agent", get(agent_page))
@@ -313,21 +319,80 @@ struct LinkBody {
 
 /// `POST /api/v1/video/link` `{"link"}`: what the customer page shows before joining: whether
 /// the call is recorded and the notice to consent to (the token travels in the body, never in
-/// a URL). A link never issued is 401 `unauthorized`, as the join would answer.
+/// a URL), and the survey it shows after the call (`null` when there is none to answer). A
+/// link never issued is 401 `unauthorized`, as the join would answer.
 async fn link_info(
     Extract(state): Extract<Arc<State>>,
     body: Result<Json<LinkBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, VideoError> {
     let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
-    if body.link.len() > 128 {
-        return Err(VideoError::BadLink);
-    }
-    let room = store::room_by_link(&mut *state.pool.acquire().await?, &body.link).await?.ok_or(VideoError::BadLink)?;
+    let mut conn = state.pool.acquire().await?;
+    let room = room_of_link(&mut conn, &body.link).await?;
+    let survey = match state.config.survey.for_queue(store::room_queue(&mut conn, &room).await?.as_deref()) {
+        Some(survey) if !store::survey_answered(&mut conn, room.id).await? => Some(survey),
+        _ => None,
+    };
     Ok(Json(serde_json::json!({
         "state": room.state,
         "record": room.record,
         "consent_text": room.record.then(|| state.config.recording.consent_text.clone()),
+        "survey": survey,
     })))
+}
+
+/// The room of a customer link token; 401 `unauthorized` for a token never issued.
+async fn room_of_link(conn: &mut sqlx::PgConnection, link: &str) -> Result<VideoRoom, VideoError> {
+    if link.len() > 128 {
+        return Err(VideoError::BadLink);
+    }
+    store::room_by_link(conn, link).await?.ok_or(VideoError::BadLink)
+}
+
+/// The largest body of a survey's answer: ten answers of 1,000 characters fit with room.
+const SURVEY_BODY_LIMIT: usize = 64 * 1024;
+/// How long after its call a survey may be answered.
+const SURVEY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SurveyBody {
+    link: String,
+    rating: i64,
+    #[serde(default)]
+    answers: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/video/survey` `{"link", "rating": 1-5, "answers": {"<question id>": "..."}}`:
+/// the customer's answers to the survey after the call, authenticated by the call's link. Once
+/// per call, by a customer who joined it, up to a day after it ended; stored on the call and
+/// sent as `interaction.rated`. 201 with the survey as stored.
+async fn answer_survey(
+    Extract(state): Extract<Arc<State>>,
+    body: Result<Json<SurveyBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), VideoError> {
+    let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
+    let mut conn = state.pool.acquire().await?;
+    let room = room_of_link(&mut conn, &body.link).await?;
+    if room.ended_at.is_some_and(|ended| Utc::now() - ended > SURVEY_WINDOW) {
+        return Err(VideoError::LinkExpired("a day after the call".into()));
+    }
+    let survey = state
+        .config
+        .survey
+        .for_queue(store::room_queue(&mut conn, &room).await?.as_deref())
+        .ok_or_else(|| VideoError::NotFound("a survey for this call".into()))?;
+    if !store::customer_joined(&mut conn, room.id).await? {
+        return Err(VideoError::NotJoined);
+    }
+    let (rating, answers) = crate::survey::check_answer(&survey, body.rating, &body.answers)?;
+    drop(conn);
+    let mut tx = state.pool.begin().await?;
+    let (stored, audience) = store::insert_call_survey(&mut tx, &room, rating, &answers).await?;
+    tx.commit().await?;
+    wake(&state, &audience);
+    tracing::info!(room = %room.id, interaction = %room.interaction_id, rating, "post-call survey answered");
+    metrics::counter!("switchboard_video_surveys_total", "rating" => rating.to_string()).increment(1);
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(&stored).expect("survey serializes"))))
 }
 
 const CUSTOMER_HTML: &str = include_str!("../pages/customer.html");

@@ -126,6 +126,12 @@ impl From<StoreError> for VideoError {
     }
 }
 
+impl From<crate::survey::SurveyError> for VideoError {
+    fn from(e: crate::survey::SurveyError) -> Self {
+        VideoError::BadRequest(e.to_string())
+    }
+}
+
 impl From<sqlx::Error> for VideoError {
     fn from(e: sqlx::Error) -> Self {
         VideoError::internal("database error", e)

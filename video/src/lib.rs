@@ -16,6 +16,7 @@ pub mod error;
 pub mod recording;
 pub mod rooms;
 pub mod sfu;
+pub mod survey;
 pub mod turn;
 
 mod api;
@@ -79,6 +80,8 @@ pub struct Config {
     pub turn: turn::Config,
     /// Recording of calls (`[video.recording]`).
     pub recording: recording::Config,
+    /// The survey the customer page shows after a call (`[video.survey]`).
+    pub survey: survey::Config,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             node_url: String::new(),
             turn: turn::Config::default(),
             recording: recording::Config::default(),
+            survey: survey::Config::default(),
         }
     }
 }
@@ -106,6 +110,7 @@ impl Config {
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = self.turn.problems("video.turn");
         problems.extend(self.recording.problems());
+        problems.extend(self.survey.problems());
         if self.default_quality.parse::<VideoQuality>().is_err() {
             problems.push(Problem::new(
                 "video.default_quality",

@@ -121,6 +121,41 @@ pub struct Call {
     pub participants: Vec<CallParticipant>,
     pub chat_messages: i64,
     pub recording: Option<Recording>,
+    /// The customer's answers to the post-call survey (also sent as `interaction.rated`).
+    pub survey: Option<CallSurvey>,
+}
+
+/// The customer's answers to a call's post-call survey.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallSurvey {
+    /// 1 (worst) to 5 (best).
+    pub rating: i16,
+    /// The optional questions answered, in the survey's order.
+    pub answers: Vec<SurveyAnswer>,
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// One answered question, with the question as the customer read it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SurveyAnswer {
+    /// The question's id in the survey's settings.
+    pub id: String,
+    pub question: String,
+    pub answer: String,
+}
+
+impl From<store::CallSurvey> for CallSurvey {
+    fn from(s: store::CallSurvey) -> Self {
+        CallSurvey {
+            rating: s.rating,
+            answers: s
+                .answers
+                .into_iter()
+                .map(|a| SurveyAnswer { id: a.id, question: a.question, answer: a.answer })
+                .collect(),
+            submitted_at: s.submitted_at,
+        }
+    }
 }
 
 /// A call's quality sample.
@@ -276,6 +311,7 @@ impl From<store::CallRecord> for Call {
                 .collect(),
             chat_messages: c.chat_messages,
             recording: c.recording.map(Into::into),
+            survey: c.survey.map(Into::into),
         }
     }
 }
@@ -450,7 +486,7 @@ pub async fn get_one(
 // ---------------------------------------------------------------- exports --
 
 /// The columns of the call exports.
-pub const COLUMNS: [&str; 30] = [
+pub const COLUMNS: [&str; 33] = [
     "room_id",
     "interaction_id",
     "agent",
@@ -481,6 +517,9 @@ pub const COLUMNS: [&str; 30] = [
     "recording_state",
     "recording_duration_s",
     "recording_file_id",
+    "survey_rating",
+    "survey_answers",
+    "survey_submitted_at",
 ];
 
 enum Cell {
@@ -527,7 +566,15 @@ fn cells(c: &Call) -> Vec<Cell> {
         text(c.recording.as_ref().map(|r| r.state.as_str())),
         secs(c.recording.as_ref().and_then(|r| r.duration_ms)),
         text(c.recording.as_ref().and_then(|r| r.file.as_ref()).map(|f| f.id.to_string()).as_deref()),
+        Cell::Number(c.survey.as_ref().map(|s| f64::from(s.rating))),
+        Cell::Text(c.survey.as_ref().map(survey_text).unwrap_or_default()),
+        Cell::Time(c.survey.as_ref().map(|s| s.submitted_at)),
     ]
+}
+
+/// A survey's answers in one cell: `question: answer` lines.
+fn survey_text(s: &CallSurvey) -> String {
+    s.answers.iter().map(|a| format!("{}: {}", a.question, a.answer)).collect::<Vec<_>>().join("\n")
 }
 
 /// Fetches the export's calls a batch at a time.

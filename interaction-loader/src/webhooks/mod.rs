@@ -12,8 +12,8 @@ use schema::store::NextStep;
 use sha2::Sha256;
 use uuid::Uuid;
 
-/// Event types a subscription may name (besides `*`). `interaction.rated` and video events are
-/// reserved for the components that will write them.
+/// Event types a subscription may name (besides `*`). `interaction.rated` is written when a
+/// customer answers the survey after a video call (docs/video.md, "Post-call survey").
 pub const EVENT_TYPES: &[&str] = &[
     "interaction.created",
     "interaction.reopened",
