@@ -10,7 +10,7 @@ import http from "node:http";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const { BASE, WIDGET_URL, ALICE_URL, BOB_URL, SCREENSHOTS } = process.env;
+const { BASE, WIDGET_URL, ALICE_URL, BOB_URL, ADMIN_URL, SCREENSHOTS } = process.env;
 for (const [k, v] of Object.entries({ BASE, WIDGET_URL, ALICE_URL, BOB_URL })) {
   if (!v) throw new Error(`${k} is not set: run tests/browser/run.sh`);
 }
@@ -26,7 +26,15 @@ const ALICE_TOKEN = tokenOf(ALICE_URL);
 // from loopback too (Chromium's local network access checks block a public page framing a
 // loopback one), both secure contexts
 let crmPage = "";
+// the CRM's webhook receiver (POST /hook), on the same server
+const hooks = [];
 const crmServer = http.createServer((req, res) => {
+  if (req.method === "POST" && req.url === "/hook") {
+    let body = "";
+    req.on("data", (chunk) => { body += chunk; });
+    req.on("end", () => { hooks.push(JSON.parse(body)); res.writeHead(200); res.end(); });
+    return;
+  }
   res.writeHead(req.url === "/crm" ? 200 : 404, { "Content-Type": "text/html; charset=utf-8" });
   res.end(req.url === "/crm" ? crmPage : "not found");
 });
@@ -294,6 +302,30 @@ addEventListener("message", (e) => {
     await frame.locator("#ended").waitFor({ state: "visible", timeout: T });
     await crm.page.waitForFunction(() => window.events.some((m) => m.event === "ended"), null, { timeout: T });
     await ap.locator("#ended").waitFor({ state: "visible", timeout: T });
+  });
+
+  await step("the customer rates the call: stored with the call, interaction.rated reaches the CRM's webhook", async () => {
+    const hook = await fetch(`${BASE}/api/v1/webhooks`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${tokenOf(ADMIN_URL)}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ url: `http://127.0.0.1:${crmServer.address().port}/hook`, events: ["interaction.rated"] }),
+    });
+    assert.equal(hook.status, 201, `POST /api/v1/webhooks: ${await hook.text()}`);
+    await cp.locator("#survey").waitFor({ state: "visible", timeout: T });
+    await cp.locator('#survey label:has(input[value="4"])').click();
+    await cp.locator('#survey button[type="submit"]').click();
+    await cp.locator("#survey-thanks").waitFor({ state: "visible", timeout: T });
+    const rated = await until("the interaction.rated webhook", async () => {
+      const h = hooks.find((e) => e.type === "interaction.rated" && e.data.room_id === room.room_id);
+      return { ok: !!h, hook: h, got: hooks.length };
+    });
+    assert.equal(rated.hook.data.rating, 4);
+    assert.equal(rated.hook.interaction_id, interactionId);
+    const calls = await (await fetch(`${BASE}/api/v1/interactions/${interactionId}/calls`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } })).json();
+    assert.equal(calls.items.find((c) => c.room_id === room.room_id).survey.rating, 4);
+  });
+
+  await step("the spent link is refused", async () => {
     await cp.reload();
     await cp.locator("#join").click();
     await until("the spent link is refused", async () => {

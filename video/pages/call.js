@@ -60,6 +60,18 @@ export async function callInfo(link, server = HUB) {
   return body;
 }
 
+/** Sends the customer's answers to the survey after the call (`survey` of callInfo):
+ * `rating` 1-5, `answers` {question id: text}. Resolves to the stored survey; rejects with an
+ * Error carrying the server's `code` (`conflict`: answered already). */
+export async function answerSurvey(link, rating, answers = {}, server = HUB) {
+  const res = await fetch(server.replace(/\/+$/, "") + "/api/v1/video/survey", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ link, rating, answers }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw Object.assign(new Error((body.error && body.error.message) || res.statusText), { code: body.error && body.error.code });
+  return body;
+}
+
 /** Quality levels, worst last. */
 export const QUALITY_LEVELS = ["good", "fair", "poor"];
 
