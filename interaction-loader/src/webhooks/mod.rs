@@ -1,7 +1,8 @@
 //! Webhook deliveries: the pure parts (event ids, signatures, the retry schedule) here, the
 //! worker that sends in [`worker`].
 
-pub mod target;
+/// Where webhooks may be sent (shared with the other outbound callers).
+pub use ops::target;
 pub mod worker;
 
 use std::time::Duration;
