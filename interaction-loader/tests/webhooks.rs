@@ -331,7 +331,11 @@ async fn app_with_dns(allow: &[&str], dns: &SteeredDns) -> TestApp {
     let mut config = test_config();
     config.webhooks.allow_internal = allow.iter().map(|s| (*s).to_owned()).collect();
     let networks = allow.iter().map(|s| s.parse().unwrap()).collect();
-    harness::spawn_app_with_targets(config, Targets::with_lookup(networks, Arc::new(dns.clone())).for_setting("loader.webhooks.allow_internal")).await
+    harness::spawn_app_with_targets(
+        config,
+        Targets::with_lookup(networks, Arc::new(dns.clone())).for_setting("loader.webhooks.allow_internal"),
+    )
+    .await
 }
 
 async fn try_subscribe(app: &TestApp, url: &str) -> (StatusCode, Value) {

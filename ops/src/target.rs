@@ -166,8 +166,11 @@ impl Targets {
     fn localhost_refusal(&self, name: &str) -> Option<TargetError> {
         let loopback_refused = self.refusal(IpAddr::V4(Ipv4Addr::LOCALHOST)).is_some()
             && self.refusal(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_some();
-        (is_localhost(name) && loopback_refused)
-            .then(|| TargetError::Internal { host: name.to_owned(), why: "loopback (localhost)", setting: self.setting })
+        (is_localhost(name) && loopback_refused).then(|| TargetError::Internal {
+            host: name.to_owned(),
+            why: "loopback (localhost)",
+            setting: self.setting,
+        })
     }
 
     /// Parses a URL and checks everything that does not need DNS: scheme, host, credentials,
@@ -180,7 +183,9 @@ impl Targets {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TargetError::Credentials);
         }
-        let refused = |ip: IpAddr| self.refusal(ip).map(|why| TargetError::Internal { host: ip.to_string(), why, setting: self.setting });
+        let refused = |ip: IpAddr| {
+            self.refusal(ip).map(|why| TargetError::Internal { host: ip.to_string(), why, setting: self.setting })
+        };
         let refusal = match url.host() {
             Some(Host::Ipv4(ip)) => refused(IpAddr::V4(ip)),
             Some(Host::Ipv6(ip)) => refused(IpAddr::V6(ip)),

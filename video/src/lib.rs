@@ -13,9 +13,12 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+#[cfg(feature = "fake")]
+pub mod fake_smsc;
 pub mod recording;
 pub mod rooms;
 pub mod sfu;
+pub mod sms;
 pub mod survey;
 pub mod turn;
 
@@ -82,6 +85,8 @@ pub struct Config {
     pub recording: recording::Config,
     /// The survey the customer page shows after a call (`[video.survey]`).
     pub survey: survey::Config,
+    /// Call links by SMS (`[video.sms]`).
+    pub sms: sms::Config,
 }
 
 impl Default for Config {
@@ -101,6 +106,7 @@ impl Default for Config {
             turn: turn::Config::default(),
             recording: recording::Config::default(),
             survey: survey::Config::default(),
+            sms: sms::Config::default(),
         }
     }
 }
@@ -111,6 +117,7 @@ impl Config {
         let mut problems = self.turn.problems("video.turn");
         problems.extend(self.recording.problems());
         problems.extend(self.survey.problems());
+        problems.extend(self.sms.problems());
         if self.default_quality.parse::<VideoQuality>().is_err() {
             problems.push(Problem::new(
                 "video.default_quality",
@@ -174,6 +181,8 @@ pub(crate) struct State {
     pub nodes: Nodes,
     pub turn: Option<TurnIssuer>,
     pub recorder: Arc<Recorder>,
+    /// The SMS provider of call links; `None` when `[video.sms]` is off.
+    pub sms: Option<Arc<dyn sms::SmsProvider>>,
     pub shutdown: CancellationToken,
 }
 
@@ -226,6 +235,7 @@ impl Video {
             return Err(StartError::Config(problems));
         }
         let turn = config.turn.issuer("video.turn").map_err(StartError::Config)?;
+        let sms: Option<Arc<dyn sms::SmsProvider>> = config.sms.provider().map_err(StartError::Config)?.map(Arc::from);
         let public_ip = config.public_ip.unwrap_or(match config.udp_bind.ip() {
             ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             ip => ip,
@@ -276,6 +286,7 @@ impl Video {
             nodes,
             turn,
             recorder: recorder.clone(),
+            sms,
             shutdown: shutdown.clone(),
         });
         tokio::spawn(api::expire_rooms(state.clone()));
