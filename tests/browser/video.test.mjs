@@ -10,7 +10,7 @@ import http from "node:http";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const { BASE, WIDGET_URL, ALICE_URL, BOB_URL, ADMIN_URL, SCREENSHOTS } = process.env;
+const { BASE, WIDGET_URL, ALICE_URL, BOB_URL, ADMIN_URL, SMSC_CONTROL, SCREENSHOTS } = process.env;
 for (const [k, v] of Object.entries({ BASE, WIDGET_URL, ALICE_URL, BOB_URL })) {
   if (!v) throw new Error(`${k} is not set: run tests/browser/run.sh`);
 }
@@ -244,6 +244,23 @@ try {
     assert.equal(link, `${BASE}/video/agent?room=${encodeURIComponent(room.room_id)}`);
     const copied = await ap.evaluate(() => navigator.clipboard.readText().catch(() => null));
     if (copied !== null) assert.equal(copied, link, "copied to the clipboard");
+  });
+
+  await step("copy customer link and link by SMS (the fake SMSC): the link opens the call, the delivery is shown", async () => {
+    await ap.locator("#copy-link").click();
+    const copied = await ap.locator("#copy-link-value").inputValue();
+    assert.match(copied, new RegExp(`^${BASE}/call/[A-Za-z0-9_-]{43}$`));
+    const info = await (await fetch(`${BASE}/api/v1/video/link`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ link: copied.split("/call/")[1] }) })).json();
+    assert.equal(info.state, "open", "the copied link opens the call");
+    await ap.locator("#sms").click();
+    await ap.locator("#sms-phone").fill("+7 (912) 345-67-89");
+    await ap.locator('#sms-box button[type="submit"]').click();
+    await ap.locator("#sms-status", { hasText: "+7******6789: Delivered." }).waitFor({ timeout: T });
+    const sent = await (await fetch(`${SMSC_CONTROL}/sent`)).json();
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0].phone, "79123456789");
+    assert.match(sent[0].text, new RegExp(`${BASE}/call/[A-Za-z0-9_-]{43}$`));
+    await ap.locator("#chat-log", { hasText: "SMS to +7******6789: Delivered." }).waitFor({ timeout: T });
   });
 
   await step("screenshots at phone width", async () => {
