@@ -1,4 +1,5 @@
--- The tools of the call pages (issue 18): the post-call survey.
+-- The tools of the call pages (issue 18): the post-call survey, call links by SMS and to
+-- copy, the customer's location.
 
 -- The customer's answers to the survey shown after a video call: one per call (the room), on
 -- the call's interaction. `answers` is `[{"id", "question", "answer"}]` as the survey read
@@ -41,3 +42,17 @@ CREATE TABLE video_sms (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX video_sms_room ON video_sms (room_id);
+
+-- The positions a customer shared in a call (the browser's, WGS 84), with the address the
+-- geocoder found (null when it was off, down or knew none). At most 20 per call.
+CREATE TABLE video_locations (
+    id             bigserial PRIMARY KEY,
+    room_id        uuid NOT NULL REFERENCES video_rooms (id),
+    participant_id uuid NOT NULL REFERENCES video_participants (id),
+    lat            double precision NOT NULL CHECK (lat BETWEEN -90 AND 90),
+    lon            double precision NOT NULL CHECK (lon BETWEEN -180 AND 180),
+    accuracy_m     double precision,
+    address        text,
+    at             timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX video_locations_room ON video_locations (room_id, at);

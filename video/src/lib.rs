@@ -14,7 +14,10 @@
 
 pub mod error;
 #[cfg(feature = "fake")]
+pub mod fake_nominatim;
+#[cfg(feature = "fake")]
 pub mod fake_smsc;
+pub mod geo;
 pub mod recording;
 pub mod rooms;
 pub mod sfu;
@@ -87,6 +90,8 @@ pub struct Config {
     pub survey: survey::Config,
     /// Call links by SMS (`[video.sms]`).
     pub sms: sms::Config,
+    /// Reverse geocoding of the locations customers share (`[video.geocoder]`).
+    pub geocoder: geo::Config,
 }
 
 impl Default for Config {
@@ -107,6 +112,7 @@ impl Default for Config {
             recording: recording::Config::default(),
             survey: survey::Config::default(),
             sms: sms::Config::default(),
+            geocoder: geo::Config::default(),
         }
     }
 }
@@ -118,6 +124,7 @@ impl Config {
         problems.extend(self.recording.problems());
         problems.extend(self.survey.problems());
         problems.extend(self.sms.problems());
+        problems.extend(self.geocoder.problems());
         if self.default_quality.parse::<VideoQuality>().is_err() {
             problems.push(Problem::new(
                 "video.default_quality",
@@ -183,6 +190,7 @@ pub(crate) struct State {
     pub recorder: Arc<Recorder>,
     /// The SMS provider of call links; `None` when `[video.sms]` is off.
     pub sms: Option<Arc<dyn sms::SmsProvider>>,
+    pub geocoder: geo::Geocoder,
     pub shutdown: CancellationToken,
 }
 
@@ -236,6 +244,7 @@ impl Video {
         }
         let turn = config.turn.issuer("video.turn").map_err(StartError::Config)?;
         let sms: Option<Arc<dyn sms::SmsProvider>> = config.sms.provider().map_err(StartError::Config)?.map(Arc::from);
+        let geocoder = geo::Geocoder::new(config.geocoder.clone()).map_err(StartError::Config)?;
         let public_ip = config.public_ip.unwrap_or(match config.udp_bind.ip() {
             ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             ip => ip,
@@ -287,6 +296,7 @@ impl Video {
             turn,
             recorder: recorder.clone(),
             sms,
+            geocoder,
             shutdown: shutdown.clone(),
         });
         tokio::spawn(api::expire_rooms(state.clone()));

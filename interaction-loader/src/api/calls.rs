@@ -123,6 +123,20 @@ pub struct Call {
     pub recording: Option<Recording>,
     /// The customer's answers to the post-call survey (also sent as `interaction.rated`).
     pub survey: Option<CallSurvey>,
+    /// The latest position the customer shared in the call.
+    pub location: Option<CallLocation>,
+}
+
+/// A position the customer shared in a call (from their browser, WGS 84).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallLocation {
+    pub lat: f64,
+    pub lon: f64,
+    /// Metres, as the browser estimated it.
+    pub accuracy_m: Option<f64>,
+    /// What the geocoder found there (none when it was off or down).
+    pub address: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// The customer's answers to a call's post-call survey.
@@ -312,6 +326,13 @@ impl From<store::CallRecord> for Call {
             chat_messages: c.chat_messages,
             recording: c.recording.map(Into::into),
             survey: c.survey.map(Into::into),
+            location: c.location.map(|l| CallLocation {
+                lat: l.lat,
+                lon: l.lon,
+                accuracy_m: l.accuracy_m,
+                address: l.address,
+                at: l.at,
+            }),
         }
     }
 }
@@ -486,7 +507,7 @@ pub async fn get_one(
 // ---------------------------------------------------------------- exports --
 
 /// The columns of the call exports.
-pub const COLUMNS: [&str; 33] = [
+pub const COLUMNS: [&str; 36] = [
     "room_id",
     "interaction_id",
     "agent",
@@ -520,6 +541,9 @@ pub const COLUMNS: [&str; 33] = [
     "survey_rating",
     "survey_answers",
     "survey_submitted_at",
+    "customer_lat",
+    "customer_lon",
+    "customer_address",
 ];
 
 enum Cell {
@@ -569,6 +593,10 @@ fn cells(c: &Call) -> Vec<Cell> {
         Cell::Number(c.survey.as_ref().map(|s| f64::from(s.rating))),
         Cell::Text(c.survey.as_ref().map(survey_text).unwrap_or_default()),
         Cell::Time(c.survey.as_ref().map(|s| s.submitted_at)),
+        // six decimals (about 10 cm): the numbers' three would blur the position to 100 m
+        Cell::Text(c.location.as_ref().map(|l| format!("{:.6}", l.lat)).unwrap_or_default()),
+        Cell::Text(c.location.as_ref().map(|l| format!("{:.6}", l.lon)).unwrap_or_default()),
+        Cell::Text(c.location.as_ref().and_then(|l| l.address.clone()).unwrap_or_default()),
     ]
 }
 

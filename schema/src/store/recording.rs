@@ -493,6 +493,8 @@ pub struct CallRecord {
     pub recording: Option<Recording>,
     /// The customer's answers to the post-call survey.
     pub survey: Option<super::CallSurvey>,
+    /// The latest position the customer shared in the call.
+    pub location: Option<super::CallLocation>,
 }
 
 /// The milliseconds two sets of intervals overlap (each set may overlap itself: reconnects).
@@ -607,6 +609,8 @@ async fn records_of(conn: &mut PgConnection, rooms: Vec<VideoRoom>) -> Result<Ve
     }
     let mut surveys: std::collections::HashMap<Uuid, super::CallSurvey> =
         super::surveys_of_rooms(conn, &ids).await?.into_iter().map(|s| (s.room_id, s)).collect();
+    let mut locations: std::collections::HashMap<Uuid, super::CallLocation> =
+        super::latest_locations(conn, &ids).await?.into_iter().map(|l| (l.room_id, l)).collect();
     let now = Utc::now();
     Ok(rooms
         .into_iter()
@@ -629,6 +633,7 @@ async fn records_of(conn: &mut PgConnection, rooms: Vec<VideoRoom>) -> Result<Ve
                 chat_messages: chats.iter().find(|(r, _)| *r == room.id).map_or(0, |c| c.1),
                 recording: recordings.remove(&room.id),
                 survey: surveys.remove(&room.id),
+                location: locations.remove(&room.id),
                 participants: people,
                 room,
             }
