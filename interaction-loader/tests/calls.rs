@@ -260,6 +260,15 @@ async fn a_calls_survey_is_in_its_views_and_in_both_exports() {
         answer: "=1+1 quick\nthanks".into(),
     }];
     store::insert_call_survey(&mut tx, &loaded, 4, &answers).await.unwrap();
+    let customer: Uuid = sqlx::query_scalar("SELECT id FROM video_participants WHERE room_id = $1 AND role = 'customer'")
+        .bind(room)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    store::insert_location(&mut tx, room, customer, 10.0, 20.0, None, None).await.unwrap();
+    store::insert_location(&mut tx, room, customer, 55.7539123, 37.6208456, Some(20.0), Some("Red Square, Moscow"))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let mut conn = app.pool.acquire().await.unwrap();
     let again = store::insert_call_survey(&mut conn, &loaded, 2, &[]).await;
@@ -276,6 +285,9 @@ async fn a_calls_survey_is_in_its_views_and_in_both_exports() {
     );
     let other = items.iter().find(|c| c["room_id"] == unrated.to_string()).unwrap();
     assert!(other["survey"].is_null(), "{other}");
+    assert_eq!(rated["location"]["address"], "Red Square, Moscow", "the latest location: {rated}");
+    assert_eq!(rated["location"]["accuracy_m"], 20.0);
+    assert!(other["location"].is_null());
     let (_, detail) = app.get(&format!("/api/v1/calls/{room}")).await;
     assert_eq!(detail["survey"]["rating"], 4);
     let (_, one) = app.get(&format!("/api/v1/interactions/{interaction}")).await;
@@ -301,6 +313,8 @@ async fn a_calls_survey_is_in_its_views_and_in_both_exports() {
     assert_eq!(&row[col("survey_rating")], "4");
     assert_eq!(&row[col("survey_answers")], "Anything else?: =1+1 quick\nthanks");
     assert!(!row[col("survey_submitted_at")].is_empty());
+    assert_eq!((&row[col("customer_lat")], &row[col("customer_lon")]), ("55.753912", "37.620846"));
+    assert_eq!(&row[col("customer_address")], "Red Square, Moscow");
     let row = rows.iter().find(|r| r[col("room_id")] == unrated.to_string()).unwrap();
     assert_eq!((&row[col("survey_rating")], &row[col("survey_answers")]), ("", ""));
 

@@ -248,6 +248,7 @@ try {
 
   await step("copy customer link and link by SMS (the fake SMSC): the link opens the call, the delivery is shown", async () => {
     await ap.locator("#copy-link").click();
+    await ap.locator("#copy-done", { hasText: /^Cop/ }).waitFor({ timeout: T });
     const copied = await ap.locator("#copy-link-value").inputValue();
     assert.match(copied, new RegExp(`^${BASE}/call/[A-Za-z0-9_-]{43}$`));
     const info = await (await fetch(`${BASE}/api/v1/video/link`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ link: copied.split("/call/")[1] }) })).json();
@@ -261,6 +262,24 @@ try {
     assert.equal(sent[0].phone, "79123456789");
     assert.match(sent[0].text, new RegExp(`${BASE}/call/[A-Za-z0-9_-]{43}$`));
     await ap.locator("#chat-log", { hasText: "SMS to +7******6789: Delivered." }).waitFor({ timeout: T });
+  });
+
+  await step("the agent asks for the location: the customer agrees, both chats show the address and the map link", async () => {
+    // Chromium's grant replaces the origin's permissions: keep the camera and microphone's,
+    // or their tracks end
+    await customer.context.grantPermissions(["geolocation", "camera", "microphone"], { origin: BASE });
+    await customer.context.setGeolocation({ latitude: 55.7539, longitude: 37.6208, accuracy: 20 });
+    await ap.locator("#ask-location").click();
+    await cp.locator("#location-ask").waitFor({ state: "visible", timeout: T });
+    await cp.locator("#location-share").click();
+    for (const page of [ap, cp]) {
+      const entry = page.locator("#chat-log li.location", { hasText: "Red Square, Tverskoy District, Moscow" });
+      await entry.waitFor({ timeout: T });
+      assert.equal(await entry.locator("a.map").getAttribute("href"), "https://yandex.ru/maps/?pt=37.620800,55.753900&z=16");
+    }
+    const calls = await (await fetch(`${BASE}/api/v1/interactions/${interactionId}/calls`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } })).json();
+    const kept = calls.items.find((c) => c.room_id === room.room_id).location;
+    assert.equal(kept.address, "Red Square, Tverskoy District, Moscow, Russia", "kept with the call record");
   });
 
   await step("screenshots at phone width", async () => {
