@@ -260,11 +260,12 @@ async fn a_calls_survey_is_in_its_views_and_in_both_exports() {
         answer: "=1+1 quick\nthanks".into(),
     }];
     store::insert_call_survey(&mut tx, &loaded, 4, &answers).await.unwrap();
-    let customer: Uuid = sqlx::query_scalar("SELECT id FROM video_participants WHERE room_id = $1 AND role = 'customer'")
-        .bind(room)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let customer: Uuid =
+        sqlx::query_scalar("SELECT id FROM video_participants WHERE room_id = $1 AND role = 'customer'")
+            .bind(room)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
     store::insert_location(&mut tx, room, customer, 10.0, 20.0, None, None).await.unwrap();
     store::insert_location(&mut tx, room, customer, 55.7539123, 37.6208456, Some(20.0), Some("Red Square, Moscow"))
         .await

@@ -249,12 +249,14 @@ mod tests {
     #[test]
     fn settings_problems_name_their_key() {
         assert!(Config::default().problems().is_empty());
-        let mut config = Config::default();
-        config.questions = vec![
-            Question { id: "a b".into(), text: "x".into() },
-            Question { id: "c".into(), text: "x".into() },
-            Question { id: "c".into(), text: " ".into() },
-        ];
+        let mut config = Config {
+            questions: vec![
+                Question { id: "a b".into(), text: "x".into() },
+                Question { id: "c".into(), text: "x".into() },
+                Question { id: "c".into(), text: " ".into() },
+            ],
+            ..Config::default()
+        };
         config.queues.insert("sales".into(), Survey { enabled: true, rating_text: String::new(), questions: vec![] });
         let keys: Vec<String> = config.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(

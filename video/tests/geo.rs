@@ -99,7 +99,7 @@ async fn the_agent_asks_and_everyone_sees_the_customers_address() {
         .await
         .unwrap();
     assert_eq!(kept, 5);
-    let record = schema::store::call_record(&mut *hub.pool.acquire().await.unwrap(), room).await.unwrap();
+    let record = schema::store::call_record(&mut hub.pool.acquire().await.unwrap(), room).await.unwrap();
     let latest = record.location.unwrap();
     assert_eq!((latest.lat, latest.lon, latest.address), (11.0, 11.0, None));
     let first: Option<String> =

@@ -141,7 +141,7 @@ async fn a_customer_who_was_in_the_call_answers_its_survey_once() {
     .await
     .unwrap();
     assert_eq!(streamed, 1);
-    let record = schema::store::call_record(&mut *hub.pool.acquire().await.unwrap(), room).await.unwrap();
+    let record = schema::store::call_record(&mut hub.pool.acquire().await.unwrap(), room).await.unwrap();
     assert_eq!(record.survey.map(|s| s.rating), Some(5));
 }
 

@@ -931,6 +931,8 @@ mod tests {
             participants: vec![],
             chat_messages: 0,
             recording: None,
+            survey: None,
+            location: None,
         };
         assert_eq!(parse_call_cursor(&call_cursor(&call)).unwrap(), (call.created_at, call.room_id));
         assert!(parse_call_cursor("nope").is_err());

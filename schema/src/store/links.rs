@@ -1,7 +1,7 @@
 //! More customer links to a room (copied by the agent, sent by SMS) and the SMS sent with them
 //! (docs/video.md, "Links by SMS and copy").
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::{Result, StoreError, link_hash, new_link_token};
@@ -76,13 +76,19 @@ pub struct SmsRow {
 }
 
 pub async fn load_sms(conn: &mut PgConnection, id: Uuid) -> Result<SmsRow> {
-    let row: Option<(Uuid, Uuid, String, Option<String>, String, Option<String>)> =
-        sqlx::query_as("SELECT id, room_id, phone, provider_id, state, error FROM video_sms WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (id, room_id, phone, provider_id, state, error) = row.ok_or_else(|| StoreError::not_found("sms", id))?;
-    Ok(SmsRow { id, room_id, phone, provider_id, state, error })
+    let row = sqlx::query("SELECT id, room_id, phone, provider_id, state, error FROM video_sms WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("sms", id))?;
+    Ok(SmsRow {
+        id: row.try_get("id")?,
+        room_id: row.try_get("room_id")?,
+        phone: row.try_get("phone")?,
+        provider_id: row.try_get("provider_id")?,
+        state: row.try_get("state")?,
+        error: row.try_get("error")?,
+    })
 }
 
 /// Moves an SMS to `state` (`sent`, `delivered`, `failed`; with the provider's id once known and
