@@ -922,7 +922,7 @@ pub struct WebhookEvent {
     /// `interaction.declined`, `interaction.offer_expired`, `interaction.assigned`,
     /// `interaction.transferred`, `interaction.joined`, `interaction.closed`,
     /// `interaction.rated` (the customer answered the post-call survey), `message.new`,
-    /// `message.edited`, `message.deleted`, `video.room`.
+    /// `message.edited`, `message.deleted`, `video.room`, `video.sms`.
     #[schema(example = "interaction.closed")]
     #[serde(rename = "type")]
     pub event_type: String,

@@ -14,7 +14,8 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 /// Event types a subscription may name (besides `*`). `interaction.rated` is written when a
-/// customer answers the survey after a video call (docs/video.md, "Post-call survey").
+/// customer answers the survey after a video call (docs/video.md, "Post-call survey");
+/// `video.sms` when a call link sent by SMS changes state.
 pub const EVENT_TYPES: &[&str] = &[
     "interaction.created",
     "interaction.reopened",
@@ -30,6 +31,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "message.edited",
     "message.deleted",
     "video.room",
+    "video.sms",
 ];
 
 /// Header with the event id (the same on every retry).
