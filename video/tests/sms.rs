@@ -131,6 +131,15 @@ async fn the_agent_sends_the_link_by_sms_and_sees_it_delivered() {
         sqlx::query_scalar("SELECT count(*) FROM video_sms WHERE state = 'failed'").fetch_one(&hub.pool).await.unwrap();
     assert_eq!(failed_rows, 2, "the undeliverable one and the one the provider never took");
 
+    // five per call: the fourth and fifth go, the sixth is refused before the provider
+    for _ in 0..2 {
+        let (status, body) = post(&hub, &path, Some("alice"), json!({"phone": "+79123456789"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = post(&hub, &path, Some("alice"), json!({"phone": "+79123456789"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{body}");
+    assert_eq!(fake.sent().len(), 4);
+
     let (status, copied) = post(&hub, &format!("/api/v1/video/rooms/{room}/link"), Some("alice"), json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{copied}");
     let copied = copied["customer_link"].as_str().unwrap();

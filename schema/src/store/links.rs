@@ -48,7 +48,20 @@ pub struct NewSms<'a> {
     pub provider: &'a str,
 }
 
+/// The most SMS one call sends (they cost money; a customer who got none of five has another
+/// problem).
+pub const MAX_SMS_PER_CALL: i64 = 5;
+
+/// Stores an SMS about to be sent; `Conflict` once the call sent [`MAX_SMS_PER_CALL`].
 pub async fn insert_sms(conn: &mut PgConnection, sms: &NewSms<'_>) -> Result<()> {
+    sqlx::query("SELECT 1 FROM video_rooms WHERE id = $1 FOR UPDATE").bind(sms.room).execute(&mut *conn).await?;
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM video_sms WHERE room_id = $1")
+        .bind(sms.room)
+        .fetch_one(&mut *conn)
+        .await?;
+    if sent >= MAX_SMS_PER_CALL {
+        return Err(StoreError::Conflict(format!("a call sends at most {MAX_SMS_PER_CALL} SMS")));
+    }
     sqlx::query(
         "INSERT INTO video_sms (id, room_id, link_hash, agent_login, phone, provider, state)
          VALUES ($1, $2, $3, $4, $5, $6, 'sending')",
