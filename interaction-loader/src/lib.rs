@@ -113,7 +113,7 @@ impl WebhookConfig {
 
     /// The target policy of this configuration.
     pub fn targets(&self) -> Result<webhooks::target::Targets, String> {
-        Ok(webhooks::target::Targets::new(self.allowed_networks()?))
+        Ok(webhooks::target::Targets::new(self.allowed_networks()?).for_setting("loader.webhooks.allow_internal"))
     }
 
     pub fn worker(&self) -> webhooks::worker::WorkerConfig {

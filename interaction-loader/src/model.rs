@@ -88,6 +88,9 @@ pub struct InteractionSummary {
     /// The customer's latest message (possibly after the period).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_customer_message_at: Option<DateTime<Utc>>,
+    /// The customer's latest rating (1-5) in a post-call survey.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rating: Option<i16>,
     /// Custom fields set by agents or bots.
     #[schema(value_type = Object)]
     pub fields: JsonObject,
@@ -110,6 +113,7 @@ impl From<store::PeriodRow> for InteractionSummary {
             close_reason: row.close_reason,
             first_customer_message_at: row.first_customer_message_at,
             last_customer_message_at: row.last_customer_message_at,
+            rating: row.rating,
             fields: i.fields,
         }
     }
@@ -151,6 +155,10 @@ pub struct InteractionDetail {
     pub last_customer_message_at: Option<DateTime<Utc>>,
     /// Messages in either direction.
     pub message_count: i64,
+    /// The customer's latest rating (1-5) in a post-call survey (the call's answers:
+    /// `GET /api/v1/interactions/{id}/calls`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rating: Option<i16>,
     #[schema(value_type = Object)]
     pub fields: JsonObject,
 }
@@ -173,6 +181,7 @@ impl From<store::InteractionDetail> for InteractionDetail {
             close_reason: d.close_reason,
             last_customer_message_at: d.last_customer_message_at,
             message_count: d.message_count,
+            rating: d.rating,
             fields: i.fields,
         }
     }
@@ -912,7 +921,8 @@ pub struct WebhookEvent {
     /// `interaction.created`, `interaction.reopened`, `interaction.offered`,
     /// `interaction.declined`, `interaction.offer_expired`, `interaction.assigned`,
     /// `interaction.transferred`, `interaction.joined`, `interaction.closed`,
-    /// `interaction.rated`, `message.new`, `message.edited`, `message.deleted`.
+    /// `interaction.rated` (the customer answered the post-call survey), `message.new`,
+    /// `message.edited`, `message.deleted`, `video.room`, `video.sms`.
     #[schema(example = "interaction.closed")]
     #[serde(rename = "type")]
     pub event_type: String,

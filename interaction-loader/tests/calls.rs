@@ -244,3 +244,103 @@ async fn storage_queue_recording_and_webhooks_for_video_rooms() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{hook}");
 }
+
+#[tokio::test]
+async fn a_calls_survey_is_in_its_views_and_in_both_exports() {
+    let app = spawn_app().await;
+    let (interaction, _) = app.inbound(app.telegram, "u-rated", "a call please").await;
+    app.assign(interaction, "alice").await;
+    let room = call(&app, interaction).await;
+    let unrated = call(&app, interaction).await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let loaded = store::load_room(&mut tx, room).await.unwrap();
+    let answers = vec![store::SurveyAnswer {
+        id: "comment".into(),
+        question: "Anything else?".into(),
+        answer: "=1+1 quick\nthanks".into(),
+    }];
+    store::insert_call_survey(&mut tx, &loaded, 4, &answers).await.unwrap();
+    let customer: Uuid =
+        sqlx::query_scalar("SELECT id FROM video_participants WHERE room_id = $1 AND role = 'customer'")
+            .bind(room)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    store::insert_location(&mut tx, room, customer, 10.0, 20.0, None, None).await.unwrap();
+    store::insert_location(&mut tx, room, customer, 55.7539123, 37.6208456, Some(20.0), Some("Red Square, Moscow"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let again = store::insert_call_survey(&mut conn, &loaded, 2, &[]).await;
+    assert!(matches!(again, Err(store::StoreError::Conflict(_))), "{again:?}");
+    drop(conn);
+
+    let (_, list) = app.get(&format!("/api/v1/interactions/{interaction}/calls")).await;
+    let items = list["items"].as_array().unwrap();
+    let rated = items.iter().find(|c| c["room_id"] == room.to_string()).unwrap();
+    assert_eq!(rated["survey"]["rating"], 4);
+    assert_eq!(
+        rated["survey"]["answers"],
+        json!([{"id": "comment", "question": "Anything else?", "answer": "=1+1 quick\nthanks"}])
+    );
+    let other = items.iter().find(|c| c["room_id"] == unrated.to_string()).unwrap();
+    assert!(other["survey"].is_null(), "{other}");
+    assert_eq!(rated["location"]["address"], "Red Square, Moscow", "the latest location: {rated}");
+    assert_eq!(rated["location"]["accuracy_m"], 20.0);
+    assert!(other["location"].is_null());
+    let (_, detail) = app.get(&format!("/api/v1/calls/{room}")).await;
+    assert_eq!(detail["survey"]["rating"], 4);
+    let (_, one) = app.get(&format!("/api/v1/interactions/{interaction}")).await;
+    assert_eq!(one["rating"], 4, "{one}");
+
+    let (from, to) = (Utc::now() - Duration::hours(1), Utc::now() + Duration::hours(1));
+    let period = harness::period(from, to);
+    let csv_of = |path: String| {
+        let app = &app;
+        async move {
+            let response = app.http.get(app.url(&path)).bearer_auth(&app.key).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let text = response.text().await.unwrap();
+            let mut reader = csv::Reader::from_reader(text.as_bytes());
+            let headers: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+            let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+            (headers, rows)
+        }
+    };
+    let (headers, rows) = csv_of(format!("/api/v1/exports/calls.csv?{period}")).await;
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let row = rows.iter().find(|r| r[col("room_id")] == room.to_string()).unwrap();
+    assert_eq!(&row[col("survey_rating")], "4");
+    assert_eq!(&row[col("survey_answers")], "Anything else?: =1+1 quick\nthanks");
+    assert!(!row[col("survey_submitted_at")].is_empty());
+    assert_eq!((&row[col("customer_lat")], &row[col("customer_lon")]), ("55.753912", "37.620846"));
+    assert_eq!(&row[col("customer_address")], "Red Square, Moscow");
+    let row = rows.iter().find(|r| r[col("room_id")] == unrated.to_string()).unwrap();
+    assert_eq!((&row[col("survey_rating")], &row[col("survey_answers")]), ("", ""));
+
+    let (headers, rows) = csv_of(format!("/api/v1/exports/interactions.csv?{period}")).await;
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let row = rows.iter().find(|r| r[col("interaction_id")] == interaction.to_string()).unwrap();
+    assert_eq!(&row[col("rating")], "4");
+    let (_, page) = app.get(&format!("/api/v1/interactions?{period}")).await;
+    let summary = page["items"].as_array().unwrap().iter().find(|i| i["id"] == interaction.to_string()).unwrap();
+    assert_eq!(summary["rating"], 4);
+
+    let response = app
+        .http
+        .get(app.url(&format!("/api/v1/exports/calls.xlsx?{period}")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    let bytes = response.bytes().await.unwrap();
+    use calamine::Reader;
+    let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let sheet = book.worksheet_range("calls").unwrap();
+    let header: Vec<String> = (0..sheet.width()).map(|c| sheet.get_value((0, c as u32)).unwrap().to_string()).collect();
+    let rating = header.iter().position(|h| h == "survey_rating").unwrap() as u32;
+    let rated_row =
+        (1..sheet.height() as u32).find(|r| sheet.get_value((*r, 0)).unwrap().to_string() == room.to_string()).unwrap();
+    assert_eq!(sheet.get_value((rated_row, rating)).unwrap().to_string(), "4");
+}

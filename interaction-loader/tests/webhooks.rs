@@ -172,6 +172,44 @@ async fn a_receiver_that_fails_first_gets_each_event_exactly_once_signed() {
     assert_eq!(received.requests.iter().filter(|(id, _, _)| id == &created_id).count(), before + 1);
 }
 
+/// A customer's answers to the post-call survey reach the subscriber as `interaction.rated`.
+#[tokio::test]
+async fn a_post_call_survey_is_delivered_as_interaction_rated() {
+    let app = spawn_app().await;
+    let (addr, receiver) = start_receiver(0).await;
+    let webhook = subscribe(&app, &receiver, addr, json!(["interaction.rated"])).await;
+    let (interaction, _) = app.inbound(app.telegram, "rater", "call me").await;
+    app.assign(interaction, "alice").await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let (new, _) = schema::store::NewRoom::with_new_link(
+        interaction,
+        "alice",
+        "Alice",
+        schema::domain::VideoMode::TwoWay,
+        schema::domain::VideoQuality::P720,
+        "http://hub.test",
+        Duration::from_secs(3600),
+    );
+    let room = schema::store::start_room(&mut tx, &new).await.unwrap().room;
+    let answers =
+        vec![schema::store::SurveyAnswer { id: "solved".into(), question: "Solved?".into(), answer: "yes".into() }];
+    schema::store::insert_call_survey(&mut tx, &room, 5, &answers).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let page = settled(&app, &webhook, 1).await;
+    assert_eq!(page["items"][0]["state"], "delivered", "{page}");
+    let received = receiver.received.lock().unwrap();
+    assert!(received.requests.iter().all(|(_, _, valid)| *valid));
+    let body = received.bodies.values().next().unwrap();
+    assert_eq!(body["type"], "interaction.rated");
+    assert_eq!(body["interaction_id"], interaction.to_string());
+    assert_eq!(body["data"]["rating"], 5);
+    assert_eq!(body["data"]["source"], "video_call");
+    assert_eq!(body["data"]["room_id"], room.id.to_string());
+    assert_eq!(body["data"]["answers"], json!([{"id": "solved", "question": "Solved?", "answer": "yes"}]));
+    assert!(body["data"]["submitted_at"].is_string());
+}
+
 #[tokio::test]
 async fn two_nodes_deliver_from_one_outbox_without_sending_twice() {
     let app = spawn_app().await;
@@ -293,7 +331,11 @@ async fn app_with_dns(allow: &[&str], dns: &SteeredDns) -> TestApp {
     let mut config = test_config();
     config.webhooks.allow_internal = allow.iter().map(|s| (*s).to_owned()).collect();
     let networks = allow.iter().map(|s| s.parse().unwrap()).collect();
-    harness::spawn_app_with_targets(config, Targets::with_lookup(networks, Arc::new(dns.clone()))).await
+    harness::spawn_app_with_targets(
+        config,
+        Targets::with_lookup(networks, Arc::new(dns.clone())).for_setting("loader.webhooks.allow_internal"),
+    )
+    .await
 }
 
 async fn try_subscribe(app: &TestApp, url: &str) -> (StatusCode, Value) {

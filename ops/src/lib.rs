@@ -23,4 +23,5 @@ pub mod http;
 pub mod input;
 pub mod metrics;
 pub mod shutdown;
+pub mod target;
 pub mod telemetry;

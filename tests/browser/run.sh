@@ -2,7 +2,8 @@
 # Browser tests of the web chat widget, the agent console and the admin panel, in headless
 # Chromium driven by playwright-core (Debian's /usr/bin/chromium; no browser is ever downloaded).
 #
-# Starts the fake Telegram Bot API (examples/fake_telegram.rs) and `switchboard all` on a free
+# Starts the fake Telegram Bot API (examples/fake_telegram.rs), the fake SMSC.ru
+# (examples/fake_smsc.rs), the fake Nominatim (examples/fake_nominatim.rs) and `switchboard all` on a free
 # port against a fresh database (the demo seeding creates the web chat account, the agents alice
 # and bob and an admin token), runs webchat.test.mjs, video.test.mjs (video calls through the
 # SFU, with fake camera, microphone and screen) and admin.test.mjs (the admin panel, the live
@@ -25,6 +26,16 @@ if [ ! -x "$fake_telegram" ] && command -v cargo >/dev/null; then
     (cd "$root" && cargo build --example fake_telegram)
 fi
 [ -x "$fake_telegram" ] || { echo "browser tests: $fake_telegram is missing (cargo build --example fake_telegram)" >&2; exit 1; }
+fake_smsc=${SWITCHBOARD_FAKE_SMSC:-$target/debug/examples/fake_smsc}
+if [ ! -x "$fake_smsc" ] && command -v cargo >/dev/null; then
+    (cd "$root" && cargo build --example fake_smsc)
+fi
+[ -x "$fake_smsc" ] || { echo "browser tests: $fake_smsc is missing (cargo build --example fake_smsc)" >&2; exit 1; }
+fake_nominatim=${SWITCHBOARD_FAKE_NOMINATIM:-$target/debug/examples/fake_nominatim}
+if [ ! -x "$fake_nominatim" ] && command -v cargo >/dev/null; then
+    (cd "$root" && cargo build --example fake_nominatim)
+fi
+[ -x "$fake_nominatim" ] || { echo "browser tests: $fake_nominatim is missing (cargo build --example fake_nominatim)" >&2; exit 1; }
 command -v psql >/dev/null || { echo "browser tests: psql is missing (apt-get install postgresql-client)" >&2; exit 1; }
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { echo "browser tests: no chromium (apt-get install --no-install-recommends chromium)" >&2; exit 1; }
 
@@ -37,10 +48,14 @@ db="browser_$(date +%s)_$$"
 db_url="${admin_url%/*}/$db"
 pid=
 fake_pid=
+smsc_pid=
+geo_pid=
 # shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
     if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
     if [ -n "$fake_pid" ]; then exec 7>&- || true; kill -TERM "$fake_pid" 2>/dev/null || true; wait "$fake_pid" 2>/dev/null || true; fi
+    if [ -n "$smsc_pid" ]; then exec 8>&- || true; kill -TERM "$smsc_pid" 2>/dev/null || true; wait "$smsc_pid" 2>/dev/null || true; fi
+    if [ -n "$geo_pid" ]; then exec 9>&- || true; kill -TERM "$geo_pid" 2>/dev/null || true; wait "$geo_pid" 2>/dev/null || true; fi
     psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -63,6 +78,25 @@ TELEGRAM_API=$(sed -n 's/^telegram: *//p' "$work/fake-out")
 TELEGRAM_CONTROL=$(sed -n 's/^control: *//p' "$work/fake-out")
 [ -n "$TELEGRAM_CONTROL" ] || { cat "$work/fake-err" >&2; echo "browser tests: the fake Telegram did not start" >&2; exit 1; }
 export TELEGRAM_API TELEGRAM_CONTROL
+# the fake SMSC.ru of the call links by SMS: it serves until its stdin (our fd 8) closes
+smsc_password="fake-smsc-$(head -c 12 /dev/urandom | base64 | tr -d '/+=\n')"
+mkfifo "$work/smsc-in"
+"$fake_smsc" hub "$smsc_password" <"$work/smsc-in" >"$work/smsc-out" 2>"$work/smsc-err" &
+smsc_pid=$!
+exec 8>"$work/smsc-in"
+for _ in $(seq 1 40); do grep -q '^control:' "$work/smsc-out" 2>/dev/null && break; sleep 0.25; done
+SMSC_API=$(sed -n 's/^smsc: *//p' "$work/smsc-out")
+SMSC_CONTROL=$(sed -n 's/^control: *//p' "$work/smsc-out")
+[ -n "$SMSC_CONTROL" ] || { cat "$work/smsc-err" >&2; echo "browser tests: the fake SMSC did not start" >&2; exit 1; }
+export SMSC_CONTROL
+# the fake Nominatim of the customers' locations: it serves until its stdin (our fd 9) closes
+mkfifo "$work/geo-in"
+"$fake_nominatim" <"$work/geo-in" >"$work/geo-out" 2>"$work/geo-err" &
+geo_pid=$!
+exec 9>"$work/geo-in"
+for _ in $(seq 1 40); do grep -q '^nominatim:' "$work/geo-out" 2>/dev/null && break; sleep 0.25; done
+NOMINATIM_API=$(sed -n 's/^nominatim: *//p' "$work/geo-out")
+[ -n "$NOMINATIM_API" ] || { cat "$work/geo-err" >&2; echo "browser tests: the fake Nominatim did not start" >&2; exit 1; }
 
 jwt_secret="browser-tests-$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')"
 port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
@@ -74,6 +108,14 @@ SWITCHBOARD_JWT__HS256_SECRET="$jwt_secret" \
 SWITCHBOARD_LOADER__WEBHOOKS__ALLOW_INTERNAL='["127.0.0.1/32"]' \
 SWITCHBOARD_LOADER__WEBHOOKS__POLL_INTERVAL_MS=200 \
 SWITCHBOARD_FILESERVER__ROOT="$work/files" \
+SWITCHBOARD_VIDEO__SMS__PROVIDER=smsc \
+SWITCHBOARD_VIDEO__SMS__URL="$SMSC_API" \
+SWITCHBOARD_VIDEO__SMS__LOGIN=hub \
+SWITCHBOARD_VIDEO__SMS__PASSWORD="$smsc_password" \
+SWITCHBOARD_VIDEO__SMS__ALLOW_INTERNAL='["127.0.0.1/32"]' \
+SWITCHBOARD_VIDEO__SMS__STATUS_INTERVAL_MS=300 \
+SWITCHBOARD_VIDEO__GEOCODER__URL="$NOMINATIM_API" \
+SWITCHBOARD_VIDEO__GEOCODER__ALLOW_INTERNAL='["127.0.0.1/32"]' \
     "$bin" all >"$work/out" 2>"$work/err" &
 pid=$!
 

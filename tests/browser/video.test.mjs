@@ -10,7 +10,7 @@ import http from "node:http";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const { BASE, WIDGET_URL, ALICE_URL, BOB_URL, SCREENSHOTS } = process.env;
+const { BASE, WIDGET_URL, ALICE_URL, BOB_URL, ADMIN_URL, SMSC_CONTROL, SCREENSHOTS } = process.env;
 for (const [k, v] of Object.entries({ BASE, WIDGET_URL, ALICE_URL, BOB_URL })) {
   if (!v) throw new Error(`${k} is not set: run tests/browser/run.sh`);
 }
@@ -26,7 +26,15 @@ const ALICE_TOKEN = tokenOf(ALICE_URL);
 // from loopback too (Chromium's local network access checks block a public page framing a
 // loopback one), both secure contexts
 let crmPage = "";
+// the CRM's webhook receiver (POST /hook), on the same server
+const hooks = [];
 const crmServer = http.createServer((req, res) => {
+  if (req.method === "POST" && req.url === "/hook") {
+    let body = "";
+    req.on("data", (chunk) => { body += chunk; });
+    req.on("end", () => { hooks.push(JSON.parse(body)); res.writeHead(200); res.end(); });
+    return;
+  }
   res.writeHead(req.url === "/crm" ? 200 : 404, { "Content-Type": "text/html; charset=utf-8" });
   res.end(req.url === "/crm" ? crmPage : "not found");
 });
@@ -238,6 +246,42 @@ try {
     if (copied !== null) assert.equal(copied, link, "copied to the clipboard");
   });
 
+  await step("copy customer link and link by SMS (the fake SMSC): the link opens the call, the delivery is shown", async () => {
+    await ap.locator("#copy-link").click();
+    await ap.locator("#copy-done", { hasText: /^Cop/ }).waitFor({ timeout: T });
+    const copied = await ap.locator("#copy-link-value").inputValue();
+    assert.match(copied, new RegExp(`^${BASE}/call/[A-Za-z0-9_-]{43}$`));
+    const info = await (await fetch(`${BASE}/api/v1/video/link`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ link: copied.split("/call/")[1] }) })).json();
+    assert.equal(info.state, "open", "the copied link opens the call");
+    await ap.locator("#sms").click();
+    await ap.locator("#sms-phone").fill("+7 (912) 345-67-89");
+    await ap.locator('#sms-box button[type="submit"]').click();
+    await ap.locator("#sms-status", { hasText: "+7******6789: Delivered." }).waitFor({ timeout: T });
+    const sent = await (await fetch(`${SMSC_CONTROL}/sent`)).json();
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0].phone, "79123456789");
+    assert.match(sent[0].text, new RegExp(`${BASE}/call/[A-Za-z0-9_-]{43}$`));
+    await ap.locator("#chat-log", { hasText: "SMS to +7******6789: Delivered." }).waitFor({ timeout: T });
+  });
+
+  await step("the agent asks for the location: the customer agrees, both chats show the address and the map link", async () => {
+    // Chromium's grant replaces the origin's permissions: keep the camera and microphone's,
+    // or their tracks end
+    await customer.context.grantPermissions(["geolocation", "camera", "microphone"], { origin: BASE });
+    await customer.context.setGeolocation({ latitude: 55.7539, longitude: 37.6208, accuracy: 20 });
+    await ap.locator("#ask-location").click();
+    await cp.locator("#location-ask").waitFor({ state: "visible", timeout: T });
+    await cp.locator("#location-share").click();
+    for (const page of [ap, cp]) {
+      const entry = page.locator("#chat-log li.location", { hasText: "Red Square, Tverskoy District, Moscow" });
+      await entry.waitFor({ timeout: T });
+      assert.equal(await entry.locator("a.map").getAttribute("href"), "https://yandex.ru/maps/?pt=37.620800,55.753900&z=16");
+    }
+    const calls = await (await fetch(`${BASE}/api/v1/interactions/${interactionId}/calls`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } })).json();
+    const kept = calls.items.find((c) => c.room_id === room.room_id).location;
+    assert.equal(kept.address, "Red Square, Tverskoy District, Moscow, Russia", "kept with the call record");
+  });
+
   await step("screenshots at phone width", async () => {
     await cp.setViewportSize(PHONE);
     await ap.setViewportSize(PHONE);
@@ -294,6 +338,30 @@ addEventListener("message", (e) => {
     await frame.locator("#ended").waitFor({ state: "visible", timeout: T });
     await crm.page.waitForFunction(() => window.events.some((m) => m.event === "ended"), null, { timeout: T });
     await ap.locator("#ended").waitFor({ state: "visible", timeout: T });
+  });
+
+  await step("the customer rates the call: stored with the call, interaction.rated reaches the CRM's webhook", async () => {
+    const hook = await fetch(`${BASE}/api/v1/webhooks`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${tokenOf(ADMIN_URL)}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ url: `http://127.0.0.1:${crmServer.address().port}/hook`, events: ["interaction.rated"] }),
+    });
+    assert.equal(hook.status, 201, `POST /api/v1/webhooks: ${await hook.text()}`);
+    await cp.locator("#survey").waitFor({ state: "visible", timeout: T });
+    await cp.locator('#survey label:has(input[value="4"])').click();
+    await cp.locator('#survey button[type="submit"]').click();
+    await cp.locator("#survey-thanks").waitFor({ state: "visible", timeout: T });
+    const rated = await until("the interaction.rated webhook", async () => {
+      const h = hooks.find((e) => e.type === "interaction.rated" && e.data.room_id === room.room_id);
+      return { ok: !!h, hook: h, got: hooks.length };
+    });
+    assert.equal(rated.hook.data.rating, 4);
+    assert.equal(rated.hook.interaction_id, interactionId);
+    const calls = await (await fetch(`${BASE}/api/v1/interactions/${interactionId}/calls`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } })).json();
+    assert.equal(calls.items.find((c) => c.room_id === room.room_id).survey.rating, 4);
+  });
+
+  await step("the spent link is refused", async () => {
     await cp.reload();
     await cp.locator("#join").click();
     await until("the spent link is refused", async () => {

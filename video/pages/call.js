@@ -60,6 +60,18 @@ export async function callInfo(link, server = HUB) {
   return body;
 }
 
+/** Sends the customer's answers to the survey after the call (`survey` of callInfo):
+ * `rating` 1-5, `answers` {question id: text}. Resolves to the stored survey; rejects with an
+ * Error carrying the server's `code` (`conflict`: answered already). */
+export async function answerSurvey(link, rating, answers = {}, server = HUB) {
+  const res = await fetch(server.replace(/\/+$/, "") + "/api/v1/video/survey", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ link, rating, answers }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw Object.assign(new Error((body.error && body.error.message) || res.statusText), { code: body.error && body.error.code });
+  return body;
+}
+
 /** Quality levels, worst last. */
 export const QUALITY_LEVELS = ["good", "fair", "poor"];
 
@@ -72,6 +84,9 @@ export const QUALITY_LEVELS = ["good", "fair", "poor"];
  *   local {audio, camera, screen, muted} this page's sources changed
  *   chat {from, at, text, self}          a chat message (self: sent from this page)
  *   pointer {from, at, target, x, y}     a pointer event from another participant
+ *   location-request {from}              the agent asks for the customer's location
+ *   location {from, at, lat, lon, accuracy, address, map_url, self}  a shared location
+ *   location-denied {from, reason}       the customer declined, or the browser could not tell
  *   chat-ready {}                        the data channel is open
  *   ended {reason}                       the call is over for this page (reason: ended_by_agent,
  *                                        empty, expired, left, replaced, or an error code)
@@ -225,6 +240,9 @@ export class Call extends EventTarget {
         if (this.room) this.room.recording = msg.state === "started";
         this._emit("recording", { state: msg.state });
         return;
+      case "location_request": this._emit("location-request", { from: msg.from || {} }); return;
+      case "location": this._emit("location", { ...msg, self: !!this.me && msg.from && msg.from.id === this.me.id }); return;
+      case "location_denied": this._emit("location-denied", { from: msg.from || {}, reason: msg.reason }); return;
       case "ended": return this._finish(msg.reason || "ended");
       case "error":
         if (msg.code === "room_on_other_node" && msg.url && !this.me && this._redirects < 3) {
@@ -472,6 +490,41 @@ export class Call extends EventTarget {
   }
 
   get chatReady() { return !!(this.dc && this.dc.readyState === "open"); }
+
+  /** Agent or supervisor: asks the customer for their location (the customer's page gets
+   * `location-request`; everyone gets `location` or `location-denied` back). */
+  requestLocation() {
+    this._send({ type: "location_request" });
+  }
+
+  /** Customer: asks the browser for the position and sends it (the hub adds the address and
+   * the map link and shows it to everyone as `location`); a refusal or failure is sent as
+   * `location_denied`. Resolves to true when a position was sent. */
+  shareLocation() {
+    return new Promise((resolve) => {
+      if (!navigator.geolocation) {
+        this.declineLocation("this browser cannot tell its location");
+        return resolve(false);
+      }
+      navigator.geolocation.getCurrentPosition(
+        (pos) => {
+          const { latitude: lat, longitude: lon, accuracy } = pos.coords;
+          this._send({ type: "location", lat, lon, accuracy: Number.isFinite(accuracy) ? Math.min(accuracy, 100000) : null });
+          resolve(true);
+        },
+        (err) => {
+          this.declineLocation(err && err.code === 1 ? "the browser's permission was refused" : "the browser could not find the location");
+          resolve(false);
+        },
+        { enableHighAccuracy: true, timeout: 20000, maximumAge: 60000 },
+      );
+    });
+  }
+
+  /** Customer: tells the others the location will not come. */
+  declineLocation(reason = "declined") {
+    this._send({ type: "location_denied", reason: String(reason).slice(0, 200) });
+  }
 
   /** Sends a chat message to the others (at most 2,000 characters). */
   sendChat(text) {
@@ -1060,6 +1113,42 @@ export function mountChat(call, { log, form, input, button }) {
     time.dateTime = d.toISOString();
     time.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     li.append(who, body, time);
+    log.append(li);
+    log.scrollTop = log.scrollHeight;
+  });
+  // a shared location: the address (or the coordinates) and the map link
+  call.on("location", (e) => {
+    const { from, at, lat, lon, address, map_url: mapUrl, self } = e.detail;
+    const li = document.createElement("li");
+    li.className = `location ${self ? "out" : "in"}`;
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = `${self ? "You" : from.name || ROLE_NAMES[from.role] || "Participant"} · location`;
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = address || `${Number(lat).toFixed(5)}, ${Number(lon).toFixed(5)}`;
+    li.append(who, body);
+    if (typeof mapUrl === "string" && /^https?:\/\//.test(mapUrl)) {
+      const a = document.createElement("a");
+      a.href = mapUrl;
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+      a.textContent = "Open the map";
+      a.className = "map";
+      li.append(a);
+    }
+    const time = document.createElement("time");
+    const d = at ? new Date(at) : new Date();
+    time.dateTime = d.toISOString();
+    time.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    li.append(time);
+    log.append(li);
+    log.scrollTop = log.scrollHeight;
+  });
+  call.on("location-denied", (e) => {
+    const li = document.createElement("li");
+    li.className = "event";
+    li.textContent = `No location: ${e.detail.reason || "declined"}`;
     log.append(li);
     log.scrollTop = log.scrollHeight;
   });

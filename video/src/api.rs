@@ -3,7 +3,12 @@
 //! - `POST /api/v1/video/rooms` (agent JWT): start a room for an interaction;
 //! - `GET /api/v1/video/rooms/{id}` (JWT): the room and who is in it;
 //! - `POST /api/v1/video/rooms/{id}/end` (the room's agent or a supervisor);
+//! - `POST /api/v1/video/rooms/{id}/link`, `POST /api/v1/video/rooms/{id}/sms`, `GET
+//!   /api/v1/video/rooms/{id}/sms/{sms}` (the room's agent or a supervisor): another customer
+//!   link to copy, the link sent by SMS and its delivery;
 //! - `GET /api/v1/video/ws`: signalling (see `signal`);
+//! - `POST /api/v1/video/link`, `POST /api/v1/video/survey` (the customer link token): what the
+//!   customer page shows before joining and after the call, and the survey's answers;
 //! - `GET`/`POST`/`DELETE /api/v1/video/drain` (admin): this node's draining (see `nodes`);
 //! - `/call/{token}`, `/video/agent`, `/video/call.js`, `/video/call.css`: the pages.
 
@@ -18,7 +23,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use ops::auth::Claims;
 use schema::domain::{VideoMode, VideoQuality, VideoRoom, VideoRoomState};
-use schema::store::{self, NewRoom};
+use schema::store::{self, LinkVia, NewRoom, NewSms};
 use schema::topics;
 use serde::Deserialize;
 use serde_json::Value;
@@ -32,8 +37,15 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/api/v1/video/rooms", post(create))
         .route("/api/v1/video/rooms/{id}", get(show))
         .route("/api/v1/video/rooms/{id}/end", post(end))
+        .route("/api/v1/video/rooms/{id}/link", post(copy_link))
+        .route("/api/v1/video/rooms/{id}/sms", post(send_sms))
+        .route("/api/v1/video/rooms/{id}/sms/{sms}", get(show_sms))
         .route("/api/v1/video/ws", get(crate::signal::upgrade))
         .route("/api/v1/video/link", post(link_info))
+        .route(
+            "/api/v1/video/survey",
+            post(answer_survey).layer(axum::extract::DefaultBodyLimit::max(SURVEY_BODY_LIMIT)),
+        )
         .route("/api/v1/video/drain", get(drain_status).post(drain).delete(undrain))
         .route("/call/{token}", get(customer_page))
         .route("/video/agent", get(agent_page))
@@ -135,6 +147,208 @@ async fn end(
     let ended = end_room(&state, id, "ended_by_agent", Some(&claims.sub)).await?;
     let room = ended.unwrap_or(room);
     Ok(Json(serde_json::to_value(&room).expect("room serializes")))
+}
+
+/// The room whose customer links `claims` may hand out: the room's agent or a supervisor, while
+/// the room is open and its link valid.
+async fn room_for_links(state: &State, claims: &Claims, id: &str) -> Result<VideoRoom, VideoError> {
+    let id: Uuid = id.parse().map_err(|_| VideoError::BadRequest(format!("{id:?} is not a room id")))?;
+    let room = store::load_room(&mut *state.pool.acquire().await?, id).await?;
+    if claims.sub != room.agent && !claims.has_role("supervisor") {
+        may_see(state, claims, &room).await?;
+        return Err(VideoError::Forbidden(
+            "only the agent who started the call or a supervisor may send its link".into(),
+        ));
+    }
+    if room.state == VideoRoomState::Ended {
+        return Err(VideoError::RoomEnded);
+    }
+    if room.link_expires_at < Utc::now() {
+        return Err(VideoError::LinkExpired(room.link_expires_at.to_rfc3339()));
+    }
+    Ok(room)
+}
+
+/// `POST /api/v1/video/rooms/{id}/link`: another customer link to the room, for the agent to
+/// copy and paste wherever the customer is (201 `{"customer_link"}`).
+async fn copy_link(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), VideoError> {
+    let claims = claims(&state, &headers)?;
+    let room = room_for_links(&state, &claims, &id).await?;
+    let token = store::add_room_link(&mut *state.pool.acquire().await?, room.id, LinkVia::Copy, &claims.sub).await?;
+    tracing::info!(room = %room.id, agent = %claims.sub, "customer link issued to copy");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"customer_link": store::customer_link(&state.public_url, &token)})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmsBody {
+    phone: String,
+}
+
+/// `POST /api/v1/video/rooms/{id}/sms` `{"phone"}`: sends the customer a link to the call by
+/// SMS (a link of its own, like the copied one). 201 `{"sms_id", "room_id", "phone" (masked),
+/// "state": "sent", "provider_id"}` once the provider took it; its delivery follows as
+/// `video.sms` events and in `GET .../sms/{sms_id}`.
+async fn send_sms(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<SmsBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), VideoError> {
+    let claims = claims(&state, &headers)?;
+    let room = room_for_links(&state, &claims, &id).await?;
+    let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
+    let phone = crate::sms::normalize_phone(&body.phone)?;
+    let provider = state.sms.clone().ok_or(VideoError::SmsOff)?;
+    let sms_id = Uuid::now_v7();
+    let mut tx = state.pool.begin().await?;
+    let token = store::add_room_link(&mut tx, room.id, LinkVia::Sms, &claims.sub).await?;
+    let new = NewSms {
+        id: sms_id,
+        room: room.id,
+        link: &token,
+        agent: &claims.sub,
+        phone: &phone,
+        provider: provider.name(),
+    };
+    store::insert_sms(&mut tx, &new).await?;
+    tx.commit().await?;
+    let text = store::invitation_text(
+        claims.name.as_deref().unwrap_or(&claims.sub),
+        &store::customer_link(&state.public_url, &token),
+    );
+    let sent = provider.send(&phone, &text).await;
+    let outcome = match &sent {
+        Ok(provider_id) => ("sent", Some(provider_id.as_str()), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    record_sms(&state, &room, sms_id, &phone, outcome.0, outcome.1, outcome.2.as_deref()).await?;
+    metrics::counter!("switchboard_video_sms_total", "state" => outcome.0).increment(1);
+    let provider_id = match sent {
+        Ok(provider_id) => provider_id,
+        Err(e) => {
+            tracing::warn!(room = %room.id, sms = %sms_id, provider = provider.name(), error = %e, "the call link SMS was not sent");
+            return Err(e.into());
+        }
+    };
+    tracing::info!(room = %room.id, sms = %sms_id, provider = provider.name(), agent = %claims.sub, "call link sent by SMS");
+    let reply = serde_json::json!({
+        "sms_id": sms_id,
+        "room_id": room.id,
+        "phone": crate::sms::masked(&phone),
+        "state": "sent",
+        "provider_id": provider_id,
+    });
+    tokio::spawn(follow_sms(state.clone(), provider, room, sms_id, phone, provider_id));
+    Ok((StatusCode::CREATED, Json(reply)))
+}
+
+/// Stores an SMS's new state and tells the interaction's agents (`video.sms`).
+async fn record_sms(
+    state: &State,
+    room: &VideoRoom,
+    sms_id: Uuid,
+    phone: &str,
+    delivery: &str,
+    provider_id: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), VideoError> {
+    let mut data = serde_json::json!({
+        "sms_id": sms_id,
+        "room_id": room.id,
+        "interaction_id": room.interaction_id,
+        "phone": crate::sms::masked(phone),
+        "state": delivery,
+    });
+    if let Some(error) = error {
+        data["error"] = error.into();
+    }
+    let mut tx = state.pool.begin().await?;
+    let audience = store::record_sms_state(&mut tx, room, sms_id, delivery, provider_id, error, &data).await?;
+    tx.commit().await?;
+    if let Some(audience) = audience {
+        wake(state, &audience);
+    }
+    Ok(())
+}
+
+/// Asks the provider about an SMS every `status_interval_ms` until it is delivered or failed,
+/// for at most `status_for_s`; each change is recorded.
+async fn follow_sms(
+    state: Arc<State>,
+    provider: Arc<dyn crate::sms::SmsProvider>,
+    room: VideoRoom,
+    sms_id: Uuid,
+    phone: String,
+    provider_id: String,
+) {
+    let interval = Duration::from_millis(state.config.sms.status_interval_ms);
+    let until = tokio::time::Instant::now() + Duration::from_secs(state.config.sms.status_for_s);
+    while tokio::time::Instant::now() < until {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let delivery = match provider.status(&phone, &provider_id).await {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                tracing::debug!(sms = %sms_id, error = %e, "no SMS status this time");
+                continue;
+            }
+        };
+        let error = match &delivery {
+            crate::sms::Delivery::Sent => continue,
+            crate::sms::Delivery::Delivered => None,
+            crate::sms::Delivery::Failed(why) => Some(why.as_str()),
+        };
+        match record_sms(&state, &room, sms_id, &phone, delivery.state(), None, error).await {
+            Ok(()) => {
+                tracing::info!(sms = %sms_id, state = delivery.state(), "call link SMS delivery");
+                metrics::counter!("switchboard_video_sms_total", "state" => delivery.state()).increment(1);
+                return;
+            }
+            Err(e) => tracing::warn!(sms = %sms_id, error = %e, "cannot record an SMS delivery"),
+        }
+    }
+}
+
+/// `GET /api/v1/video/rooms/{id}/sms/{sms}`: an SMS's delivery (`sent`, `delivered`, `failed`
+/// with `error`), for the room's agent or a supervisor.
+async fn show_sms(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    Path((id, sms)): Path<(String, String)>,
+) -> Result<Json<Value>, VideoError> {
+    let claims = claims(&state, &headers)?;
+    let room_id: Uuid = id.parse().map_err(|_| VideoError::BadRequest(format!("{id:?} is not a room id")))?;
+    let sms_id: Uuid = sms.parse().map_err(|_| VideoError::BadRequest(format!("{sms:?} is not an SMS id")))?;
+    let mut conn = state.pool.acquire().await?;
+    let room = store::load_room(&mut conn, room_id).await?;
+    if claims.sub != room.agent && !claims.has_role("supervisor") {
+        may_see(&state, &claims, &room).await?;
+        return Err(VideoError::Forbidden(
+            "only the agent who started the call or a supervisor may see its SMS".into(),
+        ));
+    }
+    let row = store::load_sms(&mut conn, sms_id).await?;
+    if row.room_id != room.id {
+        return Err(VideoError::NotFound(format!("sms {sms_id}")));
+    }
+    Ok(Json(serde_json::json!({
+        "sms_id": row.id,
+        "room_id": row.room_id,
+        "phone": crate::sms::masked(&row.phone),
+        "state": row.state,
+        "provider_id": row.provider_id,
+        "error": row.error,
+    })))
 }
 
 /// Draining a node is for admins.
@@ -313,21 +527,80 @@ struct LinkBody {
 
 /// `POST /api/v1/video/link` `{"link"}`: what the customer page shows before joining: whether
 /// the call is recorded and the notice to consent to (the token travels in the body, never in
-/// a URL). A link never issued is 401 `unauthorized`, as the join would answer.
+/// a URL), and the survey it shows after the call (`null` when there is none to answer). A
+/// link never issued is 401 `unauthorized`, as the join would answer.
 async fn link_info(
     Extract(state): Extract<Arc<State>>,
     body: Result<Json<LinkBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, VideoError> {
     let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
-    if body.link.len() > 128 {
-        return Err(VideoError::BadLink);
-    }
-    let room = store::room_by_link(&mut *state.pool.acquire().await?, &body.link).await?.ok_or(VideoError::BadLink)?;
+    let mut conn = state.pool.acquire().await?;
+    let room = room_of_link(&mut conn, &body.link).await?;
+    let survey = match state.config.survey.for_queue(store::room_queue(&mut conn, &room).await?.as_deref()) {
+        Some(survey) if !store::survey_answered(&mut conn, room.id).await? => Some(survey),
+        _ => None,
+    };
     Ok(Json(serde_json::json!({
         "state": room.state,
         "record": room.record,
         "consent_text": room.record.then(|| state.config.recording.consent_text.clone()),
+        "survey": survey,
     })))
+}
+
+/// The room of a customer link token; 401 `unauthorized` for a token never issued.
+async fn room_of_link(conn: &mut sqlx::PgConnection, link: &str) -> Result<VideoRoom, VideoError> {
+    if link.len() > 128 {
+        return Err(VideoError::BadLink);
+    }
+    store::room_by_link(conn, link).await?.ok_or(VideoError::BadLink)
+}
+
+/// The largest body of a survey's answer: ten answers of 1,000 characters fit with room.
+const SURVEY_BODY_LIMIT: usize = 64 * 1024;
+/// How long after its call a survey may be answered.
+const SURVEY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SurveyBody {
+    link: String,
+    rating: i64,
+    #[serde(default)]
+    answers: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/video/survey` `{"link", "rating": 1-5, "answers": {"<question id>": "..."}}`:
+/// the customer's answers to the survey after the call, authenticated by the call's link. Once
+/// per call, by a customer who joined it, up to a day after it ended; stored on the call and
+/// sent as `interaction.rated`. 201 with the survey as stored.
+async fn answer_survey(
+    Extract(state): Extract<Arc<State>>,
+    body: Result<Json<SurveyBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), VideoError> {
+    let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
+    let mut conn = state.pool.acquire().await?;
+    let room = room_of_link(&mut conn, &body.link).await?;
+    if room.ended_at.is_some_and(|ended| Utc::now() - ended > SURVEY_WINDOW) {
+        return Err(VideoError::LinkExpired("a day after the call".into()));
+    }
+    let survey = state
+        .config
+        .survey
+        .for_queue(store::room_queue(&mut conn, &room).await?.as_deref())
+        .ok_or_else(|| VideoError::NotFound("a survey for this call".into()))?;
+    if !store::customer_joined(&mut conn, room.id).await? {
+        return Err(VideoError::NotJoined);
+    }
+    let (rating, answers) = crate::survey::check_answer(&survey, body.rating, &body.answers)?;
+    drop(conn);
+    let mut tx = state.pool.begin().await?;
+    let (stored, audience) = store::insert_call_survey(&mut tx, &room, rating, &answers).await?;
+    tx.commit().await?;
+    wake(&state, &audience);
+    tracing::info!(room = %room.id, interaction = %room.interaction_id, rating, "post-call survey answered");
+    metrics::counter!("switchboard_video_surveys_total", "rating" => rating.to_string()).increment(1);
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(&stored).expect("survey serializes"))))
 }
 
 const CUSTOMER_HTML: &str = include_str!("../pages/customer.html");

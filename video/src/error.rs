@@ -43,6 +43,10 @@ pub enum VideoError {
     BadCandidate(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("sending call links by SMS is not set up on this hub ([video.sms])")]
+    SmsOff,
+    #[error("{0}")]
+    Sms(#[from] crate::sms::SmsError),
     #[error("internal error")]
     Internal(String),
 }
@@ -80,6 +84,9 @@ impl VideoError {
             VideoError::BadSdp(_) => "bad_sdp",
             VideoError::BadCandidate(_) => "bad_candidate",
             VideoError::Conflict(_) => "conflict",
+            VideoError::SmsOff => "sms_off",
+            VideoError::Sms(crate::sms::SmsError::Refused { .. }) => "sms_refused",
+            VideoError::Sms(_) => "sms_unavailable",
             VideoError::Internal(_) => "internal",
         }
     }
@@ -96,7 +103,9 @@ impl VideoError {
             VideoError::RoomEnded | VideoError::LinkExpired(_) => StatusCode::GONE,
             VideoError::RoomFull | VideoError::Conflict(_) | VideoError::NotJoined => StatusCode::CONFLICT,
             VideoError::OtherNode { .. } => StatusCode::MISDIRECTED_REQUEST,
-            VideoError::Capacity(_) => StatusCode::SERVICE_UNAVAILABLE,
+            VideoError::Capacity(_) | VideoError::SmsOff => StatusCode::SERVICE_UNAVAILABLE,
+            VideoError::Sms(crate::sms::SmsError::Refused { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            VideoError::Sms(_) => StatusCode::BAD_GATEWAY,
             VideoError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +132,18 @@ impl From<StoreError> for VideoError {
             StoreError::Forbidden(m) => VideoError::Forbidden(m),
             other => VideoError::internal("database error", other),
         }
+    }
+}
+
+impl From<crate::sms::PhoneError> for VideoError {
+    fn from(e: crate::sms::PhoneError) -> Self {
+        VideoError::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::survey::SurveyError> for VideoError {
+    fn from(e: crate::survey::SurveyError) -> Self {
+        VideoError::BadRequest(e.to_string())
     }
 }
 

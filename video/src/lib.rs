@@ -13,9 +13,16 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+#[cfg(feature = "fake")]
+pub mod fake_nominatim;
+#[cfg(feature = "fake")]
+pub mod fake_smsc;
+pub mod geo;
 pub mod recording;
 pub mod rooms;
 pub mod sfu;
+pub mod sms;
+pub mod survey;
 pub mod turn;
 
 mod api;
@@ -79,6 +86,12 @@ pub struct Config {
     pub turn: turn::Config,
     /// Recording of calls (`[video.recording]`).
     pub recording: recording::Config,
+    /// The survey the customer page shows after a call (`[video.survey]`).
+    pub survey: survey::Config,
+    /// Call links by SMS (`[video.sms]`).
+    pub sms: sms::Config,
+    /// Reverse geocoding of the locations customers share (`[video.geocoder]`).
+    pub geocoder: geo::Config,
 }
 
 impl Default for Config {
@@ -97,6 +110,9 @@ impl Default for Config {
             node_url: String::new(),
             turn: turn::Config::default(),
             recording: recording::Config::default(),
+            survey: survey::Config::default(),
+            sms: sms::Config::default(),
+            geocoder: geo::Config::default(),
         }
     }
 }
@@ -106,6 +122,9 @@ impl Config {
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = self.turn.problems("video.turn");
         problems.extend(self.recording.problems());
+        problems.extend(self.survey.problems());
+        problems.extend(self.sms.problems());
+        problems.extend(self.geocoder.problems());
         if self.default_quality.parse::<VideoQuality>().is_err() {
             problems.push(Problem::new(
                 "video.default_quality",
@@ -169,6 +188,9 @@ pub(crate) struct State {
     pub nodes: Nodes,
     pub turn: Option<TurnIssuer>,
     pub recorder: Arc<Recorder>,
+    /// The SMS provider of call links; `None` when `[video.sms]` is off.
+    pub sms: Option<Arc<dyn sms::SmsProvider>>,
+    pub geocoder: geo::Geocoder,
     pub shutdown: CancellationToken,
 }
 
@@ -221,6 +243,8 @@ impl Video {
             return Err(StartError::Config(problems));
         }
         let turn = config.turn.issuer("video.turn").map_err(StartError::Config)?;
+        let sms: Option<Arc<dyn sms::SmsProvider>> = config.sms.provider().map_err(StartError::Config)?.map(Arc::from);
+        let geocoder = geo::Geocoder::new(config.geocoder.clone()).map_err(StartError::Config)?;
         let public_ip = config.public_ip.unwrap_or(match config.udp_bind.ip() {
             ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             ip => ip,
@@ -271,6 +295,8 @@ impl Video {
             nodes,
             turn,
             recorder: recorder.clone(),
+            sms,
+            geocoder,
             shutdown: shutdown.clone(),
         });
         tokio::spawn(api::expire_rooms(state.clone()));

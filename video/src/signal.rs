@@ -66,6 +66,18 @@ enum ClientFrame {
     Renegotiate {},
     Leave {},
     End {},
+    /// The agent or a supervisor asks the customer for their location.
+    LocationRequest {},
+    /// The customer's position from the browser (degrees, WGS 84; accuracy in metres).
+    Location {
+        lat: f64,
+        lon: f64,
+        accuracy: Option<f64>,
+    },
+    /// The customer declined to share their location, or the browser could not tell.
+    LocationDenied {
+        reason: Option<String>,
+    },
 }
 
 /// An `RTCIceCandidate.toJSON()`.
@@ -603,7 +615,7 @@ enum Step {
 }
 
 async fn handle(
-    state: &State,
+    state: &std::sync::Arc<State>,
     room: &VideoRoom,
     participant: &Participant,
     peer: u64,
@@ -656,7 +668,81 @@ async fn handle(
             end_room(state, room.id, "ended_by_agent", None).await?;
             Ok(Step::Ended)
         }
+        ClientFrame::LocationRequest {} => {
+            if participant.role == Role::Customer {
+                return Err(VideoError::Forbidden("only the agent or a supervisor asks for the location".into()));
+            }
+            let frame = json!({"type": "location_request", "from": who(participant)});
+            state.rooms.broadcast(room.id, frame, Some(participant.id));
+            tracing::info!("location asked for");
+            Ok(Step::Continue(None))
+        }
+        ClientFrame::Location { lat, lon, accuracy } => {
+            if participant.role != Role::Customer {
+                return Err(VideoError::Forbidden("only the customer shares their location".into()));
+            }
+            crate::geo::check_position(lat, lon, accuracy).map_err(|e| VideoError::BadFrame(e.to_string()))?;
+            // the address may take the geocoder's timeout: the socket goes on meanwhile
+            tokio::spawn(share_location(state.clone(), room.clone(), participant.clone(), lat, lon, accuracy));
+            Ok(Step::Continue(None))
+        }
+        ClientFrame::LocationDenied { reason } => {
+            if participant.role != Role::Customer {
+                return Err(VideoError::Forbidden("only the customer shares their location".into()));
+            }
+            let reason: Option<String> = reason.map(|r| r.chars().filter(|c| !c.is_control()).take(200).collect());
+            let frame = json!({"type": "location_denied", "from": who(participant), "reason": reason});
+            state.rooms.broadcast(room.id, frame, Some(participant.id));
+            Ok(Step::Continue(None))
+        }
     }
+}
+
+fn who(participant: &Participant) -> Value {
+    json!({"id": participant.id, "role": participant.role, "name": participant.name})
+}
+
+/// Finds the address of a shared position (never failing: without it when the geocoder is off
+/// or down), keeps the position with the call and shows it to everyone in the room, the
+/// customer included, as `location`.
+async fn share_location(
+    state: std::sync::Arc<State>,
+    room: VideoRoom,
+    participant: Participant,
+    lat: f64,
+    lon: f64,
+    accuracy: Option<f64>,
+) {
+    let address = state.geocoder.address(lat, lon).await;
+    let kept = async {
+        let mut conn = state.pool.acquire().await?;
+        store::insert_location(&mut conn, room.id, participant.id, lat, lon, accuracy, address.as_deref()).await
+    }
+    .await;
+    let at = match kept {
+        Ok(Some(location)) => location.at,
+        Ok(None) => {
+            tracing::debug!("location dropped: the call keeps 20 at most");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot keep the shared location");
+            chrono::Utc::now()
+        }
+    };
+    tracing::info!(address = address.is_some(), "location shared");
+    metrics::counter!("switchboard_video_locations_total").increment(1);
+    let frame = json!({
+        "type": "location",
+        "from": who(&participant),
+        "lat": lat,
+        "lon": lon,
+        "accuracy": accuracy,
+        "address": address,
+        "map_url": state.geocoder.map_link(lat, lon),
+        "at": at,
+    });
+    state.rooms.broadcast(room.id, frame, None);
 }
 
 /// Writes a `joined`/`left` transition and wakes the interaction's agents; a failure is

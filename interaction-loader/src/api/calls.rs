@@ -121,6 +121,55 @@ pub struct Call {
     pub participants: Vec<CallParticipant>,
     pub chat_messages: i64,
     pub recording: Option<Recording>,
+    /// The customer's answers to the post-call survey (also sent as `interaction.rated`).
+    pub survey: Option<CallSurvey>,
+    /// The latest position the customer shared in the call.
+    pub location: Option<CallLocation>,
+}
+
+/// A position the customer shared in a call (from their browser, WGS 84).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallLocation {
+    pub lat: f64,
+    pub lon: f64,
+    /// Metres, as the browser estimated it.
+    pub accuracy_m: Option<f64>,
+    /// What the geocoder found there (none when it was off or down).
+    pub address: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The customer's answers to a call's post-call survey.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallSurvey {
+    /// 1 (worst) to 5 (best).
+    pub rating: i16,
+    /// The optional questions answered, in the survey's order.
+    pub answers: Vec<SurveyAnswer>,
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// One answered question, with the question as the customer read it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SurveyAnswer {
+    /// The question's id in the survey's settings.
+    pub id: String,
+    pub question: String,
+    pub answer: String,
+}
+
+impl From<store::CallSurvey> for CallSurvey {
+    fn from(s: store::CallSurvey) -> Self {
+        CallSurvey {
+            rating: s.rating,
+            answers: s
+                .answers
+                .into_iter()
+                .map(|a| SurveyAnswer { id: a.id, question: a.question, answer: a.answer })
+                .collect(),
+            submitted_at: s.submitted_at,
+        }
+    }
 }
 
 /// A call's quality sample.
@@ -276,6 +325,14 @@ impl From<store::CallRecord> for Call {
                 .collect(),
             chat_messages: c.chat_messages,
             recording: c.recording.map(Into::into),
+            survey: c.survey.map(Into::into),
+            location: c.location.map(|l| CallLocation {
+                lat: l.lat,
+                lon: l.lon,
+                accuracy_m: l.accuracy_m,
+                address: l.address,
+                at: l.at,
+            }),
         }
     }
 }
@@ -450,7 +507,7 @@ pub async fn get_one(
 // ---------------------------------------------------------------- exports --
 
 /// The columns of the call exports.
-pub const COLUMNS: [&str; 30] = [
+pub const COLUMNS: [&str; 36] = [
     "room_id",
     "interaction_id",
     "agent",
@@ -481,6 +538,12 @@ pub const COLUMNS: [&str; 30] = [
     "recording_state",
     "recording_duration_s",
     "recording_file_id",
+    "survey_rating",
+    "survey_answers",
+    "survey_submitted_at",
+    "customer_lat",
+    "customer_lon",
+    "customer_address",
 ];
 
 enum Cell {
@@ -527,7 +590,19 @@ fn cells(c: &Call) -> Vec<Cell> {
         text(c.recording.as_ref().map(|r| r.state.as_str())),
         secs(c.recording.as_ref().and_then(|r| r.duration_ms)),
         text(c.recording.as_ref().and_then(|r| r.file.as_ref()).map(|f| f.id.to_string()).as_deref()),
+        Cell::Number(c.survey.as_ref().map(|s| f64::from(s.rating))),
+        Cell::Text(c.survey.as_ref().map(survey_text).unwrap_or_default()),
+        Cell::Time(c.survey.as_ref().map(|s| s.submitted_at)),
+        // six decimals (about 10 cm): the numbers' three would blur the position to 100 m
+        Cell::Text(c.location.as_ref().map(|l| format!("{:.6}", l.lat)).unwrap_or_default()),
+        Cell::Text(c.location.as_ref().map(|l| format!("{:.6}", l.lon)).unwrap_or_default()),
+        Cell::Text(c.location.as_ref().and_then(|l| l.address.clone()).unwrap_or_default()),
     ]
+}
+
+/// A survey's answers in one cell: `question: answer` lines.
+fn survey_text(s: &CallSurvey) -> String {
+    s.answers.iter().map(|a| format!("{}: {}", a.question, a.answer)).collect::<Vec<_>>().join("\n")
 }
 
 /// Fetches the export's calls a batch at a time.
@@ -856,6 +931,8 @@ mod tests {
             participants: vec![],
             chat_messages: 0,
             recording: None,
+            survey: None,
+            location: None,
         };
         assert_eq!(parse_call_cursor(&call_cursor(&call)).unwrap(), (call.created_at, call.room_id));
         assert!(parse_call_cursor("nope").is_err());

@@ -28,7 +28,7 @@ use crate::auth::{Principal, Scope};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
 
 /// The columns of both exports.
-pub const COLUMNS: [&str; 16] = [
+pub const COLUMNS: [&str; 17] = [
     "interaction_id",
     "channel",
     "account_id",
@@ -45,6 +45,7 @@ pub const COLUMNS: [&str; 16] = [
     "close_reason",
     "first_customer_message_at",
     "last_customer_message_at",
+    "rating",
 ];
 
 /// Excel's row limit, header included.
@@ -55,7 +56,7 @@ enum Cell {
     Time(Option<DateTime<Utc>>),
 }
 
-fn cells(row: &PeriodRow) -> [Cell; 16] {
+fn cells(row: &PeriodRow) -> [Cell; 17] {
     let i = &row.interaction;
     let text = |s: &str| Cell::Text(s.to_owned());
     let opt = |s: &Option<String>| Cell::Text(s.clone().unwrap_or_default());
@@ -76,6 +77,7 @@ fn cells(row: &PeriodRow) -> [Cell; 16] {
         opt(&row.close_reason),
         Cell::Time(Some(row.first_customer_message_at)),
         Cell::Time(row.last_customer_message_at),
+        Cell::Text(row.rating.map(|r| r.to_string()).unwrap_or_default()),
     ]
 }
 

@@ -1,7 +1,8 @@
 //! Webhook deliveries: the pure parts (event ids, signatures, the retry schedule) here, the
 //! worker that sends in [`worker`].
 
-pub mod target;
+/// Where webhooks may be sent (shared with the other outbound callers).
+pub use ops::target;
 pub mod worker;
 
 use std::time::Duration;
@@ -12,8 +13,9 @@ use schema::store::NextStep;
 use sha2::Sha256;
 use uuid::Uuid;
 
-/// Event types a subscription may name (besides `*`). `interaction.rated` and video events are
-/// reserved for the components that will write them.
+/// Event types a subscription may name (besides `*`). `interaction.rated` is written when a
+/// customer answers the survey after a video call (docs/video.md, "Post-call survey");
+/// `video.sms` when a call link sent by SMS changes state.
 pub const EVENT_TYPES: &[&str] = &[
     "interaction.created",
     "interaction.reopened",
@@ -29,6 +31,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "message.edited",
     "message.deleted",
     "video.room",
+    "video.sms",
 ];
 
 /// Header with the event id (the same on every retry).

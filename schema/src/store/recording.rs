@@ -491,6 +491,10 @@ pub struct CallRecord {
     pub participants: Vec<CallParticipant>,
     pub chat_messages: i64,
     pub recording: Option<Recording>,
+    /// The customer's answers to the post-call survey.
+    pub survey: Option<super::CallSurvey>,
+    /// The latest position the customer shared in the call.
+    pub location: Option<super::CallLocation>,
 }
 
 /// The milliseconds two sets of intervals overlap (each set may overlap itself: reconnects).
@@ -603,6 +607,10 @@ async fn records_of(conn: &mut PgConnection, rooms: Vec<VideoRoom>) -> Result<Ve
         let rec = recording_from_row(r)?;
         recordings.insert(rec.room_id, rec);
     }
+    let mut surveys: std::collections::HashMap<Uuid, super::CallSurvey> =
+        super::surveys_of_rooms(conn, &ids).await?.into_iter().map(|s| (s.room_id, s)).collect();
+    let mut locations: std::collections::HashMap<Uuid, super::CallLocation> =
+        super::latest_locations(conn, &ids).await?.into_iter().map(|l| (l.room_id, l)).collect();
     let now = Utc::now();
     Ok(rooms
         .into_iter()
@@ -624,6 +632,8 @@ async fn records_of(conn: &mut PgConnection, rooms: Vec<VideoRoom>) -> Result<Ve
                 talking_ms: overlap_ms(&spans("agent"), &spans("customer")),
                 chat_messages: chats.iter().find(|(r, _)| *r == room.id).map_or(0, |c| c.1),
                 recording: recordings.remove(&room.id),
+                survey: surveys.remove(&room.id),
+                location: locations.remove(&room.id),
                 participants: people,
                 room,
             }

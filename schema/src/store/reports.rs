@@ -63,6 +63,8 @@ pub struct PeriodRow {
     pub last_customer_message_at: Option<DateTime<Utc>>,
     pub last_agent: Option<String>,
     pub close_reason: Option<String>,
+    /// The customer's latest rating in a post-call survey.
+    pub rating: Option<i16>,
 }
 
 impl PeriodRow {
@@ -127,7 +129,8 @@ fn period_query(
     q.push(concatcp!(
         "SELECT ",
         INTERACTION_COLUMNS,
-        ", m.created_at AS first_in, i.last_customer_message_at, i.last_agent, i.close_reason
+        ", m.created_at AS first_in, i.last_customer_message_at, i.last_agent, i.close_reason,
+         (SELECT s.rating FROM call_surveys s WHERE s.interaction_id = i.id ORDER BY s.submitted_at DESC LIMIT 1) AS rating
          FROM messages m
          JOIN interactions i ON i.id = m.interaction_id
          JOIN customers c ON c.id = i.customer_id
@@ -185,6 +188,7 @@ fn period_row(row: &PgRow) -> Result<PeriodRow> {
         last_customer_message_at: row.try_get("last_customer_message_at")?,
         last_agent: row.try_get("last_agent")?,
         close_reason: row.try_get("close_reason")?,
+        rating: row.try_get("rating")?,
     })
 }
 
@@ -197,6 +201,8 @@ pub struct InteractionDetail {
     pub close_reason: Option<String>,
     pub updated_at: DateTime<Utc>,
     pub message_count: i64,
+    /// The customer's latest rating in a post-call survey.
+    pub rating: Option<i16>,
 }
 
 pub async fn interaction_detail(conn: &mut PgConnection, id: Uuid) -> Result<InteractionDetail> {
@@ -204,7 +210,8 @@ pub async fn interaction_detail(conn: &mut PgConnection, id: Uuid) -> Result<Int
         "SELECT ",
         INTERACTION_COLUMNS,
         ", i.last_customer_message_at, i.last_agent, i.close_reason, i.updated_at,
-         (SELECT count(*) FROM messages m WHERE m.interaction_id = i.id) AS message_count
+         (SELECT count(*) FROM messages m WHERE m.interaction_id = i.id) AS message_count,
+         (SELECT s.rating FROM call_surveys s WHERE s.interaction_id = i.id ORDER BY s.submitted_at DESC LIMIT 1) AS rating
          FROM interactions i JOIN customers c ON c.id = i.customer_id WHERE i.id = $1"
     );
     let row = sqlx::query(SQL)
@@ -219,6 +226,7 @@ pub async fn interaction_detail(conn: &mut PgConnection, id: Uuid) -> Result<Int
         close_reason: row.try_get("close_reason")?,
         updated_at: row.try_get("updated_at")?,
         message_count: row.try_get("message_count")?,
+        rating: row.try_get("rating")?,
     })
 }
 

@@ -219,13 +219,18 @@ pub async fn load_room(conn: &mut PgConnection, id: Uuid) -> Result<VideoRoom> {
     room_from_row(&row)
 }
 
-/// The room a customer link token opens, whatever its state (the caller decides what an ended
-/// room or an expired link means); `None` for a token that was never issued.
+/// The room a customer link token opens (the invitation's, or one of [`add_room_link`]),
+/// whatever its state (the caller decides what an ended room or an expired link means); `None`
+/// for a token that was never issued.
 pub async fn room_by_link(conn: &mut PgConnection, token: &str) -> Result<Option<VideoRoom>> {
-    let row = sqlx::query(concatcp!("SELECT ", ROOM_COLUMNS, " FROM video_rooms WHERE link_hash = $1"))
-        .bind(link_hash(token))
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(concatcp!(
+        "SELECT ",
+        ROOM_COLUMNS,
+        " FROM video_rooms WHERE link_hash = $1 OR id = (SELECT room_id FROM video_links WHERE link_hash = $1)"
+    ))
+    .bind(link_hash(token))
+    .fetch_optional(&mut *conn)
+    .await?;
     row.as_ref().map(room_from_row).transpose()
 }
 

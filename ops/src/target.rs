@@ -1,5 +1,5 @@
-//! Where webhooks may be sent. A subscription's URL must name a receiver outside this
-//! deployment's networks: loopback, private (RFC 1918), carrier-grade NAT, link-local (with the
+//! Where the hub may send requests to URLs it was given (webhook receivers, the SMS provider,
+//! the geocoder). A URL must name a host outside this deployment's networks: loopback, private (RFC 1918), carrier-grade NAT, link-local (with the
 //! cloud metadata address 169.254.169.254), unique-local, unspecified, multicast and reserved
 //! addresses are refused, in every spelling the URL parser accepts (`http://2130706433/` and
 //! `http://0x7f000001/` are 127.0.0.1; `::ffff:127.0.0.1` is too). Credentials in the URL
@@ -11,8 +11,10 @@
 //! hands the client only the addresses it checked, so a name that resolves inward later, or
 //! between the check and the connection, is refused).
 //!
-//! `loader.webhooks.allow_internal` lists the networks (CIDR) a deployment does post to, e.g.
-//! `["10.20.0.0/16"]` for receivers inside its own network, or `["127.0.0.1/32"]` in tests.
+//! Each user has an `allow_internal` setting (`loader.webhooks.allow_internal`,
+//! `video.sms.allow_internal`, ...) listing the networks (CIDR) it does post to, e.g.
+//! `["10.20.0.0/16"]` for receivers inside its own network, or `["127.0.0.1/32"]` for the fakes
+//! of the tests; [`Targets::for_setting`] names it in the refusals.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -30,12 +32,10 @@ pub enum TargetError {
     Scheme,
     #[error("must not carry credentials (`user:password@`); deliveries are authenticated by their signature")]
     Credentials,
-    #[error("names {host}, which is {why}; list its network in loader.webhooks.allow_internal to post there")]
-    Internal { host: String, why: &'static str },
-    #[error(
-        "{host} resolves to {addr}, which is {why}; list its network in loader.webhooks.allow_internal to post there"
-    )]
-    ResolvesInward { host: String, addr: IpAddr, why: &'static str },
+    #[error("names {host}, which is {why}; list its network in {setting} to post there")]
+    Internal { host: String, why: &'static str, setting: &'static str },
+    #[error("{host} resolves to {addr}, which is {why}; list its network in {setting} to post there")]
+    ResolvesInward { host: String, addr: IpAddr, why: &'static str, setting: &'static str },
     #[error("cannot resolve {host}: {reason}")]
     Unresolved { host: String, reason: String },
 }
@@ -114,12 +114,14 @@ impl Lookup for SystemLookup {
     }
 }
 
-/// The webhook target policy: the internal networks a deployment allows, and how names are
+/// The target policy: the internal networks a deployment allows, and how names are
 /// resolved.
 #[derive(Clone)]
 pub struct Targets {
     allow: Arc<Vec<IpNet>>,
     lookup: Arc<dyn Lookup>,
+    /// The setting that lists the allowed networks, named in refusals.
+    setting: &'static str,
 }
 
 impl Default for Targets {
@@ -140,10 +142,17 @@ impl Targets {
     }
 
     pub fn with_lookup(allow_internal: Vec<IpNet>, lookup: Arc<dyn Lookup>) -> Self {
-        Targets { allow: Arc::new(allow_internal), lookup }
+        Targets { allow: Arc::new(allow_internal), lookup, setting: "allow_internal" }
     }
 
-    /// Why `ip` may not receive webhooks, or `None` when it may.
+    /// Names the setting that lists the allowed networks in refusals
+    /// (`loader.webhooks.allow_internal`).
+    pub fn for_setting(mut self, setting: &'static str) -> Self {
+        self.setting = setting;
+        self
+    }
+
+    /// Why `ip` may not be sent to, or `None` when it may.
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
         let canonical = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -157,8 +166,11 @@ impl Targets {
     fn localhost_refusal(&self, name: &str) -> Option<TargetError> {
         let loopback_refused = self.refusal(IpAddr::V4(Ipv4Addr::LOCALHOST)).is_some()
             && self.refusal(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_some();
-        (is_localhost(name) && loopback_refused)
-            .then(|| TargetError::Internal { host: name.to_owned(), why: "loopback (localhost)" })
+        (is_localhost(name) && loopback_refused).then(|| TargetError::Internal {
+            host: name.to_owned(),
+            why: "loopback (localhost)",
+            setting: self.setting,
+        })
     }
 
     /// Parses a URL and checks everything that does not need DNS: scheme, host, credentials,
@@ -171,7 +183,9 @@ impl Targets {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TargetError::Credentials);
         }
-        let refused = |ip: IpAddr| self.refusal(ip).map(|why| TargetError::Internal { host: ip.to_string(), why });
+        let refused = |ip: IpAddr| {
+            self.refusal(ip).map(|why| TargetError::Internal { host: ip.to_string(), why, setting: self.setting })
+        };
         let refusal = match url.host() {
             Some(Host::Ipv4(ip)) => refused(IpAddr::V4(ip)),
             Some(Host::Ipv6(ip)) => refused(IpAddr::V6(ip)),
@@ -198,7 +212,7 @@ impl Targets {
         let allowed: Vec<IpAddr> = found.iter().copied().filter(|ip| self.refusal(*ip).is_none()).collect();
         if allowed.is_empty() {
             let why = self.refusal(first).unwrap_or("internal");
-            return Err(TargetError::ResolvesInward { host: host.to_owned(), addr: first, why });
+            return Err(TargetError::ResolvesInward { host: host.to_owned(), addr: first, why, setting: self.setting });
         }
         Ok(allowed)
     }
