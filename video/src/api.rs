@@ -1,14 +1,14 @@
 //! The REST calls and the pages of the video channel, and the job that ends forgotten rooms.
 //!
 //! - `POST /api/v1/video/rooms` (agent JWT): start a room for an interaction;
-//! - `GET /api/v1/video/rooms/{id}` (JWT): the room and who is in it;
+//! - `GET /api/v1/video/rooms/{id}` (JWT): the room, who is in it and its `branding`;
 //! - `POST /api/v1/video/rooms/{id}/end` (the room's agent or a supervisor);
 //! - `POST /api/v1/video/rooms/{id}/link`, `POST /api/v1/video/rooms/{id}/sms`, `GET
 //!   /api/v1/video/rooms/{id}/sms/{sms}` (the room's agent or a supervisor): another customer
 //!   link to copy, the link sent by SMS and its delivery;
 //! - `GET /api/v1/video/ws`: signalling (see `signal`);
 //! - `POST /api/v1/video/link`, `POST /api/v1/video/survey` (the customer link token): what the
-//!   customer page shows before joining and after the call, and the survey's answers;
+//!   customer page shows before joining and after the call, the survey's answers and the branding;
 //! - `GET`/`POST`/`DELETE /api/v1/video/drain` (admin): this node's draining (see `nodes`);
 //! - `/call/{token}`, `/video/agent`, `/video/call.js`, `/video/call.css`: the pages.
 
@@ -125,10 +125,14 @@ async fn show(
 ) -> Result<Json<Value>, VideoError> {
     let claims = claims(&state, &headers)?;
     let id: Uuid = id.parse().map_err(|_| VideoError::BadRequest(format!("{id:?} is not a room id")))?;
-    let room = store::load_room(&mut *state.pool.acquire().await?, id).await?;
+    let mut conn = state.pool.acquire().await?;
+    let room = store::load_room(&mut conn, id).await?;
     may_see(&state, &claims, &room).await?;
+    let (queue, account_settings) = store::room_queue_and_account_settings(&mut conn, &room).await?;
     let mut body = serde_json::to_value(&room).expect("room serializes");
     body["participants"] = serde_json::to_value(state.rooms.participants(id)).expect("participants serialize");
+    body["branding"] = serde_json::to_value(branding_of(&state, &room, queue.as_deref(), &account_settings))
+        .expect("branding serializes");
     Ok(Json(body))
 }
 
@@ -536,7 +540,8 @@ async fn link_info(
     let Json(body) = body.map_err(|e| VideoError::BadRequest(e.body_text()))?;
     let mut conn = state.pool.acquire().await?;
     let room = room_of_link(&mut conn, &body.link).await?;
-    let survey = match state.config.survey.for_queue(store::room_queue(&mut conn, &room).await?.as_deref()) {
+    let (queue, account_settings) = store::room_queue_and_account_settings(&mut conn, &room).await?;
+    let survey = match state.config.survey.for_queue(queue.as_deref()) {
         Some(survey) if !store::survey_answered(&mut conn, room.id).await? => Some(survey),
         _ => None,
     };
@@ -545,7 +550,23 @@ async fn link_info(
         "record": room.record,
         "consent_text": room.record.then(|| state.config.recording.consent_text.clone()),
         "survey": survey,
+        "branding": branding_of(&state, &room, queue.as_deref(), &account_settings),
     })))
+}
+
+/// The call's branding (docs/video.md, Branding); a bad value in the account's settings is left
+/// out with a warning, never failing the call.
+fn branding_of(
+    state: &State,
+    room: &VideoRoom,
+    queue: Option<&str>,
+    account_settings: &Value,
+) -> crate::branding::Branding {
+    let (account, warnings) = crate::branding::Layer::from_account_settings(account_settings);
+    for warning in warnings {
+        tracing::warn!(room = %room.id, interaction = %room.interaction_id, "{warning}");
+    }
+    state.config.branding.resolve(queue, &account)
 }
 
 /// The room of a customer link token; 401 `unauthorized` for a token never issued.

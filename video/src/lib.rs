@@ -12,6 +12,7 @@
 //! The contract is `docs/video.md`. Entry point: [`Video::start`].
 #![forbid(unsafe_code)]
 
+pub mod branding;
 pub mod error;
 #[cfg(feature = "fake")]
 pub mod fake_nominatim;
@@ -88,6 +89,8 @@ pub struct Config {
     pub recording: recording::Config,
     /// The survey the customer page shows after a call (`[video.survey]`).
     pub survey: survey::Config,
+    /// The call pages' logo, name, colours, consent text and after-call page (`[video.branding]`).
+    pub branding: branding::Config,
     /// Call links by SMS (`[video.sms]`).
     pub sms: sms::Config,
     /// Reverse geocoding of the locations customers share (`[video.geocoder]`).
@@ -111,6 +114,7 @@ impl Default for Config {
             turn: turn::Config::default(),
             recording: recording::Config::default(),
             survey: survey::Config::default(),
+            branding: branding::Config::default(),
             sms: sms::Config::default(),
             geocoder: geo::Config::default(),
         }
@@ -123,6 +127,7 @@ impl Config {
         let mut problems = self.turn.problems("video.turn");
         problems.extend(self.recording.problems());
         problems.extend(self.survey.problems());
+        problems.extend(self.branding.problems());
         problems.extend(self.sms.problems());
         problems.extend(self.geocoder.problems());
         if self.default_quality.parse::<VideoQuality>().is_err() {
@@ -272,6 +277,9 @@ impl Video {
         };
         let nodes =
             Nodes::join(coord.clone(), node.clone(), node_url.clone()).await.map_err(StartError::Coordination)?;
+        for warning in config.branding.contrast_warnings() {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(%public_url, %node, %node_url, udp = %sfu.local_addr(), turn = turn.is_some(), "video channel ready");
         let spool_dir = config.recording.spool_dir.clone();
         let wake_coord = coord.clone();

@@ -36,6 +36,22 @@ pub async fn room_queue(conn: &mut PgConnection, room: &VideoRoom) -> Result<Opt
     queue.ok_or_else(|| StoreError::not_found("interaction", room.interaction_id))
 }
 
+/// The queue of the room's interaction and its account's settings (`accounts.settings`): what
+/// the call's branding is resolved from.
+pub async fn room_queue_and_account_settings(
+    conn: &mut PgConnection,
+    room: &VideoRoom,
+) -> Result<(Option<String>, serde_json::Value)> {
+    let row = sqlx::query(
+        "SELECT i.queue, a.settings FROM interactions i JOIN accounts a ON a.id = i.account_id WHERE i.id = $1",
+    )
+    .bind(room.interaction_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("interaction", room.interaction_id))?;
+    Ok((row.try_get("queue")?, row.try_get("settings")?))
+}
+
 /// Whether the room's customer has joined the call (only a customer who was in the call is
 /// asked the survey).
 pub async fn customer_joined(conn: &mut PgConnection, room: Uuid) -> Result<bool> {
