@@ -160,6 +160,10 @@ try {
     await cp.goto(link);
     await cp.locator("#consent", { hasText: "camera" }).waitFor({ timeout: T });
     assert.equal(await cp.evaluate(() => !!window.switchboardCall), false, "nothing joined before the click");
+    // the branding of [video.branding] (run.sh): the name, the consent text, the primary colour
+    await cp.locator("#brand-name", { hasText: "Acme Support" }).waitFor({ timeout: T });
+    await cp.locator("#consent-body", { hasText: "Acme uses your camera and microphone only for this call." }).waitFor({ timeout: T });
+    assert.equal(await cp.locator("#join").evaluate((b) => getComputedStyle(b).backgroundColor), "rgb(138, 28, 28)");
     await cp.screenshot({ path: `${SCREENSHOTS}/video-consent-phone.png` });
     await cp.setViewportSize(DESKTOP);
     await cp.locator("#join").click();
@@ -174,6 +178,8 @@ try {
     await ap.waitForFunction(() => window.switchboardCall && window.switchboardCall.state === "connected", null, { timeout: T });
     assert.ok(!ap.url().includes("token"), `the token left the address bar: ${ap.url()}`);
     assert.equal(await ap.evaluate(() => window.switchboardCall.me.role), "agent");
+    await ap.locator("#brand-name", { hasText: "Acme Support" }).waitFor({ timeout: T });
+    assert.equal(await ap.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue("--brand-primary").trim()), "#8a1c1c");
     await cp.waitForFunction(() => window.switchboardCall.state === "connected", null, { timeout: T });
     await cp.locator("#chat-log li.event", { hasText: "joined" }).waitFor({ timeout: T });
   });
@@ -204,7 +210,21 @@ try {
     await ap.locator("#chat-log li.event", { hasText: "sharing their screen" }).waitFor({ timeout: T });
   });
 
+  await step("the customer's own camera preview is mirrored, and only there", async () => {
+    const self = cp.locator('.sb-tile[data-participant="self"][data-source="camera"]');
+    assert.equal(await self.evaluate((t) => getComputedStyle(t.querySelector("video")).transform), "matrix(-1, 0, 0, 1, 0, 0)");
+    const seen = ap.locator('.sb-tile[data-role="customer"][data-source="camera"] video');
+    assert.equal(await seen.evaluate((v) => getComputedStyle(v).transform), "none", "the agent sees the picture unmirrored");
+  });
+
   await step("the agent points at the customer's screen; the customer sees the pointer", async () => {
+    // the marks fade within a second: record every one added to the customer's page
+    await cp.evaluate(() => {
+      window.marks = [];
+      new MutationObserver((list) => {
+        for (const m of list) for (const n of m.addedNodes) if (n.classList) window.marks.push(n.className);
+      }).observe(document.body, { childList: true, subtree: true });
+    });
     const tile = ap.locator(".sb-stage .sb-tile");
     const b = await tile.boundingBox();
     await ap.mouse.move(b.x + b.width * 0.3, b.y + b.height * 0.4);
@@ -212,6 +232,7 @@ try {
     await ap.mouse.move(b.x + b.width * 0.45, b.y + b.height * 0.5, { steps: 6 });
     await ap.mouse.up();
     await cp.locator('.sb-tile[data-participant="self"][data-source="screen"] .sb-pointer:not([hidden])').waitFor({ timeout: T });
+    await cp.waitForFunction(() => window.marks.includes("sb-ripple") && window.marks.filter((c) => c === "sb-trail").length >= 2, null, { timeout: T });
     await ap.screenshot({ path: `${SCREENSHOTS}/video-agent-desktop.png` });
     await cp.screenshot({ path: `${SCREENSHOTS}/video-customer-desktop.png` });
   });

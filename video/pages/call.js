@@ -48,8 +48,9 @@ export async function joinCall(options = {}) {
 }
 
 /**
- * What the customer page shows before joining: `{state, record, consent_text}` (whether the
- * call is recorded, and the notice to consent to). The link travels in the body, never in a URL.
+ * What the customer page shows before joining: `{state, record, consent_text, survey, branding}`
+ * (whether the call is recorded and the notice to consent to, the survey after the call, the
+ * branding for applyBranding). The link travels in the body, never in a URL.
  */
 export async function callInfo(link, server = HUB) {
   const res = await fetch(server.replace(/\/+$/, "") + "/api/v1/video/link", {
@@ -71,6 +72,35 @@ export async function answerSurvey(link, rating, answers = {}, server = HUB) {
   if (!res.ok) throw Object.assign(new Error((body.error && body.error.message) || res.statusText), { code: body.error && body.error.code });
   return body;
 }
+
+/**
+ * Applies a call's `branding` (of callInfo, or of the room for the agent panel): the colours as
+ * the CSS custom properties --brand-primary, --brand-background and --brand-text, the company
+ * name into `name` and the document's title, the logo into `logo` (an <img>, hidden without
+ * one). The server checked every value (#rrggbb colours, https URLs); a missing field keeps the
+ * page's own.
+ */
+export function applyBranding(branding, { name, logo } = {}) {
+  if (!branding) return;
+  const root = document.documentElement.style;
+  const colour = (v) => typeof v === "string" && /^#[0-9a-fA-F]{6}$/.test(v);
+  for (const key of ["primary", "background", "text"]) {
+    if (colour(branding[key])) root.setProperty(`--brand-${key}`, branding[key]);
+  }
+  if (branding.company_name) {
+    if (name) name.textContent = branding.company_name;
+    document.title = `Video call · ${branding.company_name}`;
+  }
+  if (logo) {
+    const url = typeof branding.logo_url === "string" && branding.logo_url.startsWith("https://") ? branding.logo_url : "";
+    if (url) logo.src = url;
+    logo.hidden = !url;
+  }
+}
+
+/** How long a pointer's trail dot and a click's ripple stay, in ms; the most of each on a tile. */
+const TRAIL_MS = 1000;
+const TRAIL_MAX = 24;
 
 /** Quality levels, worst last. */
 export const QUALITY_LEVELS = ["good", "fair", "poor"];
@@ -485,7 +515,7 @@ export class Call extends EventTarget {
     if (m.type === "chat" && typeof m.text === "string") {
       this._emit("chat", { from: m.from || {}, at: m.at, text: m.text, self: false });
     } else if (m.type === "pointer") {
-      this._emit("pointer", { from: m.from || {}, at: m.at, target: m.target, x: clamp01(m.x), y: clamp01(m.y) });
+      this._emit("pointer", { from: m.from || {}, at: m.at, target: m.target, x: clamp01(m.x), y: clamp01(m.y), click: m.click === true });
     }
   }
 
@@ -538,12 +568,14 @@ export class Call extends EventTarget {
   }
 
   /** Points at (x, y) in [0, 1] of participant `target`'s video; rate-limited to 25/s
-   * (`force` sends even inside the interval, e.g. the last point of a drag). */
-  sendPointer(target, x, y, force = false) {
+   * (`force` sends even inside the interval, e.g. the last point of a drag). `click`: the press
+   * that starts a gesture (the others draw a ripple), not a move. */
+  sendPointer(target, x, y, force = false, click = false) {
     const now = performance.now();
     if (!this.chatReady || (!force && now - this._lastPointer < POINTER_INTERVAL_MS)) return false;
     this._lastPointer = now;
     const msg = { type: "pointer", target, x: round4(clamp01(x)), y: round4(clamp01(y)) };
+    if (click) msg.click = true;
     this.dc.send(JSON.stringify(msg));
     this._emit("pointer", { from: this.me, at: new Date().toISOString(), ...msg, self: true });
     return true;
@@ -1008,19 +1040,19 @@ export class CallView {
   _pointable(t) {
     const call = this.call;
     let down = false;
-    const send = (ev, force) => {
+    const send = (ev, force, click = false) => {
       if (!t.el.classList.contains("sb-main") || !t.participant) return;
       const r = contentRect(t.video);
       if (!r) return;
       const x = (ev.clientX - r.left) / r.width, y = (ev.clientY - r.top) / r.height;
       if (x < 0 || x > 1 || y < 0 || y > 1) return;
-      if (call.sendPointer(t.participant.id, x, y, force)) ev.preventDefault();
+      if (call.sendPointer(t.participant.id, x, y, force, click)) ev.preventDefault();
     };
     t.el.addEventListener("pointerdown", (ev) => {
       if (!this.options.pointer) return;
       down = true;
       try { t.el.setPointerCapture(ev.pointerId); } catch { /* not capturable */ }
-      send(ev, true);
+      send(ev, true, true);
     });
     t.el.addEventListener("pointermove", (ev) => { if (down && this.options.pointer) send(ev, false); });
     const up = (ev) => { if (down && this.options.pointer) send(ev, true); down = false; };
@@ -1045,17 +1077,42 @@ export class CallView {
     clearTimeout(t.pointerTimer);
     t.pointerTimer = setTimeout(() => { t.pointer.hidden = true; t.pointerAt = null; t.el.classList.remove("sb-pointed"); }, 2500);
     this._placePointer(t);
+    // a dot of the trail at every point, and a ripple at a click; each fades out in about a second
+    this._mark(t, p, "sb-trail", TRAIL_MS);
+    if (p.click) this._mark(t, p, "sb-ripple", TRAIL_MS);
   }
 
   _placePointers() { for (const t of this.tiles.values()) if (t.pointerAt) this._placePointer(t); }
 
-  _placePointer(t) {
+  /** Where (x, y) of a tile's picture is, in pixels from the tile's corner (null: no picture). */
+  _spot(t, x, y) {
     const r = contentRect(t.video);
+    if (!r) return null;
     const box = t.el.getBoundingClientRect();
-    if (!r) return;
-    const x = t.el.classList.contains("sb-mirror") ? 1 - t.pointerAt.x : t.pointerAt.x;
-    t.pointer.style.left = `${r.left - box.left + x * r.width}px`;
-    t.pointer.style.top = `${r.top - box.top + t.pointerAt.y * r.height}px`;
+    if (t.el.classList.contains("sb-mirror")) x = 1 - x;
+    return { left: r.left - box.left + x * r.width, top: r.top - box.top + y * r.height };
+  }
+
+  _placePointer(t) {
+    const at = this._spot(t, t.pointerAt.x, t.pointerAt.y);
+    if (!at) return;
+    t.pointer.style.left = `${at.left}px`;
+    t.pointer.style.top = `${at.top}px`;
+  }
+
+  /** A short-lived mark (a trail dot or a click's ripple) at a pointer event's spot; at most
+   * TRAIL_MAX of a kind on a tile (the oldest goes first). */
+  _mark(t, p, cls, ms) {
+    const at = this._spot(t, p.x, p.y);
+    if (!at) return;
+    const marks = t.el.getElementsByClassName(cls);
+    while (marks.length >= TRAIL_MAX) marks[0].remove();
+    const mark = el("span", cls);
+    mark.setAttribute("aria-hidden", "true");
+    mark.style.left = `${at.left}px`;
+    mark.style.top = `${at.top}px`;
+    t.el.append(mark);
+    setTimeout(() => mark.remove(), ms);
   }
 }
 

@@ -566,7 +566,11 @@ fn branding_of(
     for warning in warnings {
         tracing::warn!(room = %room.id, interaction = %room.interaction_id, "{warning}");
     }
-    state.config.branding.resolve(queue, &account)
+    let branding = state.config.branding.resolve(queue, &account);
+    for warning in crate::branding::contrast_warnings("the call's branding", &branding) {
+        tracing::warn!(room = %room.id, interaction = %room.interaction_id, "{warning}");
+    }
+    branding
 }
 
 /// The room of a customer link token; 401 `unauthorized` for a token never issued.

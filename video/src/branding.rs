@@ -21,6 +21,11 @@ pub const MAX_URL_BYTES: usize = 2048;
 /// The lowest contrast ratio (WCAG 2, AA for normal text) below which a colour pair is warned of.
 pub const MIN_CONTRAST: f64 = 4.5;
 
+/// The consent text of `[video.branding]` when none is configured.
+pub const DEFAULT_CONSENT: &str = "When you join, your browser asks to use your camera and microphone. Your video, voice \
+and the messages you write here go only to the people in this call: the agent and, if needed, their supervisor. You \
+can mute, turn your camera off or leave at any time.";
+
 /// One layer of branding: every field optional (absent: the layer below decides). An empty
 /// `after_call_url` or `logo_url` says "none" and stops the layers below.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,10 +67,10 @@ impl Default for Config {
         Config {
             logo_url: String::new(),
             company_name: "Switchboard".into(),
-            primary: "#1f5fbf".into(),
-            background: "#ffffff".into(),
-            text: "#1b1b1b".into(),
-            consent_text: "The call uses your camera and microphone. Your browser asks for them when you join.".into(),
+            primary: "#2f5bea".into(),
+            background: "#eef1f5".into(),
+            text: "#1d2733".into(),
+            consent_text: DEFAULT_CONSENT.into(),
             after_call_url: String::new(),
             queues: BTreeMap::new(),
         }
@@ -291,22 +296,27 @@ impl Config {
     }
 }
 
-/// The branding's colour pairs (text and primary on the background) whose contrast is below
-/// [`MIN_CONTRAST`], each naming `key` and the pair.
+/// The branding's colour pairs that the pages draw text with, whose contrast is below
+/// [`MIN_CONTRAST`], each naming `key` and the pair: the text on the background and on the
+/// cards (white), and the buttons' white labels on the primary colour.
 pub fn contrast_warnings(key: &str, b: &Branding) -> Vec<String> {
     let (Ok(bg), Ok(text), Ok(primary)) =
         (parse_colour(&b.background), parse_colour(&b.text), parse_colour(&b.primary))
     else {
         return Vec::new();
     };
+    const WHITE: [u8; 3] = [255, 255, 255];
+    let pairs = [
+        ("text", &b.text, text, "background", b.background.as_str(), bg),
+        ("text", &b.text, text, "the cards' white", "#ffffff", WHITE),
+        ("the buttons' white labels", &"#ffffff".to_owned(), WHITE, "primary", b.primary.as_str(), primary),
+    ];
     let mut out = Vec::new();
-    for (name, c) in [("text", text), ("primary", primary)] {
-        let ratio = contrast(c, bg);
+    for (fg_name, fg_value, fg, bg_name, bg_value, bg) in pairs {
+        let ratio = contrast(fg, bg);
         if ratio < MIN_CONTRAST {
             out.push(format!(
-                "{key}: {name} {} on background {} has a contrast of {ratio:.1}:1, below {MIN_CONTRAST}:1; hard to read",
-                if name == "text" { &b.text } else { &b.primary },
-                b.background
+                "{key}: {fg_name} {fg_value} on {bg_name} {bg_value} has a contrast of {ratio:.1}:1, below {MIN_CONTRAST}:1; hard to read"
             ));
         }
     }
@@ -331,7 +341,7 @@ mod tests {
     fn the_default_applies_without_account_or_queue() {
         let b = config().resolve(None, &Layer::default());
         assert_eq!(b.company_name, "Default Co");
-        assert_eq!(b.primary, "#1f5fbf");
+        assert_eq!(b.primary, "#2f5bea");
         assert_eq!(b.logo_url, None);
         assert_eq!(b.after_call_url, None);
     }
@@ -350,7 +360,7 @@ mod tests {
         let b = config().resolve(Some("sales"), &account);
         assert_eq!((b.company_name.as_str(), b.primary.as_str()), ("Sales Co", "#aa0000"));
         assert_eq!(b.background, "#fafafa", "what the queue leaves out comes from the account");
-        assert_eq!(b.text, "#1b1b1b", "what both leave out comes from the default");
+        assert_eq!(b.text, "#1d2733", "what both leave out comes from the default");
         let b = config().resolve(Some("support"), &account);
         assert_eq!(b.company_name, "Acme", "a queue without branding changes nothing");
     }
@@ -422,10 +432,16 @@ mod tests {
         assert!((contrast([0, 0, 0], [255, 255, 255]) - 21.0).abs() < 0.01);
         assert!(Config::default().contrast_warnings().is_empty());
         let mut c = config();
-        c.queues.get_mut("sales").unwrap().text = Some("#eeeeee".into());
+        c.queues.get_mut("sales").unwrap().primary = Some("#ffdd00".into());
+        c.queues.get_mut("sales").unwrap().text = Some("#777777".into());
         assert!(c.problems().is_empty());
         let warnings = c.contrast_warnings();
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].starts_with("video.branding.queues.sales: text #eeeeee"), "{}", warnings[0]);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("video.branding.queues.sales: text #777777 on background #eef1f5"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[2].contains("white labels #ffffff on primary #ffdd00"), "{}", warnings[2]);
     }
 }

@@ -56,8 +56,8 @@ async fn both_pages_get_the_queue_over_the_account_over_the_default() {
         "logo_url": "https://acme.example/logo.svg",
         "company_name": "Acme",
         "primary": "#8a1c1c",
-        "background": "#ffffff",
-        "text": "#1b1b1b",
+        "background": "#eef1f5",
+        "text": "#1d2733",
         "consent_text": "We use your camera.",
         "after_call_url": "https://support.example/thanks",
     });
@@ -80,7 +80,7 @@ async fn a_bad_value_in_the_accounts_settings_is_left_out_and_the_call_goes_on()
     let (_, link) = hub.room().await;
     let branding = link_branding(&hub, &link).await;
     assert_eq!(branding["company_name"], "Acme");
-    assert_eq!((branding["background"].as_str(), branding["text"].as_str()), (Some("#ffffff"), Some("#1b1b1b")));
+    assert_eq!((branding["background"].as_str(), branding["text"].as_str()), (Some("#eef1f5"), Some("#1d2733")));
     assert!(branding["logo_url"].is_null(), "{branding}");
 }
 

@@ -111,11 +111,13 @@ impl OkAccount {
         if credentials.access_token.trim().is_empty() {
             return Err(OpenError::Credentials("access_token is empty".into()));
         }
-        // the runtime's own keys (`limits`, `webhook_url`) are not the module's business
+        // the runtime's own keys (`limits`, `webhook_url`) and the video pages' `branding` are
+        // not the module's business
         let mut settings = settings.clone();
         if let Some(map) = settings.as_object_mut() {
             map.remove("limits");
             map.remove("webhook_url");
+            map.remove("branding");
         }
         let settings: Settings = serde_json::from_value(settings).map_err(|e| OpenError::Settings(e.to_string()))?;
         let api_url = settings.api_url.as_deref().unwrap_or(API_URL);
@@ -417,7 +419,7 @@ mod tests {
         assert!(err.to_string().contains("allowed_source"), "unknown keys are refused: {err}");
         let full = OkAccount::from_json(
             &json!({"access_token": "t", "webhook_token": TOKEN}),
-            &json!({"allowed_sources": ["ok", "192.0.2.0/24"], "trusted_proxies": ["127.0.0.1"], "limits": {"rate": {"count": 10, "per_ms": 1000}},
+            &json!({"allowed_sources": ["ok", "192.0.2.0/24"], "trusted_proxies": ["127.0.0.1"], "limits": {"rate": {"count": 10, "per_ms": 1000}}, "branding": {"company_name": "Acme"},
                 "webhook_url": "https://hub.example/ok", "error_codes": {"not_allowed": [455]}, "callback_answer": ""}),
         )
         .unwrap();

@@ -37,8 +37,9 @@ use provider::Provider;
 use receive::Receiver;
 use send::WhatsAppOutbound;
 
-/// The settings every provider shares (the rest are the provider's own).
-const COMMON_SETTINGS: &[&str] = &["provider", "limits", "webhook_url"];
+/// The settings every provider shares (the rest are the provider's own); `branding` is the
+/// video pages' (docs/video.md, Branding).
+const COMMON_SETTINGS: &[&str] = &["provider", "limits", "webhook_url", "branding"];
 
 /// The account's settings without the keys every provider shares: what the provider reads.
 pub fn provider_settings(settings: &serde_json::Value) -> serde_json::Value {

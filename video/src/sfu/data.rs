@@ -14,8 +14,17 @@ pub const POINTER_PER_SECOND: u32 = 30;
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Incoming {
-    Chat { text: String },
-    Pointer { target: String, source: Option<PointerSource>, x: f64, y: f64 },
+    Chat {
+        text: String,
+    },
+    /// `click`: the press that starts a gesture (drawn as a ripple), not a move of it.
+    Pointer {
+        target: String,
+        source: Option<PointerSource>,
+        x: f64,
+        y: f64,
+        click: Option<bool>,
+    },
 }
 
 /// Which of the target's videos a pointer event is on.
@@ -63,7 +72,7 @@ impl Relay {
                 self.chat = Some(text);
                 out
             }
-            Incoming::Pointer { target, source, x, y } => {
+            Incoming::Pointer { target, source, x, y, click } => {
                 if !(0.0..=1.0).contains(&x) || !(0.0..=1.0).contains(&y) {
                     return Err(Dropped::PointerRange);
                 }
@@ -76,7 +85,11 @@ impl Relay {
                 }
                 self.pointers += 1;
                 let source = source.unwrap_or(PointerSource::Camera);
-                json!({"type": "pointer", "target": target, "source": source, "x": x, "y": y, "from": from, "at": at})
+                let mut out = json!({"type": "pointer", "target": target, "source": source, "x": x, "y": y, "from": from, "at": at});
+                if click == Some(true) {
+                    out["click"] = Value::Bool(true);
+                }
+                out
             }
         };
         Ok(out.to_string())
@@ -108,6 +121,24 @@ mod tests {
         assert_eq!(
             r.relay(r#"{"type":"pointer","target":"p2","x":1.5,"y":0}"#, &from, "T", now),
             Err(Dropped::PointerRange)
+        );
+    }
+
+    #[test]
+    fn a_pointers_click_is_relayed_and_a_move_carries_none() {
+        let mut r = Relay::default();
+        let from = json!({"id": "p1", "role": "agent", "name": "Alice"});
+        let now = Instant::now();
+        let relay = |r: &mut Relay, text: &str| -> Value {
+            serde_json::from_str(&r.relay(text, &from, "T", now).unwrap()).unwrap()
+        };
+        let click = relay(&mut r, r#"{"type":"pointer","target":"p2","x":0.5,"y":0.5,"click":true}"#);
+        assert_eq!(click["click"], json!(true));
+        let moved = relay(&mut r, r#"{"type":"pointer","target":"p2","x":0.5,"y":0.5,"click":false}"#);
+        assert!(moved.get("click").is_none(), "{moved}");
+        assert_eq!(
+            r.relay(r#"{"type":"pointer","target":"p2","x":0.5,"y":0.5,"click":"yes"}"#, &from, "T", now),
+            Err(Dropped::Malformed)
         );
     }
 
