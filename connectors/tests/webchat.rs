@@ -160,10 +160,11 @@ impl Customer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_and_an_agent_talk_and_a_reply_to_an_offline_customer_waits_for_the_reconnect() {
-    let chat = webchat(json!({})).await;
+    let chat = webchat(json!({"branding": {"primary": "#8a1c1c", "company_name": "Shop"}})).await;
     let mut alice = chat.hub.ready_agent("alice").await;
     let mut customer = chat.customer(None).await;
     assert_eq!(customer.hello["title"], "Shop");
+    assert_eq!(customer.hello["primary"], "#8a1c1c", "the branding's colour reaches the widget");
     assert_eq!(customer.hello["max_file_bytes"], 10 * 1024 * 1024);
     let customer_id = customer.hello["customer"]["id"].as_str().unwrap().to_owned();
 

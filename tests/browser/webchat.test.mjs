@@ -68,6 +68,8 @@ try {
     await widget(cp).locator(".limit", { hasText: "Files up to 10 MB" }).waitFor({ timeout: T });
     const token = await cp.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("switchboard-webchat:")).length);
     assert.equal(token, 1, "the customer token is kept in localStorage");
+    // no branding on the demo account: the widget's own colour (the fallback of --sb-primary)
+    assert.equal(await widget(cp).locator(".launcher").evaluate((b) => getComputedStyle(b).backgroundColor), "rgb(47, 91, 234)");
   });
 
   await step("the customer writes; the message is stored (acknowledged)", async () => {

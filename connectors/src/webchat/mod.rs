@@ -73,6 +73,9 @@ pub struct Settings {
     pub max_file_bytes: u64,
     pub messages_burst: u32,
     pub messages_per_minute: u32,
+    /// The call pages' branding (docs/video.md, Branding); the widget takes its `primary`
+    /// colour (a bad one is ignored with a warning, see [`Settings::primary`]).
+    pub branding: serde_json::Value,
 }
 
 impl Default for Settings {
@@ -84,11 +87,29 @@ impl Default for Settings {
             max_file_bytes: 10 * schema::domain::MB,
             messages_burst: 10,
             messages_per_minute: 30,
+            branding: serde_json::Value::Null,
         }
     }
 }
 
 impl Settings {
+    /// `branding.primary` when it is a colour written `#rrggbb`: the widget's launcher, header,
+    /// buttons and the customer's messages (white text on it). Anything else is `Err` with the
+    /// reason, for a warning: the widget keeps its own colour.
+    pub fn primary(&self) -> Result<Option<&str>, String> {
+        match self.branding.get("primary") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(c))
+                if c.len() == 7 && c.starts_with('#') && c[1..].bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Ok(Some(c))
+            }
+            Some(other) => {
+                Err(format!("accounts.settings.branding.primary: {other} is not a colour written #rrggbb; ignored"))
+            }
+        }
+    }
+
     pub fn from_json(settings: &serde_json::Value) -> anyhow::Result<Self> {
         serde_json::from_value(settings.clone()).context("accounts.settings of a web chat account is malformed")
     }
@@ -493,6 +514,7 @@ async fn demo_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn origins_are_matched_exactly() {
@@ -514,5 +536,22 @@ mod tests {
         assert_eq!(verify_customer(secret, Uuid::now_v7(), &token), None, "another account's token");
         assert_eq!(verify_customer("another secret, also 32 bytes long", a, &token), None);
         assert_eq!(verify_customer(secret, a, "garbage"), None);
+    }
+
+    #[test]
+    fn the_widgets_colour_is_the_brandings_primary_when_it_is_one() {
+        let primary = |v| Settings::from_json(&json!({"branding": v})).unwrap().primary().map(|p| p.map(str::to_owned));
+        assert_eq!(primary(json!({"primary": "#8A1c1c"})), Ok(Some("#8A1c1c".into())));
+        assert_eq!(primary(json!({"company_name": "Shop"})), Ok(None));
+        assert_eq!(Settings::from_json(&json!({})).unwrap().primary(), Ok(None));
+        for bad in [
+            json!({"primary": "red"}),
+            json!({"primary": "#8a1c1"}),
+            json!({"primary": 7}),
+            json!({"primary": "#8a1c1g"}),
+        ] {
+            let err = primary(bad.clone()).unwrap_err();
+            assert!(err.starts_with("accounts.settings.branding.primary: "), "{bad}: {err}");
+        }
     }
 }

@@ -269,6 +269,10 @@ impl Session {
         // messages queued while the customer was away: the leader tries them again now
         self.runtime.coord.notify(&topics::account(self.account.id));
         let limits = Channel::Webchat.capabilities().limits;
+        let primary = self.settings.primary().unwrap_or_else(|warning| {
+            warn!(account = %self.account.id, "{warning}");
+            None
+        });
         let hello = json!({
             "type": "hello",
             "token": self.token,
@@ -278,6 +282,7 @@ impl Session {
             "max_file_bytes": self.settings.max_file_bytes,
             "max_file_size": human_size(self.settings.max_file_bytes),
             "max_text_chars": limits.max_text_chars,
+            "primary": primary,
         });
         if send(&mut socket, &hello).await.is_err() {
             return;

@@ -52,18 +52,18 @@
   var css = [
     ":host{all:initial}",
     "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',sans-serif}",
-    ".launcher{display:flex;align-items:center;justify-content:center;position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;border:0;background:#2f5bea;color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000}",
+    ".launcher{display:flex;align-items:center;justify-content:center;position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;border:0;background:var(--sb-primary,#2f5bea);color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000}",
     ".launcher:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #ffb020;outline-offset:2px}",
     ".panel{position:fixed;right:20px;bottom:92px;width:370px;max-width:calc(100vw - 24px);height:560px;max-height:calc(100vh - 110px);background:#fff;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.22);display:flex;flex-direction:column;overflow:hidden;z-index:2147483000;color:#1d2733;font-size:15px}",
     ".panel[hidden]{display:none}",
     "@media (max-width:520px){.panel{right:0;bottom:0;width:100vw;max-width:100vw;height:100vh;max-height:100vh;border-radius:0}.launcher.open{display:none}}",
-    "header{background:#2f5bea;color:#fff;padding:14px 16px;display:flex;align-items:center;gap:8px}",
+    "header{background:var(--sb-primary,#2f5bea);color:#fff;padding:14px 16px;display:flex;align-items:center;gap:8px}",
     "header h2{font-size:17px;margin:0;flex:1}",
     "header .state{font-size:12px}",
     "header button{background:transparent;border:0;color:#fff;font-size:22px;cursor:pointer;line-height:1}",
     ".log{flex:1;overflow-y:auto;padding:14px;background:#f4f6f9;display:flex;flex-direction:column;gap:8px}",
     ".msg{max-width:80%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word;line-height:1.4}",
-    ".msg.in{align-self:flex-end;background:#2f5bea;color:#fff;border-bottom-right-radius:4px}",
+    ".msg.in{align-self:flex-end;background:var(--sb-primary,#2f5bea);color:#fff;border-bottom-right-radius:4px}",
     ".msg.out{align-self:flex-start;background:#fff;border:1px solid #dde3ec;border-bottom-left-radius:4px}",
     ".msg .who{display:block;font-size:12px;font-weight:600;color:#4a5a70;margin-bottom:2px}",
     ".msg .meta{display:block;font-size:11px;opacity:.9;margin-top:3px;text-align:right}",
@@ -78,11 +78,11 @@
     ".notice[hidden]{display:none}",
     "form{display:flex;gap:6px;padding:10px;border-top:1px solid #dde3ec;background:#fff;align-items:flex-end}",
     "textarea{flex:1;resize:none;border:1px solid #c7d0dc;border-radius:10px;padding:9px;font-size:15px;min-height:40px;max-height:120px}",
-    "form button{border:0;border-radius:10px;background:#2f5bea;color:#fff;padding:0 14px;height:40px;font-size:15px;cursor:pointer}",
+    "form button{border:0;border-radius:10px;background:var(--sb-primary,#2f5bea);color:#fff;padding:0 14px;height:40px;font-size:15px;cursor:pointer}",
     "form button.attach{background:#e8ecf2;color:#1d2733;padding:0 10px;display:flex;align-items:center}",
     ".limit{font-size:11px;color:#4f5d70;padding:0 12px 8px;background:#fff}",
     "header .lang{font-size:12px;font-weight:600;border:1px solid rgba(255,255,255,.7);border-radius:6px;padding:2px 6px;line-height:1.2}",
-    ".drop{outline:3px dashed #2f5bea;outline-offset:-8px}"
+    ".drop{outline:3px dashed var(--sb-primary,#2f5bea);outline-offset:-8px}"
   ].join("\n");
 
   var host = document.createElement("div");
@@ -352,6 +352,8 @@
         retry = 0;
         try { localStorage.setItem(storeKey, f.token); } catch (e) { /* storage blocked */ }
         if (f.title) { titleEl.textContent = f.title; titleEl.removeAttribute("data-default"); }
+        // the account's branding colour (checked by the server: #rrggbb)
+        if (typeof f.primary === "string" && /^#[0-9a-fA-F]{6}$/.test(f.primary)) host.style.setProperty("--sb-primary", f.primary);
         setState("online");
         applyLang();
         if (f.welcome && !log.querySelector(".welcome")) {
