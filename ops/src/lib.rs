@@ -22,5 +22,6 @@ pub mod health;
 pub mod http;
 pub mod input;
 pub mod metrics;
+pub mod outbound;
 pub mod shutdown;
 pub mod telemetry;
