@@ -92,10 +92,8 @@ pub async fn run(config: BotConfig, token: i64, stop: CancellationToken) -> Resu
                 Some(Utc::now() + chrono::Duration::seconds(1))
             }
         };
-        let wait = next
-            .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-            .unwrap_or(SAFETY_NET)
-            .min(SAFETY_NET);
+        let wait =
+            next.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)).unwrap_or(SAFETY_NET).min(SAFETY_NET);
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = bell.wake() => {}
@@ -162,10 +160,8 @@ pub fn buttons_for(channel: Channel, text: &str, buttons: &[String]) -> (String,
         let rows = buttons.iter().map(|b| vec![ReplyButton { text: b.clone(), request_phone: false }]).collect();
         (text.to_owned(), Some(Keyboard::Reply { rows }))
     } else if caps.has(Feature::InlineButtons) {
-        let rows = buttons
-            .iter()
-            .map(|b| vec![schema::domain::InlineButton { text: b.clone(), data: b.clone() }])
-            .collect();
+        let rows =
+            buttons.iter().map(|b| vec![schema::domain::InlineButton { text: b.clone(), data: b.clone() }]).collect();
         (text.to_owned(), Some(Keyboard::Inline { rows }))
     } else {
         let lines: Vec<String> = buttons.iter().map(|b| format!("• {b}")).collect();
@@ -175,7 +171,12 @@ pub fn buttons_for(channel: Channel, text: &str, buttons: &[String]) -> (String,
 
 /// One turn of one run: `http` is the answer of the call the run waits for, if this turn
 /// follows one.
-async fn turn(config: &BotConfig, token: i64, id: Uuid, http: Option<Result<String, String>>) -> Result<(), StoreError> {
+async fn turn(
+    config: &BotConfig,
+    token: i64,
+    id: Uuid,
+    http: Option<Result<String, String>>,
+) -> Result<(), StoreError> {
     let now = now();
     let mut tx = config.pool.begin().await?;
     let Some(BotTurn { flow, run, inputs, wake_at, flow_name, .. }) = store::lock_bot_run(&mut tx, id).await? else {

@@ -36,13 +36,13 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::Config;
+use crate::bots::{self, BotConfig, BotError};
 use crate::channel::{
     AccountContext, AccountHealth, ChannelAccount, ChannelModule, Problems, Webhook, WebhookError, WebhookReply,
     WebhookRequest,
 };
 use crate::files::FileServer;
 use crate::ingest::{Ingest, UpdateError};
-use crate::bots::{self, BotConfig, BotError};
 use crate::outbox::{self, OutboxConfig, WorkerError};
 use crate::pacing::PacerConfig;
 
@@ -306,9 +306,8 @@ impl Runtime {
             pacer: PacerConfig::strict(limits.rate, limits.rate_per_chat),
             max_in_flight: self.shared.config.max_in_flight.max(1),
         };
-        let targets = ops::outbound::Targets::new(
-            self.shared.config.bots_allowed_networks().map_err(|e| anyhow::anyhow!(e))?,
-        );
+        let targets =
+            ops::outbound::Targets::new(self.shared.config.bots_allowed_networks().map_err(|e| anyhow::anyhow!(e))?);
         let bot_config = BotConfig {
             pool: self.shared.pool.clone(),
             coord: self.shared.coord.clone(),

@@ -58,7 +58,8 @@ CREATE TRIGGER messages_bot_input AFTER INSERT ON messages
 
 -- The fence between the bot and people, in every transaction that changes an interaction: when
 -- it leaves state 'bot' its run stops; when an agent comes to own it (assigned, taken,
--- transferred to someone) the bot's messages not yet sent are cancelled. A bot's send is
+-- transferred to someone; an offer is not yet owning) the bot's messages not yet sent are
+-- cancelled. A bot's send is
 -- refused unless the interaction is in state 'bot' (store::bot_send, under its row lock).
 CREATE FUNCTION bot_fence() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -68,7 +69,7 @@ BEGIN
         WHERE interaction_id = NEW.id AND active;
         DELETE FROM bot_inputs WHERE interaction_id = NEW.id;
     END IF;
-    IF NEW.agent IS NOT NULL AND NEW.agent IS DISTINCT FROM OLD.agent THEN
+    IF NEW.state = 'assigned' AND (OLD.state <> 'assigned' OR NEW.agent IS DISTINCT FROM OLD.agent) THEN
         WITH cancelled AS (
             UPDATE outbox o SET state = 'failed', updated_at = now(),
                 last_error = 'cancelled: agent ' || NEW.agent || ' owns the conversation'
