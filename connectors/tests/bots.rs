@@ -193,3 +193,94 @@ async fn an_agent_who_takes_the_conversation_silences_the_bot_and_its_late_timer
     alice.event_where("message.new", |d| d["message"]["text"] == "still here").await;
     assert_eq!(hub.count("SELECT count(*) FROM bot_inputs").await, 0);
 }
+
+#[tokio::test]
+async fn an_http_node_fills_a_variable_and_a_failing_one_hands_off_with_the_reason() {
+    // the shop's endpoint: order 7731 is known, anything else is a server error
+    let app = axum::Router::new().route(
+        "/orders/{id}",
+        axum::routing::get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+            if id == "7731" {
+                (axum::http::StatusCode::OK, "shipped")
+            } else {
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shop = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let hub = spawn_hub(json!({})).await;
+    greeting_flow(
+        &hub,
+        json!({
+            "start": "lookup",
+            "fallback_queue": "support",
+            "nodes": {
+                "lookup": {"kind": "http", "url": format!("http://{shop}/orders/{{{{first_message}}}}"),
+                           "timeout_ms": 5000, "var": "status", "next": "human"},
+                "human": {"kind": "handoff", "queue": "support"}
+            }
+        }),
+    )
+    .await;
+    // the shop is on this machine: the deployment lets bot flows call it
+    let config = connectors::Config { bots_allow_internal: vec!["127.0.0.1/32".into()], ..Default::default() };
+    let _connector = hub.start_connector(config).await;
+    hub.fake.text(&TgUser::new(91, "Known"), "7731");
+    hub.fake.text(&TgUser::new(92, "Unknown"), "1");
+    let outcome = |chat: &'static str| {
+        let pool = hub.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Value, Option<String>)>(
+                "SELECT i.state, i.fields, r.outcome FROM interactions i JOIN bot_runs r ON r.interaction_id = i.id
+                 WHERE i.chat_id = $1",
+            )
+            .bind(chat)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    eventually("both runs handed off", Duration::from_secs(20), || async {
+        outcome("91").await.is_some_and(|o| o.0 == "queued") && outcome("92").await.is_some_and(|o| o.0 == "queued")
+    })
+    .await;
+    let (_, fields, reason) = outcome("91").await.unwrap();
+    assert_eq!(fields["status"], "shipped");
+    assert_eq!(reason.as_deref(), Some("handed off to support"));
+    let (_, fields, reason) = outcome("92").await.unwrap();
+    assert!(fields.get("status").is_none(), "{fields}");
+    assert_eq!(
+        reason.as_deref(),
+        Some("handed off to support: HTTP node \"lookup\" failed: HTTP 500 Internal Server Error")
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn an_http_node_aimed_at_an_internal_address_is_refused_and_hands_off() {
+    let hub = spawn_hub(json!({})).await;
+    greeting_flow(
+        &hub,
+        json!({
+            "start": "lookup",
+            "fallback_queue": "support",
+            "nodes": {
+                "lookup": {"kind": "http", "url": "http://169.254.169.254/latest/meta-data/", "timeout_ms": 5000,
+                           "var": "secrets", "next": "human"},
+                "human": {"kind": "handoff", "queue": "support"}
+            }
+        }),
+    )
+    .await;
+    let _connector = hub.start_connector(connectors::Config::default()).await;
+    hub.fake.text(&TgUser::new(93, "Curious"), "hi");
+    eventually("the run handed off", Duration::from_secs(20), || async {
+        hub.count("SELECT count(*) FROM interactions WHERE chat_id = '93' AND state = 'queued'").await == 1
+    })
+    .await;
+    let reason: String = sqlx::query_scalar("SELECT outcome FROM bot_runs").fetch_one(&hub.pool).await.unwrap();
+    assert!(reason.contains("HTTP node \"lookup\" failed") && reason.contains("cloud metadata"), "{reason}");
+}
