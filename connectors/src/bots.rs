@@ -220,9 +220,8 @@ async fn turn(
             Effect::WakeAt(_) => {}
             Effect::Http { url, timeout } => after.call = Some((url.clone(), *timeout)),
             Effect::Handoff { queue, fields, reason } => {
-                let done = store::bot_handoff(&mut tx, id, queue, fields, reason.as_deref()).await?;
+                store::bot_handoff(&mut tx, id, queue, fields, reason.as_deref()).await?;
                 after.routed = true;
-                after.agents.extend(done.notified);
                 if let Some(reason) = reason {
                     info!(interaction = %id, flow = %flow_name, reason = %reason.escape_debug(), "bot handed off");
                 }
@@ -247,9 +246,8 @@ async fn turn(
                 effects = flow::step(&flow, &config.limits, &mut run, now, Input::Http(Err(e)));
                 for effect in &effects {
                     if let Effect::Handoff { queue, fields, reason } = effect {
-                        let done = store::bot_handoff(&mut tx, id, queue, fields, reason.as_deref()).await?;
+                        store::bot_handoff(&mut tx, id, queue, fields, reason.as_deref()).await?;
                         after.routed = true;
-                        after.agents.extend(done.notified);
                     }
                 }
             }

@@ -912,7 +912,8 @@ pub struct WebhookEvent {
     /// `interaction.created`, `interaction.reopened`, `interaction.offered`,
     /// `interaction.declined`, `interaction.offer_expired`, `interaction.assigned`,
     /// `interaction.transferred`, `interaction.joined`, `interaction.closed`,
-    /// `interaction.rated`, `message.new`, `message.edited`, `message.deleted`.
+    /// `interaction.rated`, `interaction.handoff` (a bot flow handed the conversation to a
+    /// queue), `message.new`, `message.edited`, `message.deleted`.
     #[schema(example = "interaction.closed")]
     #[serde(rename = "type")]
     pub event_type: String,

@@ -11,7 +11,7 @@
 //! hands the client only the addresses it checked, so a name that resolves inward later, or
 //! between the check and the connection, is refused).
 //!
-//! An allow-list (`loader.webhooks.allow_internal` for webhooks, `connector.bots_allow_internal`
+//! An allow-list (`loader.webhooks.allow_internal` for webhooks, `connectors.bots_allow_internal`
 //! for bot flows) lists the networks (CIDR) a deployment does post to, e.g. `["10.20.0.0/16"]`
 //! for receivers inside its own network, or `["127.0.0.1/32"]` in tests.
 

@@ -130,8 +130,8 @@ async fn a_greeting_flow_opens_in_bot_state_and_the_fence_silences_the_bot() {
     let fields = BTreeMap::from([("topic".to_string(), "Sales".to_string())]);
     let handed = store::bot_handoff(&mut tx, id, "support", &fields, None).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(handed.interaction.state, InteractionState::Queued);
-    assert_eq!(handed.interaction.fields["topic"], "Sales");
+    assert_eq!(handed.state, InteractionState::Queued);
+    assert_eq!(handed.fields["topic"], "Sales");
     let run = store::bot_run_of(&mut conn, id).await.unwrap().unwrap();
     assert!(!run.active);
     assert_eq!(run.outcome.as_deref(), Some("handed off to support"));

@@ -428,7 +428,7 @@ pub async fn bot_send(
 /// The bot hands the conversation to `queue` (the account's default queue when that queue is
 /// gone): state `queued`, the variables merged into the interaction's fields, and
 /// `interaction.handoff` in its log and history (with `reason` when the bot failed or a limit
-/// stopped it). The caller rings routing after the commit. `Conflict` when the interaction is
+/// stopped it). Returns the interaction as it is now; the caller rings routing after the commit. `Conflict` when the interaction is
 /// no longer the bot's.
 pub async fn bot_handoff(
     conn: &mut PgConnection,
@@ -436,7 +436,7 @@ pub async fn bot_handoff(
     queue: &str,
     fields: &BTreeMap<String, String>,
     reason: Option<&str>,
-) -> Result<super::Transition> {
+) -> Result<crate::domain::Interaction> {
     let state: Option<String> = sqlx::query_scalar("SELECT state FROM interactions WHERE id = $1 FOR NO KEY UPDATE")
         .bind(interaction_id)
         .fetch_optional(&mut *conn)
@@ -469,15 +469,11 @@ pub async fn bot_handoff(
         .bind(&outcome)
         .execute(&mut *conn)
         .await?;
-    super::routing::publish(
-        conn,
-        interaction_id,
-        "interaction.handoff",
-        Some("bot"),
-        serde_json::json!({ "queue": queue, "fields": fields, "reason": reason }),
-        &[],
-    )
-    .await
+    // in the interaction's log and history (and so to webhooks); agents learn of it from the
+    // offer routing makes, which carries the fields
+    let data = serde_json::json!({ "queue": queue, "fields": fields, "reason": reason });
+    super::append_interaction_event(conn, interaction_id, "interaction.handoff", Some("bot"), &data).await?;
+    super::load_interaction(conn, interaction_id).await
 }
 
 /// The bot is done: the interaction closes (`close_reason` `bot_ended`); the customer's next
