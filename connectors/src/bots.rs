@@ -14,9 +14,9 @@
 //! The runner wakes on `bots/<account>` (rung by the ingest when the bot's conversation gets a
 //! message), at the next run timer, and every [`SAFETY_NET`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use coord::Coordinator;
@@ -78,22 +78,26 @@ fn to_time(at: Duration) -> DateTime<Utc> {
     DateTime::from_timestamp(at.as_secs() as i64, at.subsec_nanos()).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// How long a run whose turn failed is left alone before it is tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Runs the account's bot flows until `stop`, or until the fence refuses this leader.
 pub async fn run(config: BotConfig, token: i64, stop: CancellationToken) -> Result<(), BotError> {
     let mut bell = config.coord.subscribe(&topics::bots(config.account_id)).await?;
+    let mut failed: HashMap<Uuid, Instant> = HashMap::new();
     loop {
-        let next = match round(&config, token).await {
-            Ok(next) => next,
+        let wait = match round(&config, token, &mut failed).await {
+            Ok(Next::Now) => Duration::ZERO,
+            Ok(Next::At(at)) => at.map_or(SAFETY_NET, |at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
             Err(StoreError::StaleFence { key, token, current }) => {
                 return Err(BotError::Deposed(format!("{key}: token {token}, {current} seen")));
             }
             Err(e) => {
                 warn!(account = %config.account_id, error = %e, "bot runs failed this round; trying again");
-                Some(Utc::now() + chrono::Duration::seconds(1))
+                RETRY_AFTER
             }
-        };
-        let wait =
-            next.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)).unwrap_or(SAFETY_NET).min(SAFETY_NET);
+        }
+        .min(SAFETY_NET);
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = bell.wake() => {}
@@ -102,26 +106,49 @@ pub async fn run(config: BotConfig, token: i64, stop: CancellationToken) -> Resu
     }
 }
 
-/// Runs every due run once; returns when the next timer is due.
-async fn round(config: &BotConfig, token: i64) -> Result<Option<DateTime<Utc>>, StoreError> {
-    loop {
-        let due = {
-            let mut conn = config.pool.acquire().await?;
-            store::due_bot_runs(&mut conn, config.account_id, BATCH).await?
-        };
-        for id in &due {
-            match turn(config, token, *id, None).await {
-                Err(e @ StoreError::StaleFence { .. }) => return Err(e),
-                Err(e) => warn!(interaction = %id, error = %e, "a bot turn failed; it is tried again"),
-                Ok(()) => {}
+/// When the runner should look again.
+enum Next {
+    /// More runs are due than one round takes.
+    Now,
+    /// At the next run timer (`None`: none).
+    At(Option<DateTime<Utc>>),
+}
+
+/// Runs the due runs once (those whose turn failed lately are left alone until
+/// [`RETRY_AFTER`], so a run that cannot go on never spins the runner).
+async fn round(config: &BotConfig, token: i64, failed: &mut HashMap<Uuid, Instant>) -> Result<Next, StoreError> {
+    failed.retain(|_, until| *until > Instant::now());
+    let due = {
+        let mut conn = config.pool.acquire().await?;
+        store::due_bot_runs(&mut conn, config.account_id, BATCH + failed.len() as i64).await?
+    };
+    let todo: Vec<Uuid> = due.into_iter().filter(|id| !failed.contains_key(id)).collect();
+    let mut ran = 0;
+    for id in &todo {
+        ran += 1;
+        match turn(config, token, *id, None).await {
+            Err(e @ StoreError::StaleFence { .. }) => return Err(e),
+            Err(e) => {
+                warn!(interaction = %id, error = %e, "a bot turn failed; it is tried again later");
+                failed.insert(*id, Instant::now() + RETRY_AFTER);
             }
-        }
-        if (due.len() as i64) < BATCH {
-            break;
+            Ok(()) => {}
         }
     }
+    if ran >= BATCH {
+        return Ok(Next::Now);
+    }
     let mut conn = config.pool.acquire().await?;
-    store::next_bot_wake(&mut conn, config.account_id).await
+    let next = store::next_bot_wake(&mut conn, config.account_id).await?;
+    // a timer already past is one of the runs left alone: look again when the first may retry
+    let now = Utc::now();
+    let retry = failed.values().min().map(|until| {
+        now + chrono::Duration::from_std(until.saturating_duration_since(Instant::now())).unwrap_or_default()
+    });
+    Ok(Next::At(match (next, retry) {
+        (Some(next), Some(retry)) if next <= now => Some(retry),
+        (next, _) => next,
+    }))
 }
 
 /// What a turn decided, to do after its commit.
@@ -282,7 +309,9 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// the request within `timeout`; a non-2xx status, a body over [`MAX_ANSWER_BYTES`] or anything
 /// else that fails is the error the flow sees.
 async fn call(config: &BotConfig, url: &str, timeout: Duration) -> Result<String, String> {
-    let url = config.targets.check_delivery(url).map_err(|e| format!("{url}: {e}"))?;
+    // (the URL itself stays out of the error: a flow may carry a key in it, and the error is
+    // logged and kept as the run's outcome)
+    let url = config.targets.check_delivery(url).map_err(|e| e.to_string())?;
     let request = async {
         let response = config.http.get(url.clone()).send().await.map_err(|e| e.without_url().to_string())?;
         let status = response.status();
