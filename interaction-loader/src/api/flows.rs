@@ -76,11 +76,11 @@ impl Validate for FlowBody {
     }
 }
 
-/// The input rule of a node's string field: texts people read, a URL, or an identifier (node
-/// ids, variables, queues, kinds).
+/// The input rule of a node's string field: texts people read (configuration: at most 8,192
+/// characters, lines allowed), a URL, or an identifier (node ids, variables, queues, kinds).
 fn node_field_kind(field: &str) -> Kind {
     match field {
-        "text" | "value" => Kind::Text,
+        "text" | "value" => Kind::Value,
         "url" => Kind::Url,
         _ => Kind::Key,
     }
