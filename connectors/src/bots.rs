@@ -266,7 +266,7 @@ async fn turn(
         && let Position::Calling { node } = &run.position
         && let Some(Node::Http { url, timeout_ms, .. }) = flow.nodes.get(node)
     {
-        match render(url, &run.vars) {
+        match render(url, &flow::url_vars(&run.vars)) {
             Ok(url) => after.call = Some((url, Duration::from_millis(u64::from(*timeout_ms)))),
             Err(e) => {
                 // the interpreter rendered it before; a flow that cannot is handed off
