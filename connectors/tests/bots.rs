@@ -284,3 +284,58 @@ async fn an_http_node_aimed_at_an_internal_address_is_refused_and_hands_off() {
     let reason: String = sqlx::query_scalar("SELECT outcome FROM bot_runs").fetch_one(&hub.pool).await.unwrap();
     assert!(reason.contains("HTTP node \"lookup\" failed") && reason.contains("cloud metadata"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_new_leader_resumes_a_run_from_postgresql() {
+    let hub = spawn_hub(json!({})).await;
+    greeting_flow(
+        &hub,
+        json!({
+            "start": "hello",
+            "fallback_queue": "support",
+            "nodes": {
+                "hello": {"kind": "send", "text": "Hi! What is it about?", "next": "wait"},
+                "wait": {"kind": "wait", "var": "topic", "timeout_s": 600, "next": "human", "on_timeout": "nudge"},
+                "nudge": {"kind": "send", "text": "Are you still there?", "next": "topic"},
+                "topic": {"kind": "wait", "var": "topic", "timeout_s": 600, "next": "human", "on_timeout": "human"},
+                "human": {"kind": "handoff", "queue": "support"}
+            }
+        }),
+    )
+    .await;
+    let mut alice = hub.ready_agent("alice").await;
+    let first = hub.start_connector(connectors::Config::default()).await;
+    let customer = TgUser::new(95, "Patient");
+    hub.fake.text(&customer, "hello");
+    until_sent(&hub, &mut alice, "95", "Hi! What is it about?").await;
+    // the leader stops while the run waits; meanwhile its 10 minutes pass (the stored run's
+    // deadline and wake-up moved to the past); the next leader finds both in PostgreSQL
+    first.stop().await;
+    let moved = sqlx::query(
+        "UPDATE bot_runs SET wake_at = now() - interval '1 s',
+             run = jsonb_set(run, '{position,until,secs}', to_jsonb(extract(epoch FROM now())::bigint - 1))
+         WHERE run->'position'->>'state' = 'waiting'",
+    )
+    .execute(&hub.pool)
+    .await
+    .unwrap();
+    assert_eq!(moved.rows_affected(), 1);
+    let _second = hub.start_connector(connectors::Config::default()).await;
+    until_sent(&hub, &mut alice, "95", "Are you still there?").await;
+    hub.fake.text(&customer, "billing");
+    let offer = alice.event("interaction.offered").await;
+    assert_eq!(offer["data"]["interaction"]["fields"]["topic"], "billing", "{offer}");
+    assert_eq!(
+        texts_to(&hub.fake.calls_of("sendMessage"), "95"),
+        vec!["Hi! What is it about?", "Are you still there?"],
+        "each message once"
+    );
+    let tokens: Vec<Option<i64>> = sqlx::query_scalar(
+        "SELECT o.fencing_token FROM outbox o JOIN messages m ON m.id = o.message_id
+         WHERE m.author_kind = 'bot' ORDER BY o.id",
+    )
+    .fetch_all(&hub.pool)
+    .await
+    .unwrap();
+    assert!(tokens.len() == 2 && tokens[1] > tokens[0], "the nudge went out under the second leader: {tokens:?}");
+}
