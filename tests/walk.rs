@@ -395,6 +395,21 @@ async fn every_route_and_command_refuses_bad_strings_with_bad_request() {
             ("agent", "alice"),
         ]),
         Route::new(Method::GET, "/api/v1/storage"),
+        Route::new(Method::GET, "/api/v1/flows"),
+        Route::new(Method::PUT, "/api/v1/flows/{name}").param("name", "walk").body(
+            json!({"start": "hello", "fallback_queue": "support", "nodes": {
+                "hello": {"kind": "send", "text": "Hi!", "buttons": ["Yes", "No"], "next": "topic"},
+                "topic": {"kind": "wait", "var": "topic", "timeout_s": 60, "next": "route", "on_timeout": "human"},
+                "route": {"kind": "branch", "var": "topic", "cases": [{"equals": "yes", "next": "human"}], "default": "human"},
+                "human": {"kind": "handoff", "queue": "support"}}}),
+            &[],
+        ),
+        Route::new(Method::GET, "/api/v1/flows/{name}").param("name", "walk"),
+        Route::new(Method::GET, "/api/v1/flows/{name}/versions/{version}").param("name", "walk").param("version", "1"),
+        Route::new(Method::GET, "/api/v1/queues/{name}/greeting-flow").param("name", "support"),
+        Route::new(Method::PUT, "/api/v1/queues/{name}/greeting-flow")
+            .param("name", "support")
+            .body(json!({"flow": "walk"}), &[]),
         Route::new(Method::GET, "/api/v1/queues/{name}/video").param("name", "support"),
         Route::new(Method::PUT, "/api/v1/queues/{name}/video")
             .param("name", "support")

@@ -317,12 +317,14 @@ impl Store {
     fn announce(&self, stored: &[Ingested]) {
         let mut agents: Vec<&String> = Vec::new();
         let mut opened = false;
+        let mut bot = false;
         let (mut new, mut repeats) = (0u64, 0u64);
         for ingested in stored {
             match ingested {
-                Ingested::Stored { opened: o, audience, .. } => {
+                Ingested::Stored { opened: o, audience, interaction, .. } => {
                     agents.extend(audience);
                     opened |= *o;
+                    bot |= interaction.state == schema::domain::InteractionState::Bot;
                     new += 1;
                 }
                 Ingested::Duplicate { .. } => repeats += 1,
@@ -335,6 +337,10 @@ impl Store {
         }
         if opened {
             self.coord.notify(topics::ROUTING);
+        }
+        if bot {
+            // the bot's conversations got a message: the account's runner reads it
+            self.coord.notify(&topics::bots(self.account_id));
         }
         let account = self.account_id.to_string();
         if new > 0 {

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backlog;
+pub mod bots;
 pub mod channel;
 pub mod files;
 pub mod ingest;
@@ -67,6 +68,9 @@ pub struct Config {
     /// (Viber, OK) are signed links under it. Empty: accounts that need it must set their own
     /// `settings.webhook_url`, and files by link use the file server's URL.
     pub public_url: String,
+    /// Networks (CIDR) the HTTP nodes of bot flows may call although they are internal
+    /// (`ops::target`), e.g. `["10.20.0.0/16"]`; empty: public addresses only.
+    pub bots_allow_internal: Vec<String>,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             reopen_window_s: 3600,
             max_in_flight: 8,
             public_url: String::new(),
+            bots_allow_internal: Vec::new(),
         }
     }
 }
@@ -84,5 +89,17 @@ impl Default for Config {
 impl Config {
     pub fn reopen_window(&self) -> Duration {
         Duration::from_secs(self.reopen_window_s)
+    }
+
+    /// The networks of `bots_allow_internal`, or the first that is not a CIDR network.
+    pub fn bots_allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.bots_allow_internal
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("connectors.bots_allow_internal: {n:?} is not a network such as 10.0.0.0/8"))
+            })
+            .collect()
     }
 }

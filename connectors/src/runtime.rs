@@ -36,6 +36,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::Config;
+use crate::bots::{self, BotConfig, BotError};
 use crate::channel::{
     AccountContext, AccountHealth, ChannelAccount, ChannelModule, Problems, Webhook, WebhookError, WebhookReply,
     WebhookRequest,
@@ -305,16 +306,28 @@ impl Runtime {
             pacer: PacerConfig::strict(limits.rate, limits.rate_per_chat),
             max_in_flight: self.shared.config.max_in_flight.max(1),
         };
+        let targets =
+            ops::target::Targets::new(self.shared.config.bots_allowed_networks().map_err(|e| anyhow::anyhow!(e))?)
+                .for_setting("connectors.bots_allow_internal");
+        let bot_config = BotConfig {
+            pool: self.shared.pool.clone(),
+            coord: self.shared.coord.clone(),
+            account_id,
+            channel,
+            limits: schema::flow::Limits::default(),
+            http: BotConfig::client(&targets),
+            targets,
+        };
         info!(%channel, setup = %opened.describe(), rate = ?limits.rate, rate_per_chat = ?limits.rate_per_chat, "connector campaigning");
         let label = account_id.to_string();
         let key = store::connector_key(account_id);
         coord::lead(self.shared.coord.as_ref(), &key, &self.shared.node, &stop, |token, term| {
-            let (opened, entry, outbox_config, label) =
-                (opened.clone(), entry.clone(), outbox_config.clone(), label.clone());
+            let (opened, entry, outbox_config, bot_config, label) =
+                (opened.clone(), entry.clone(), outbox_config.clone(), bot_config.clone(), label.clone());
             async move {
                 metrics::gauge!("switchboard_connector_leader", "account" => label.clone()).set(1.0);
                 entry.leading.store(true, Ordering::SeqCst);
-                let ended = lead_term(opened, outbox_config, token, term).await;
+                let ended = lead_term(opened, outbox_config, bot_config, token, term).await;
                 entry.leading.store(false, Ordering::SeqCst);
                 metrics::gauge!("switchboard_connector_leader", "account" => label).set(0.0);
                 ended
@@ -362,36 +375,54 @@ impl Runtime {
     }
 }
 
-/// One term of an account's leadership: the module's inbound side and the outbox worker, until
-/// the term ends or the worker stops (the fence refused it: another leader took over).
+/// One term of an account's leadership: the module's inbound side, the outbox worker and the
+/// bot runner, until the term ends or the worker or the runner stops (the fence refused it:
+/// another leader took over).
 async fn lead_term(
     opened: Arc<dyn ChannelAccount>,
     outbox_config: OutboxConfig,
+    bot_config: BotConfig,
     token: i64,
     term: CancellationToken,
 ) -> TermEnd {
     let work = term.child_token();
     let (pool, account) = (outbox_config.pool.clone(), outbox_config.account_id);
     let mut worker = tokio::spawn(outbox::run(outbox_config, token, work.clone()));
+    let mut bots = tokio::spawn(bots::run(bot_config, token, work.clone()));
     let inbound = {
         let (opened, work) = (opened.clone(), work.clone());
         tokio::spawn(async move { opened.lead(work).await })
     };
     let replays = tokio::spawn(replay_dead_letters(opened.clone(), pool, account, work.clone()));
+    let mut bots_ended = None;
     let ended = tokio::select! {
         _ = term.cancelled() => None,
         ended = &mut worker => Some(ended),
+        ended = &mut bots => {
+            bots_ended = Some(ended);
+            None
+        }
     };
     work.cancel();
     let ended = match ended {
         Some(ended) => ended,
         None => worker.await,
     };
+    let bots_ended = match bots_ended {
+        Some(ended) => ended,
+        None => bots.await,
+    };
     if let Err(e) = inbound.await {
         error!(token, error = %e, "the inbound side panicked");
     }
     if let Err(e) = replays.await {
         error!(token, error = %e, "the dead-letter replayer panicked");
+    }
+    match bots_ended {
+        Ok(Ok(())) => {}
+        Ok(Err(BotError::Deposed(why))) => return TermEnd::Fenced(why),
+        Ok(Err(e)) => return TermEnd::Failed(format!("bot runner stopped: {e}")),
+        Err(e) => return TermEnd::Failed(format!("bot runner panicked: {e}")),
     }
     match ended {
         Ok(Ok(())) => TermEnd::Cancelled,

@@ -458,3 +458,58 @@ async fn a_stopping_connector_closes_its_customer_sockets_with_1001() {
         }
     }
 }
+
+/// A greeting flow on the web chat: two questions with buttons, a hand-off whose offer carries
+/// the answers; the agent's words reach the customer and the bot says nothing more.
+#[tokio::test]
+async fn a_greeting_flow_asks_with_buttons_and_hands_off_to_the_agent() {
+    let chat = webchat(json!({})).await;
+    let flow: schema::flow::Flow = serde_json::from_value(json!({
+        "start": "hello",
+        "fallback_queue": "support",
+        "nodes": {
+            "hello": {"kind": "send", "text": "Hi! Is it about an order?", "buttons": ["Yes", "No"], "next": "topic"},
+            "topic": {"kind": "wait", "var": "topic", "timeout_s": 600, "next": "ask", "on_timeout": "human"},
+            "ask": {"kind": "send", "text": "How urgent is it?", "buttons": ["Today", "This week"], "next": "urgency"},
+            "urgency": {"kind": "wait", "var": "urgency", "timeout_s": 600, "next": "human", "on_timeout": "human"},
+            "human": {"kind": "handoff", "queue": "support"}
+        }
+    }))
+    .unwrap();
+    let mut conn = chat.hub.pool.acquire().await.unwrap();
+    store::save_flow(&mut conn, "greet", &flow, "admin").await.unwrap();
+    store::set_queue_greeting_flow(&mut conn, "support", Some("greet")).await.unwrap();
+    drop(conn);
+    let mut alice = chat.hub.ready_agent("alice").await;
+    let mut customer = chat.customer(None).await;
+
+    customer.say("c1", "hello").await;
+    let first = customer.shown("Hi! Is it about an order?").await;
+    assert_eq!(first["author"]["kind"], "bot");
+    assert_eq!(first["keyboard"]["rows"][1][0]["text"], "No", "{first}");
+    customer.say("c2", "No").await;
+    let second = customer.shown("How urgent is it?").await;
+    assert_eq!(second["keyboard"]["rows"][0][0]["text"], "Today", "{second}");
+    customer.say("c3", "This week").await;
+
+    let offer = alice.event("interaction.offered").await;
+    let fields = &offer["data"]["interaction"]["fields"];
+    assert_eq!((fields["topic"].as_str(), fields["urgency"].as_str()), (Some("No"), Some("This week")), "{offer}");
+    let id = offer["data"]["interaction"]["id"].as_str().unwrap().to_owned();
+    let accepted = alice.call("interaction.accept", json!({"interaction_id": id})).await;
+    assert_eq!(accepted["data"]["state"], "assigned", "{accepted}");
+    let reply = alice
+        .call("message.send", json!({"interaction_id": id, "client_msg_id": "a1", "text": "Hello, I am Alice"}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let seen = customer.shown("Hello, I am Alice").await;
+    assert_eq!(seen["author"]["kind"], "agent");
+    let bot_messages: Vec<String> = sqlx::query_scalar(
+        "SELECT text FROM messages WHERE interaction_id = $1::uuid AND author_kind = 'bot' ORDER BY created_at",
+    )
+    .bind(&id)
+    .fetch_all(&chat.hub.pool)
+    .await
+    .unwrap();
+    assert_eq!(bot_messages, vec!["Hi! Is it about an order?", "How urgent is it?"]);
+}

@@ -45,7 +45,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `invalid_credentials`,
-    /// `token_expired`, `forbidden`, `not_found`, `conflict`, `internal`, `unavailable`.
+    /// `token_expired`, `forbidden`, `not_found`, `conflict`, `internal`, `unavailable`;
+    /// `invalid_flow` (422) for a bot flow that does not hold together.
     #[schema(example = "bad_request")]
     pub code: String,
     /// For people; may change.

@@ -921,8 +921,9 @@ pub struct WebhookEvent {
     /// `interaction.created`, `interaction.reopened`, `interaction.offered`,
     /// `interaction.declined`, `interaction.offer_expired`, `interaction.assigned`,
     /// `interaction.transferred`, `interaction.joined`, `interaction.closed`,
-    /// `interaction.rated` (the customer answered the post-call survey), `message.new`,
-    /// `message.edited`, `message.deleted`, `video.room`, `video.sms`.
+    /// `interaction.rated` (the customer answered the post-call survey), `interaction.handoff`
+    /// (a bot flow handed the conversation to a queue), `message.new`, `message.edited`,
+    /// `message.deleted`, `video.room`, `video.sms`.
     #[schema(example = "interaction.closed")]
     #[serde(rename = "type")]
     pub event_type: String,

@@ -746,7 +746,7 @@ fn openapi_document_validates() {
     }
     // every route of the router is documented
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 41, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 45, "{:?}", paths.keys().collect::<Vec<_>>());
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             assert!(op["responses"].get("401").is_some(), "{method} {path} documents no 401");
@@ -852,4 +852,98 @@ async fn dead_letters_are_listed_and_a_replay_is_asked_for_once() {
     }
     let (status, _) = app.get(&format!("/api/v1/accounts/{}/dead-letters", Uuid::now_v7())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn flows_are_saved_as_versions_refused_naming_the_node_and_greet_a_queue() {
+    let app = spawn_app().await;
+    let admin = jwt("root", &["admin"], 300);
+    let reader = jwt("ro", &["supervisor"], 300);
+    let call = |method: Method, path: &str, body: Option<Value>, token: &str| {
+        let mut request = app.http.request(method, app.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let flow = json!({
+        "start": "hello",
+        "fallback_queue": "support",
+        "nodes": {
+            "hello": {"kind": "send", "text": "Hi! Is it about an order?", "buttons": ["Yes", "No"], "next": "topic"},
+            "topic": {"kind": "wait", "var": "topic", "timeout_s": 600, "next": "human", "on_timeout": "human"},
+            "human": {"kind": "handoff", "queue": "support"}
+        }
+    });
+    let (status, first) = call(Method::PUT, "/api/v1/flows/greet", Some(flow.clone()), &admin).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!((first["name"].as_str(), first["version"].as_i64()), (Some("greet"), Some(1)));
+    assert_eq!(first["flow"], flow);
+    let mut changed = flow.clone();
+    changed["nodes"]["hello"]["text"] = json!("Hello! Is it about an order?");
+    let (status, second) = call(Method::PUT, "/api/v1/flows/greet", Some(changed.clone()), &admin).await;
+    assert_eq!((status, second["version"].as_i64()), (StatusCode::CREATED, Some(2)));
+    let (_, newest) = call(Method::GET, "/api/v1/flows/greet", None, &admin).await;
+    assert_eq!(newest["flow"], changed);
+    let (_, v1) = call(Method::GET, "/api/v1/flows/greet/versions/1", None, &admin).await;
+    assert_eq!(v1["flow"], flow);
+    let (status, _) = call(Method::GET, "/api/v1/flows/greet/versions/9", None, &admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = call(Method::GET, "/api/v1/flows/greet/versions/zero", None, &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, list) = call(Method::GET, "/api/v1/flows", None, &admin).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["version"], 2);
+
+    // refusals name the node; nothing is saved
+    let mut bad = flow.clone();
+    bad["nodes"]["hello"]["next"] = json!("nowhere");
+    bad["nodes"]["human"]["queue"] = json!("ghost");
+    let (status, body) = call(Method::PUT, "/api/v1/flows/greet", Some(bad), &admin).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_flow");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("node \"hello\": next names no node (\"nowhere\")"), "{message}");
+    assert!(message.contains("node \"human\": queue names no queue (\"ghost\")"), "{message}");
+    let mut unknown = flow.clone();
+    unknown["nodes"]["topic"] = json!({"kind": "teleport"});
+    let (status, body) = call(Method::PUT, "/api/v1/flows/greet", Some(unknown), &admin).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("node \"topic\": unknown variant `teleport`"),
+        "{body}"
+    );
+    let mut control = flow.clone();
+    control["nodes"]["topic"]["var"] = json!("to\u{7}pic");
+    let (status, body) = call(Method::PUT, "/api/v1/flows/greet", Some(control), &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nodes.topic.var"), "{body}");
+    let (status, body) = call(Method::PUT, "/api/v1/flows/Bad%20Name", Some(flow.clone()), &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = call(Method::PUT, "/api/v1/flows/greet", Some(json!({"start": "a"})), &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, newest) = call(Method::GET, "/api/v1/flows/greet", None, &admin).await;
+    assert_eq!(newest["version"], 2);
+    let (status, _) = call(Method::PUT, "/api/v1/flows/greet", Some(flow.clone()), &reader).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // a queue's greeting flow
+    let (_, none) = call(Method::GET, "/api/v1/queues/support/greeting-flow", None, &admin).await;
+    assert_eq!(none, json!({"flow": null}));
+    let (status, body) =
+        call(Method::PUT, "/api/v1/queues/support/greeting-flow", Some(json!({"flow": "missing"})), &admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) =
+        call(Method::PUT, "/api/v1/queues/support/greeting-flow", Some(json!({"flow": "greet"})), &admin).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"flow": "greet"})));
+    let (_, now) = call(Method::GET, "/api/v1/queues/support/greeting-flow", None, &admin).await;
+    assert_eq!(now, json!({"flow": "greet"}));
+    let (_, audit) = call(Method::GET, "/api/v1/audit", None, &admin).await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "flow.save").count(), 2, "{actions:?}");
+    assert!(actions.contains(&"queue.greeting_flow"), "{actions:?}");
 }

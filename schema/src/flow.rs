@@ -393,7 +393,7 @@ pub fn step(flow: &Flow, limits: &Limits, run: &mut Run, now: Duration, input: I
                 out.push(Effect::WakeAt(until));
                 return out;
             }
-            Node::Http { url, timeout_ms, .. } => match render(url, &run.vars) {
+            Node::Http { url, timeout_ms, .. } => match render(url, &url_vars(&run.vars)) {
                 Ok(url) => {
                     run.position = Position::Calling { node: current };
                     out.push(Effect::Http { url, timeout: Duration::from_millis(u64::from(*timeout_ms)) });
@@ -418,6 +418,25 @@ pub fn step(flow: &Flow, limits: &Limits, run: &mut Run, now: Duration, input: I
     }
     hand_off(flow, run, &mut out, &format!("step limit: {} nodes for one input", limits.max_steps));
     out
+}
+
+/// The variables as an HTTP node's URL takes them: percent-encoded (every byte but the
+/// unreserved `A-Z a-z 0-9 - . _ ~`), so what a customer wrote stays one value and cannot add a
+/// path, a query or a host to the call.
+pub fn url_vars(vars: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    vars.iter()
+        .map(|(k, v)| {
+            let mut encoded = String::with_capacity(v.len());
+            for b in v.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    encoded.push(char::from(b));
+                } else {
+                    encoded.push_str(&format!("%{b:02X}"));
+                }
+            }
+            (k.clone(), encoded)
+        })
+        .collect()
 }
 
 fn hand_off(flow: &Flow, run: &mut Run, out: &mut Vec<Effect>, reason: &str) {
@@ -500,6 +519,22 @@ mod tests {
         assert!(run.is_over());
         assert_eq!(step(&f, &limits, &mut run, s(310), Input::Timer), vec![], "a late timer sends nothing");
         assert_eq!(step(&f, &limits, &mut run, s(400), Input::Message("hi".into())), vec![]);
+    }
+
+    #[test]
+    fn variables_in_an_http_url_are_percent_encoded() {
+        let f = flow(json!({"start": "a", "fallback_queue": "support", "nodes": {
+            "a": {"kind": "http", "url": "https://shop.example/orders/{{order}}?q={{q}}", "timeout_ms": 100,
+                  "var": "r", "next": "b"},
+            "b": {"kind": "end"}}}));
+        let mut run = Run::new(&f, s(0), vars(&[("order", "../admin?x=1#"), ("q", "Ж b")]));
+        assert_eq!(
+            step(&f, &Limits::default(), &mut run, s(0), Input::Begin),
+            vec![Effect::Http {
+                url: "https://shop.example/orders/..%2Fadmin%3Fx%3D1%23?q=%D0%96%20b".into(),
+                timeout: Duration::from_millis(100)
+            }]
+        );
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub fn account(id: Uuid) -> String {
     format!("account/{id}")
 }
 
+/// The bot runs of one channel account have work (a customer wrote to the bot): the account's
+/// connector leader runs them.
+pub fn bots(id: Uuid) -> String {
+    format!("bots/{id}")
+}
+
 /// The customer sockets of one web chat account: something a widget shows changed (an agent
 /// typing, a read mark). Every process holding customer sockets of the account listens and
 /// rings only the sockets whose `webchat_signals` version moved.

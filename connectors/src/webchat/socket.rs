@@ -626,6 +626,8 @@ impl Session {
                 "created_at": m.created_at,
                 "edited": m.edited_at.is_some(),
                 "deleted": m.deleted,
+                // buttons of an agent's or a bot's message; a press is sent as the customer's text
+                "keyboard": if m.deleted { None } else { m.keyboard.clone() },
             }
         })
     }

@@ -68,6 +68,8 @@
     ".msg .who{display:block;font-size:12px;font-weight:600;color:#4a5a70;margin-bottom:2px}",
     ".msg .meta{display:block;font-size:11px;opacity:.9;margin-top:3px;text-align:right}",
     ".msg a{color:inherit}",
+    ".msg .buttons{display:flex;gap:6px;margin-top:6px}",
+    ".msg .buttons button{flex:1;font:inherit;padding:4px 8px;border:1px solid #2f5bea;border-radius:8px;background:#fff;color:#2f5bea;cursor:pointer}",
     ".msg img{max-width:100%;border-radius:8px;display:block;margin-top:4px}",
     ".msg.deleted{font-style:italic;opacity:.6}",
     ".welcome{align-self:center;font-size:13px;color:#4a5a70;text-align:center}",
@@ -207,6 +209,22 @@
         if (m.text) el.appendChild(document.createElement("br"));
       });
       if (m.text) el.appendChild(document.createTextNode(m.text));
+      // buttons (reply keyboard or inline): a press sends the button's text
+      var rows = m.keyboard && m.keyboard.rows ? m.keyboard.rows : [];
+      rows.forEach(function (row) {
+        var line = document.createElement("div");
+        line.className = "buttons";
+        row.forEach(function (b) {
+          var button = document.createElement("button");
+          button.type = "button";
+          button.textContent = b.text;
+          button.addEventListener("click", function () {
+            queue({ type: "message", client_msg_id: newId(), text: b.text }, null, b.text);
+          });
+          line.appendChild(button);
+        });
+        el.appendChild(line);
+      });
     }
     var meta = document.createElement("span");
     meta.className = "meta";

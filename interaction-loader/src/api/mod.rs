@@ -11,6 +11,7 @@ pub mod campaigns;
 pub mod customers;
 pub mod dead_letters;
 pub mod exports;
+pub mod flows;
 pub mod interactions;
 pub mod stats;
 pub mod templates;
@@ -60,6 +61,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/campaigns/{id}/{action}", post(campaigns::act))
         .route("/api/v1/exports/campaigns/{id}/recipients.csv", get(campaigns::export_csv))
         .route("/api/v1/accounts/{id}/opt-out-words", put(campaigns::put_opt_out_words))
+        .route("/api/v1/flows", get(flows::list))
+        .route("/api/v1/flows/{name}", get(flows::get_one).put(flows::put))
+        .route("/api/v1/flows/{name}/versions/{version}", get(flows::get_version))
+        .route("/api/v1/queues/{name}/greeting-flow", get(flows::get_greeting).put(flows::put_greeting))
         .route("/api/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/api/v1/webhooks/{id}", get(webhooks::get_one).patch(webhooks::update).delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/secret", put(webhooks::rotate_secret))

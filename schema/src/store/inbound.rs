@@ -449,9 +449,12 @@ async fn open_interaction(
             return Ok((super::load_interaction(conn, id).await?, true));
         }
         let id = Uuid::now_v7();
+        // a greeting flow of the account or its default queue: the bot has the conversation first
+        let greeting = super::flows::greeting_for(conn, msg.account_id, default_queue).await?;
+        let state = if greeting.is_some() { InteractionState::Bot } else { InteractionState::Queued };
         let created = sqlx::query(
             "INSERT INTO interactions (id, account_id, customer_id, external_id, channel, chat_id, state, queue)
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)
+             VALUES ($1, $2, $3, $4, $5, $6, $8, $7)
              ON CONFLICT (account_id, customer_id) WHERE state <> 'closed' DO NOTHING",
         )
         .bind(id)
@@ -461,11 +464,14 @@ async fn open_interaction(
         .bind(channel)
         .bind(&msg.chat_id)
         .bind(default_queue)
+        .bind(state.as_str())
         .execute(&mut *conn)
         .await?;
         if created.rows_affected() == 1 {
-            let data =
-                serde_json::json!({ "interaction_id": id, "state": InteractionState::Queued, "queue": default_queue });
+            if let Some(flow) = &greeting {
+                super::flows::start_bot_run(conn, id, msg.account_id, flow).await?;
+            }
+            let data = serde_json::json!({ "interaction_id": id, "state": state, "queue": default_queue });
             super::append_interaction_event(conn, id, "interaction.created", Some("customer"), &data).await?;
             return Ok((super::load_interaction(conn, id).await?, true));
         }

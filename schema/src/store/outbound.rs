@@ -187,7 +187,7 @@ async fn find_by_client_msg_id(conn: &mut PgConnection, agent: &str, client_msg_
 /// their id to their commit (a transaction-scoped advisory lock keyed by the account), so that
 /// an account's outbox ids become visible in id order and a reader's cursor never passes a row
 /// that commits later. Held briefly: every caller takes it as its last step.
-async fn lock_account_outbox(conn: &mut PgConnection, account_id: Uuid) -> Result<()> {
+pub(super) async fn lock_account_outbox(conn: &mut PgConnection, account_id: Uuid) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
         .bind(OUTBOX_LOCK_CLASS)
         .bind(account_lock_key(account_id))

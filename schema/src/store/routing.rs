@@ -158,7 +158,7 @@ fn conflict(interaction: &Interaction, expected: &str) -> StoreError {
 
 /// Records the transition's event in the interaction log and fans it out to `extra` agents and
 /// to everyone who sees the interaction now.
-async fn publish(
+pub(super) async fn publish(
     conn: &mut PgConnection,
     interaction_id: Uuid,
     event: &str,
@@ -211,8 +211,9 @@ pub async fn accept(conn: &mut PgConnection, interaction_id: Uuid, agent: &str) 
 /// slot.
 pub async fn take(conn: &mut PgConnection, interaction_id: Uuid, agent: &str, any_queue: bool) -> Result<Transition> {
     let current = locked(conn, interaction_id).await?;
-    if current.state != InteractionState::Queued {
-        return Err(conflict(&current, "queued"));
+    // a conversation the bot has may be taken too: the bot stops (migration 0017's fence)
+    if !matches!(current.state, InteractionState::Queued | InteractionState::Bot) {
+        return Err(conflict(&current, "queued or with the bot"));
     }
     if !any_queue {
         let profile = super::get_agent(conn, agent).await?;
