@@ -879,6 +879,38 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
     let invitation = caller.event("message.new").await;
     assert!(invitation["data"]["message"]["text"].as_str().unwrap().contains(link), "{invitation}");
     caller.refused("video.start", json!({"interaction_id": w1}), "conflict").await;
+    // what the video node writes for the call (video/src/api.rs, survey.rs): an SMS with the
+    // link delivered, then the customer's answer to the post-call survey
+    let room_id: Uuid = room["room_id"].as_str().unwrap().parse().unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    let video_room = store::load_room(&mut tx, room_id).await.unwrap();
+    let sms_link = store::add_room_link(&mut tx, room_id, store::LinkVia::Sms, "alice").await.unwrap();
+    let sms_id = Uuid::new_v4();
+    let sms = store::NewSms {
+        id: sms_id,
+        room: room_id,
+        link: &sms_link,
+        agent: "alice",
+        phone: "+79161234567",
+        provider: "smsc",
+    };
+    store::insert_sms(&mut tx, &sms).await.unwrap();
+    let sms_data = json!({"sms_id": sms_id, "room_id": room_id, "interaction_id": w1, "phone": "+7******4567", "state": "delivered"});
+    let mut audience = store::record_sms_state(&mut tx, &video_room, sms_id, "delivered", Some("7"), None, &sms_data)
+        .await
+        .unwrap()
+        .unwrap();
+    let answers =
+        [store::SurveyAnswer { id: "comment".into(), question: "Anything else?".into(), answer: "All good".into() }];
+    audience.extend(store::insert_call_survey(&mut tx, &video_room, 5, &answers).await.unwrap().1);
+    tx.commit().await.unwrap();
+    for agent in &audience {
+        app.coord.notify(&schema::topics::agent(agent));
+    }
+    let delivered = caller.event("video.sms").await;
+    assert_eq!(delivered["data"]["state"], "delivered", "{delivered}");
+    let rated = caller.event("interaction.rated").await;
+    assert_eq!(rated["data"]["rating"], 5, "{rated}");
     caller.close().await;
     drop(video_node);
 
