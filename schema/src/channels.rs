@@ -365,6 +365,7 @@ use Feature::*;
 const TELEGRAM: Capabilities = Capabilities::of(
     &[
         Chat,
+        BotBuilder,
         CustomerPhone,
         ReplyKeyboard,
         InlineButtons,
@@ -405,6 +406,7 @@ const TELEGRAM: Capabilities = Capabilities::of(
 const VIBER: Capabilities = Capabilities::of(
     &[
         Chat,
+        BotBuilder,
         CustomerPhone,
         ReplyKeyboard,
         StartedByAgent,
@@ -440,6 +442,7 @@ const VIBER: Capabilities = Capabilities::of(
 const VK: Capabilities = Capabilities::of(
     &[
         Chat,
+        BotBuilder,
         ReplyKeyboard,
         // beyond the seed: VK's inline keyboards with callback buttons (messages.send `keyboard`
         // with `inline`; a press is a `message_event`)
@@ -482,6 +485,7 @@ const VK: Capabilities = Capabilities::of(
 const WHATSAPP: Capabilities = Capabilities::of(
     &[
         Chat,
+        BotBuilder,
         CustomerPhone,
         InlineButtons,
         StartedByAgent,
@@ -520,6 +524,7 @@ const WHATSAPP: Capabilities = Capabilities::of(
 const OK: Capabilities = Capabilities::of(
     &[
         Chat,
+        BotBuilder,
         // beyond the seed: OK's one kind of keyboard, the buttons under a message
         // (`INLINE_KEYBOARD`): CALLBACK buttons carry inline buttons (a press is a
         // `MESSAGE_CALLBACK`) and reply buttons (a press comes back as the customer's text),
@@ -550,6 +555,7 @@ const OK: Capabilities = Capabilities::of(
 const WEBCHAT: Capabilities = Capabilities::of(
     &[
         Chat,
+        BotBuilder,
         ReplyKeyboard,
         InlineButtons,
         EditDeleteOwn,
