@@ -94,6 +94,50 @@ pub async fn append_interaction_event(
     Ok(seq)
 }
 
+/// [`append_interaction_event`] for many events of one kind at once: `datas[n]` to the log of
+/// `interactions[n]` (each interaction's numbers gap-free in the entries' order) and, as for
+/// one event, to the customers' histories; three statements' worth of work in one.
+pub(crate) async fn append_interaction_events_many(
+    conn: &mut PgConnection,
+    interactions: &[Uuid],
+    kind: &str,
+    actor: Option<&str>,
+    datas: &[serde_json::Value],
+) -> Result<()> {
+    if interactions.is_empty() {
+        return Ok(());
+    }
+    debug_assert_ne!(kind, "message.new", "messages reach the history through their own entry");
+    sqlx::query(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::jsonb[]) WITH ORDINALITY AS t(interaction_id, data, n)
+         ), counts AS (
+             SELECT interaction_id, count(*) AS k FROM input GROUP BY interaction_id
+         ), bumped AS (
+             UPDATE interactions i SET last_event_seq = i.last_event_seq + counts.k, updated_at = now()
+             FROM counts WHERE i.id = counts.interaction_id
+             RETURNING i.id, i.last_event_seq AS top, counts.k, i.customer_id, i.channel
+         ), numbered AS (
+             SELECT input.*, b.top - b.k + row_number() OVER (PARTITION BY input.interaction_id ORDER BY input.n) AS seq,
+                    b.customer_id, b.channel
+             FROM input JOIN bumped b ON b.id = input.interaction_id
+         ), logged AS (
+             INSERT INTO interaction_events (interaction_id, seq, kind, actor, data)
+             SELECT interaction_id, seq, $3, $4, data FROM numbered
+         )
+         INSERT INTO history (customer_id, interaction_id, channel, entry, event)
+         SELECT customer_id, interaction_id, channel, 'event', jsonb_build_object('kind', $3::text, 'actor', $4::text, 'data', data)
+         FROM numbered ORDER BY n",
+    )
+    .bind(interactions)
+    .bind(datas)
+    .bind(kind)
+    .bind(actor)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Who sees an interaction's events: its assigned agent and every joined participant.
 pub async fn interaction_audience(conn: &mut PgConnection, interaction_id: Uuid) -> Result<Vec<String>> {
     let agents: Vec<String> = sqlx::query_scalar(
