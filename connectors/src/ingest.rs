@@ -16,7 +16,8 @@
 //! **parked** as a dead letter with its raw payload ([`Ingest::settle`]); the channel module then
 //! acknowledges it like a stored one, so one customer's bad message never blocks the account.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use schema::store::{self, Announced, InboundMessage, Ingested, Receipt, ReceiptO
 use schema::topics;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Stores inbound updates of one account. Cheap to clone.
@@ -57,6 +59,24 @@ const RACE_RETRIES: usize = 3;
 
 /// An update that failed this many times is parked instead of tried again.
 pub const MAX_TRIES: u32 = 5;
+
+/// The longest pause of [`Ingest::until_settled`] between two tries.
+const SETTLE_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// A batch's updates grouped by chat: each chat's updates in their order, the chats in the order
+/// they first appear. A channel module handles the chats concurrently and each chat's updates
+/// one after the other, so one customer's messages keep their order.
+pub fn by_chat<T>(items: Vec<T>, chat_of: impl Fn(&T) -> String) -> Vec<VecDeque<T>> {
+    let mut chats: Vec<(String, VecDeque<T>)> = Vec::new();
+    for item in items {
+        let chat = chat_of(&item);
+        match chats.iter_mut().find(|(k, _)| *k == chat) {
+            Some((_, queue)) => queue.push_back(item),
+            None => chats.push((chat, VecDeque::from([item]))),
+        }
+    }
+    chats.into_iter().map(|(_, queue)| queue).collect()
+}
 
 /// Failed-try counters kept at most; beyond it they start again from zero (an update then
 /// gets a few more tries before it is parked, never fewer).
@@ -132,6 +152,45 @@ impl Ingest {
         metrics::counter!("switchboard_connector_dead_letters_total", "account" => self.account_id.to_string())
             .increment(1);
         Ok(Settled::Parked(parked))
+    }
+
+    /// Handles the update `key` (raw `payload`) until it is stored or parked: `handle` gets the
+    /// update's failed tries so far; while neither storing nor parking works (the database is
+    /// unreachable), it is tried again after a growing pause. `false` when `stop` came first
+    /// (the caller must not acknowledge the update).
+    pub async fn until_settled<F, Fut>(
+        &self,
+        key: &str,
+        payload: &[u8],
+        stop: &CancellationToken,
+        mut handle: F,
+    ) -> bool
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<(), UpdateError>>,
+    {
+        let mut waits = 0;
+        loop {
+            let error = match handle(self.tries(key)).await {
+                Ok(()) => {
+                    self.succeeded(key);
+                    return true;
+                }
+                Err(e) => e,
+            };
+            match self.settle(key, payload, error).await {
+                Ok(Settled::Parked(_)) => return true,
+                Err(e) => {
+                    waits += 1;
+                    let wait = crate::pacing::backoff(waits).min(SETTLE_PAUSE_MAX);
+                    tracing::warn!(update = %key.escape_debug(), error = %e, ?wait, "cannot store an update yet; trying again");
+                    tokio::select! {
+                        _ = stop.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// How many times the update `key` failed here so far.

@@ -16,7 +16,6 @@
 //! `subscription_check_s` and subscribes again when OK no longer lists the URL. The account's
 //! earlier webhook URLs (another token) are unsubscribed.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -32,7 +31,7 @@ use url::Url;
 use super::api::Api;
 use super::mapping::{Draft, Media, Update, WEBHOOK_TYPES, parse_update};
 use crate::files::FileServer;
-use crate::ingest::{Ingest, Settled, UpdateError};
+use crate::ingest::{Ingest, UpdateError};
 use crate::media::{Download, Fetch};
 
 /// After this many failed tries of one update, a file that cannot be fetched no longer holds the
@@ -183,43 +182,27 @@ impl Raw {
 /// until it is stored or parked. Returns the inbox rows done and whether the batch was finished
 /// (`false` if `stop` ended it first: then a position must not move).
 async fn handle_batch(receiver: &Receiver, updates: Vec<Raw>, stop: &CancellationToken) -> (Vec<i64>, bool) {
-    let mut chats: Vec<(String, VecDeque<Raw>)> = Vec::new();
-    for raw in updates {
-        let chat = raw.update.as_ref().ok().and_then(Update::chat_key).unwrap_or_else(|| raw.key.clone());
-        match chats.iter_mut().find(|(k, _)| *k == chat) {
-            Some((_, queue)) => queue.push_back(raw),
-            None => chats.push((chat, VecDeque::from([raw]))),
-        }
-    }
+    let chats = crate::ingest::by_chat(updates, |raw| {
+        raw.update.as_ref().ok().and_then(Update::chat_key).unwrap_or_else(|| raw.key.clone())
+    });
     let results = futures::stream::iter(chats)
-        .map(|(_, queue)| async move {
+        .map(|queue| async move {
             let mut done = Vec::new();
             for raw in queue {
-                let mut tries = receiver.ingest.tries(&raw.key);
-                loop {
-                    let result = match &raw.update {
-                        Ok(update) => receiver.handle(update.clone(), tries).await,
-                        Err(e) => Err(e.clone()),
-                    };
-                    let error = match result {
-                        Ok(()) => {
-                            receiver.ingest.succeeded(&raw.key);
-                            break;
-                        }
-                        Err(e) => e,
-                    };
-                    match receiver.ingest.settle(&raw.key, &raw.json, error).await {
-                        Ok(Settled::Parked(_)) => break,
-                        Err(e) => {
-                            tries += 1;
-                            let wait = crate::pacing::backoff(tries).min(Duration::from_secs(30));
-                            warn!(update = %raw.key, error = %e, ?wait, "cannot store an update yet; trying again");
-                            tokio::select! {
-                                _ = stop.cancelled() => return (done, false),
-                                _ = tokio::time::sleep(wait) => {}
+                let settled = receiver
+                    .ingest
+                    .until_settled(&raw.key, &raw.json, stop, |tries| {
+                        let update = raw.update.clone();
+                        async move {
+                            match update {
+                                Ok(update) => receiver.handle(update, tries).await,
+                                Err(e) => Err(e),
                             }
                         }
-                    }
+                    })
+                    .await;
+                if !settled {
+                    return (done, false);
                 }
                 done.extend(raw.row);
             }

@@ -11,7 +11,7 @@
 //! cannot be read or stored keeps its exact payload when it is parked as a dead letter, and the
 //! offset moves past it: one bad update never holds back the account's other customers.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -288,39 +288,22 @@ struct Raw {
 /// until it is stored or parked. Returns `false` if `stop` ended it first (nothing may be
 /// acknowledged).
 async fn handle_batch(receiver: &Receiver, updates: Vec<Raw>, stop: &CancellationToken) -> bool {
-    let mut chats: Vec<(String, VecDeque<Raw>)> = Vec::new();
-    for raw in updates {
-        let chat = chat_key(&raw.update, &raw.key);
-        match chats.iter_mut().find(|(k, _)| *k == chat) {
-            Some((_, queue)) => queue.push_back(raw),
-            None => chats.push((chat, VecDeque::from([raw]))),
-        }
-    }
+    let chats = crate::ingest::by_chat(updates, |raw| chat_key(&raw.update, &raw.key));
     let done = futures::stream::iter(chats)
-        .map(|(_, queue)| async move {
+        .map(|queue| async move {
             for raw in queue {
-                let mut tries = 0;
-                loop {
-                    let result = match &raw.update {
-                        Ok(update) => receiver.handle(update, tries).await,
-                        Err(e) => Err(e.clone()),
-                    };
-                    let error = match result {
-                        Ok(()) => break,
-                        Err(e) => e,
-                    };
-                    match receiver.ingest.settle(&raw.key, &raw.json, error).await {
-                        Ok(Settled::Parked(_)) => break,
-                        Err(e) => {
-                            tries += 1;
-                            let wait = crate::pacing::backoff(tries).min(Duration::from_secs(30));
-                            warn!(update = %raw.key, error = %e, ?wait, "cannot store an update yet; trying again");
-                            tokio::select! {
-                                _ = stop.cancelled() => return false,
-                                _ = tokio::time::sleep(wait) => {}
-                            }
+                let update = &raw.update;
+                let settled = receiver
+                    .ingest
+                    .until_settled(&raw.key, &raw.json, stop, |tries| async move {
+                        match update {
+                            Ok(update) => receiver.handle(update, tries).await,
+                            Err(e) => Err(e.clone()),
                         }
-                    }
+                    })
+                    .await;
+                if !settled {
+                    return false;
                 }
             }
             true

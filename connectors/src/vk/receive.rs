@@ -12,7 +12,7 @@
 //! VK messages carry no name: a customer this process does not know is looked up in the store,
 //! and a new one with `users.get` (name, `photo_200` copied into the file server).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -291,42 +291,26 @@ struct Raw {
 /// until it is stored or parked. Returns `false` if `stop` ended it first (then the position
 /// must not move).
 async fn handle_batch(receiver: &Receiver, updates: Vec<Raw>, stop: &CancellationToken) -> bool {
-    let mut chats: Vec<(String, VecDeque<Raw>)> = Vec::new();
-    for raw in updates {
-        let chat = raw.update.as_ref().ok().and_then(Update::chat_key).unwrap_or_else(|| raw.key.clone());
-        match chats.iter_mut().find(|(k, _)| *k == chat) {
-            Some((_, queue)) => queue.push_back(raw),
-            None => chats.push((chat, VecDeque::from([raw]))),
-        }
-    }
+    let chats = crate::ingest::by_chat(updates, |raw| {
+        raw.update.as_ref().ok().and_then(Update::chat_key).unwrap_or_else(|| raw.key.clone())
+    });
     let done = futures::stream::iter(chats)
-        .map(|(_, queue)| async move {
+        .map(|queue| async move {
             for raw in queue {
-                let mut tries = 0;
-                loop {
-                    let result = match &raw.update {
-                        Ok(update) => receiver.handle(update.clone(), tries).await,
-                        Err(e) => Err(e.clone()),
-                    };
-                    let error = match result {
-                        Ok(()) => {
-                            receiver.ingest.succeeded(&raw.key);
-                            break;
-                        }
-                        Err(e) => e,
-                    };
-                    match receiver.ingest.settle(&raw.key, &raw.json, error).await {
-                        Ok(Settled::Parked(_)) => break,
-                        Err(e) => {
-                            tries += 1;
-                            let wait = crate::pacing::backoff(tries).min(Duration::from_secs(30));
-                            warn!(update = %raw.key, error = %e, ?wait, "cannot store an update yet; trying again");
-                            tokio::select! {
-                                _ = stop.cancelled() => return false,
-                                _ = tokio::time::sleep(wait) => {}
+                let settled = receiver
+                    .ingest
+                    .until_settled(&raw.key, &raw.json, stop, |tries| {
+                        let update = raw.update.clone();
+                        async move {
+                            match update {
+                                Ok(update) => receiver.handle(update, tries).await,
+                                Err(e) => Err(e),
                             }
                         }
-                    }
+                    })
+                    .await;
+                if !settled {
+                    return false;
                 }
             }
             true

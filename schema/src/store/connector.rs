@@ -338,7 +338,7 @@ async fn record_sends(
     }
     // receipts the platform sent before the send was recorded (rare): one by one, after it
     for (external_id, status, error) in early {
-        let Some((id, message_id, _)) = sent.iter().find(|(_, _, e)| e.iter().any(|x| *x == external_id)) else {
+        let Some((id, message_id, _)) = sent.iter().find(|(_, _, e)| e.contains(&external_id)) else {
             continue;
         };
         if let Some(receipt) = Receipt::from_row(&status, error)
