@@ -21,6 +21,8 @@ const HUB = (() => {
 const LOCAL_MIDS = { audio: "0", camera: "1", screen: "2" };
 const POINTER_INTERVAL_MS = 40; // 25/s, under the server's 30/s per sender
 const CHAT_MAX = 2000;
+/** The largest file sent in a call (docs/video.md, "Screenshots and files"). */
+export const FILE_MAX = 100 * 1024 * 1024;
 
 /**
  * Join a call. Resolves with a Call once the server has answered `joined` (media keeps
@@ -271,6 +273,9 @@ export class Call extends EventTarget {
         this._emit("recording", { state: msg.state });
         return;
       case "location_request": this._emit("location-request", { from: msg.from || {} }); return;
+      case "file":
+        if (msg.file) this._emit("file", { ...msg.file, self: !!this.me && msg.file.role === this.me.role });
+        return;
       case "location": this._emit("location", { ...msg, self: !!this.me && msg.from && msg.from.id === this.me.id }); return;
       case "location_denied": this._emit("location-denied", { from: msg.from || {}, reason: msg.reason }); return;
       case "ended": return this._finish(msg.reason || "ended");
@@ -554,6 +559,76 @@ export class Call extends EventTarget {
   /** Customer: tells the others the location will not come. */
   declineLocation(reason = "declined") {
     this._send({ type: "location_denied", reason: String(reason).slice(0, 200) });
+  }
+
+  /** The hub's base URL for this call's REST calls: the node hosting the call once the join
+   * was sent there (its files are announced to the call from that node). */
+  _restBase() {
+    if (this._redirect) return this._redirect.replace(/^ws/, "http").replace(/\/api\/v1\/video\/ws.*$/, "");
+    return this.server;
+  }
+
+  _auth() {
+    return this.options.link ? { "x-call-link": this.options.link } : { Authorization: `Bearer ${this.options.token}` };
+  }
+
+  async _rest(method, path) {
+    const res = await fetch(this._restBase() + path, { method, headers: this._auth() });
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw Object.assign(new Error((body.error && body.error.message) || res.statusText), { code: body.error && body.error.code });
+    return body;
+  }
+
+  /** Sends a file (a File or Blob) to the call: stored with the interaction, shown to everyone
+   * in the call's chat (`file` event). `screenshot`: a JPEG screenshot (the hub writes the
+   * customer's shared position into its EXIF). `onProgress(sent, total)` follows the upload.
+   * Resolves to the stored file; rejects with an Error carrying the hub's `code`
+   * (`file_too_large`, `not_jpeg`, `room_ended`, ...). At most FILE_MAX bytes. */
+  sendFile(file, { name = file.name, screenshot = false, onProgress } = {}) {
+    const room = this.room ? this.room.id : this.options.roomId;
+    const query = new URLSearchParams();
+    if (name) query.set("name", name);
+    if (screenshot) query.set("screenshot", "true");
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", `${this._restBase()}/api/v1/video/rooms/${encodeURIComponent(room)}/files?${query}`);
+      for (const [k, v] of Object.entries(this._auth())) xhr.setRequestHeader(k, v);
+      xhr.setRequestHeader("content-type", file.type || "application/octet-stream");
+      if (onProgress) xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+      xhr.onload = () => {
+        let body = {};
+        try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+        if (xhr.status === 201) return resolve(body);
+        const err = body.error || {};
+        reject(Object.assign(new Error(err.message || `the upload failed (${xhr.status})`), { code: err.code || "upload_failed", status: xhr.status }));
+      };
+      xhr.onerror = () => reject(Object.assign(new Error("the upload broke off"), { code: "upload_failed" }));
+      xhr.send(file);
+    });
+  }
+
+  /** The files sent in this call so far, oldest first. */
+  async files() {
+    const room = this.room ? this.room.id : this.options.roomId;
+    return (await this._rest("GET", `/api/v1/video/rooms/${encodeURIComponent(room)}/files`)).files;
+  }
+
+  /** A short-lived download URL of one of the call's files (no credentials needed in it). */
+  async fileUrl(fileId) {
+    const room = this.room ? this.room.id : this.options.roomId;
+    const { url } = await this._rest("POST", `/api/v1/video/rooms/${encodeURIComponent(room)}/files/${encodeURIComponent(fileId)}/link`);
+    return new URL(url, this._restBase() + "/").href;
+  }
+
+  /** The picture of the call's large video (what this page receives; its own camera when it is
+   * alone), as a canvas; null when no video plays yet. */
+  captureFrame(video = this.view && this.view.stage.querySelector("video")) {
+    if (!video || !video.videoWidth) return null;
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    return canvas;
   }
 
   /** Sends a chat message to the others (at most 2,000 characters). */
@@ -1227,6 +1302,274 @@ export function mountChat(call, { log, form, input, button }) {
  * end. A button's label says what a click does ("Mute" / "Unmute"); each is shown only where
  * it applies (no camera switch with one camera, no screen share on phones or in one-way rooms).
  */
+/** "1.5 MB": a size for people. */
+export function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KB", "MB", "GB"];
+  let v = bytes;
+  let u = -1;
+  do { v /= 1024; u++; } while (v >= 1024 && u < units.length - 1);
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+}
+
+/**
+ * Shows the call's files in its chat log (`file` events: a screenshot as a picture, a file as a
+ * download with its name and size) and sends files: `attach` (an <input type=file>) sends what
+ * is picked, each with a progress bar in the log. Returns `{upload(file, options)}` (options of
+ * Call.sendFile), which shows the same progress and resolves to the stored file or null.
+ */
+export function mountFiles(call, { log, attach, onError } = {}) {
+  const shown = new Set();
+  const scroll = () => { log.scrollTop = log.scrollHeight; };
+  const show = (f) => {
+    if (shown.has(f.file_id)) return;
+    shown.add(f.file_id);
+    const self = f.self !== undefined ? f.self : !!call.me && f.role === call.me.role;
+    const li = el("li", `file ${self ? "out" : "in"}${f.screenshot ? " screenshot" : ""}`);
+    li.dataset.file = f.file_id;
+    const who = el("span", "who");
+    who.textContent = `${self ? "You" : f.sender_name || ROLE_NAMES[f.role] || "Participant"} · ${f.screenshot ? "screenshot" : "file"}`;
+    const open = el("a", "download");
+    open.href = "#";
+    open.rel = "noopener noreferrer";
+    open.addEventListener("click", async (ev) => {
+      ev.preventDefault();
+      try {
+        const url = await call.fileUrl(f.file_id);
+        const a = document.createElement("a");
+        a.href = url;
+        a.download = f.name;
+        document.body.append(a);
+        a.click();
+        a.remove();
+      } catch (e) {
+        if (onError) onError(e);
+      }
+    });
+    const name = el("span", "name");
+    name.textContent = f.name;
+    const size = el("span", "size");
+    size.textContent = formatSize(f.size);
+    if (f.screenshot) {
+      const img = el("img", "shot");
+      img.alt = `Screenshot ${f.name}`;
+      call.fileUrl(f.file_id).then((url) => { img.src = url; }).catch((e) => { if (onError) onError(e); });
+      open.append(img);
+    }
+    open.append(name, size);
+    const time = document.createElement("time");
+    const d = f.at ? new Date(f.at) : new Date();
+    time.dateTime = d.toISOString();
+    time.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    li.append(who, open, time);
+    log.append(li);
+    scroll();
+  };
+  call.on("file", (e) => show(e.detail));
+  // what was sent before this page joined (or before a reconnect)
+  const preload = () => call.files().then((files) => files.forEach(show)).catch(() => {});
+  call.on("joined", preload);
+  if (call.me) preload();
+
+  const upload = async (file, options = {}) => {
+    const li = el("li", "upload out");
+    const label = el("span", "who");
+    label.textContent = `Sending ${options.name || file.name || "screenshot"}`;
+    const bar = document.createElement("progress");
+    bar.max = file.size || 1;
+    bar.value = 0;
+    const pct = el("span", "pct");
+    pct.textContent = "0%";
+    li.append(label, bar, pct);
+    log.append(li);
+    scroll();
+    if (file.size > FILE_MAX) {
+      li.className = "event error";
+      li.textContent = `${file.name} is larger than ${formatSize(FILE_MAX)}, the most a call takes.`;
+      return null;
+    }
+    try {
+      const stored = await call.sendFile(file, {
+        ...options,
+        onProgress: (sent, total) => {
+          bar.max = total || 1;
+          bar.value = sent;
+          pct.textContent = `${Math.floor((100 * sent) / (total || 1))}%`;
+        },
+      });
+      li.remove();
+      show({ ...stored, self: true });
+      return stored;
+    } catch (e) {
+      li.className = "event error";
+      li.textContent = `Not sent: ${e.message}`;
+      if (onError) onError(e);
+      return null;
+    }
+  };
+  if (attach) {
+    attach.addEventListener("change", async () => {
+      const files = [...attach.files];
+      attach.value = "";
+      for (const f of files) await upload(f);
+    });
+  }
+  return { upload };
+}
+
+const PEN_COLOURS = [["#e53935", "Red"], ["#fdd835", "Yellow"], ["#43a047", "Green"], ["#1e88e5", "Blue"], ["#ffffff", "White"], ["#000000", "Black"]];
+
+/**
+ * Lets the agent draw on a screenshot (a canvas, e.g. Call.captureFrame()): pen, arrow and
+ * text in six colours, undo; resolves to the picture as a JPEG Blob on *Send*, or null on
+ * *Cancel* (or Escape).
+ */
+export function openScreenshotEditor(source, { parent = document.body } = {}) {
+  return new Promise((resolve) => {
+    const box = el("div", "sb-editor");
+    box.setAttribute("role", "dialog");
+    box.setAttribute("aria-modal", "true");
+    box.setAttribute("aria-label", "Draw on the screenshot");
+    const bar = el("div", "sb-editor-bar");
+    bar.setAttribute("role", "toolbar");
+    const canvas = document.createElement("canvas");
+    canvas.width = source.width;
+    canvas.height = source.height;
+    canvas.className = "sb-editor-canvas";
+    const ctx = canvas.getContext("2d");
+    const shapes = [];
+    let tool = "pen";
+    let colour = PEN_COLOURS[0][0];
+    const width = Math.max(3, Math.round(canvas.width / 200));
+    const fontPx = Math.max(16, Math.round(canvas.width / 30));
+    const button = (text, attrs) => {
+      const b = el("button", "secondary");
+      b.type = "button";
+      b.textContent = text;
+      for (const [k, v] of Object.entries(attrs)) b.dataset[k] = v;
+      bar.append(b);
+      return b;
+    };
+    const tools = [["pen", "Pen"], ["arrow", "Arrow"], ["text", "Text"]].map(([t, label]) => button(label, { tool: t }));
+    const textInput = document.createElement("input");
+    textInput.placeholder = "Text, then click the picture";
+    textInput.maxLength = 200;
+    textInput.setAttribute("aria-label", "Text to place");
+    textInput.hidden = true;
+    bar.append(textInput);
+    const swatches = PEN_COLOURS.map(([c, label]) => {
+      const b = button("", { colour: c });
+      b.className = "swatch";
+      b.style.background = c;
+      b.title = label;
+      b.setAttribute("aria-label", label);
+      return b;
+    });
+    const undo = button("Undo", { act: "undo" });
+    const cancel = button("Cancel", { act: "cancel" });
+    const send = button("Send", { act: "send" });
+    send.className = "";
+    const select = () => {
+      for (const b of tools) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
+      for (const b of swatches) b.setAttribute("aria-pressed", String(b.dataset.colour === colour));
+      textInput.hidden = tool !== "text";
+      undo.disabled = !shapes.length;
+      box.dataset.shapes = String(shapes.length);
+    };
+    const arrowHead = (s) => {
+      const [x0, y0] = s.points[0];
+      const [x1, y1] = s.points[1];
+      const a = Math.atan2(y1 - y0, x1 - x0);
+      const len = width * 5;
+      ctx.beginPath();
+      ctx.moveTo(x1, y1);
+      ctx.lineTo(x1 - len * Math.cos(a - Math.PI / 7), y1 - len * Math.sin(a - Math.PI / 7));
+      ctx.moveTo(x1, y1);
+      ctx.lineTo(x1 - len * Math.cos(a + Math.PI / 7), y1 - len * Math.sin(a + Math.PI / 7));
+      ctx.stroke();
+    };
+    const draw = () => {
+      ctx.drawImage(source, 0, 0);
+      for (const s of shapes) {
+        ctx.strokeStyle = ctx.fillStyle = s.colour;
+        ctx.lineWidth = width;
+        ctx.lineCap = ctx.lineJoin = "round";
+        if (s.kind === "text") {
+          ctx.font = `600 ${fontPx}px system-ui, sans-serif`;
+          ctx.textBaseline = "top";
+          ctx.fillText(s.text, s.points[0][0], s.points[0][1]);
+          continue;
+        }
+        ctx.beginPath();
+        s.points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+        if (s.points.length === 1) ctx.lineTo(s.points[0][0] + 0.1, s.points[0][1]);
+        ctx.stroke();
+        if (s.kind === "arrow") arrowHead(s);
+      }
+    };
+    const at = (ev) => {
+      const r = canvas.getBoundingClientRect();
+      return [((ev.clientX - r.left) / r.width) * canvas.width, ((ev.clientY - r.top) / r.height) * canvas.height];
+    };
+    let current = null;
+    canvas.addEventListener("pointerdown", (ev) => {
+      ev.preventDefault();
+      const p = at(ev);
+      if (tool === "text") {
+        const text = textInput.value.trim();
+        if (!text) return textInput.focus();
+        shapes.push({ kind: "text", colour, text, points: [p] });
+        textInput.value = "";
+      } else {
+        current = { kind: tool, colour, points: tool === "arrow" ? [p, p] : [p] };
+        shapes.push(current);
+        canvas.setPointerCapture(ev.pointerId);
+      }
+      draw();
+      select();
+    });
+    canvas.addEventListener("pointermove", (ev) => {
+      if (!current) return;
+      const p = at(ev);
+      if (current.kind === "arrow") current.points[1] = p;
+      else current.points.push(p);
+      draw();
+    });
+    const stop = () => { current = null; };
+    canvas.addEventListener("pointerup", stop);
+    canvas.addEventListener("pointercancel", stop);
+    const close = (result) => {
+      document.removeEventListener("keydown", onKey);
+      box.remove();
+      resolve(result);
+    };
+    const onKey = (ev) => {
+      if (ev.key === "Escape") close(null);
+      if (ev.key === "z" && (ev.ctrlKey || ev.metaKey) && shapes.length) { shapes.pop(); draw(); select(); }
+    };
+    document.addEventListener("keydown", onKey);
+    bar.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button");
+      if (!b) return;
+      if (b.dataset.tool) tool = b.dataset.tool;
+      if (b.dataset.colour) colour = b.dataset.colour;
+      if (b.dataset.act === "undo" && shapes.length) { shapes.pop(); draw(); }
+      if (b.dataset.act === "cancel") return close(null);
+      if (b.dataset.act === "send") {
+        draw();
+        send.disabled = true;
+        return canvas.toBlob((blob) => close(blob), "image/jpeg", 0.9);
+      }
+      select();
+    });
+    box.append(bar, canvas);
+    parent.append(box);
+    draw();
+    select();
+    tools[0].focus();
+  });
+}
+
 export function mountControls(call, root, { onError } = {}) {
   const btn = (a) => root.querySelector(`[data-action="${a}"]`);
   const report = (e) => { if (onError) onError(e); else call._emit("error", { code: e.code || "device_error", message: e.message }); };
