@@ -143,6 +143,11 @@ async fn both_sides_send_files_kept_with_the_interaction() {
     .await
     .unwrap();
     assert_eq!(outbox, 0);
+    // and the call records list them
+    let record = schema::store::call_record(&mut hub.pool.acquire().await.unwrap(), room).await.unwrap();
+    let listed: Vec<(Uuid, &str, &str)> =
+        record.files.iter().map(|f| (f.file_id, f.role.as_str(), f.name.as_str())).collect();
+    assert_eq!(listed, vec![(sent_id, "agent", "акт.pdf"), (theirs_id, "customer", "photo.txt")]);
 }
 
 #[tokio::test]

@@ -184,3 +184,15 @@ pub async fn customer_name_of(conn: &mut PgConnection, interaction: Uuid) -> Res
     .await?;
     name.ok_or_else(|| super::StoreError::not_found("interaction", interaction))
 }
+
+/// The files of these calls, oldest first.
+pub async fn files_of_rooms(conn: &mut PgConnection, rooms: &[Uuid]) -> Result<Vec<CallFile>> {
+    const SQL: &str = concatcp!(
+        "SELECT ",
+        COLUMNS,
+        " FROM video_files v JOIN files f ON f.id = v.file_id WHERE v.room_id = ANY($1)
+         ORDER BY v.created_at, v.file_id"
+    );
+    let rows = sqlx::query(SQL).bind(rooms).fetch_all(&mut *conn).await?;
+    rows.iter().map(row_to_file).collect()
+}
