@@ -56,7 +56,8 @@ const RU = {
   "Chat messages": "Сообщения чата",
   "Message": "Сообщение",
   "Send a file (at most 100 MB)": "Прикрепить файл (не больше 100 МБ)",
-  "Attach": "Прикрепить файл",
+  "Attach": "Файл",
+  "Attach a file": "Прикрепить файл",
   "Send": "Отправить",
   "The call has ended": "Звонок завершён",
   "Connecting…": "Подключение…",
@@ -110,7 +111,7 @@ const RU = {
   "This page needs the call link you received.": "Откройте эту страницу по ссылке на звонок, которую вы получили.",
   "Could not send: {e}": "Не удалось отправить: {e}",
   "Waiting for the agent to join…": "Ожидаем оператора…",
-  "In a call with {names}": "Разговор: {names}",
+  "In a call with {names}": "На связи: {names}",
   "{name} joined": "{name} — подключение к звонку",
   "{name} left": "{name} — выход из звонка",
   // the agent panel
