@@ -13,7 +13,7 @@
 //! - webhooks: signed platform deliveries to the account's pair; the backup's 503 makes nginx
 //!   try the leader (the access log shows `503, 200`), every one stored once;
 //! - the REST API, the admin panel, the call page and the video signalling upgrade (also by
-//!   node name), and no video drain route;
+//!   node name), a 3 MiB file sent in a call (also by node name), and no video drain route;
 //! - TLS: TLS 1.2 is refused, plain HTTP is redirected.
 //!
 //! Needs Debian's nginx and openssl: run by `deploy/tests/nginx.sh`, a step of deploy/test.sh.
@@ -381,7 +381,13 @@ async fn nginx_in_front_of_chatservers_files_webhooks_rest_and_video() {
             ("SWITCHBOARD_CONNECTORS__PUBLIC_URL", &base),
         ]),
     );
-    let video = start(&["video"], with(&[("SWITCHBOARD_VIDEO__NODE_ID", "video-1")]));
+    let video = start(
+        &["video"],
+        with(&[
+            ("SWITCHBOARD_VIDEO__NODE_ID", "video-1"),
+            ("SWITCHBOARD_VIDEO__RECORDING__FILESERVER_URL", &files_url),
+        ]),
+    );
 
     let upstreams = format!(
         "upstream switchboard_chatserver {{ server {a}; server {b}; keepalive 4; }}
@@ -579,6 +585,40 @@ map $switchboard_account $switchboard_connector {{
     by_name.send(Message::Text(json!({"type": "join", "link": "no-such-link"}).to_string().into())).await.unwrap();
     let refused = tokio::time::timeout(Duration::from_secs(10), by_name.next()).await.unwrap().unwrap().unwrap();
     assert!(refused.to_text().unwrap().contains("unauthorized"), "{refused:?}");
+    // a file sent in a call, past the server's 1 MB body limit: through nginx to the video node,
+    // which streams it to the file server; also by node name (where a redirected page sends it)
+    let room = client
+        .post(format!("{base}/api/v1/video/rooms"))
+        .bearer_auth(&token)
+        .json(&json!({"interaction_id": interaction}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(room.status(), 201);
+    let room: Value = room.json().await.unwrap();
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    const CALL_FILE: u64 = 3 * 1024 * 1024;
+    for (prefix, name) in [("", "in-call.bin"), ("/video-node/video-1", "by-node.bin")] {
+        let sent = client
+            .post(format!("{base}{prefix}/api/v1/video/rooms/{room}/files?name={name}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/octet-stream")
+            .body(vec![5u8; CALL_FILE as usize])
+            .send()
+            .await
+            .unwrap();
+        let status = sent.status();
+        let sent: Value = sent.json().await.unwrap_or_default();
+        assert_eq!(status, 201, "{prefix}: {sent}");
+        assert_eq!((sent["name"].as_str(), sent["size"].as_u64()), (Some(name), Some(CALL_FILE)), "{sent}");
+        let link = client
+            .post(format!("{base}{prefix}/api/v1/video/rooms/{room}/files/{}/link", sent["file_id"].as_str().unwrap()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(link.status(), 200, "{prefix}: the file's link");
+    }
     let drain = client.get(format!("{base}/api/v1/video/drain")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(drain.status(), 404, "draining is not served through the entry point");
     // the admin panel (the loader's static pages)
@@ -587,7 +627,9 @@ map $switchboard_account $switchboard_connector {{
         assert_eq!(panel.status(), 200, "{path} through nginx");
         assert!(panel.headers().contains_key("content-security-policy"), "{path}: the panel's own headers");
     }
-    println!("rest, admin panel, call page, video signalling (and by node name): served through nginx; drain is not");
+    println!(
+        "rest, admin panel, call page, video signalling and call files (and by node name): served through nginx; drain is not"
+    );
 
     // the /metrics of every process, for deploy/tests/monitoring.sh (which metrics a live hub exports)
     if let Ok(dump) = std::env::var("SWITCHBOARD_METRICS_DUMP") {

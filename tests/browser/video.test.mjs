@@ -66,7 +66,7 @@ async function step(name, fn) {
 }
 
 async function newPage(viewport, extra = {}) {
-  const context = await browser.newContext({ viewport, ...extra });
+  const context = await browser.newContext({ viewport, locale: "en-US", ...extra });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.log(`  page error on ${page.url()}: ${e.message}`));
   return { context, page };
@@ -104,6 +104,39 @@ async function receives(target, role, source, what, publisher) {
     `${what}: ${v.frameWidth}x${v.frameHeight} exceeds the ${CAP.label} cap`);
   console.log(`  ${what}: framesDecoded ${v.framesDecoded}, ${v.frameWidth}x${v.frameHeight}, ${v.packetsReceived} packets (${v.packetsLost} lost)`);
   return v;
+}
+
+/** The GPS position in a JPEG's EXIF ({lat, lon}), or null: the APP1 `Exif` segment, its TIFF
+ * IFD0's GPS pointer (0x8825), the GPS IFD's refs (1, 3) and rationals (2, 4). */
+function exifGps(jpeg) {
+  const view = new DataView(jpeg.buffer, jpeg.byteOffset, jpeg.byteLength);
+  let at = 2;
+  while (at + 4 <= jpeg.length && view.getUint8(at) === 0xff) {
+    const marker = view.getUint8(at + 1);
+    const len = view.getUint16(at + 2);
+    if (marker === 0xe1 && String.fromCharCode(...jpeg.subarray(at + 4, at + 8)) === "Exif") {
+      const t = at + 10;
+      const le = view.getUint16(t) === 0x4949;
+      const u16 = (o) => view.getUint16(t + o, le);
+      const u32 = (o) => view.getUint32(t + o, le);
+      const entry = (ifd, tag) => {
+        for (let i = 0; i < u16(ifd); i++) if (u16(ifd + 2 + 12 * i) === tag) return ifd + 2 + 12 * i;
+        return null;
+      };
+      const ptr = entry(u32(4), 0x8825);
+      if (ptr === null) return null;
+      const gps = u32(ptr + 8);
+      const deg = (tag) => {
+        const o = u32(entry(gps, tag) + 8);
+        return u32(o) / u32(o + 4) + u32(o + 8) / u32(o + 12) / 60 + u32(o + 16) / u32(o + 20) / 3600;
+      };
+      const ref = (tag) => String.fromCharCode(view.getUint8(t + entry(gps, tag) + 8));
+      return { lat: deg(2) * (ref(1) === "S" ? -1 : 1), lon: deg(4) * (ref(3) === "W" ? -1 : 1) };
+    }
+    if (marker === 0xda) break;
+    at += 2 + len;
+  }
+  return null;
 }
 
 const customer = await newPage(DESKTOP); // the web chat widget, then the call page
@@ -169,6 +202,28 @@ try {
     await cp.locator("#join").click();
     await cp.locator("#call").waitFor({ state: "visible", timeout: T });
     await cp.locator("#status", { hasText: "Waiting for the agent" }).waitFor({ timeout: T });
+  });
+
+  await step("the customer page in Russian: the browser's language, or ?lang= in the link", async () => {
+    const link = BASE + new URL(room.customer_link).pathname;
+    const ru = await newPage(PHONE, { locale: "ru-RU" });
+    try {
+      await ru.page.goto(link);
+      await ru.page.locator("#join", { hasText: "Подключиться с камерой" }).waitFor({ timeout: T });
+      assert.equal(await ru.page.evaluate(() => document.documentElement.lang), "ru");
+      assert.equal(await ru.page.locator("#join-audio").textContent(), "Подключиться только со звуком");
+      await ru.page.locator("#consent-title", { hasText: "Видеозвонок с компанией Acme Support" }).waitFor({ timeout: T });
+      assert.equal(await ru.page.locator("#attach").evaluate((i) => i.closest("label").title), "Прикрепить файл (не больше 100 МБ)");
+      assert.equal(await ru.page.locator('[data-action="leave"] .label').textContent(), "Выйти из звонка");
+      // the account's own consent text stays as the account wrote it
+      await ru.page.locator("#consent-body", { hasText: "Acme uses your camera and microphone only for this call." }).waitFor({ timeout: T });
+      // ?lang=en in the address wins over the browser's language
+      await ru.page.goto(`${link}?lang=en`);
+      await ru.page.locator("#join", { hasText: "Join with camera" }).waitFor({ timeout: T });
+      assert.equal(await ru.page.evaluate(() => document.documentElement.lang), "en");
+    } finally {
+      await ru.context.close();
+    }
   });
 
   await step("bob's call panel (agent_join) joins with #token= (dropped from the address); both connect", async () => {
@@ -301,6 +356,104 @@ try {
     const calls = await (await fetch(`${BASE}/api/v1/interactions/${interactionId}/calls`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } })).json();
     const kept = calls.items.find((c) => c.room_id === room.room_id).location;
     assert.equal(kept.address, "Red Square, Tverskoy District, Moscow, Russia", "kept with the call record");
+  });
+
+  await step("bob takes a screenshot of the customer's video, draws on it (pen, undo, arrow, text) and sends it; the stored JPEG carries the customer's position", async () => {
+    await ap.locator("#shot").click();
+    const editor = ap.locator(".sb-editor");
+    await editor.waitFor({ timeout: T });
+    const box = await editor.locator("canvas").boundingBox();
+    const stroke = async (y, x0 = 0.3, x1 = 0.7) => {
+      await ap.mouse.move(box.x + box.width * x0, box.y + box.height * y);
+      await ap.mouse.down();
+      for (let i = 1; i <= 8; i++) await ap.mouse.move(box.x + box.width * (x0 + ((x1 - x0) * i) / 8), box.y + box.height * y);
+      await ap.mouse.up();
+    };
+    const shapes = async () => Number(await editor.getAttribute("data-shapes"));
+    await editor.locator('[data-colour="#43a047"]').click();
+    await stroke(0.25);
+    assert.equal(await shapes(), 1, "the pen stroke");
+    await editor.locator('[data-act="undo"]').click();
+    assert.equal(await shapes(), 0, "undone");
+    await editor.locator('[data-colour="#e53935"]').click();
+    await stroke(0.5);
+    await editor.locator('[data-tool="arrow"]').click();
+    await stroke(0.8, 0.2, 0.4);
+    await editor.locator('[data-tool="text"]').click();
+    await editor.locator("input").fill("here");
+    await ap.mouse.click(box.x + box.width * 0.1, box.y + box.height * 0.1);
+    assert.equal(await shapes(), 3, "pen, arrow and text");
+    await editor.locator('[data-act="send"]').click();
+    await editor.waitFor({ state: "detached", timeout: T });
+    // both chats show it, as a picture
+    let fileId;
+    for (const page of [ap, cp]) {
+      const entry = page.locator("#chat-log li.file.screenshot");
+      await entry.waitFor({ timeout: T });
+      await until("the screenshot shows", async () => ({ ok: await entry.locator("img.shot").evaluate((img) => img.complete && img.naturalWidth > 0) }));
+      fileId = await entry.getAttribute("data-file");
+    }
+    // its bytes: the red stroke drawn across the middle, and the GPS written by the hub
+    const link = await (await fetch(`${BASE}/api/v1/video/rooms/${room.room_id}/files/${fileId}/link`, {
+      method: "POST", headers: { Authorization: `Bearer ${BOB_TOKEN}` },
+    })).json();
+    const jpeg = new Uint8Array(await (await fetch(new URL(link.url, BASE))).arrayBuffer());
+    const gps = exifGps(jpeg);
+    assert.ok(gps, "GPS EXIF in the stored screenshot");
+    assert.ok(Math.abs(gps.lat - 55.7539) < 1e-4 && Math.abs(gps.lon - 37.6208) < 1e-4, `GPS ${JSON.stringify(gps)}`);
+    const pixel = await ap.evaluate(async (url) => {
+      const bitmap = await createImageBitmap(await (await fetch(url)).blob());
+      const c = new OffscreenCanvas(bitmap.width, bitmap.height);
+      const ctx = c.getContext("2d");
+      ctx.drawImage(bitmap, 0, 0);
+      return [...ctx.getImageData(Math.round(bitmap.width * 0.5), Math.round(bitmap.height * 0.5), 1, 1).data];
+    }, link.url);
+    assert.ok(pixel[0] > 150 && pixel[0] > pixel[1] + 60 && pixel[0] > pixel[2] + 60, `the red pen stroke in the sent picture: ${pixel}`);
+    console.log(`  screenshot ${jpeg.length} bytes, GPS ${gps.lat.toFixed(6)}, ${gps.lon.toFixed(6)}, pixel ${pixel}`);
+  });
+
+  await step("the customer takes a screenshot of the agent's video: it reaches bob's chat", async () => {
+    const before = await ap.locator("#chat-log li.file.screenshot").count();
+    await cp.locator("#shot").click();
+    await until("bob sees the customer's screenshot", async () => ({ ok: (await ap.locator("#chat-log li.file.screenshot.in").count()) === 1, before }));
+  });
+
+  // 5 MB: the 100 MB limit and the flat memory are video/tests/call_files.rs's
+  await step("the customer sends a 5 MB file with a progress bar; it reaches bob, who downloads it", async () => {
+    const SIZE = 5 * 1024 * 1024;
+    // the progress bar's values as they change (the upload is quick on loopback)
+    await cp.evaluate(() => {
+      window.__progress = [];
+      new MutationObserver((list) => {
+        for (const m of list) {
+          const bars = m.target.querySelectorAll ? m.target.querySelectorAll("li.upload progress") : [];
+          for (const b of bars) window.__progress.push([b.value, b.max]);
+          if (m.target.matches && m.target.matches("li.upload progress")) window.__progress.push([m.target.value, m.target.max]);
+        }
+      }).observe(document.getElementById("chat-log"), { subtree: true, childList: true, attributes: true, attributeFilter: ["value", "max"] });
+    });
+    // from a file on disk: the browser reads it itself (a buffer would cross the protocol)
+    const { mkdtempSync, writeFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const file = `${mkdtempSync(`${tmpdir()}/sb-call-file-`)}/отчёт.bin`;
+    writeFileSync(file, Buffer.alloc(SIZE, 7));
+    const started = Date.now();
+    await cp.locator("#attach").setInputFiles(file);
+    const sent = await until("the upload finishes", async () => ({ ok: (await cp.locator("#chat-log li.file.out", { hasText: "отчёт.bin" }).count()) === 1 }));
+    const uploadMs = Date.now() - started;
+    const entry = ap.locator("#chat-log li.file.in", { hasText: "отчёт.bin" });
+    await entry.waitFor({ timeout: T });
+    assert.match(await entry.locator(".size").textContent(), /^5\.0 MB$/);
+    assert.ok(sent.ok);
+    const progress = await cp.evaluate(() => window.__progress);
+    assert.ok(progress.some(([v, max]) => v > 0 && max >= SIZE), `the progress bar moved: ${JSON.stringify(progress.slice(-5))}`);
+    const [download] = await Promise.all([ap.waitForEvent("download", { timeout: T }), entry.locator("a.download").click()]);
+    assert.equal(download.suggestedFilename(), "отчёт.bin");
+    const path = await download.path();
+    const { statSync, rmSync } = await import("node:fs");
+    assert.equal(statSync(path).size, SIZE);
+    rmSync(file);
+    console.log(`  5 MB sent in ${uploadMs} ms, downloaded by ${Date.now() - started} ms, ${progress.length} progress updates seen`);
   });
 
   await step("screenshots at phone width", async () => {

@@ -21,6 +21,276 @@ const HUB = (() => {
 const LOCAL_MIDS = { audio: "0", camera: "1", screen: "2" };
 const POINTER_INTERVAL_MS = 40; // 25/s, under the server's 30/s per sender
 const CHAT_MAX = 2000;
+/** The largest file sent in a call (docs/video.md, "Screenshots and files"). */
+export const FILE_MAX = 100 * 1024 * 1024;
+
+// ---- language: English or Russian ---------------------------------------------------------
+// The pages' words, like the console's, the admin panel's and the web chat widget's: keys are the
+// English text itself, `{name}` marks a value; a key missing in Russian stays English. The
+// language is ?lang=ru or ?lang=en in the page's address, else (the agent panel only) the
+// console's and the admin panel's switch (localStorage "switchboard-lang"), else the browser's
+// first language of the two, else English. The account's own texts (branding, the recording
+// notice, the survey) are shown as they are.
+
+const RU = {
+  // both pages
+  "Video call": "Видеозвонок",
+  "Video call · {name}": "Видеозвонок · {name}",
+  "Video call · Switchboard": "Видеозвонок · Switchboard",
+  "This call is being recorded": "Звонок записывается",
+  "REC": "ЗАПИСЬ",
+  "Screenshot": "Снимок экрана",
+  "Video": "Видео",
+  "Call controls": "Управление звонком",
+  "Mute": "Выключить микрофон",
+  "Unmute": "Включить микрофон",
+  "Camera off": "Выключить камеру",
+  "Camera on": "Включить камеру",
+  "Switch camera": "Сменить камеру",
+  "Share screen": "Демонстрация экрана",
+  "Stop sharing": "Остановить демонстрацию",
+  "Leave": "Выйти из звонка",
+  "End call": "Завершить звонок",
+  "Chat": "Чат",
+  "Call chat": "Чат звонка",
+  "Chat messages": "Сообщения чата",
+  "Message": "Сообщение",
+  "Send a file (at most 100 MB)": "Прикрепить файл (не больше 100 МБ)",
+  "Attach": "Файл",
+  "Attach a file": "Прикрепить файл",
+  "Send": "Отправить",
+  "The call has ended": "Звонок завершён",
+  "Connecting…": "Подключение…",
+  "Reconnecting…": "Переподключение…",
+  "Not connected": "Нет подключения",
+  "Call ended": "Звонок завершён",
+  "Could not join: {e}": "Не удалось подключиться: {e}",
+  "No video to take a screenshot of yet.": "Пока нет видео, с которого можно сделать снимок.",
+  "The agent ended the call.": "Оператор завершил звонок.",
+  "Everyone left the call.": "Все участники вышли из звонка.",
+  "You left the call.": "Вы вышли из звонка.",
+  "This call has already ended.": "Этот звонок уже завершён.",
+  // the customer page
+  "Send the agent a picture of the video": "Отправить оператору снимок видео",
+  "Join the video call": "Подключиться к видеозвонку",
+  "Join the video call with {name}": "Видеозвонок с компанией {name}",
+  "Our support team invited you to a video call in this browser. Nothing to install.":
+    "Служба поддержки приглашает вас на видеозвонок прямо в браузере. Ничего устанавливать не нужно.",
+  "consent.default":
+    "Когда вы подключитесь, браузер запросит доступ к камере и микрофону. Ваше видео, голос и сообщения, которые вы " +
+    "пишете здесь, видят только участники звонка: оператор и, при необходимости, его руководитель. Вы можете выключить " +
+    "микрофон или камеру либо выйти из звонка в любой момент.",
+  "recording.default":
+    "Звонок записывается: ваше видео, ваш голос и голос оператора хранит компания, с которой вы говорите, по своим " +
+    "правилам хранения данных. Если вы не согласны, подключитесь без записи.",
+  "I agree that this call is recorded": "Я даю согласие на запись звонка",
+  "Join with camera": "Подключиться с камерой",
+  "Join with sound only": "Подключиться только со звуком",
+  "The agent asks where you are. If you agree, your browser asks you to allow your location; the agent sees the address and a map.":
+    "Оператор просит сообщить, где вы находитесь. Если вы согласны, браузер запросит доступ к геопозиции; оператор увидит адрес и карту.",
+  "Share my location": "Отправить геопозицию",
+  "Not now": "Не сейчас",
+  "1: very poor, 5: excellent": "1 — очень плохо, 5 — отлично",
+  "Thank you for your feedback.": "Спасибо за вашу оценку!",
+  "Continue": "Продолжить",
+  "Continue to {host}": "Перейти на {host}",
+  "You can close this page. To talk again, reply in the chat you wrote from.":
+    "Эту страницу можно закрыть. Чтобы продолжить разговор, напишите в тот же чат, из которого вы обращались.",
+  "This call link is not valid any more. Ask for a new one in the chat you wrote from.":
+    "Эта ссылка на звонок больше не действует. Попросите новую в чате, из которого вы обращались.",
+  "This call does not exist any more.": "Этого звонка больше нет.",
+  "This call already has all its participants.": "В этом звонке уже все участники.",
+  "The call service cannot be reached. Check your connection and try again.":
+    "Сервис видеозвонков недоступен. Проверьте подключение к интернету и попробуйте ещё раз.",
+  "The call link expired.": "Срок действия ссылки на звонок истёк.",
+  "You joined this call from another tab or device.": "Вы подключились к этому звонку из другой вкладки или с другого устройства.",
+  "The connection was lost.": "Связь прервалась.",
+  "Camera or microphone access was blocked. You can still chat; allow access in the browser's site settings to be seen and heard.":
+    "Доступ к камере или микрофону запрещён. Вы можете писать в чат; чтобы вас было видно и слышно, разрешите доступ в настройках сайта в браузере.",
+  "No camera or microphone was found. You can still chat.": "Камера или микрофон не найдены. Вы можете писать в чат.",
+  "This page needs the call link you received.": "Откройте эту страницу по ссылке на звонок, которую вы получили.",
+  "Could not send: {e}": "Не удалось отправить: {e}",
+  "Waiting for the agent to join…": "Ожидаем оператора…",
+  "In a call with {names}": "На связи: {names}",
+  "{name} joined": "{name} — подключение к звонку",
+  "{name} left": "{name} — выход из звонка",
+  // the agent panel
+  "Starting…": "Запуск…",
+  "A link for the customer, to paste where they are": "Ссылка для клиента, чтобы отправить её туда, где он на связи",
+  "Copy customer link": "Скопировать ссылку для клиента",
+  "Link by SMS": "Ссылка по SMS",
+  "Ask location": "Запросить геопозицию",
+  "A picture of the large video, to draw on and send to the customer": "Снимок большого видео: можно сделать пометки и отправить клиенту",
+  "Invite supervisor": "Пригласить супервизора",
+  "Supervisor link (they open it signed in with their own token):": "Ссылка для супервизора (он открывает её, войдя со своим токеном):",
+  "Customer link:": "Ссылка для клиента:",
+  "Send the customer the call link by SMS:": "Отправить клиенту ссылку на звонок по SMS:",
+  "Sign in to join the call": "Войдите, чтобы подключиться к звонку",
+  "Paste your agent or supervisor token (the one your console uses).": "Вставьте токен оператора или супервизора (тот же, что в консоли).",
+  "Token": "Токен",
+  "Join": "Подключиться",
+  "Sign in": "Вход",
+  "Video; click or drag on the customer's video to point at something": "Видео; щёлкните или проведите по видео клиента, чтобы показать указателем",
+  "The room expired.": "Срок действия звонка истёк.",
+  "You joined this call from another tab.": "Вы подключились к этому звонку из другой вкладки.",
+  "The connection to the hub was lost.": "Связь с сервером прервалась.",
+  "Your token was refused (expired or not valid). Sign in again.": "Токен не принят (истёк или недействителен). Войдите снова.",
+  "You may not join this call (only its agent and a supervisor can).": "Вы не можете подключиться к этому звонку (только его оператор и супервизор).",
+  "This call does not exist.": "Такого звонка нет.",
+  "This call already has its supervisor.": "К этому звонку уже подключён супервизор.",
+  "The video service cannot be reached.": "Сервис видеозвонков недоступен.",
+  "This page needs ?room=<room id>.": "Странице нужен параметр ?room=<идентификатор звонка>.",
+  "You asked for the customer's location.": "Вы запросили геопозицию клиента.",
+  "This call is to be recorded once the customer agrees.": "Звонок будет записываться, когда клиент даст согласие.",
+  "The call is being recorded.": "Звонок записывается.",
+  "One-way call: you see and hear the customer; they see the chat only.": "Односторонний звонок: вы видите и слышите клиента, а он видит только чат.",
+  "You joined muted with your camera off.": "Вы подключились с выключенными микрофоном и камерой.",
+  "Supervising": "Наблюдение",
+  "Call": "Звонок",
+  "waiting for the customer…": "ожидаем клиента…",
+  "connecting…": "подключение…",
+  "{name} ({role}) joined": "{name} ({role}) — подключение к звонку",
+  "{name} ({role}) left": "{name} ({role}) — выход из звонка",
+  "{name} is sharing their screen": "{name} показывает свой экран",
+  "The customer": "Клиент",
+  "Copied.": "Скопировано.",
+  "Copy it (Ctrl+C).": "Скопируйте её (Ctrl+C).",
+  "No link: {e}": "Нет ссылки: {e}",
+  "Sent, waiting for delivery…": "Отправлено, ждём доставки…",
+  "Delivered.": "Доставлено.",
+  "Not delivered": "Не доставлено",
+  "Sending…": "Отправляется…",
+  "Call link sent by SMS to {phone}": "Ссылка на звонок отправлена по SMS на номер {phone}",
+  "SMS to {phone}: {state}": "SMS на номер {phone}: {state}",
+  "Not sent: {e}": "Не отправлено: {e}",
+  // the call module (videos, chat, files, the screenshot editor)
+  "Agent": "Оператор",
+  "Customer": "Клиент",
+  "Supervisor": "Супервизор",
+  "Participant": "Участник",
+  "agent": "оператор",
+  "customer": "клиент",
+  "supervisor": "супервизор",
+  "Good connection": "Хорошая связь",
+  "Fair connection": "Средняя связь",
+  "Poor connection": "Плохая связь",
+  "connection {level}": "связь: {level}",
+  "loss {loss}%, jitter {jitter} ms": "потери {loss}%, джиттер {jitter} мс",
+  ", round trip {rtt} ms": ", задержка туда и обратно {rtt} мс",
+  ", {out} kbit/s sent, {in} kbit/s received": ", отправлено {out} кбит/с, получено {in} кбит/с",
+  "microphone off": "микрофон выключен",
+  "Other videos": "Другие видео",
+  "Turn on sound": "Включить звук",
+  "You": "Вы",
+  "Your screen": "Ваш экран",
+  "{name}'s screen": "Экран: {name}",
+  "{label} (preview)": "{label} (предпросмотр)",
+  "{label}, video": "{label}, видео",
+  "Write a message": "Напишите сообщение",
+  "Chat connects with the call…": "Чат подключится вместе со звонком…",
+  "{name} · location": "{name} · геопозиция",
+  "Open the map": "Открыть карту",
+  "No location: {reason}": "Геопозиция не получена: {reason}",
+  "declined": "клиент отказался",
+  "this browser cannot tell its location": "браузер не умеет определять геопозицию",
+  "the browser's permission was refused": "в браузере не дано разрешение",
+  "the browser could not find the location": "браузер не смог определить геопозицию",
+  "{name} · screenshot": "{name} · снимок экрана",
+  "{name} · file": "{name} · файл",
+  "Screenshot {name}": "Снимок экрана {name}",
+  "Sending {name}": "Отправляется {name}",
+  "screenshot": "снимок экрана",
+  "{name} is larger than {max}, the most a call takes.": "{name} больше {max}: это предел для файлов в звонке.",
+  "Draw on the screenshot": "Пометки на снимке экрана",
+  "Pen": "Карандаш",
+  "Arrow": "Стрелка",
+  "Text": "Текст",
+  "Text, then click the picture": "Введите текст и щёлкните по снимку",
+  "Text to place": "Текст для надписи",
+  "Red": "Красный",
+  "Yellow": "Жёлтый",
+  "Green": "Зелёный",
+  "Blue": "Синий",
+  "White": "Белый",
+  "Black": "Чёрный",
+  "Undo": "Отменить действие",
+  "Cancel": "Отмена",
+  "camera": "камера",
+  "microphone": "микрофон",
+  "screen": "экран",
+  "{what}: {e}": "{what}: {e}",
+  "could not reach the video server ({code})": "не удалось связаться с сервером видеозвонков ({code})",
+  "the upload failed ({status})": "файл не загрузился ({status})",
+  "the upload broke off": "загрузка файла прервалась",
+  "a chat message is at most {n} characters": "сообщение в чате может быть не длиннее {n} символов",
+  "the chat is not connected yet": "чат ещё не подключён",
+  "this room sends no media from your side (one-way)": "в этом звонке ваше видео и звук не передаются (односторонний звонок)",
+  "the call has ended": "звонок завершён",
+  "screen sharing is not available on this device": "демонстрация экрана недоступна на этом устройстве",
+  "only the agent ends the call": "завершить звонок может только оператор",
+};
+
+/** The English of the keys that are not English text themselves. */
+const EN = {
+  "consent.default":
+    "When you join, your browser asks to use your camera and microphone. Your video, voice and the messages you write " +
+    "here go only to the people in this call: the agent and, if needed, their supervisor. You can mute, turn your " +
+    "camera off or leave at any time.",
+  "recording.default":
+    "This call is recorded: your video, your voice and the agent's are kept by the company you are talking to, under " +
+    "its retention policy. Join without recording if you do not agree.",
+};
+
+/** The console's and the admin panel's switch (the agent panel follows it). */
+const LANG_KEY = "switchboard-lang";
+
+function pickLang() {
+  const asked = (typeof location !== "undefined" && new URLSearchParams(location.search).get("lang")) || "";
+  if (asked === "ru" || asked === "en") return asked;
+  if (typeof document !== "undefined" && document.body && document.body.classList.contains("agent")) {
+    try {
+      const kept = localStorage.getItem(LANG_KEY);
+      if (kept === "ru" || kept === "en") return kept;
+    } catch { /* storage blocked */ }
+  }
+  const nav = typeof navigator !== "undefined" ? navigator : {};
+  const langs = nav.languages && nav.languages.length ? nav.languages : [nav.language || "en"];
+  for (const l of langs) {
+    const base = String(l).toLowerCase().split("-")[0];
+    if (base === "ru" || base === "en") return base;
+  }
+  return "en";
+}
+
+const current = pickLang();
+
+/** The pages' language: "en" or "ru". */
+export function lang() { return current; }
+
+/** The text of `key` in the pages' language, `{name}` replaced from `params`. */
+function tr(key, params) {
+  let s = current === "ru" && RU[key] !== undefined ? RU[key] : EN[key] !== undefined ? EN[key] : key;
+  if (params) for (const [k, v] of Object.entries(params)) s = s.split(`{${k}}`).join(String(v));
+  return s;
+}
+export { tr as t };
+
+/** Whether `text` (e.g. the branding's consent text) is the built-in English of `key`, which the
+ * page then shows in its own language; the account's own texts are shown as they are. */
+export function isDefaultText(key, text) {
+  const squash = (s) => String(s || "").replace(/\s+/g, " ").trim();
+  return squash(text) === squash(EN[key]);
+}
+
+/** Translates the page's static words: data-i18n (text), data-i18n-title, data-i18n-aria
+ * (aria-label), data-i18n-placeholder; sets <html lang>. */
+export function applyLang(root = document) {
+  if (root === document) document.documentElement.lang = current;
+  root.querySelectorAll("[data-i18n]").forEach((e) => { e.textContent = tr(e.getAttribute("data-i18n")); });
+  root.querySelectorAll("[data-i18n-title]").forEach((e) => { e.setAttribute("title", tr(e.getAttribute("data-i18n-title"))); });
+  root.querySelectorAll("[data-i18n-aria]").forEach((e) => { e.setAttribute("aria-label", tr(e.getAttribute("data-i18n-aria"))); });
+  root.querySelectorAll("[data-i18n-placeholder]").forEach((e) => { e.setAttribute("placeholder", tr(e.getAttribute("data-i18n-placeholder"))); });
+}
 
 /**
  * Join a call. Resolves with a Call once the server has answered `joined` (media keeps
@@ -89,7 +359,7 @@ export function applyBranding(branding, { name, logo } = {}) {
   }
   if (branding.company_name) {
     if (name) name.textContent = branding.company_name;
-    document.title = `Video call · ${branding.company_name}`;
+    document.title = tr("Video call · {name}", { name: branding.company_name });
   }
   if (logo) {
     const url = typeof branding.logo_url === "string" && branding.logo_url.startsWith("https://") ? branding.logo_url : "";
@@ -271,6 +541,9 @@ export class Call extends EventTarget {
         this._emit("recording", { state: msg.state });
         return;
       case "location_request": this._emit("location-request", { from: msg.from || {} }); return;
+      case "file":
+        if (msg.file) this._emit("file", { ...msg.file, self: !!this.me && msg.file.role === this.me.role });
+        return;
       case "location": this._emit("location", { ...msg, self: !!this.me && msg.from && msg.from.id === this.me.id }); return;
       case "location_denied": this._emit("location-denied", { from: msg.from || {}, reason: msg.reason }); return;
       case "ended": return this._finish(msg.reason || "ended");
@@ -477,7 +750,7 @@ export class Call extends EventTarget {
       const w = this._joinWaiter;
       this._joinWaiter = null;
       this._setState("ended");
-      w.reject(Object.assign(new Error(`could not reach the video server (${ev.code})`), { code: "unreachable" }));
+      w.reject(Object.assign(new Error(tr("could not reach the video server ({code})", { code: ev.code })), { code: "unreachable" }));
       return;
     }
     if (!this.options.reconnect || this._attempt >= 6) return this._finish("disconnected");
@@ -556,12 +829,82 @@ export class Call extends EventTarget {
     this._send({ type: "location_denied", reason: String(reason).slice(0, 200) });
   }
 
+  /** The hub's base URL for this call's REST calls: the node hosting the call once the join
+   * was sent there (its files are announced to the call from that node). */
+  _restBase() {
+    if (this._redirect) return this._redirect.replace(/^ws/, "http").replace(/\/api\/v1\/video\/ws.*$/, "");
+    return this.server;
+  }
+
+  _auth() {
+    return this.options.link ? { "x-call-link": this.options.link } : { Authorization: `Bearer ${this.options.token}` };
+  }
+
+  async _rest(method, path) {
+    const res = await fetch(this._restBase() + path, { method, headers: this._auth() });
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw Object.assign(new Error((body.error && body.error.message) || res.statusText), { code: body.error && body.error.code });
+    return body;
+  }
+
+  /** Sends a file (a File or Blob) to the call: stored with the interaction, shown to everyone
+   * in the call's chat (`file` event). `screenshot`: a JPEG screenshot (the hub writes the
+   * customer's shared position into its EXIF). `onProgress(sent, total)` follows the upload.
+   * Resolves to the stored file; rejects with an Error carrying the hub's `code`
+   * (`file_too_large`, `not_jpeg`, `room_ended`, ...). At most FILE_MAX bytes. */
+  sendFile(file, { name = file.name, screenshot = false, onProgress } = {}) {
+    const room = this.room ? this.room.id : this.options.roomId;
+    const query = new URLSearchParams();
+    if (name) query.set("name", name);
+    if (screenshot) query.set("screenshot", "true");
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", `${this._restBase()}/api/v1/video/rooms/${encodeURIComponent(room)}/files?${query}`);
+      for (const [k, v] of Object.entries(this._auth())) xhr.setRequestHeader(k, v);
+      xhr.setRequestHeader("content-type", file.type || "application/octet-stream");
+      if (onProgress) xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+      xhr.onload = () => {
+        let body = {};
+        try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+        if (xhr.status === 201) return resolve(body);
+        const err = body.error || {};
+        reject(Object.assign(new Error(err.message || tr("the upload failed ({status})", { status: xhr.status })), { code: err.code || "upload_failed", status: xhr.status }));
+      };
+      xhr.onerror = () => reject(Object.assign(new Error(tr("the upload broke off")), { code: "upload_failed" }));
+      xhr.send(file);
+    });
+  }
+
+  /** The files sent in this call so far, oldest first. */
+  async files() {
+    const room = this.room ? this.room.id : this.options.roomId;
+    return (await this._rest("GET", `/api/v1/video/rooms/${encodeURIComponent(room)}/files`)).files;
+  }
+
+  /** A short-lived download URL of one of the call's files (no credentials needed in it). */
+  async fileUrl(fileId) {
+    const room = this.room ? this.room.id : this.options.roomId;
+    const { url } = await this._rest("POST", `/api/v1/video/rooms/${encodeURIComponent(room)}/files/${encodeURIComponent(fileId)}/link`);
+    return new URL(url, this._restBase() + "/").href;
+  }
+
+  /** The picture of the call's large video (what this page receives; its own camera when it is
+   * alone), as a canvas; null when no video plays yet. */
+  captureFrame(video = this.view && this.view.stage.querySelector("video")) {
+    if (!video || !video.videoWidth) return null;
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    return canvas;
+  }
+
   /** Sends a chat message to the others (at most 2,000 characters). */
   sendChat(text) {
     text = String(text || "").trim();
     if (!text) return false;
-    if (text.length > CHAT_MAX) throw Object.assign(new Error(`a chat message is at most ${CHAT_MAX} characters`), { code: "too_long" });
-    if (!this.chatReady) throw Object.assign(new Error("the chat is not connected yet"), { code: "not_connected" });
+    if (text.length > CHAT_MAX) throw Object.assign(new Error(tr("a chat message is at most {n} characters", { n: CHAT_MAX })), { code: "too_long" });
+    if (!this.chatReady) throw Object.assign(new Error(tr("the chat is not connected yet")), { code: "not_connected" });
     this.dc.send(JSON.stringify({ type: "chat", text }));
     this._emit("chat", { from: this.me, at: new Date().toISOString(), text, self: true });
     return true;
@@ -586,7 +929,7 @@ export class Call extends EventTarget {
   _deviceError(what, e) {
     const code = e && e.name === "NotAllowedError" ? "permission_denied"
       : e && (e.name === "NotFoundError" || e.name === "OverconstrainedError") ? "no_device" : "device_error";
-    this._emit("error", { code, message: `${what}: ${(e && e.message) || e}`, source: what });
+    this._emit("error", { code, message: tr("{what}: {e}", { what: tr(what), e: (e && e.message) || e }), source: what });
   }
 
   _sendMedia() {
@@ -617,8 +960,8 @@ export class Call extends EventTarget {
   }
 
   _requireSend() {
-    if (!this.canSend) throw Object.assign(new Error("this room sends no media from your side (one-way)"), { code: "forbidden" });
-    if (this.state === "ended") throw Object.assign(new Error("the call has ended"), { code: "ended" });
+    if (!this.canSend) throw Object.assign(new Error(tr("this room sends no media from your side (one-way)")), { code: "forbidden" });
+    if (this.state === "ended") throw Object.assign(new Error(tr("the call has ended")), { code: "ended" });
   }
 
   /** Turns the microphone on or off (off releases the device; see setMuted for muting). */
@@ -709,7 +1052,7 @@ export class Call extends EventTarget {
     if (!on) return this._setSource("screen", null);
     this._requireSend();
     if (this.local.screen) return undefined;
-    if (!canShareScreen()) throw Object.assign(new Error("screen sharing is not available on this device"), { code: "unsupported" });
+    if (!canShareScreen()) throw Object.assign(new Error(tr("screen sharing is not available on this device")), { code: "unsupported" });
     const q = this.quality;
     const stream = await navigator.mediaDevices.getDisplayMedia({
       video: { width: { max: Math.max(q.width, 1280) }, height: { max: Math.max(q.height, 720) }, frameRate: { ideal: 15, max: 30 } },
@@ -738,7 +1081,7 @@ export class Call extends EventTarget {
 
   /** Ends the call for everyone (agent only; others get `forbidden` and stay). */
   async end() {
-    if (this.me && this.me.role !== "agent") throw Object.assign(new Error("only the agent ends the call"), { code: "forbidden" });
+    if (this.me && this.me.role !== "agent") throw Object.assign(new Error(tr("only the agent ends the call")), { code: "forbidden" });
     this._send({ type: "end" });
     this._finish("ended_by_agent");
   }
@@ -837,6 +1180,8 @@ export function sdpDirections(sdp) {
 
 const MIC_OFF = '<svg viewBox="0 0 24 24" width="14" height="14" aria-hidden="true" focusable="false"><path fill="currentColor" d="M19 11h-1.7c0 .74-.16 1.43-.43 2.05l1.23 1.23c.56-.98.9-2.09.9-3.28zm-4.02.17c0-.06.02-.11.02-.17V5a3 3 0 0 0-6 0v.18l5.98 5.99zM4.27 3L3 4.27l6.01 6.01V11a3 3 0 0 0 3 3c.22 0 .44-.03.65-.08l1.66 1.66c-.71.33-1.5.52-2.31.52A5.2 5.2 0 0 1 6.7 11H5c0 3.41 2.72 6.23 6 6.72V21h2v-3.28c.91-.13 1.77-.45 2.54-.9L19.73 21 21 19.73 4.27 3z"/></svg>';
 const ROLE_NAMES = { agent: "Agent", customer: "Customer", supervisor: "Supervisor" };
+/** A role's name for people, in the pages' language ("" for an unknown role). */
+const roleName = (role) => (ROLE_NAMES[role] ? tr(ROLE_NAMES[role]) : "");
 
 /**
  * Renders a call into a container: one large tile (a shared screen first, then the other
@@ -860,10 +1205,10 @@ export class CallView {
     container.innerHTML = "";
     this.stage = el("div", "sb-stage");
     this.strip = el("div", "sb-strip");
-    this.strip.setAttribute("aria-label", "Other videos");
+    this.strip.setAttribute("aria-label", tr("Other videos"));
     this.soundBtn = el("button", "sb-sound");
     this.soundBtn.type = "button";
-    this.soundBtn.textContent = "Turn on sound";
+    this.soundBtn.textContent = tr("Turn on sound");
     this.soundBtn.hidden = true;
     this.soundBtn.addEventListener("click", () => this._playAll());
     this.audioBox = el("div", "sb-audio");
@@ -904,7 +1249,7 @@ export class CallView {
       if (!entries.some((e) => e.participant.id === id)) { a.srcObject = null; a.remove(); this.audios.delete(id); }
     }
     if (call.me && call.state !== "ended") {
-      const me = { ...call.me, name: call.me.name || "You", media: { audio: !!call.local.audio && !call.muted, camera: !!call.local.camera, screen: !!call.local.screen } };
+      const me = { ...call.me, name: call.me.name || tr("You"), media: { audio: !!call.local.audio && !call.muted, camera: !!call.local.camera, screen: !!call.local.screen } };
       wanted.push({ key: "self:camera", participant: me, track: call.local.camera, source: "camera", self: true });
       if (call.local.screen) wanted.push({ key: "self:screen", participant: me, track: call.local.screen, source: "screen", self: true });
     }
@@ -967,28 +1312,30 @@ export class CallView {
     fig.classList.toggle("sb-self", !!w.self);
     const mirrored = !!(w.self && w.source === "camera" && this.call.facing !== "environment");
     fig.classList.toggle("sb-mirror", mirrored);
-    const label = w.self ? (w.source === "screen" ? "Your screen" : "You")
-      : `${p.name || ROLE_NAMES[p.role] || "Participant"}${w.source === "screen" ? "'s screen" : ""}`;
+    const who = p.name || roleName(p.role) || tr("Participant");
+    const label = w.self ? tr(w.source === "screen" ? "Your screen" : "You")
+      : w.source === "screen" ? tr("{name}'s screen", { name: who }) : who;
     t.name.textContent = label;
-    const role = ROLE_NAMES[p.role] || "";
+    const role = roleName(p.role) || "";
     t.name.title = role;
     // the connection quality of the tile's participant (the camera tile only)
     const q = w.source === "camera" ? this.call.connection.get(w.self ? this.call.me && this.call.me.id : p.id) : null;
     t.quality.hidden = !q;
     if (q && t.quality.dataset.level !== q.level) {
       t.quality.dataset.level = q.level;
-      t.quality.textContent = QUALITY_NAMES[q.level] || q.level;
+      t.quality.textContent = QUALITY_NAMES[q.level] ? tr(QUALITY_NAMES[q.level]) : q.level;
     }
     if (q) {
-      t.quality.title = `loss ${q.loss_pct}%, jitter ${q.jitter_ms} ms` + (q.rtt_ms != null ? `, round trip ${q.rtt_ms} ms` : "") +
-        `, ${q.bitrate_in_kbps} kbit/s sent, ${q.bitrate_out_kbps} kbit/s received`;
-      t.quality.setAttribute("aria-label", `connection ${QUALITY_NAMES[q.level] || q.level}`);
+      t.quality.title = tr("loss {loss}%, jitter {jitter} ms", { loss: q.loss_pct, jitter: q.jitter_ms }) +
+        (q.rtt_ms != null ? tr(", round trip {rtt} ms", { rtt: q.rtt_ms }) : "") +
+        tr(", {out} kbit/s sent, {in} kbit/s received", { out: q.bitrate_in_kbps, in: q.bitrate_out_kbps });
+      t.quality.setAttribute("aria-label", tr("connection {level}", { level: QUALITY_NAMES[q.level] ? tr(QUALITY_NAMES[q.level]).toLowerCase() : q.level }));
     }
     const micOff = w.source === "camera" && !!p.media && !p.media.audio;
     if (micOff !== t.micOff) {
       t.micOff = micOff;
       t.flags.innerHTML = micOff ? MIC_OFF : "";
-      t.flags.setAttribute("aria-label", micOff ? "microphone off" : "");
+      t.flags.setAttribute("aria-label", micOff ? tr("microphone off") : "");
       t.flags.setAttribute("role", micOff ? "img" : "none");
     }
     const flagged = w.self || w.source === "screen" || !p.media || p.media.camera;
@@ -1002,8 +1349,8 @@ export class CallView {
       w.track.addEventListener("unmute", again);
     }
     fig.classList.toggle("sb-off", !videoOn);
-    t.placeholder.textContent = initials(w.self ? (this.call.me && this.call.me.name) || "You" : p.name || role);
-    video.setAttribute("aria-label", w.self ? `${label} (preview)` : `${label}, video`);
+    t.placeholder.textContent = initials(w.self ? (this.call.me && this.call.me.name) || tr("You") : p.name || role);
+    video.setAttribute("aria-label", tr(w.self ? "{label} (preview)" : "{label}, video", { label }));
     const stream = video.srcObject;
     if (w.track && (!stream || stream.getVideoTracks()[0] !== w.track)) {
       video.srcObject = new MediaStream([w.track]);
@@ -1150,7 +1497,7 @@ export function mountChat(call, { log, form, input, button }) {
     const ready = call.chatReady;
     input.disabled = !ready;
     if (button) button.disabled = !ready;
-    input.placeholder = ready ? "Write a message" : "Chat connects with the call…";
+    input.placeholder = tr(ready ? "Write a message" : "Chat connects with the call…");
   };
   setReady();
   call.on("chat-ready", setReady);
@@ -1161,14 +1508,14 @@ export function mountChat(call, { log, form, input, button }) {
     li.className = self ? "out" : "in";
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = self ? "You" : `${from.name || ROLE_NAMES[from.role] || "Participant"}`;
+    who.textContent = self ? tr("You") : from.name || roleName(from.role) || tr("Participant");
     const body = document.createElement("span");
     body.className = "text";
     body.textContent = text;
     const time = document.createElement("time");
     const d = at ? new Date(at) : new Date();
     time.dateTime = d.toISOString();
-    time.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    time.textContent = d.toLocaleTimeString(current, { hour: "2-digit", minute: "2-digit" });
     li.append(who, body, time);
     log.append(li);
     log.scrollTop = log.scrollHeight;
@@ -1180,7 +1527,7 @@ export function mountChat(call, { log, form, input, button }) {
     li.className = `location ${self ? "out" : "in"}`;
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = `${self ? "You" : from.name || ROLE_NAMES[from.role] || "Participant"} · location`;
+    who.textContent = tr("{name} · location", { name: self ? tr("You") : from.name || roleName(from.role) || tr("Participant") });
     const body = document.createElement("span");
     body.className = "text";
     body.textContent = address || `${Number(lat).toFixed(5)}, ${Number(lon).toFixed(5)}`;
@@ -1190,14 +1537,14 @@ export function mountChat(call, { log, form, input, button }) {
       a.href = mapUrl;
       a.target = "_blank";
       a.rel = "noopener noreferrer";
-      a.textContent = "Open the map";
+      a.textContent = tr("Open the map");
       a.className = "map";
       li.append(a);
     }
     const time = document.createElement("time");
     const d = at ? new Date(at) : new Date();
     time.dateTime = d.toISOString();
-    time.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    time.textContent = d.toLocaleTimeString(current, { hour: "2-digit", minute: "2-digit" });
     li.append(time);
     log.append(li);
     log.scrollTop = log.scrollHeight;
@@ -1205,7 +1552,8 @@ export function mountChat(call, { log, form, input, button }) {
   call.on("location-denied", (e) => {
     const li = document.createElement("li");
     li.className = "event";
-    li.textContent = `No location: ${e.detail.reason || "declined"}`;
+    // the reason travels in English (the protocol's words); shown in the page's language when known
+    li.textContent = tr("No location: {reason}", { reason: tr(e.detail.reason || "declined") });
     log.append(li);
     log.scrollTop = log.scrollHeight;
   });
@@ -1227,6 +1575,276 @@ export function mountChat(call, { log, form, input, button }) {
  * end. A button's label says what a click does ("Mute" / "Unmute"); each is shown only where
  * it applies (no camera switch with one camera, no screen share on phones or in one-way rooms).
  */
+/** "1.5 MB": a size for people. */
+export function formatSize(bytes) {
+  const ru = current === "ru";
+  if (bytes < 1024) return `${bytes} ${ru ? "байт" : "B"}`;
+  const units = ru ? ["КБ", "МБ", "ГБ"] : ["KB", "MB", "GB"];
+  let v = bytes;
+  let u = -1;
+  do { v /= 1024; u++; } while (v >= 1024 && u < units.length - 1);
+  const n = v < 10 ? v.toFixed(1) : String(Math.round(v));
+  return `${ru ? n.replace(".", ",") : n} ${units[u]}`;
+}
+
+/**
+ * Shows the call's files in its chat log (`file` events: a screenshot as a picture, a file as a
+ * download with its name and size) and sends files: `attach` (an <input type=file>) sends what
+ * is picked, each with a progress bar in the log. Returns `{upload(file, options)}` (options of
+ * Call.sendFile), which shows the same progress and resolves to the stored file or null.
+ */
+export function mountFiles(call, { log, attach, onError } = {}) {
+  const shown = new Set();
+  const scroll = () => { log.scrollTop = log.scrollHeight; };
+  const show = (f) => {
+    if (shown.has(f.file_id)) return;
+    shown.add(f.file_id);
+    const self = f.self !== undefined ? f.self : !!call.me && f.role === call.me.role;
+    const li = el("li", `file ${self ? "out" : "in"}${f.screenshot ? " screenshot" : ""}`);
+    li.dataset.file = f.file_id;
+    const who = el("span", "who");
+    who.textContent = tr(f.screenshot ? "{name} · screenshot" : "{name} · file", { name: self ? tr("You") : f.sender_name || roleName(f.role) || tr("Participant") });
+    const open = el("a", "download");
+    open.href = "#";
+    open.rel = "noopener noreferrer";
+    open.addEventListener("click", async (ev) => {
+      ev.preventDefault();
+      try {
+        const url = await call.fileUrl(f.file_id);
+        const a = document.createElement("a");
+        a.href = url;
+        a.download = f.name;
+        document.body.append(a);
+        a.click();
+        a.remove();
+      } catch (e) {
+        if (onError) onError(e);
+      }
+    });
+    const name = el("span", "name");
+    name.textContent = f.name;
+    const size = el("span", "size");
+    size.textContent = formatSize(f.size);
+    if (f.screenshot) {
+      const img = el("img", "shot");
+      img.alt = tr("Screenshot {name}", { name: f.name });
+      call.fileUrl(f.file_id).then((url) => { img.src = url; }).catch((e) => { if (onError) onError(e); });
+      open.append(img);
+    }
+    open.append(name, size);
+    const time = document.createElement("time");
+    const d = f.at ? new Date(f.at) : new Date();
+    time.dateTime = d.toISOString();
+    time.textContent = d.toLocaleTimeString(current, { hour: "2-digit", minute: "2-digit" });
+    li.append(who, open, time);
+    log.append(li);
+    scroll();
+  };
+  call.on("file", (e) => show(e.detail));
+  // what was sent before this page joined (or before a reconnect)
+  const preload = () => call.files().then((files) => files.forEach(show)).catch(() => {});
+  call.on("joined", preload);
+  if (call.me) preload();
+
+  const upload = async (file, options = {}) => {
+    const li = el("li", "upload out");
+    const label = el("span", "who");
+    label.textContent = tr("Sending {name}", { name: options.name || file.name || tr("screenshot") });
+    const bar = document.createElement("progress");
+    bar.max = file.size || 1;
+    bar.value = 0;
+    const pct = el("span", "pct");
+    pct.textContent = "0%";
+    li.append(label, bar, pct);
+    log.append(li);
+    scroll();
+    if (file.size > FILE_MAX) {
+      li.className = "event error";
+      li.textContent = tr("{name} is larger than {max}, the most a call takes.", { name: file.name, max: formatSize(FILE_MAX) });
+      return null;
+    }
+    try {
+      const stored = await call.sendFile(file, {
+        ...options,
+        onProgress: (sent, total) => {
+          bar.max = total || 1;
+          bar.value = sent;
+          pct.textContent = `${Math.floor((100 * sent) / (total || 1))}%`;
+        },
+      });
+      li.remove();
+      show({ ...stored, self: true });
+      return stored;
+    } catch (e) {
+      li.className = "event error";
+      li.textContent = tr("Not sent: {e}", { e: e.message });
+      if (onError) onError(e);
+      return null;
+    }
+  };
+  if (attach) {
+    attach.addEventListener("change", async () => {
+      const files = [...attach.files];
+      attach.value = "";
+      for (const f of files) await upload(f);
+    });
+  }
+  return { upload };
+}
+
+const PEN_COLOURS = [["#e53935", "Red"], ["#fdd835", "Yellow"], ["#43a047", "Green"], ["#1e88e5", "Blue"], ["#ffffff", "White"], ["#000000", "Black"]];
+
+/**
+ * Lets the agent draw on a screenshot (a canvas, e.g. Call.captureFrame()): pen, arrow and
+ * text in six colours, undo; resolves to the picture as a JPEG Blob on *Send*, or null on
+ * *Cancel* (or Escape).
+ */
+export function openScreenshotEditor(source, { parent = document.body } = {}) {
+  return new Promise((resolve) => {
+    const box = el("div", "sb-editor");
+    box.setAttribute("role", "dialog");
+    box.setAttribute("aria-modal", "true");
+    box.setAttribute("aria-label", tr("Draw on the screenshot"));
+    const bar = el("div", "sb-editor-bar");
+    bar.setAttribute("role", "toolbar");
+    const canvas = document.createElement("canvas");
+    canvas.width = source.width;
+    canvas.height = source.height;
+    canvas.className = "sb-editor-canvas";
+    const ctx = canvas.getContext("2d");
+    const shapes = [];
+    let tool = "pen";
+    let colour = PEN_COLOURS[0][0];
+    const width = Math.max(3, Math.round(canvas.width / 200));
+    const fontPx = Math.max(16, Math.round(canvas.width / 30));
+    const button = (text, attrs) => {
+      const b = el("button", "secondary");
+      b.type = "button";
+      b.textContent = text;
+      for (const [k, v] of Object.entries(attrs)) b.dataset[k] = v;
+      bar.append(b);
+      return b;
+    };
+    const tools = [["pen", "Pen"], ["arrow", "Arrow"], ["text", "Text"]].map(([t, label]) => button(tr(label), { tool: t }));
+    const textInput = document.createElement("input");
+    textInput.placeholder = tr("Text, then click the picture");
+    textInput.maxLength = 200;
+    textInput.setAttribute("aria-label", tr("Text to place"));
+    textInput.hidden = true;
+    bar.append(textInput);
+    const swatches = PEN_COLOURS.map(([c, label]) => {
+      const b = button("", { colour: c });
+      b.className = "swatch";
+      b.style.background = c;
+      b.title = tr(label);
+      b.setAttribute("aria-label", tr(label));
+      return b;
+    });
+    const undo = button(tr("Undo"), { act: "undo" });
+    const cancel = button(tr("Cancel"), { act: "cancel" });
+    const send = button(tr("Send"), { act: "send" });
+    send.className = "";
+    const select = () => {
+      for (const b of tools) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
+      for (const b of swatches) b.setAttribute("aria-pressed", String(b.dataset.colour === colour));
+      textInput.hidden = tool !== "text";
+      undo.disabled = !shapes.length;
+      box.dataset.shapes = String(shapes.length);
+    };
+    const arrowHead = (s) => {
+      const [x0, y0] = s.points[0];
+      const [x1, y1] = s.points[1];
+      const a = Math.atan2(y1 - y0, x1 - x0);
+      const len = width * 5;
+      ctx.beginPath();
+      ctx.moveTo(x1, y1);
+      ctx.lineTo(x1 - len * Math.cos(a - Math.PI / 7), y1 - len * Math.sin(a - Math.PI / 7));
+      ctx.moveTo(x1, y1);
+      ctx.lineTo(x1 - len * Math.cos(a + Math.PI / 7), y1 - len * Math.sin(a + Math.PI / 7));
+      ctx.stroke();
+    };
+    const draw = () => {
+      ctx.drawImage(source, 0, 0);
+      for (const s of shapes) {
+        ctx.strokeStyle = ctx.fillStyle = s.colour;
+        ctx.lineWidth = width;
+        ctx.lineCap = ctx.lineJoin = "round";
+        if (s.kind === "text") {
+          ctx.font = `600 ${fontPx}px system-ui, sans-serif`;
+          ctx.textBaseline = "top";
+          ctx.fillText(s.text, s.points[0][0], s.points[0][1]);
+          continue;
+        }
+        ctx.beginPath();
+        s.points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+        if (s.points.length === 1) ctx.lineTo(s.points[0][0] + 0.1, s.points[0][1]);
+        ctx.stroke();
+        if (s.kind === "arrow") arrowHead(s);
+      }
+    };
+    const at = (ev) => {
+      const r = canvas.getBoundingClientRect();
+      return [((ev.clientX - r.left) / r.width) * canvas.width, ((ev.clientY - r.top) / r.height) * canvas.height];
+    };
+    let current = null;
+    canvas.addEventListener("pointerdown", (ev) => {
+      ev.preventDefault();
+      const p = at(ev);
+      if (tool === "text") {
+        const text = textInput.value.trim();
+        if (!text) return textInput.focus();
+        shapes.push({ kind: "text", colour, text, points: [p] });
+        textInput.value = "";
+      } else {
+        current = { kind: tool, colour, points: tool === "arrow" ? [p, p] : [p] };
+        shapes.push(current);
+        canvas.setPointerCapture(ev.pointerId);
+      }
+      draw();
+      select();
+    });
+    canvas.addEventListener("pointermove", (ev) => {
+      if (!current) return;
+      const p = at(ev);
+      if (current.kind === "arrow") current.points[1] = p;
+      else current.points.push(p);
+      draw();
+    });
+    const stop = () => { current = null; };
+    canvas.addEventListener("pointerup", stop);
+    canvas.addEventListener("pointercancel", stop);
+    const close = (result) => {
+      document.removeEventListener("keydown", onKey);
+      box.remove();
+      resolve(result);
+    };
+    const onKey = (ev) => {
+      if (ev.key === "Escape") close(null);
+      if (ev.key === "z" && (ev.ctrlKey || ev.metaKey) && shapes.length) { shapes.pop(); draw(); select(); }
+    };
+    document.addEventListener("keydown", onKey);
+    bar.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button");
+      if (!b) return;
+      if (b.dataset.tool) tool = b.dataset.tool;
+      if (b.dataset.colour) colour = b.dataset.colour;
+      if (b.dataset.act === "undo" && shapes.length) { shapes.pop(); draw(); }
+      if (b.dataset.act === "cancel") return close(null);
+      if (b.dataset.act === "send") {
+        draw();
+        send.disabled = true;
+        return canvas.toBlob((blob) => close(blob), "image/jpeg", 0.9);
+      }
+      select();
+    });
+    box.append(bar, canvas);
+    parent.append(box);
+    draw();
+    select();
+    tools[0].focus();
+  });
+}
+
 export function mountControls(call, root, { onError } = {}) {
   const btn = (a) => root.querySelector(`[data-action="${a}"]`);
   const report = (e) => { if (onError) onError(e); else call._emit("error", { code: e.code || "device_error", message: e.message }); };
@@ -1252,7 +1870,7 @@ export function mountControls(call, root, { onError } = {}) {
       b.hidden = !show;
       // the label says what a click does; data-active marks a source that is off or shared
       if (pressed !== null) b.dataset.active = String(pressed);
-      if (label) { const l = b.querySelector(".label"); (l || b).textContent = label; }
+      if (label) { const l = b.querySelector(".label"); (l || b).textContent = tr(label); }
     };
     set("mute", call.muted || !call.local.audio, call.muted || !call.local.audio ? "Unmute" : "Mute", send);
     set("camera", !call.local.camera, call.local.camera ? "Camera off" : "Camera on", send);

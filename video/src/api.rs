@@ -51,7 +51,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/video/agent", get(agent_page))
         .route("/video/call.js", get(call_js))
         .route("/video/call.css", get(call_css))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::files::router(state))
 }
 
 fn claims(state: &State, headers: &HeaderMap) -> Result<Claims, VideoError> {

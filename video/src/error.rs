@@ -47,6 +47,17 @@ pub enum VideoError {
     SmsOff,
     #[error("{0}")]
     Sms(#[from] crate::sms::SmsError),
+    #[error("the file is larger than {0} bytes, the limit of a file sent in a call")]
+    TooLarge(u64),
+    #[error("{0}")]
+    NotJpeg(String),
+    #[error("{0}")]
+    BrokenImage(String),
+    #[error("{0}")]
+    Interrupted(String),
+    /// The file server refused the upload: its status, code and message, passed on.
+    #[error("{message}")]
+    Fileserver { status: u16, code: String, message: String },
     #[error("internal error")]
     Internal(String),
 }
@@ -87,6 +98,11 @@ impl VideoError {
             VideoError::SmsOff => "sms_off",
             VideoError::Sms(crate::sms::SmsError::Refused { .. }) => "sms_refused",
             VideoError::Sms(_) => "sms_unavailable",
+            VideoError::TooLarge(_) => "file_too_large",
+            VideoError::NotJpeg(_) => "not_jpeg",
+            VideoError::BrokenImage(_) => "broken_jpeg",
+            VideoError::Interrupted(_) => "upload_interrupted",
+            VideoError::Fileserver { .. } => "fileserver",
             VideoError::Internal(_) => "internal",
         }
     }
@@ -106,6 +122,10 @@ impl VideoError {
             VideoError::Capacity(_) | VideoError::SmsOff => StatusCode::SERVICE_UNAVAILABLE,
             VideoError::Sms(crate::sms::SmsError::Refused { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             VideoError::Sms(_) => StatusCode::BAD_GATEWAY,
+            VideoError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            VideoError::NotJpeg(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            VideoError::BrokenImage(_) | VideoError::Interrupted(_) => StatusCode::BAD_REQUEST,
+            VideoError::Fileserver { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             VideoError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -166,11 +186,22 @@ impl From<SfuError> for VideoError {
 
 impl IntoResponse for VideoError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let code = match &self {
+            VideoError::Fileserver { code, .. } => code.clone(),
+            other => other.code().to_owned(),
+        };
+        let mut body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        if let VideoError::TooLarge(limit) = &self {
+            body["error"]["limit"] = (*limit).into();
+        }
         let mut response =
             (self.status(), [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
         if matches!(self, VideoError::Unauthorized(_)) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, VideoError::TooLarge(_)) {
+            // the rest of the body is not read
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

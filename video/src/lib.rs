@@ -14,6 +14,7 @@
 
 pub mod branding;
 pub mod error;
+pub mod exif;
 #[cfg(feature = "fake")]
 pub mod fake_nominatim;
 #[cfg(feature = "fake")]
@@ -28,6 +29,7 @@ pub mod turn;
 
 mod api;
 mod client;
+pub mod files;
 mod nodes;
 mod signal;
 

@@ -125,6 +125,38 @@ pub struct Call {
     pub survey: Option<CallSurvey>,
     /// The latest position the customer shared in the call.
     pub location: Option<CallLocation>,
+    /// The files and screenshots sent in the call, oldest first (each also a message of the
+    /// interaction).
+    #[serde(default)]
+    pub files: Vec<CallFile>,
+}
+
+/// A file or screenshot sent in a call (docs/video.md, "Screenshots and files").
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallFile {
+    pub file_id: Uuid,
+    /// The message of the interaction that carries it.
+    pub message_id: Uuid,
+    pub name: String,
+    pub mime: String,
+    pub size: i64,
+    /// `/api/v1/files/{id}`, while the file exists.
+    pub url: String,
+    /// Who sent it: `agent`, `customer` or `supervisor`.
+    pub role: String,
+    pub sender_name: String,
+    /// A screenshot of the call's video (a JPEG).
+    pub screenshot: bool,
+    /// The customer's position the hub wrote into the screenshot's EXIF.
+    pub gps: Option<CallFileGps>,
+    pub at: DateTime<Utc>,
+}
+
+/// A position written into a screenshot's EXIF (WGS 84).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallFileGps {
+    pub lat: f64,
+    pub lon: f64,
 }
 
 /// A position the customer shared in a call (from their browser, WGS 84).
@@ -333,6 +365,23 @@ impl From<store::CallRecord> for Call {
                 address: l.address,
                 at: l.at,
             }),
+            files: c
+                .files
+                .into_iter()
+                .map(|f| CallFile {
+                    file_id: f.file_id,
+                    message_id: f.message_id,
+                    url: schema::domain::FileRef::url_for(f.file_id),
+                    name: f.name,
+                    mime: f.mime,
+                    size: f.size,
+                    role: f.role,
+                    sender_name: f.sender_name,
+                    screenshot: f.screenshot,
+                    gps: f.gps.map(|g| CallFileGps { lat: g.lat, lon: g.lon }),
+                    at: f.at,
+                })
+                .collect(),
         }
     }
 }
@@ -933,6 +982,7 @@ mod tests {
             recording: None,
             survey: None,
             location: None,
+            files: vec![],
         };
         assert_eq!(parse_call_cursor(&call_cursor(&call)).unwrap(), (call.created_at, call.room_id));
         assert!(parse_call_cursor("nope").is_err());

@@ -5,6 +5,7 @@
 //! `schema/tests` run each of them against a real database.
 
 mod admin;
+mod call_files;
 mod campaigns;
 mod connector;
 mod dead_letters;
@@ -40,6 +41,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use admin::*;
+pub use call_files::*;
 pub use campaigns::*;
 pub use connector::*;
 pub use dead_letters::*;

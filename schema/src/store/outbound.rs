@@ -209,7 +209,7 @@ fn account_lock_key(account_id: Uuid) -> i32 {
 
 /// The interaction's account and chat, its row locked (`FOR NO KEY UPDATE`) until the caller's
 /// transaction ends.
-async fn lock_interaction_account(conn: &mut PgConnection, interaction_id: Uuid) -> Result<(Uuid, String)> {
+pub(super) async fn lock_interaction_account(conn: &mut PgConnection, interaction_id: Uuid) -> Result<(Uuid, String)> {
     let row = sqlx::query("SELECT account_id, chat_id FROM interactions WHERE id = $1 FOR NO KEY UPDATE")
         .bind(interaction_id)
         .fetch_optional(&mut *conn)
@@ -239,7 +239,7 @@ async fn forwarded_kind(conn: &mut PgConnection, interaction_id: Uuid, original:
 }
 
 /// The message kind follows its first file's type; text otherwise.
-async fn kind_for_files(conn: &mut PgConnection, file_ids: &[Uuid]) -> Result<MessageKind> {
+pub(super) async fn kind_for_files(conn: &mut PgConnection, file_ids: &[Uuid]) -> Result<MessageKind> {
     let Some(first) = file_ids.first() else {
         return Ok(MessageKind::Text);
     };

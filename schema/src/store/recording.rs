@@ -495,6 +495,8 @@ pub struct CallRecord {
     pub survey: Option<super::CallSurvey>,
     /// The latest position the customer shared in the call.
     pub location: Option<super::CallLocation>,
+    /// The files and screenshots sent in the call, oldest first.
+    pub files: Vec<super::CallFile>,
 }
 
 /// The milliseconds two sets of intervals overlap (each set may overlap itself: reconnects).
@@ -611,6 +613,7 @@ async fn records_of(conn: &mut PgConnection, rooms: Vec<VideoRoom>) -> Result<Ve
         super::surveys_of_rooms(conn, &ids).await?.into_iter().map(|s| (s.room_id, s)).collect();
     let mut locations: std::collections::HashMap<Uuid, super::CallLocation> =
         super::latest_locations(conn, &ids).await?.into_iter().map(|l| (l.room_id, l)).collect();
+    let files = super::files_of_rooms(conn, &ids).await?;
     let now = Utc::now();
     Ok(rooms
         .into_iter()
@@ -634,6 +637,7 @@ async fn records_of(conn: &mut PgConnection, rooms: Vec<VideoRoom>) -> Result<Ve
                 recording: recordings.remove(&room.id),
                 survey: surveys.remove(&room.id),
                 location: locations.remove(&room.id),
+                files: files.iter().filter(|f| f.room_id == room.id).cloned().collect(),
                 participants: people,
                 room,
             }

@@ -374,6 +374,20 @@ impl Recorder {
         Ok((done, outcome))
     }
 
+    /// The file server this node stores files in (recordings, the files sent in calls).
+    pub(crate) fn fileserver(&self) -> &str {
+        &self.fileserver
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A service token for the file server, good for 10 minutes.
+    pub(crate) fn service_token(&self) -> Result<String, String> {
+        self.token().map_err(|e| e.to_string())
+    }
+
     fn token(&self) -> Result<String, Failure> {
         let secret = self
             .config
