@@ -101,7 +101,13 @@ pub async fn dispatch(
             };
             let mut tx = state.pool.begin().await?;
             let done = store::transfer(&mut tx, a.interaction_id, me, &target, a.note.as_deref()).await?;
-            finish(state, tx, done, true).await
+            let transferred = finish(state, tx, done, true).await;
+            if transferred.is_ok() && !state.config.video_url.is_empty() {
+                // an open call followed the interaction: the video nodes close the previous
+                // agent's socket of it
+                state.coord.notify(topics::VIDEO_ROOMS);
+            }
+            transferred
         }
         "interaction.close" => {
             let a: CloseArgs = args(raw)?;

@@ -21,6 +21,7 @@ pub mod fake_smsc;
 pub mod geo;
 pub mod recording;
 pub mod rooms;
+pub mod schedule;
 pub mod sfu;
 pub mod sms;
 pub mod survey;
@@ -29,6 +30,7 @@ pub mod turn;
 mod api;
 mod client;
 mod nodes;
+mod schedule_api;
 mod signal;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -43,6 +45,7 @@ use schema::domain::VideoQuality;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::nodes::Nodes;
 use crate::recording::Recorder;
@@ -95,6 +98,8 @@ pub struct Config {
     pub sms: sms::Config,
     /// Reverse geocoding of the locations customers share (`[video.geocoder]`).
     pub geocoder: geo::Config,
+    /// Scheduled calls and their reminders (`[video.schedules]`).
+    pub schedules: schedule::Config,
 }
 
 impl Default for Config {
@@ -117,6 +122,7 @@ impl Default for Config {
             branding: branding::Config::default(),
             sms: sms::Config::default(),
             geocoder: geo::Config::default(),
+            schedules: schedule::Config::default(),
         }
     }
 }
@@ -130,6 +136,7 @@ impl Config {
         problems.extend(self.branding.problems());
         problems.extend(self.sms.problems());
         problems.extend(self.geocoder.problems());
+        problems.extend(self.schedules.problems());
         if self.default_quality.parse::<VideoQuality>().is_err() {
             problems.push(Problem::new(
                 "video.default_quality",
@@ -197,6 +204,9 @@ pub(crate) struct State {
     pub sms: Option<Arc<dyn sms::SmsProvider>>,
     pub geocoder: geo::Geocoder,
     pub shutdown: CancellationToken,
+    /// The background work that must finish its transaction before the process exits (the
+    /// reminders of scheduled calls); [`Video::stopped`] waits for it.
+    pub tasks: TaskTracker,
 }
 
 /// Every 5 s: the SFU's counters and what it holds, as Prometheus metrics.
@@ -306,8 +316,11 @@ impl Video {
             sms,
             geocoder,
             shutdown: shutdown.clone(),
+            tasks: TaskTracker::new(),
         });
         tokio::spawn(api::expire_rooms(state.clone()));
+        state.tasks.spawn(schedule::run(state.clone()));
+        state.tasks.close();
         tokio::spawn(publish_metrics(state.clone()));
         recorder.recover().await;
         let stop = shutdown.clone();
@@ -344,6 +357,18 @@ impl Video {
     /// The recordings of this node.
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.state.recorder
+    }
+
+    /// Waits, after shutdown, until the background work tracked in `tasks` (the reminder worker)
+    /// has finished what it was doing.
+    pub async fn stopped(&self) {
+        self.state.tasks.wait().await;
+    }
+
+    /// One turn of the reminder worker of scheduled calls as if it were `now`; returns when the
+    /// next reminder is due. For tests and tools: the worker runs this on its own.
+    pub async fn run_reminders(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Option<chrono::DateTime<chrono::Utc>>, error::VideoError> {
+        schedule::run_once(&self.state, now).await
     }
 
     /// Starts or stops draining this node: no new room is pinned here, its calls go on.
