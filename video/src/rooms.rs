@@ -257,6 +257,7 @@ mod tests {
         let agent = person(Role::Agent);
         rooms.admit(room, agent.clone(), agent_tx, 10).unwrap();
         rooms.admit(room, person(Role::Customer), customer_tx, 10).unwrap();
+        assert!(matches!(agent_rx.try_recv(), Ok(Outgoing::Frame(f)) if f["type"] == "participant_joined"));
         assert!(!rooms.revoke_agent(room, "agent"), "the room's agent keeps the call");
         assert!(agent_rx.try_recv().is_err());
         assert!(rooms.revoke_agent(room, "bob"));
