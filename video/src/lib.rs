@@ -367,7 +367,10 @@ impl Video {
 
     /// One turn of the reminder worker of scheduled calls as if it were `now`; returns when the
     /// next reminder is due. For tests and tools: the worker runs this on its own.
-    pub async fn run_reminders(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Option<chrono::DateTime<chrono::Utc>>, error::VideoError> {
+    pub async fn run_reminders(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, error::VideoError> {
         schedule::run_once(&self.state, now).await
     }
 

@@ -256,7 +256,8 @@ async fn move_call(
     )
     .await?;
     let agent_name = store::agent_name(&mut tx, &moved.agent).await?;
-    let told = tell_customer(&mut tx, &moved, &agent_name, "moved", schedule::moved_text(&agent_name, moved.at)).await?;
+    let told =
+        tell_customer(&mut tx, &moved, &agent_name, "moved", schedule::moved_text(&agent_name, moved.at)).await?;
     tx.commit().await?;
     audience.extend(told.audience);
     wake(&state, &audience);

@@ -15,7 +15,13 @@ use support::{Hub, agent_join, frame_of, send, token};
 use uuid::Uuid;
 use video::fake_smsc::FakeSmsc;
 
-async fn call(hub: &Hub, method: Method, path: &str, who: Option<(&str, &str)>, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    hub: &Hub,
+    method: Method,
+    path: &str,
+    who: Option<(&str, &str)>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = reqwest::Client::new().request(method, hub.url(path));
     if let Some((login, role)) = who {
         request = request.bearer_auth(token(login, &[role]));
@@ -46,11 +52,13 @@ async fn schedule(hub: &Hub, interaction: Uuid, at: DateTime<Utc>, remind_before
 
 /// The texts of the messages queued for the customer of `interaction`, oldest first.
 async fn outgoing(hub: &Hub, interaction: Uuid) -> Vec<String> {
-    sqlx::query_scalar("SELECT text FROM messages WHERE interaction_id = $1 AND direction = 'out' ORDER BY created_at, id")
-        .bind(interaction)
-        .fetch_all(&hub.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT text FROM messages WHERE interaction_id = $1 AND direction = 'out' ORDER BY created_at, id",
+    )
+    .bind(interaction)
+    .fetch_all(&hub.pool)
+    .await
+    .unwrap()
 }
 
 /// alice's `video.scheduled` events of one schedule with `state`.
@@ -101,9 +109,14 @@ async fn booking_moving_and_cancelling_with_clear_refusals() {
         assert_eq!(body["error"]["code"], "bad_schedule");
         assert!(body["error"]["message"].as_str().unwrap().starts_with(field), "{body}");
     }
-    let (status, body) =
-        call(&hub, Method::POST, path, ALICE, Some(json!({"interaction_id": i, "at": at, "via": "sms", "phone": "+79161234567"})))
-            .await;
+    let (status, body) = call(
+        &hub,
+        Method::POST,
+        path,
+        ALICE,
+        Some(json!({"interaction_id": i, "at": at, "via": "sms", "phone": "+79161234567"})),
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("sms_off")));
     let (status, body) =
         call(&hub, Method::POST, path, ALICE, Some(json!({"interaction_id": i, "at": at, "colour": "red"}))).await;
@@ -144,7 +157,8 @@ async fn booking_moving_and_cancelling_with_clear_refusals() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
     let (status, _) = call(&hub, Method::GET, &format!("{path}?state=nope"), SUE, None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, body) = call(&hub, Method::GET, &format!("{path}?interaction_id={i}&state=scheduled"), ALICE, None).await;
+    let (status, body) =
+        call(&hub, Method::GET, &format!("{path}?interaction_id={i}&state=scheduled"), ALICE, None).await;
     assert_eq!((status, body["schedules"].as_array().unwrap().len()), (StatusCode::OK, 1));
 
     // moving: bob may not, an unknown id is 404, a bad time 422; sue moves it
@@ -177,7 +191,11 @@ async fn booking_moving_and_cancelling_with_clear_refusals() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["state"].as_str(), body["cancelled_by"].as_str()), (Some("cancelled"), Some("sue")));
     let (state, reason): (String, Option<String>) =
-        sqlx::query_as("SELECT state, end_reason FROM video_rooms WHERE id = $1").bind(room).fetch_one(&hub.pool).await.unwrap();
+        sqlx::query_as("SELECT state, end_reason FROM video_rooms WHERE id = $1")
+            .bind(room)
+            .fetch_one(&hub.pool)
+            .await
+            .unwrap();
     assert_eq!((state.as_str(), reason.as_deref()), ("ended", Some("cancelled")));
     assert!(outgoing(&hub, i).await[2].contains("is cancelled"));
     assert_eq!(agent_events(&hub, &id, "cancelled").await.len(), 1);
