@@ -225,12 +225,11 @@ async fn remind(state: &Arc<State>, id: Uuid) -> Result<(), VideoError> {
     }
     metrics::counter!("switchboard_video_schedule_reminders_total", "outcome" => "sent").increment(1);
     tracing::info!(schedule = %id, interaction = %call.interaction_id, via = %call.via, "scheduled call reminder sent");
-    if let Some((provider, sms_id, phone, text)) = sms {
-        if let Err(e) =
+    if let Some((provider, sms_id, phone, text)) = sms
+        && let Err(e) =
             crate::api::deliver_sms(state, provider, &call_room(state, &call).await?, sms_id, phone, text).await
-        {
-            tracing::warn!(schedule = %id, sms = %sms_id, error = %e, "the reminder SMS was not sent");
-        }
+    {
+        tracing::warn!(schedule = %id, sms = %sms_id, error = %e, "the reminder SMS was not sent");
     }
     Ok(())
 }
