@@ -591,7 +591,8 @@ addEventListener("message", (e) => {
     await bp.locator("#schedule").click();
     await bp.locator("#toast", { hasText: "Call booked for" }).waitFor({ timeout: T });
     await bp.locator("#messages", { hasText: "video call scheduled for" }).waitFor({ timeout: T });
-    await widget.locator(".log .msg", { hasText: "invites you to a video call on" }).waitFor({ timeout: T });
+    // the invitation naming the time is an ordinary message of the chat
+    await bp.locator("#messages", { hasText: "invites you to a video call on" }).last().waitFor({ timeout: T });
     // alice, a supervisor, sees it among the scheduled calls and cancels it over the same REST API
     const list = await fetch(`${BASE}/api/v1/video/schedules?state=scheduled&interaction_id=${interactionId}`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } });
     const { schedules } = await list.json();
@@ -600,7 +601,7 @@ addEventListener("message", (e) => {
     const cancel = await fetch(`${BASE}/api/v1/video/schedules/${schedules[0].id}`, { method: "DELETE", headers: { Authorization: `Bearer ${ALICE_TOKEN}` } });
     assert.equal(cancel.status, 200, await cancel.text());
     await bp.locator("#messages", { hasText: "cancelled" }).last().waitFor({ timeout: T });
-    await widget.locator(".log .msg", { hasText: "is cancelled" }).waitFor({ timeout: T });
+    await bp.locator("#messages", { hasText: "is cancelled" }).last().waitFor({ timeout: T });
   });
 } catch {
   // reported by step()
