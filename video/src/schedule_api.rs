@@ -180,6 +180,9 @@ async fn list(
 ) -> Result<Json<Value>, VideoError> {
     let claims = claims(&state, &headers)?;
     let Query(query) = query.map_err(|e| VideoError::BadRequest(e.body_text()))?;
+    if let Some(agent) = query.agent.as_deref() {
+        ops::input::check("agent", ops::input::Kind::Key, agent).map_err(|e| VideoError::BadRequest(e.to_string()))?;
+    }
     let agent = match (manager(&claims), query.agent) {
         (true, agent) => agent,
         (false, Some(agent)) if agent != claims.sub => {

@@ -157,6 +157,10 @@ async fn booking_moving_and_cancelling_with_clear_refusals() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
     let (status, _) = call(&hub, Method::GET, &format!("{path}?state=nope"), SUE, None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = call(&hub, Method::GET, &format!("{path}?agent=al%00ice"), SUE, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let (status, _) = call(&hub, Method::GET, &format!("{path}?limit=0"), SUE, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, body) =
         call(&hub, Method::GET, &format!("{path}?interaction_id={i}&state=scheduled"), ALICE, None).await;
     assert_eq!((status, body["schedules"].as_array().unwrap().len()), (StatusCode::OK, 1));
