@@ -574,4 +574,20 @@ async fn a_live_video_call_counts_in_capacity_and_follows_interaction_transfer()
     // alice's capacity is free again: the waiting chat is offered to her
     let offered = alice.event("interaction.offered").await;
     assert_ne!(interaction_id(&offered), id);
+    // through a queue: the call goes to whoever takes the chat
+    let queued = bob.call("interaction.transfer", json!({"interaction_id": id, "to_queue": "vip"})).await;
+    assert_eq!(queued["data"]["state"], "queued", "{queued}");
+    let still = store::load_room(&mut app.pool.acquire().await.unwrap(), room.id).await.unwrap();
+    assert_eq!(still.agent, "bob", "a queued chat's call waits with it");
+    app.agent("vera", &["vip"], 2, &["agent"]).await;
+    let mut vera = app.connect("vera", &["agent"]).await;
+    let taken = vera.call("interaction.take", json!({"interaction_id": id})).await;
+    assert_eq!(taken["data"]["agent"], "vera", "{taken}");
+    let handed = vera.event("video.room").await;
+    assert_eq!(
+        (handed["data"]["from_agent"].as_str(), handed["data"]["to_agent"].as_str()),
+        (Some("bob"), Some("vera"))
+    );
+    let now = store::load_room(&mut app.pool.acquire().await.unwrap(), room.id).await.unwrap();
+    assert_eq!(now.agent, "vera");
 }
