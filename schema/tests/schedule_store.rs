@@ -1,7 +1,8 @@
 //! Scheduled calls in the store against a real PostgreSQL: a claimed reminder is skipped by
 //! every other claimer until its transaction ends, and gone once marked; a closed interaction's
 //! call shows its room ended to the reminder planner; moving makes the reminder due again and
-//! moves the link's expiry; cancelling ends the room once.
+//! moves the link's expiry and is told to the interaction's agent and the one who booked it;
+//! cancelling ends the room once.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use schema::domain::{VideoMode, VideoQuality};
@@ -67,13 +68,19 @@ async fn a_claimed_reminder_is_skipped_by_other_claimers_and_gone_once_sent() {
     assert_eq!(stored.reminder, "sent");
     assert!(stored.reminded_at.is_some());
 
+    // the chat (and its call) goes to bob: both hear of the booking from now on
+    let mut tx = pool.begin().await.unwrap();
+    store::transfer(&mut tx, interaction, "alice", &store::TransferTarget::Agent("bob".into()), None).await.unwrap();
+    tx.commit().await.unwrap();
     // moving it makes the reminder due again and moves the link's expiry
     let later = Utc::now() + TimeDelta::hours(5);
     let mut tx = pool.begin().await.unwrap();
-    let (moved, _) = store::move_scheduled_call(&mut tx, call.id, later, Some(600), later + TimeDelta::hours(1), "sue")
-        .await
-        .unwrap();
+    let (moved, audience) =
+        store::move_scheduled_call(&mut tx, call.id, later, Some(600), later + TimeDelta::hours(1), "sue")
+            .await
+            .unwrap();
     tx.commit().await.unwrap();
+    assert_eq!(audience, ["alice", "bob"], "the interaction's agent and the one who booked it");
     assert_eq!((moved.reminder.as_str(), moved.remind_before_s, moved.reminded_at), ("pending", 600, None));
     let room = store::load_room(&mut pool.acquire().await.unwrap(), moved.room_id).await.unwrap();
     assert!((room.link_expires_at - (later + TimeDelta::hours(1))).num_milliseconds().abs() < 1);

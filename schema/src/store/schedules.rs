@@ -131,24 +131,33 @@ pub async fn scheduled_event(
     if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
         data.extend(extra);
     }
-    let mut audience = super::fan_out(conn, call.interaction_id, "video.scheduled", &data).await?;
-    if !audience.contains(&call.agent) {
-        // the agent who booked it, when the interaction has moved on without them
-        let bumped: Option<i64> = sqlx::query_scalar(
-            "WITH bumped AS (
-                 UPDATE agents SET last_event_seq = last_event_seq + 1 WHERE login = $1 RETURNING login, last_event_seq
-             )
-             INSERT INTO agent_events (agent_login, seq, event, data)
-             SELECT login, last_event_seq, 'video.scheduled', $2 FROM bumped RETURNING seq",
-        )
-        .bind(&call.agent)
-        .bind(&data)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if bumped.is_some() {
-            audience.push(call.agent.clone());
-        }
-    }
+    // the interaction's audience and the agent who booked it (who may have handed the chat
+    // on): their rows locked in login order first, then the events, as `fan_out` does
+    let audience: Vec<String> = sqlx::query_scalar(
+        "SELECT login FROM agents WHERE login IN (
+             SELECT agent FROM interactions WHERE id = $1 AND agent IS NOT NULL
+             UNION
+             SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
+             UNION
+             SELECT $2::text
+         ) ORDER BY login FOR NO KEY UPDATE",
+    )
+    .bind(call.interaction_id)
+    .bind(&call.agent)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query(
+        "WITH bumped AS (
+             UPDATE agents SET last_event_seq = last_event_seq + 1 WHERE login = ANY($1)
+             RETURNING login, last_event_seq
+         )
+         INSERT INTO agent_events (agent_login, seq, event, data)
+         SELECT login, last_event_seq, 'video.scheduled', $2 FROM bumped",
+    )
+    .bind(&audience)
+    .bind(&data)
+    .execute(&mut *conn)
+    .await?;
     Ok(audience)
 }
 
