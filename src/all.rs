@@ -45,6 +45,9 @@ struct Started {
     demo: Vec<String>,
     /// The connectors' task, which ends once every account stopped after shutdown.
     connectors: Option<tokio::task::JoinHandle<()>>,
+    /// The video channel, whose tracked background work (the scheduled calls' reminders)
+    /// finishes its transaction before the pool closes.
+    video: Option<video::Video>,
 }
 
 async fn start(mut config: Config, components: &[Component], shutdown: CancellationToken) -> anyhow::Result<Started> {
@@ -96,6 +99,7 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
     let mut routes = axum::Router::new();
     let mut connectors = None;
     let mut video_udp = None;
+    let mut started_video = None;
     for component in components {
         match component {
             Component::Chatserver => {
@@ -149,6 +153,7 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
                 .context("cannot start the video channel")?;
                 video_udp = Some(video.udp_addr());
                 routes = routes.merge(video.router());
+                started_video = Some(video);
             }
             Component::Connectors | Component::Connector(_) => {
                 let runtime = crate::connector::runtime(&config, db.clone(), coordinator.clone());
@@ -194,11 +199,11 @@ async fn start(mut config: Config, components: &[Component], shutdown: Cancellat
     }
     let connectors = connectors
         .map(|(runtime, component)| crate::connector::start(runtime, component, server.local_addr(), shutdown));
-    Ok(Started { state, zookeeper, server, metrics_server, demo, connectors })
+    Ok(Started { state, zookeeper, server, metrics_server, demo, connectors, video: started_video })
 }
 
 async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Started { state, zookeeper, server, metrics_server, demo, connectors } = started;
+    let Started { state, zookeeper, server, metrics_server, demo, connectors, video } = started;
     let addr = server.local_addr();
     let metrics_addr = metrics_server.as_ref().map_or(addr, ops::http::Server::local_addr);
     tracing::info!(%addr, %metrics_addr, "serving");
@@ -245,6 +250,11 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
                 "connectors still stopping after {CONNECTORS_STOP_DEADLINE:?}; rows in flight stay in doubt"
             ),
         }
+    }
+    if let Some(video) = video
+        && tokio::time::timeout(CONNECTORS_STOP_DEADLINE, video.stopped()).await.is_err()
+    {
+        tracing::warn!("the video channel's background work still running after {CONNECTORS_STOP_DEADLINE:?}");
     }
     if let Some(zk) = zookeeper {
         zk.shutdown();

@@ -78,13 +78,17 @@ pub async fn dispatch(
             let a: InteractionArgs = args(raw)?;
             let mut tx = state.pool.begin().await?;
             let done = store::accept(&mut tx, a.interaction_id, me).await?;
-            finish(state, tx, done, false).await
+            let accepted = finish(state, tx, done, false).await?;
+            ring_if_call_followed(state, a.interaction_id).await;
+            Ok(accepted)
         }
         "interaction.take" => {
             let a: InteractionArgs = args(raw)?;
             let mut tx = state.pool.begin().await?;
             let done = store::take(&mut tx, a.interaction_id, me, claims.has_role("supervisor")).await?;
-            finish(state, tx, done, false).await
+            let taken = finish(state, tx, done, false).await?;
+            ring_if_call_followed(state, a.interaction_id).await;
+            Ok(taken)
         }
         "interaction.decline" => {
             let a: InteractionArgs = args(raw)?;
@@ -101,7 +105,13 @@ pub async fn dispatch(
             };
             let mut tx = state.pool.begin().await?;
             let done = store::transfer(&mut tx, a.interaction_id, me, &target, a.note.as_deref()).await?;
-            finish(state, tx, done, true).await
+            let transferred = finish(state, tx, done, true).await;
+            if transferred.is_ok() && !state.config.video_url.is_empty() {
+                // an open call followed the interaction: the video nodes close the previous
+                // agent's socket of it
+                state.coord.notify(topics::VIDEO_ROOMS);
+            }
+            transferred
         }
         "interaction.close" => {
             let a: CloseArgs = args(raw)?;
@@ -342,6 +352,28 @@ impl Validate for ListQueuedArgs {
 
 /// Commits a routing transition, then wakes everyone it concerns (and routing, when a slot or an
 /// interaction became free). Replies with the interaction.
+/// An interaction assigned after a transfer to a queue takes its open call to its new agent
+/// (`store::hand_over_rooms`): ring `video/rooms` so the video node closes the previous agent's
+/// socket at once. Best effort: the video node re-checks its live rooms every 30 s anyway.
+async fn ring_if_call_followed(state: &AppState, interaction_id: Uuid) {
+    if state.config.video_url.is_empty() {
+        return;
+    }
+    let open = match state.pool.acquire().await {
+        Ok(mut conn) => store::rooms_of_interaction(&mut conn, interaction_id)
+            .await
+            .map(|rooms| rooms.iter().any(|r| r.state == schema::domain::VideoRoomState::Open)),
+        Err(e) => Err(e.into()),
+    };
+    match open {
+        Ok(true) => state.coord.notify(topics::VIDEO_ROOMS),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::debug!(interaction = %interaction_id, error = %e, "cannot look for the interaction's open call")
+        }
+    }
+}
+
 async fn finish(
     state: &AppState,
     tx: sqlx::Transaction<'_, sqlx::Postgres>,

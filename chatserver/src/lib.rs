@@ -54,6 +54,9 @@ pub struct Config {
     pub video_link_ttl_s: u64,
     /// The quality cap of rooms started with `video.start` when it names none.
     pub video_quality: String,
+    /// What a live video call counts in its agent's capacity (`max_interactions`), as a number
+    /// of interactions; 0: calls do not count.
+    pub video_weight: u32,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             video_url: String::new(),
             video_link_ttl_s: 3600,
             video_quality: "720p".into(),
+            video_weight: 1,
         }
     }
 }
@@ -148,6 +152,7 @@ impl Chatserver {
             state.pool.clone(),
             state.coord.clone(),
             state.node.clone(),
+            i64::from(state.config.video_weight),
             state.shutdown.clone(),
         ));
         info!(node = %state.node, "chatserver started");

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use harness::{Client, spawn_app, token};
-use schema::store::Ingested;
+use schema::store::{self, Ingested};
 use serde_json::{Value, json};
 
 fn interaction_id(event: &Value) -> String {
@@ -527,4 +527,67 @@ async fn tokens_with_bad_claims_or_before_nbf_get_401_invalid_token() {
     assert_eq!(app.count("SELECT count(*) FROM agents").await, 0, "no agent was created");
     let ok = Client::connect(&app.ws_url(), &sign(json!({"sub": "alice", "exp": now + 60, "nbf": now - 5}))).await;
     assert!(ok.is_ok(), "a token past its nbf is accepted");
+}
+
+#[tokio::test]
+async fn a_live_video_call_counts_in_capacity_and_follows_interaction_transfer() {
+    let app = spawn_app(30_000).await;
+    app.agent("alice", &["support"], 2, &["agent"]).await;
+    app.agent("bob", &["support"], 2, &["agent"]).await;
+    let mut alice = app.connect("alice", &["agent"]).await;
+    let mut bob = app.connect("bob", &["agent"]).await;
+    alice.call("agent.set_status", json!({"status": "ready"})).await;
+    app.inbound("c1", "c1:1", "can we talk on video?").await;
+    let id = interaction_id(&alice.event("interaction.offered").await);
+    alice.call("interaction.accept", json!({"interaction_id": id})).await;
+    // alice starts a call (as the video node does for POST /api/v1/video/rooms)
+    let (new, _) = store::NewRoom::with_new_link(
+        id.parse().unwrap(),
+        "alice",
+        "Alice",
+        schema::domain::VideoMode::TwoWay,
+        schema::domain::VideoQuality::P720,
+        "https://hub.example.com",
+        Duration::from_secs(3600),
+    );
+    let mut tx = app.pool.begin().await.unwrap();
+    let room = store::start_room(&mut tx, &new).await.unwrap().room;
+    tx.commit().await.unwrap();
+    app.coord.notify(schema::topics::ROUTING);
+
+    // one chat and the call (weight 1) fill alice's capacity of 2: the next chat waits
+    app.inbound("c2", "c2:1", "hello?").await;
+    assert!(alice.no_event("interaction.offered", Duration::from_millis(1500)).await, "offered beyond capacity");
+
+    // the chat goes to bob, and its call with it
+    let moved = alice.call("interaction.transfer", json!({"interaction_id": id, "to_agent": "bob"})).await;
+    assert_eq!(moved["data"]["agent"], "bob", "{moved}");
+    let handed = bob.event("video.room").await;
+    assert_eq!(
+        (handed["data"]["state"].as_str(), handed["data"]["from_agent"].as_str(), handed["data"]["to_agent"].as_str()),
+        (Some("transferred"), Some("alice"), Some("bob")),
+        "{handed}"
+    );
+    assert_eq!(handed["data"]["room_id"], room.id.to_string());
+    let now = store::load_room(&mut app.pool.acquire().await.unwrap(), room.id).await.unwrap();
+    assert_eq!(now.agent, "bob", "bob joins the call as its agent now; alice's join is refused");
+    // alice's capacity is free again: the waiting chat is offered to her
+    let offered = alice.event("interaction.offered").await;
+    assert_ne!(interaction_id(&offered), id);
+    // through a queue: the call goes to whoever takes the chat
+    let queued = bob.call("interaction.transfer", json!({"interaction_id": id, "to_queue": "vip"})).await;
+    assert_eq!(queued["data"]["state"], "queued", "{queued}");
+    let still = store::load_room(&mut app.pool.acquire().await.unwrap(), room.id).await.unwrap();
+    assert_eq!(still.agent, "bob", "a queued chat's call waits with it");
+    app.agent("vera", &["vip"], 2, &["agent"]).await;
+    let mut vera = app.connect("vera", &["agent"]).await;
+    let taken = vera.call("interaction.take", json!({"interaction_id": id})).await;
+    assert_eq!(taken["data"]["agent"], "vera", "{taken}");
+    let handed = vera.event("video.room").await;
+    assert_eq!(
+        (handed["data"]["from_agent"].as_str(), handed["data"]["to_agent"].as_str()),
+        (Some("bob"), Some("vera"))
+    );
+    let now = store::load_room(&mut app.pool.acquire().await.unwrap(), room.id).await.unwrap();
+    assert_eq!(now.agent, "vera");
 }

@@ -911,6 +911,37 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
     assert_eq!(delivered["data"]["state"], "delivered", "{delivered}");
     let rated = caller.event("interaction.rated").await;
     assert_eq!(rated["data"]["rating"], 5, "{rated}");
+    // a call booked for later (video/src/schedule_api.rs) and its reminder (schedule.rs)
+    let mut tx = app.pool.begin().await.unwrap();
+    let mut audience = store::end_room(&mut tx, room_id, "ended_by_agent", Some("alice")).await.unwrap().unwrap().1;
+    let at = chrono::Utc::now() + chrono::TimeDelta::hours(2);
+    let (mut booked_room, _) = store::NewRoom::with_new_link(
+        w1.parse().unwrap(),
+        "alice",
+        "Alice",
+        schema::domain::VideoMode::TwoWay,
+        schema::domain::VideoQuality::P720,
+        "https://hub.example.com",
+        std::time::Duration::from_secs(3600),
+    );
+    booked_room.link_expires_at = at + chrono::TimeDelta::hours(1);
+    let new =
+        store::NewScheduledCall { room: booked_room, at, remind_before_s: 900, via: "channel".into(), phone: None };
+    let (booked, _, booked_audience) = store::schedule_call(&mut tx, &new).await.unwrap();
+    audience.extend(booked_audience);
+    let join = store::agent_join_link("https://hub.example.com", booked.room_id);
+    audience.extend(store::scheduled_event(&mut tx, &booked, "reminder", json!({"agent_join": join})).await.unwrap());
+    tx.commit().await.unwrap();
+    for agent in &audience {
+        app.coord.notify(&schema::topics::agent(agent));
+    }
+    let scheduled = caller.event("video.scheduled").await;
+    assert_eq!(scheduled["data"]["state"], "scheduled", "{scheduled}");
+    let reminder = caller.event("video.scheduled").await;
+    assert_eq!(
+        (reminder["data"]["state"].as_str(), reminder["data"]["agent_join"].as_str()),
+        (Some("reminder"), Some(join.as_str()))
+    );
     caller.close().await;
     drop(video_node);
 

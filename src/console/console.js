@@ -23,6 +23,16 @@
     "deleted": "удалено", "read": "прочитано", "queued": "в очереди", "sent": "отправлено", "delivered": "доставлено", "failed": "ошибка",
     "received": "получено", "This interaction is not yours.": "Это обращение не ваше.", "Not sent: {e}": "Не отправлено: {e}",
     "Transferred.": "Передано.", "Closed.": "Закрыто.", "Video call started: the customer got the link.": "Видеозвонок начат: клиент получил ссылку.",
+    "Call time": "Время звонка", "Schedule call": "Назначить звонок", "Scheduled calls": "Назначенные звонки",
+    "Book a video call for this time: the customer gets the link now and a reminder before": "Назначить видеозвонок на это время: клиент получит ссылку сейчас и напоминание перед звонком",
+    "Pick the call's time first.": "Сначала выберите время звонка.", "Call booked for {time}: the customer got the link.": "Звонок назначен на {time}: клиент получил ссылку.",
+    "Video call with {name} at {time}: get ready.": "Видеозвонок с {name} в {time}: приготовьтесь.",
+    "video call scheduled for {time}": "видеозвонок назначен на {time}", "video call moved to {time}": "видеозвонок перенесён на {time}",
+    "video call at {time} cancelled": "видеозвонок в {time} отменён", "video call at {time}: reminder": "видеозвонок в {time}: напоминание",
+    "The video call moved to {agent} with the chat.": "Видеозвонок передан {agent} вместе с чатом.",
+    "The video call came with the chat: press Video call to join.": "Видеозвонок передан вместе с чатом: нажмите «Видеозвонок», чтобы подключиться.",
+    "When": "Когда", "Move": "Перенести", "Cancel": "Отменить", "New time (YYYY-MM-DD HH:MM, local)": "Новое время (ГГГГ-ММ-ДД ЧЧ:ММ, местное)",
+    "Moved.": "Перенесено.", "Cancelled.": "Отменено.", "Reminder": "Напоминание",
     "rejoined": "подключение снова", "ended": "завершён", "by {actor}": "— {actor}",
     "Waiting": "Ожидают", "In progress": "В работе", "Agents": "Операторы", "Queues": "Очереди",
     "Customer": "Клиент", "Channel": "Канал", "Queue": "Очередь", "Waits": "Ждёт", "Agent": "Оператор", "For": "Длительность",
@@ -200,6 +210,22 @@
         if (d.state === "ended" && !$("call").hidden && $("call-frame").src.indexOf(d.room_id) >= 0) {
           $("call-meta").textContent = "ended";
         }
+        if (d.state === "transferred" && d.to_agent === me.login) toast(t("The video call came with the chat: press Video call to join."));
+        if (d.state === "transferred" && d.from_agent === me.login && $("call-frame").src.indexOf(d.room_id) >= 0) {
+          $("call").hidden = true;
+          $("call-frame").src = "about:blank";
+          toast(t("The video call moved to {agent} with the chat.", { agent: d.to_agent }));
+        }
+        break;
+      case "video.scheduled":
+        var when = new Date(d.at).toLocaleString(lang, { dateStyle: "short", timeStyle: "short" });
+        var said = { scheduled: "video call scheduled for {time}", moved: "video call moved to {time}", cancelled: "video call at {time} cancelled", reminder: "video call at {time}: reminder" }[d.state];
+        if (selected === d.interaction_id && said) appendEvent(t(said, { time: when }));
+        if (d.state === "reminder") {
+          var ix = interactions[d.interaction_id];
+          toast(t("Video call with {name} at {time}: get ready.", { name: ix ? ix.customer.name : d.interaction_id, time: when }));
+        }
+        if (supervisor && !$("overview").hidden) loadSchedules();
         break;
       case "message.read":
         d.message_ids.forEach(function (id) {
@@ -514,6 +540,46 @@
       }
     });
   });
+  // ---- scheduled calls: POST /api/v1/video/schedules (docs/video.md, Scheduled calls) -----------
+  function rest(method, path, body) {
+    var headers = { Authorization: "Bearer " + token };
+    if (body) headers["Content-Type"] = "application/json";
+    return fetch(path, { method: method, headers: headers, body: body ? JSON.stringify(body) : undefined }).then(function (r) {
+      return r.json().then(function (j) {
+        if (!r.ok) throw new Error(j.error ? j.error.message + " (" + j.error.code + ")" : r.statusText);
+        return j;
+      });
+    });
+  }
+  $("schedule").addEventListener("click", function () {
+    if (!selected) return;
+    var at = $("schedule-at").value;
+    if (!at) { toast(t("Pick the call's time first.")); return; }
+    rest("POST", "/api/v1/video/schedules", { interaction_id: selected, at: new Date(at).toISOString() }).then(function (s) {
+      toast(t("Call booked for {time}: the customer got the link.", { time: new Date(s.at).toLocaleString(lang, { dateStyle: "short", timeStyle: "short" }) }));
+    }, function (e) { toast(e.message); });
+  });
+  function loadSchedules() {
+    rest("GET", "/api/v1/video/schedules?state=scheduled&from=" + encodeURIComponent(new Date(Date.now() - 3600000).toISOString())).then(function (d) {
+      var box = $("schedules");
+      box.textContent = "";
+      box.appendChild(table(t("Scheduled calls"), [t("When"), t("Agent"), t("Reminder"), t("Actions")], d.schedules.map(function (s) {
+        var acts = el("div", "row");
+        acts.appendChild(button(t("Move"), "secondary", function () {
+          var next = window.prompt(t("New time (YYYY-MM-DD HH:MM, local)"));
+          if (!next) return;
+          rest("PATCH", "/api/v1/video/schedules/" + s.id, { at: new Date(next.replace(" ", "T")).toISOString() })
+            .then(function () { toast(t("Moved.")); loadSchedules(); }, function (e) { toast(e.message); });
+        }));
+        acts.appendChild(button(t("Cancel"), "secondary", function () {
+          rest("DELETE", "/api/v1/video/schedules/" + s.id).then(function () { toast(t("Cancelled.")); loadSchedules(); }, function (e) { toast(e.message); });
+        }));
+        return { id: s.id, cells: [new Date(s.at).toLocaleString(lang, { dateStyle: "short", timeStyle: "short" }), s.agent, t(s.reminder === "sent" ? "sent" : "queued"), acts] };
+      }), "—", "schedules"));
+    }, function (e) { toast(e.message); });
+  }
+  $("schedules-refresh").addEventListener("click", loadSchedules);
+
   $("call-hide").addEventListener("click", function () {
     $("call").hidden = true;
     $("call-frame").src = "about:blank";
@@ -627,6 +693,7 @@
   }, 1000);
   function showOverview(on) {
     $("overview").hidden = !on;
+    if (on) loadSchedules();
     $("overview-btn").setAttribute("aria-expanded", String(on));
     request("supervisor.overview", { live: on }).then(function (d) {
       if (!on) return;

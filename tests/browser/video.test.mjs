@@ -735,6 +735,27 @@ addEventListener("message", (e) => {
     await frame.locator('[data-action="end"]').click();
     await bp.locator("#messages", { hasText: "video call ended" }).waitFor({ timeout: T });
   });
+
+  await step("the console books a call for a time: the customer gets the link now; the supervisor cancels it", async () => {
+    const at = new Date(Date.now() + 2 * 3600 * 1000);
+    const pad = (n) => String(n).padStart(2, "0");
+    const local = `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())}T${pad(at.getHours())}:${pad(at.getMinutes())}`;
+    await bp.locator("#schedule-at").fill(local);
+    await bp.locator("#schedule").click();
+    await bp.locator("#toast", { hasText: "Call booked for" }).waitFor({ timeout: T });
+    await bp.locator("#messages", { hasText: "video call scheduled for" }).waitFor({ timeout: T });
+    // the invitation naming the time is an ordinary message of the chat
+    await bp.locator("#messages", { hasText: "invites you to a video call on" }).last().waitFor({ timeout: T });
+    // alice, a supervisor, sees it among the scheduled calls and cancels it over the same REST API
+    const list = await fetch(`${BASE}/api/v1/video/schedules?state=scheduled&interaction_id=${interactionId}`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } });
+    const { schedules } = await list.json();
+    assert.equal(schedules.length, 1, JSON.stringify(schedules));
+    assert.equal(schedules[0].agent, "bob");
+    const cancel = await fetch(`${BASE}/api/v1/video/schedules/${schedules[0].id}`, { method: "DELETE", headers: { Authorization: `Bearer ${ALICE_TOKEN}` } });
+    assert.equal(cancel.status, 200, await cancel.text());
+    await bp.locator("#messages", { hasText: "cancelled" }).last().waitFor({ timeout: T });
+    await bp.locator("#messages", { hasText: "is cancelled" }).last().waitFor({ timeout: T });
+  });
 } catch {
   // reported by step()
 } finally {

@@ -47,6 +47,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             post(answer_survey).layer(axum::extract::DefaultBodyLimit::max(SURVEY_BODY_LIMIT)),
         )
         .route("/api/v1/video/drain", get(drain_status).post(drain).delete(undrain))
+        .merge(crate::schedule_api::routes())
         .route("/call/{token}", get(customer_page))
         .route("/video/agent", get(agent_page))
         .route("/video/call.js", get(call_js))
@@ -55,7 +56,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(crate::files::router(state))
 }
 
-fn claims(state: &State, headers: &HeaderMap) -> Result<Claims, VideoError> {
+pub(crate) fn claims(state: &State, headers: &HeaderMap) -> Result<Claims, VideoError> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let token = ops::auth::bearer(authorization, None)?;
     Ok(state.verifier.verify(token)?)
@@ -229,12 +230,34 @@ async fn send_sms(
         claims.name.as_deref().unwrap_or(&claims.sub),
         &store::customer_link(&state.public_url, &token),
     );
+    let provider_id = deliver_sms(&state, provider, &room, sms_id, phone.clone(), text).await?;
+    tracing::info!(room = %room.id, sms = %sms_id, agent = %claims.sub, "call link sent by SMS");
+    let reply = serde_json::json!({
+        "sms_id": sms_id,
+        "room_id": room.id,
+        "phone": crate::sms::masked(&phone),
+        "state": "sent",
+        "provider_id": provider_id,
+    });
+    Ok((StatusCode::CREATED, Json(reply)))
+}
+
+/// Hands an SMS whose row is stored (`sending`) to the provider, records the outcome, and
+/// follows its delivery in the background; the provider's id once it took it.
+pub(crate) async fn deliver_sms(
+    state: &Arc<State>,
+    provider: Arc<dyn crate::sms::SmsProvider>,
+    room: &VideoRoom,
+    sms_id: Uuid,
+    phone: String,
+    text: String,
+) -> Result<String, VideoError> {
     let sent = provider.send(&phone, &text).await;
     let outcome = match &sent {
         Ok(provider_id) => ("sent", Some(provider_id.as_str()), None),
         Err(e) => ("failed", None, Some(e.to_string())),
     };
-    record_sms(&state, &room, sms_id, &phone, outcome.0, outcome.1, outcome.2.as_deref()).await?;
+    record_sms(state, room, sms_id, &phone, outcome.0, outcome.1, outcome.2.as_deref()).await?;
     metrics::counter!("switchboard_video_sms_total", "state" => outcome.0).increment(1);
     let provider_id = match sent {
         Ok(provider_id) => provider_id,
@@ -243,16 +266,9 @@ async fn send_sms(
             return Err(e.into());
         }
     };
-    tracing::info!(room = %room.id, sms = %sms_id, provider = provider.name(), agent = %claims.sub, "call link sent by SMS");
-    let reply = serde_json::json!({
-        "sms_id": sms_id,
-        "room_id": room.id,
-        "phone": crate::sms::masked(&phone),
-        "state": "sent",
-        "provider_id": provider_id,
-    });
-    tokio::spawn(follow_sms(state.clone(), provider, room, sms_id, phone, provider_id));
-    Ok((StatusCode::CREATED, Json(reply)))
+    tracing::info!(room = %room.id, sms = %sms_id, provider = provider.name(), "SMS handed to the provider");
+    tokio::spawn(follow_sms(state.clone(), provider, room.clone(), sms_id, phone, provider_id.clone()));
+    Ok(provider_id)
 }
 
 /// Stores an SMS's new state and tells the interaction's agents (`video.sms`).
@@ -415,6 +431,8 @@ pub(crate) async fn end_room(
     }
     Ok(ended.map(|(room, audience)| {
         wake(state, &audience);
+        // the agent's capacity the call held is free again
+        state.coord.notify(topics::ROUTING);
         tracing::info!(room = %id, reason, "video room ended");
         metrics::counter!("switchboard_video_rooms_ended_total", "reason" => reason.to_owned()).increment(1);
         room
@@ -442,7 +460,7 @@ async fn call_metrics(pool: sqlx::PgPool, room: Uuid) {
 }
 
 /// Closes the sockets of live rooms that ended elsewhere (their interaction was closed), and
-/// finishes their recordings.
+/// finishes their recordings; closes the previous agent's socket of a call that was transferred.
 async fn reconcile_live_rooms(state: &State) {
     let mut ids = state.rooms.live();
     for id in state.recorder.active_rooms() {
@@ -464,7 +482,11 @@ async fn reconcile_live_rooms(state: &State) {
                 state.recorder.finish(id);
                 tokio::spawn(call_metrics(state.pool.clone(), id));
             }
-            Ok(_) => {}
+            Ok(room) => {
+                if state.rooms.revoke_agent(id, &room.agent) {
+                    tracing::info!(room = %id, agent = %room.agent, "video call transferred; the previous agent's socket closed");
+                }
+            }
             Err(e) => tracing::warn!(room = %id, error = %e, "cannot re-read a live video room"),
         }
     }

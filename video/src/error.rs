@@ -43,6 +43,8 @@ pub enum VideoError {
     BadCandidate(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    BadSchedule(String),
     #[error("sending call links by SMS is not set up on this hub ([video.sms])")]
     SmsOff,
     #[error("{0}")]
@@ -95,6 +97,7 @@ impl VideoError {
             VideoError::BadSdp(_) => "bad_sdp",
             VideoError::BadCandidate(_) => "bad_candidate",
             VideoError::Conflict(_) => "conflict",
+            VideoError::BadSchedule(_) => "bad_schedule",
             VideoError::SmsOff => "sms_off",
             VideoError::Sms(crate::sms::SmsError::Refused { .. }) => "sms_refused",
             VideoError::Sms(_) => "sms_unavailable",
@@ -120,7 +123,9 @@ impl VideoError {
             VideoError::RoomFull | VideoError::Conflict(_) | VideoError::NotJoined => StatusCode::CONFLICT,
             VideoError::OtherNode { .. } => StatusCode::MISDIRECTED_REQUEST,
             VideoError::Capacity(_) | VideoError::SmsOff => StatusCode::SERVICE_UNAVAILABLE,
-            VideoError::Sms(crate::sms::SmsError::Refused { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            VideoError::Sms(crate::sms::SmsError::Refused { .. }) | VideoError::BadSchedule(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             VideoError::Sms(_) => StatusCode::BAD_GATEWAY,
             VideoError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             VideoError::NotJpeg(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -22,6 +22,7 @@ pub mod fake_smsc;
 pub mod geo;
 pub mod recording;
 pub mod rooms;
+pub mod schedule;
 pub mod sfu;
 pub mod sms;
 pub mod survey;
@@ -31,6 +32,7 @@ mod api;
 mod client;
 pub mod files;
 mod nodes;
+mod schedule_api;
 mod signal;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -45,6 +47,7 @@ use schema::domain::VideoQuality;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::nodes::Nodes;
 use crate::recording::Recorder;
@@ -97,6 +100,8 @@ pub struct Config {
     pub sms: sms::Config,
     /// Reverse geocoding of the locations customers share (`[video.geocoder]`).
     pub geocoder: geo::Config,
+    /// Scheduled calls and their reminders (`[video.schedules]`).
+    pub schedules: schedule::Config,
 }
 
 impl Default for Config {
@@ -119,6 +124,7 @@ impl Default for Config {
             branding: branding::Config::default(),
             sms: sms::Config::default(),
             geocoder: geo::Config::default(),
+            schedules: schedule::Config::default(),
         }
     }
 }
@@ -132,6 +138,7 @@ impl Config {
         problems.extend(self.branding.problems());
         problems.extend(self.sms.problems());
         problems.extend(self.geocoder.problems());
+        problems.extend(self.schedules.problems());
         if self.default_quality.parse::<VideoQuality>().is_err() {
             problems.push(Problem::new(
                 "video.default_quality",
@@ -199,6 +206,9 @@ pub(crate) struct State {
     pub sms: Option<Arc<dyn sms::SmsProvider>>,
     pub geocoder: geo::Geocoder,
     pub shutdown: CancellationToken,
+    /// The background work that must finish its transaction before the process exits (the
+    /// reminders of scheduled calls); [`Video::stopped`] waits for it.
+    pub tasks: TaskTracker,
 }
 
 /// Every 5 s: the SFU's counters and what it holds, as Prometheus metrics.
@@ -308,8 +318,11 @@ impl Video {
             sms,
             geocoder,
             shutdown: shutdown.clone(),
+            tasks: TaskTracker::new(),
         });
         tokio::spawn(api::expire_rooms(state.clone()));
+        state.tasks.spawn(schedule::run(state.clone()));
+        state.tasks.close();
         tokio::spawn(publish_metrics(state.clone()));
         recorder.recover().await;
         let stop = shutdown.clone();
@@ -346,6 +359,21 @@ impl Video {
     /// The recordings of this node.
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.state.recorder
+    }
+
+    /// Waits, after shutdown, until the background work tracked in `tasks` (the reminder worker)
+    /// has finished what it was doing.
+    pub async fn stopped(&self) {
+        self.state.tasks.wait().await;
+    }
+
+    /// One turn of the reminder worker of scheduled calls as if it were `now`; returns when the
+    /// next reminder is due. For tests and tools: the worker runs this on its own.
+    pub async fn run_reminders(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, error::VideoError> {
+        schedule::run_once(&self.state, now).await
     }
 
     /// Starts or stops draining this node: no new room is pinned here, its calls go on.

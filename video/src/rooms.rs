@@ -38,6 +38,9 @@ pub struct Participant {
     pub id: Uuid,
     pub role: Role,
     pub name: String,
+    /// The agent's or supervisor's login (never shown to the others).
+    #[serde(skip)]
+    pub login: Option<String>,
 }
 
 /// What goes to a participant's socket from outside its own task.
@@ -185,6 +188,30 @@ impl Rooms {
             .unwrap_or_default()
     }
 
+    /// Closes the socket of the room's `agent`-role participant unless it is `agent` (the call
+    /// was transferred: the previous agent's access is revoked) and tells the others it left;
+    /// returns whether one was closed.
+    pub fn revoke_agent(&self, room: Uuid, agent: &str) -> bool {
+        let mut rooms = self.inner.lock().expect("rooms lock");
+        let Some(entries) = rooms.get_mut(&room) else { return false };
+        let Some(at) = entries
+            .iter()
+            .position(|e| e.participant.role == Role::Agent && e.participant.login.as_deref() != Some(agent))
+        else {
+            return false;
+        };
+        let old = entries.remove(at);
+        let _ = old.tx.send(Outgoing::Close(json!({
+            "type": "error", "code": "transferred",
+            "message": format!("the call was transferred to {agent}"),
+        })));
+        for e in entries.iter() {
+            let _ =
+                e.tx.send(Outgoing::Frame(json!({"type": "participant_left", "participant_id": old.participant.id})));
+        }
+        true
+    }
+
     /// Tells everyone the call ended and closes their sockets.
     pub fn end(&self, room: Uuid, reason: &str) {
         let entries = self.inner.lock().expect("rooms lock").remove(&room).unwrap_or_default();
@@ -218,7 +245,32 @@ mod tests {
     use super::*;
 
     fn person(role: Role) -> Participant {
-        Participant { id: Uuid::new_v4(), role, name: role.as_str().into() }
+        Participant { id: Uuid::new_v4(), role, name: role.as_str().into(), login: Some(role.as_str().into()) }
+    }
+
+    #[test]
+    fn a_transfer_closes_the_previous_agents_socket_only() {
+        let rooms = Rooms::new();
+        let room = Uuid::new_v4();
+        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
+        let (customer_tx, mut customer_rx) = mpsc::unbounded_channel();
+        let agent = person(Role::Agent);
+        rooms.admit(room, agent.clone(), agent_tx, 10).unwrap();
+        rooms.admit(room, person(Role::Customer), customer_tx, 10).unwrap();
+        assert!(matches!(agent_rx.try_recv(), Ok(Outgoing::Frame(f)) if f["type"] == "participant_joined"));
+        assert!(!rooms.revoke_agent(room, "agent"), "the room's agent keeps the call");
+        assert!(agent_rx.try_recv().is_err());
+        assert!(rooms.revoke_agent(room, "bob"));
+        match agent_rx.try_recv().unwrap() {
+            Outgoing::Close(frame) => assert_eq!(frame["code"], "transferred"),
+            other => panic!("not closed: {other:?}"),
+        }
+        assert_eq!(
+            customer_rx.try_recv().unwrap(),
+            Outgoing::Frame(json!({"type": "participant_left", "participant_id": agent.id}))
+        );
+        assert_eq!(rooms.participants(room).len(), 1);
+        assert!(!rooms.revoke_agent(room, "bob"), "nobody left to revoke");
     }
 
     #[test]

@@ -181,7 +181,13 @@ async fn authenticate(state: &State, frame: ClientFrame) -> Result<Admitted, Vid
         }
     }
     store::claim_room_node(&mut conn, room.id, &state.node).await?;
-    Ok(Admitted { room, participant: Participant { id: Uuid::new_v4(), role, name }, login, consent, devices })
+    Ok(Admitted {
+        room,
+        participant: Participant { id: Uuid::new_v4(), role, name, login: login.clone() },
+        login,
+        consent,
+        devices,
+    })
 }
 
 fn receives(mode: VideoMode, role: Role) -> Receives {

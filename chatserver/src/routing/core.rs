@@ -6,6 +6,7 @@
 //!   with free capacity (overall and for its channel) who has not declined it: the previous agent
 //!   of a returning customer first, otherwise the one idle longest. An agent who gets an offer
 //!   counts as busy from now, so the next interaction goes to the next longest-idle agent.
+//! - A live video call counts `video_weight` interactions in its agent's overall capacity.
 
 use std::collections::HashSet;
 
@@ -74,7 +75,7 @@ pub fn decide(snapshot: &RoutingSnapshot, online: &HashSet<String>, now: DateTim
         .filter(|a| online.contains(&a.login) && !expiring.contains(a.login.as_str()))
         .map(|a| Candidate {
             agent: a,
-            open_total: a.load.iter().map(|(_, n)| n).sum(),
+            open_total: a.load.iter().map(|(_, n)| n).sum::<i64>() + a.video_calls * snapshot.video_weight,
             open_by_channel: a.load.clone(),
             idle_since: a.idle_since,
         })
@@ -122,6 +123,7 @@ mod tests {
             channel_capacity: Default::default(),
             idle_since: t(idle),
             load: vec![],
+            video_calls: 0,
         }
     }
 
@@ -143,6 +145,7 @@ mod tests {
     #[test]
     fn ten_interactions_two_agents_of_capacity_three_get_six_offers_longest_idle_first() {
         let snapshot = RoutingSnapshot {
+            video_weight: 0,
             now: None,
             waiting: (0..10).map(|i| waiting(i, i as i64)).collect(),
             agents: vec![agent("bob", 5, 3), agent("alice", 1, 3)],
@@ -167,6 +170,7 @@ mod tests {
         let mut w = waiting(1, 0);
         w.declined_by = vec!["decliner".into()];
         let snapshot = RoutingSnapshot {
+            video_weight: 0,
             now: None,
             waiting: vec![w],
             agents: vec![full, sales, capped, agent("decliner", 0, 3), agent("offline", 0, 3)],
@@ -181,6 +185,7 @@ mod tests {
         let mut w = waiting(1, 0);
         w.last_agent = Some("bob".into());
         let snapshot = RoutingSnapshot {
+            video_weight: 0,
             now: None,
             waiting: vec![w],
             agents: vec![agent("alice", 0, 3), agent("bob", 50, 3), agent("carol", 0, 3)],
@@ -203,5 +208,26 @@ mod tests {
         assert_eq!(d.offer, vec![(Uuid::from_u128(1), "bob".to_string())]);
         assert_eq!(d.expire, vec![(Uuid::from_u128(7), "carol".to_string())]);
         assert_eq!(d.next_deadline, Some(t(13)));
+    }
+
+    #[test]
+    fn a_live_call_counts_its_weight_in_the_capacity() {
+        let mut busy = agent("alice", 0, 3);
+        busy.load = vec![("telegram".into(), 1)];
+        busy.video_calls = 1;
+        let snapshot = |weight| RoutingSnapshot {
+            now: Some(t(100)),
+            waiting: vec![waiting(1, 10), waiting(2, 20)],
+            agents: vec![busy.clone()],
+            offers: vec![],
+            video_weight: weight,
+        };
+        let all = online(&["alice"]);
+        // weight 2: one chat + the call = 3 = the capacity: nothing offered
+        assert!(decide(&snapshot(2), &all, t(100)).offer.is_empty());
+        // weight 1: one slot left, one offer
+        assert_eq!(decide(&snapshot(1), &all, t(100)).offer, vec![(Uuid::from_u128(1), "alice".to_owned())]);
+        // weight 0: calls do not count
+        assert_eq!(decide(&snapshot(0), &all, t(100)).offer.len(), 2);
     }
 }

@@ -20,11 +20,18 @@ use schema::topics;
 
 const SAFETY_NET: Duration = Duration::from_secs(5);
 
-pub async fn run(pool: PgPool, coord: Arc<dyn Coordinator>, node: String, shutdown: CancellationToken) {
+/// `video_weight`: what a live video call counts in its agent's capacity.
+pub async fn run(
+    pool: PgPool,
+    coord: Arc<dyn Coordinator>,
+    node: String,
+    video_weight: i64,
+    shutdown: CancellationToken,
+) {
     let leader = coord.clone();
     coord::lead(leader.as_ref(), topics::ROUTER_ELECTION, &node, &shutdown, move |token, term| {
         let (pool, coord) = (pool.clone(), coord.clone());
-        async move { route_while_leading(pool, coord, token, term).await }
+        async move { route_while_leading(pool, coord, video_weight, token, term).await }
     })
     .await;
 }
@@ -33,6 +40,7 @@ pub async fn run(pool: PgPool, coord: Arc<dyn Coordinator>, node: String, shutdo
 async fn route_while_leading(
     pool: PgPool,
     coord: Arc<dyn Coordinator>,
+    video_weight: i64,
     token: i64,
     term: CancellationToken,
 ) -> TermEnd {
@@ -51,7 +59,7 @@ async fn route_while_leading(
             _ = bell.wake() => {}
             _ = tokio::time::sleep_until(next) => {}
         }
-        next = match route_once(&pool, coord.as_ref(), token).await {
+        next = match route_once(&pool, coord.as_ref(), video_weight, token).await {
             Ok(Some(deadline)) => {
                 let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
                 tokio::time::Instant::now() + wait.min(SAFETY_NET)
@@ -81,12 +89,14 @@ pub const FENCE: &str = "chatserver/router";
 async fn route_once(
     pool: &PgPool,
     coord: &dyn Coordinator,
+    video_weight: i64,
     token: i64,
 ) -> Result<Option<chrono::DateTime<Utc>>, RouteError> {
-    let snapshot = {
+    let mut snapshot = {
         let mut conn = pool.acquire().await.map_err(StoreError::from)?;
         store::routing_snapshot(&mut conn).await?
     };
+    snapshot.video_weight = video_weight;
     let mut online = HashSet::new();
     for agent in &snapshot.agents {
         match coord.presence(&crate::presence::presence_name(&agent.login)).await {

@@ -12,6 +12,8 @@ use crate::domain::VideoRoom;
 pub enum LinkVia {
     Copy,
     Sms,
+    /// The reminder of a scheduled call, through the interaction's channel.
+    Schedule,
 }
 
 impl LinkVia {
@@ -19,6 +21,7 @@ impl LinkVia {
         match self {
             LinkVia::Copy => "copy",
             LinkVia::Sms => "sms",
+            LinkVia::Schedule => "schedule",
         }
     }
 }

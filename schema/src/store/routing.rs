@@ -44,6 +44,9 @@ pub struct AgentLoad {
     pub idle_since: DateTime<Utc>,
     /// Open (offered or assigned) interactions per channel.
     pub load: Vec<(String, i64)>,
+    /// The agent's live video calls: open rooms whose agent they are, except scheduled calls
+    /// whose time has not come. Each counts `video_weight` in the agent's capacity.
+    pub video_calls: i64,
 }
 
 /// An outstanding offer.
@@ -63,6 +66,9 @@ pub struct RoutingSnapshot {
     pub waiting: Vec<Waiting>,
     pub agents: Vec<AgentLoad>,
     pub offers: Vec<PendingOffer>,
+    /// What a live video call counts in its agent's capacity (`chatserver.video_weight`; set
+    /// by the router, not read from the database).
+    pub video_weight: i64,
 }
 
 pub async fn routing_snapshot(conn: &mut PgConnection) -> Result<RoutingSnapshot> {
@@ -91,7 +97,9 @@ pub async fn routing_snapshot(conn: &mut PgConnection) -> Result<RoutingSnapshot
         "SELECT a.login, a.status, a.queues, a.max_interactions, a.channel_capacity, a.idle_since,
                 COALESCE((SELECT jsonb_object_agg(channel, n) FROM (
                     SELECT channel, count(*) AS n FROM interactions
-                    WHERE agent = a.login AND state IN ('offered', 'assigned') GROUP BY channel) l), '{}') AS load
+                    WHERE agent = a.login AND state IN ('offered', 'assigned') GROUP BY channel) l), '{}') AS load,
+                (SELECT count(*) FROM video_rooms v WHERE v.agent_login = a.login AND v.state = 'open'
+                   AND NOT EXISTS (SELECT 1 FROM scheduled_calls s WHERE s.room_id = v.id AND s.at > now())) AS video_calls
          FROM agents a WHERE a.status = 'ready' AND 'agent' = ANY(a.roles) ORDER BY a.idle_since, a.login",
     )
     .fetch_all(&mut *conn)
@@ -111,6 +119,7 @@ pub async fn routing_snapshot(conn: &mut PgConnection) -> Result<RoutingSnapshot
                 .as_object()
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0))).collect())
                 .unwrap_or_default(),
+            video_calls: r.try_get("video_calls")?,
         })
     })
     .collect::<Result<Vec<_>>>()?;
@@ -130,7 +139,7 @@ pub async fn routing_snapshot(conn: &mut PgConnection) -> Result<RoutingSnapshot
         })
     })
     .collect::<Result<Vec<_>>>()?;
-    Ok(RoutingSnapshot { now: Some(now), waiting, agents, offers })
+    Ok(RoutingSnapshot { now: Some(now), waiting, agents, offers, video_weight: 0 })
 }
 
 async fn locked(conn: &mut PgConnection, id: Uuid) -> Result<Interaction> {
@@ -254,6 +263,7 @@ async fn assign(
     .await?;
     let done = publish(conn, interaction_id, event, Some(agent), data, &[]).await?;
     catch_up(conn, interaction_id, agent).await?;
+    super::hand_over_rooms(conn, interaction_id, agent).await?;
     Ok(done)
 }
 
@@ -393,6 +403,7 @@ pub async fn transfer(
     let done = publish(conn, interaction_id, "interaction.transferred", Some(from), data, &[from]).await?;
     if let Some(login) = to_agent {
         catch_up(conn, interaction_id, login).await?;
+        super::hand_over_rooms(conn, interaction_id, login).await?;
     }
     Ok(done)
 }

@@ -274,7 +274,7 @@ pub async fn record_room_transition(
     record_transition(conn, room, state, actor, extra).await
 }
 
-async fn record_transition(
+pub(super) async fn record_transition(
     conn: &mut PgConnection,
     room: &VideoRoom,
     state: &str,
@@ -340,4 +340,42 @@ pub async fn open_rooms_expired(conn: &mut PgConnection, now: DateTime<Utc>, lim
     .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(room_from_row).collect()
+}
+
+/// The open calls of an interaction follow it to `agent` (a transfer, or the assignment of an
+/// interaction transferred to a queue): the room's agent becomes `agent`, who joins it with a
+/// token from now on, and the previous agent may no longer (their socket is closed by the video
+/// node when the `video/rooms` doorbell rings). Each room records `video.room` `transferred`
+/// with `from_agent` and `to_agent`. The caller holds the interaction's row lock. Returns the
+/// rooms handed over.
+pub async fn hand_over_rooms(conn: &mut PgConnection, interaction_id: Uuid, agent: &str) -> Result<Vec<VideoRoom>> {
+    let rows = sqlx::query(concatcp!(
+        "WITH previous AS (
+             SELECT id, agent_login AS from_agent FROM video_rooms
+             WHERE interaction_id = $1 AND state = 'open' AND agent_login <> $2 FOR UPDATE
+         )
+         UPDATE video_rooms r SET agent_login = $2 FROM previous p WHERE r.id = p.id
+         RETURNING p.from_agent, ",
+        "r.id, r.interaction_id, r.agent_login, r.mode, r.quality, r.state, r.link_expires_at, r.node, r.created_at, \
+         r.ended_at, r.end_reason, r.record"
+    ))
+    .bind(interaction_id)
+    .bind(agent)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut rooms = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let room = room_from_row(row)?;
+        let from: String = row.try_get("from_agent")?;
+        record_transition(
+            conn,
+            &room,
+            "transferred",
+            Some(&from),
+            serde_json::json!({"from_agent": from, "to_agent": agent}),
+        )
+        .await?;
+        rooms.push(room);
+    }
+    Ok(rooms)
 }

@@ -77,11 +77,26 @@ impl Hub {
     }
 
     /// The video component and, on the same listener, a file server (where recordings go).
-    pub async fn start_full(mut config: video::Config, mut files: fileserver::Config) -> Hub {
+    pub async fn start_full(config: video::Config, files: fileserver::Config) -> Hub {
         testenv::init_logging();
-        let dir = Arc::new(tempfile::tempdir().unwrap());
         let (_url, pool) = testenv::database().await;
         let interaction = assigned_interaction(&pool).await;
+        Self::start_on(config, files, pool, interaction).await
+    }
+
+    /// Another video node (and file server) on this hub's database: a second process of the
+    /// cluster, or this one restarted once this one is stopped.
+    pub async fn another_node(&self, config: video::Config) -> Hub {
+        Self::start_on(config, fileserver::Config::default(), self.pool.clone(), self.interaction).await
+    }
+
+    async fn start_on(
+        mut config: video::Config,
+        mut files: fileserver::Config,
+        pool: PgPool,
+        interaction: Uuid,
+    ) -> Hub {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
         let verifier = ops::auth::Verifier::from_config(&ops::auth::JwtConfig {
             hs256_secret: Some(ops::config::Secret::new(SECRET.to_owned())),
             public_key_file: None,
