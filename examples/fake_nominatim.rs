@@ -1,6 +1,7 @@
 //! The fake Nominatim (`video::fake_nominatim`) as a process, for the browser tests
 //! (`tests/browser/video.test.mjs`): the hub's `[video.geocoder]` points at it, and it knows one
-//! place, Red Square in Moscow (55.7539, 37.6208).
+//! place, Red Square in Moscow (55.7539, 37.6208). Its `/static` serves the map pictures
+//! (`video.geocoder.preview_url`) as the map provider's static API would.
 //!
 //! `cargo run --example fake_nominatim` prints one line and serves until stdin closes (or
 //! Ctrl-C):

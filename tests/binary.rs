@@ -171,7 +171,7 @@ fn the_example_config_lists_every_key_with_its_default() {
         .collect::<Vec<_>>()
         .join("\n");
     let keys = uncommented.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count();
-    assert_eq!(keys, 92, "keys in the example:\n{uncommented}");
+    assert_eq!(keys, 93, "keys in the example:\n{uncommented}");
     let file = temp_file("example.toml", &uncommented);
 
     let with_file = run(switchboard().arg("config").arg("--config").arg(&file).env("SWITCHBOARD_LOG__FILTER", "info"));

@@ -340,7 +340,7 @@ try {
     await ap.locator("#chat-log", { hasText: "SMS to +7******6789: Delivered." }).waitFor({ timeout: T });
   });
 
-  await step("the agent asks for the location: the customer agrees, both chats show the address and the map link", async () => {
+  await step("the agent asks for the location: the customer agrees, both chats show the address, the map picture and the map link", async () => {
     // Chromium's grant replaces the origin's permissions: keep the camera and microphone's,
     // or their tracks end
     await customer.context.grantPermissions(["geolocation", "camera", "microphone"], { origin: BASE });
@@ -352,6 +352,11 @@ try {
       const entry = page.locator("#chat-log li.location", { hasText: "Red Square, Tverskoy District, Moscow" });
       await entry.waitFor({ timeout: T });
       assert.equal(await entry.locator("a.map").getAttribute("href"), "https://yandex.ru/maps/?pt=37.620800,55.753900&z=16");
+      // the small map picture, from the (fake) static map service, loaded by the browser
+      const picture = entry.locator("a.map-preview img");
+      await picture.waitFor({ timeout: T });
+      assert.match(await picture.getAttribute("src"), /\/static\?ll=37\.620800,55\.753900&/);
+      await page.waitForFunction((img) => img.complete && img.naturalWidth === 1, await picture.elementHandle(), { timeout: T });
     }
     const calls = await (await fetch(`${BASE}/api/v1/interactions/${interactionId}/calls`, { headers: { Authorization: `Bearer ${ALICE_TOKEN}` } })).json();
     const kept = calls.items.find((c) => c.room_id === room.room_id).location;

@@ -190,6 +190,7 @@ const RU = {
   "Chat connects with the call…": "Чат подключится вместе со звонком…",
   "{name} · location": "{name} · геопозиция",
   "Open the map": "Открыть карту",
+  "Map of the location": "Карта с отмеченным местом",
   "No location: {reason}": "Геопозиция не получена: {reason}",
   "declined": "клиент отказался",
   "this browser cannot tell its location": "браузер не умеет определять геопозицию",
@@ -385,7 +386,7 @@ export const QUALITY_LEVELS = ["good", "fair", "poor"];
  *   chat {from, at, text, self}          a chat message (self: sent from this page)
  *   pointer {from, at, target, x, y}     a pointer event from another participant
  *   location-request {from}              the agent asks for the customer's location
- *   location {from, at, lat, lon, accuracy, address, map_url, self}  a shared location
+ *   location {from, at, lat, lon, accuracy, address, map_url, preview_url, self}  a shared location
  *   location-denied {from, reason}       the customer declined, or the browser could not tell
  *   chat-ready {}                        the data channel is open
  *   ended {reason}                       the call is over for this page (reason: ended_by_agent,
@@ -1522,7 +1523,7 @@ export function mountChat(call, { log, form, input, button }) {
   });
   // a shared location: the address (or the coordinates) and the map link
   call.on("location", (e) => {
-    const { from, at, lat, lon, address, map_url: mapUrl, self } = e.detail;
+    const { from, at, lat, lon, address, map_url: mapUrl, preview_url: previewUrl, self } = e.detail;
     const li = document.createElement("li");
     li.className = `location ${self ? "out" : "in"}`;
     const who = document.createElement("span");
@@ -1533,6 +1534,25 @@ export function mountChat(call, { log, form, input, button }) {
     body.textContent = address || `${Number(lat).toFixed(5)}, ${Number(lon).toFixed(5)}`;
     li.append(who, body);
     if (typeof mapUrl === "string" && /^https?:\/\//.test(mapUrl)) {
+      // the small map picture (video.geocoder.preview_url), a link to the map itself; a
+      // picture that does not load is taken away and the link stays
+      if (typeof previewUrl === "string" && /^https?:\/\//.test(previewUrl)) {
+        const p = document.createElement("a");
+        p.href = mapUrl;
+        p.target = "_blank";
+        p.rel = "noopener noreferrer";
+        p.className = "map-preview";
+        const img = document.createElement("img");
+        img.src = previewUrl;
+        img.alt = tr("Map of the location");
+        img.width = 320;
+        img.height = 160;
+        img.loading = "lazy";
+        img.referrerPolicy = "no-referrer";
+        img.addEventListener("error", () => p.remove());
+        p.append(img);
+        li.append(p);
+      }
       const a = document.createElement("a");
       a.href = mapUrl;
       a.target = "_blank";

@@ -5,6 +5,10 @@
 //! `format`, or a missing or bad `lat`/`lon`, is 400 with an error, as Nominatim answers. It
 //! can be down (503, [`FakeNominatim::set_down`]) or hang without answering
 //! ([`FakeNominatim::set_hanging`]).
+//!
+//! It also stands in for the map provider's static pictures (`video.geocoder.preview_url`):
+//! `GET /static?ll=<lon>,<lat>&...` answers a PNG as Yandex's Static API does, 400 without a
+//! readable `ll`, and counts the requests ([`FakeNominatim::previews`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +26,7 @@ use serde_json::json;
 struct Inner {
     places: Mutex<Vec<(f64, f64, String)>>,
     requests: AtomicUsize,
+    previews: AtomicUsize,
     down: AtomicBool,
     hanging: AtomicBool,
     languages: Mutex<Vec<String>>,
@@ -39,7 +44,8 @@ impl FakeNominatim {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake Nominatim");
         let addr = listener.local_addr().expect("its address");
         let fake = FakeNominatim { inner: Arc::default(), addr };
-        let router = Router::new().route("/reverse", get(reverse)).with_state(fake.clone());
+        let router =
+            Router::new().route("/reverse", get(reverse)).route("/static", get(picture)).with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.expect("the fake Nominatim serves") });
         fake
     }
@@ -56,6 +62,11 @@ impl FakeNominatim {
     /// Requests received so far.
     pub fn requests(&self) -> usize {
         self.inner.requests.load(Ordering::SeqCst)
+    }
+
+    /// Map pictures served so far.
+    pub fn previews(&self) -> usize {
+        self.inner.previews.load(Ordering::SeqCst)
     }
 
     /// The `Accept-Language` of each request.
@@ -115,4 +126,24 @@ async fn reverse(
         None => json!({"error": "Unable to geocode"}),
     };
     axum::Json(body).into_response()
+}
+
+/// A 1x1 PNG (the map picture of every position: the tests check that it is asked for and shown).
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xd0, 0xaa, 0x3a, 0xf1, 0x1f, 0x00, 0x04, 0xaa, 0x02, 0x6c, 0x25, 0x43, 0x97,
+    0x0a, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+async fn picture(State(fake): State<FakeNominatim>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let position = q.get("ll").and_then(|ll| {
+        let (lon, lat) = ll.split_once(',')?;
+        Some((lon.parse::<f64>().ok()?, lat.parse::<f64>().ok()?))
+    });
+    if position.is_none() {
+        return (StatusCode::BAD_REQUEST, "ll must be <lon>,<lat>").into_response();
+    }
+    fake.inner.previews.fetch_add(1, Ordering::SeqCst);
+    ([(axum::http::header::CONTENT_TYPE, "image/png")], PNG).into_response()
 }

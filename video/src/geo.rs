@@ -27,10 +27,18 @@ pub struct Config {
     pub language: String,
     /// The map link; `{lat}` and `{lon}` are replaced.
     pub map_url: String,
+    /// The small map picture shown under a shared location in the call's chat: an image URL of
+    /// a static map service with `{lat}` and `{lon}` replaced; the participants' browsers load
+    /// it, the hub never does. Empty: no picture, the link only.
+    pub preview_url: String,
     /// Networks (CIDR) the geocoder may be reached at although internal (a local fake in
     /// tests, a geocoder inside the deployment).
     pub allow_internal: Vec<String>,
 }
+
+/// Yandex's Static API: a 320x160 picture at street level with a pin at the position.
+const DEFAULT_PREVIEW: &str =
+    "https://static-maps.yandex.ru/1.x/?ll={lon},{lat}&z=15&size=320,160&l=map&pt={lon},{lat},pm2rdm";
 
 impl Default for Config {
     fn default() -> Self {
@@ -40,6 +48,7 @@ impl Default for Config {
             cache_size: 10_000,
             language: "ru".into(),
             map_url: "https://yandex.ru/maps/?pt={lon},{lat}&z=16".into(),
+            preview_url: DEFAULT_PREVIEW.into(),
             allow_internal: Vec::new(),
         }
     }
@@ -50,6 +59,12 @@ impl Config {
         let mut problems = Vec::new();
         if !self.map_url.starts_with("https://") && !self.map_url.starts_with("http://") {
             problems.push(Problem::new("video.geocoder.map_url", "must be an http(s) URL"));
+        }
+        if !self.preview_url.is_empty()
+            && !self.preview_url.starts_with("https://")
+            && !self.preview_url.starts_with("http://")
+        {
+            problems.push(Problem::new("video.geocoder.preview_url", "must be an http(s) URL, or empty for none"));
         }
         if self.timeout_ms == 0 {
             problems.push(Problem::new("video.geocoder.timeout_ms", "must be above 0"));
@@ -174,6 +189,11 @@ impl Geocoder {
         map_link(&self.config.map_url, lat, lon)
     }
 
+    /// The map picture of a position, when one is configured.
+    pub fn preview_link(&self, lat: f64, lon: f64) -> Option<String> {
+        (!self.config.preview_url.is_empty()).then(|| map_link(&self.config.preview_url, lat, lon))
+    }
+
     /// The address at a position; `None` when geocoding is off, the service fails or is slow
     /// (logged at debug), or knows no address there.
     pub async fn address(&self, lat: f64, lon: f64) -> Option<String> {
@@ -242,6 +262,10 @@ mod tests {
     fn the_map_link_is_yandex_maps_by_default() {
         let c = Config::default();
         assert_eq!(map_link(&c.map_url, 55.7539, 37.6208), "https://yandex.ru/maps/?pt=37.620800,55.753900&z=16");
+        assert_eq!(
+            map_link(&c.preview_url, 55.7539, 37.6208),
+            "https://static-maps.yandex.ru/1.x/?ll=37.620800,55.753900&z=15&size=320,160&l=map&pt=37.620800,55.753900,pm2rdm"
+        );
     }
 
     #[test]
@@ -277,5 +301,9 @@ mod tests {
         assert!(c.problems().is_empty());
         c.map_url = "javascript:alert(1)".into();
         assert_eq!(c.problems()[0].key, "video.geocoder.map_url");
+        let mut c = Config { preview_url: "data:image/png;base64,AAAA".into(), ..Config::default() };
+        assert_eq!(c.problems()[0].key, "video.geocoder.preview_url");
+        c.preview_url = String::new();
+        assert!(c.problems().is_empty(), "no picture is allowed");
     }
 }

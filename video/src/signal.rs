@@ -746,6 +746,7 @@ async fn share_location(
         "accuracy": accuracy,
         "address": address,
         "map_url": state.geocoder.map_link(lat, lon),
+        "preview_url": state.geocoder.preview_link(lat, lon),
         "at": at,
     });
     state.rooms.broadcast(room.id, frame, None);
