@@ -914,6 +914,35 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
     caller.close().await;
     drop(video_node);
 
+    // an external bot (role `bot`, docs/bots.md): the account's new conversations open in state
+    // `bot` for the bots of their queue; it writes, hands off, and is fenced out afterwards
+    sqlx::query("UPDATE accounts SET settings = settings || '{\"external_bot\": true}' WHERE id = $1")
+        .bind(telegram)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.agent("robo", &["support"], 0, &["bot"]).await;
+    let mut robo = Session::connect(&app, "robo", &["bot"], &check).await;
+    ingest(&app, text_message(telegram, "c9", "c9:1", "is anyone there?")).await;
+    let heard = robo.event("message.new").await;
+    let b1 = heard["data"]["message"]["interaction_id"].as_str().unwrap().to_owned();
+    let said = robo
+        .ok("message.send", json!({"interaction_id": b1, "client_msg_id": "robo-1", "text": "Hi! Your order number?"}))
+        .await;
+    assert_eq!(said["author"]["kind"], "bot", "{said}");
+    robo.event("message.new").await;
+    alice.refused("bot.handoff", json!({"interaction_id": b1, "queue": "vip"}), "forbidden").await;
+    let handed =
+        robo.ok("bot.handoff", json!({"interaction_id": b1, "queue": "vip", "fields": {"order": "7731"}})).await;
+    assert_eq!((handed["state"].as_str(), handed["fields"]["order"].as_str()), (Some("queued"), Some("7731")));
+    robo.refused(
+        "message.send",
+        json!({"interaction_id": b1, "client_msg_id": "robo-2", "text": "still me"}),
+        "bot_fenced",
+    )
+    .await;
+    robo.close().await;
+
     // bad input: the error reply, and the socket stays usable
     let r = alice.raw(WsMessage::Text("this is not json".into())).await;
     assert_eq!((r["re"].clone(), r["error"]["code"].clone()), (Value::Null, json!("bad_request")), "{r}");
