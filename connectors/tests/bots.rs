@@ -427,3 +427,110 @@ async fn after_an_agent_closes_the_customers_next_message_re_enters_the_chosen_n
             .unwrap();
     assert_eq!(run, (false, Some("handed off to support".into()), Some("back".into())));
 }
+
+#[tokio::test]
+async fn a_reply_to_a_campaign_with_a_flow_continues_in_that_flow_knowing_its_campaign() {
+    let hub = spawn_hub(json!({})).await;
+    let flow: Flow = serde_json::from_value(json!({
+        "start": "ask",
+        "fallback_queue": "support",
+        "nodes": {
+            "ask": {"kind": "send", "text": "Thanks for answering! How did we do?", "buttons": ["Good", "Bad"],
+                    "next": "rate"},
+            "rate": {"kind": "wait", "var": "rating", "timeout_s": 600, "next": "human", "on_timeout": "human"},
+            "human": {"kind": "handoff", "queue": "support"}
+        }
+    }))
+    .unwrap();
+    let customer_id = uuid::Uuid::now_v7();
+    {
+        let mut conn = hub.pool.acquire().await.unwrap();
+        store::save_flow(&mut conn, "after-sale", &flow, "admin").await.unwrap();
+        // a customer the account knows (a campaign reaches known customers only)
+        sqlx::query("INSERT INTO customers (id, name) VALUES ($1, 'Pavel')")
+            .bind(customer_id)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO customer_identities (account_id, external_id, customer_id, display_name)
+             VALUES ($1, '95', $2, 'Pavel')",
+        )
+        .bind(hub.account_id)
+        .bind(customer_id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    hub.fake.know([95]);
+    let new = |flow: Option<&str>| store::NewCampaign {
+        account_id: hub.account_id,
+        name: "spring".into(),
+        text: "Spring sale: code {{code}}".into(),
+        template: None,
+        rate_per_s: None,
+        starts_at: None,
+        ends_at: None,
+        quiet: None,
+        utc_offset_min: 0,
+        created_by: "test".into(),
+        flow: flow.map(str::to_owned),
+    };
+    let mut tx = hub.pool.begin().await.unwrap();
+    // a flow that does not exist is refused, naming the field
+    match store::create_campaign(&mut tx, &new(Some("ghost"))).await {
+        Err(store::StoreError::Invalid(message)) => assert_eq!(message, "flow: no flow \"ghost\""),
+        other => panic!("a campaign with a missing flow: {other:?}"),
+    }
+    let campaign = store::create_campaign(&mut tx, &new(Some("after-sale"))).await.unwrap();
+    assert_eq!(campaign.flow.as_deref(), Some("after-sale"));
+    let recipient = store::RecipientInput {
+        customer_id: Some(customer_id),
+        variables: std::collections::BTreeMap::from([("code".into(), "S1".into())]),
+        ..Default::default()
+    };
+    assert_eq!(store::add_recipients(&mut tx, campaign.id, &[recipient], 0).await.unwrap().added, 1);
+    store::change_campaign(&mut tx, campaign.id, store::CampaignAction::Start).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut alice = hub.ready_agent("alice").await;
+    let _connector = hub.start_connector(connectors::Config::default()).await;
+    let chat = "95";
+    until_sent(&hub, &mut alice, chat, "Spring sale: code S1").await;
+
+    // the recipient answers: the interaction knows its campaign and continues in its flow
+    let customer = TgUser::new(95, "Pavel");
+    hub.fake.text(&customer, "Tell me more");
+    until_sent(&hub, &mut alice, chat, "Thanks for answering! How did we do?").await;
+    let (id, state, campaign_of): (String, String, Option<uuid::Uuid>) = sqlx::query_as(
+        "SELECT id::text, state, campaign_id FROM interactions WHERE chat_id = '95' AND state <> 'closed'",
+    )
+    .fetch_one(&hub.pool)
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), campaign_of), ("bot", Some(campaign.id)));
+    let run: (String, bool) = sqlx::query_as("SELECT flow_name, active FROM bot_runs WHERE interaction_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&hub.pool)
+        .await
+        .unwrap();
+    assert_eq!(run, ("after-sale".to_owned(), true));
+    alice.settle(Duration::from_millis(300)).await;
+    assert!(!alice.events().iter().any(|e| e["event"] == "interaction.offered"), "routed while the flow runs");
+
+    // the flow hands off: the agent's offer carries the campaign and the answers
+    hub.fake.text(&customer, "Good");
+    let offer = alice.event("interaction.offered").await;
+    let interaction = &offer["data"]["interaction"];
+    assert_eq!(interaction["id"], id.as_str());
+    assert_eq!(interaction["fields"]["campaign"], "spring", "{offer}");
+    assert_eq!(interaction["fields"]["campaign_id"], campaign.id.to_string());
+    assert_eq!(interaction["fields"]["rating"], "Good");
+    assert_eq!(interaction["fields"]["first_message"], "Tell me more");
+    let recipient: String = sqlx::query_scalar("SELECT state FROM campaign_recipients WHERE campaign_id = $1")
+        .bind(campaign.id)
+        .fetch_one(&hub.pool)
+        .await
+        .unwrap();
+    assert_eq!(recipient, "replied");
+}

@@ -53,6 +53,7 @@ async fn a_campaign_is_created_fed_started_paused_resumed_cancelled_reported_and
     let id = created["campaign"]["id"].as_str().unwrap().to_owned();
     assert_eq!(created["campaign"]["state"], "draft");
     assert_eq!(created["campaign"]["quiet_hours"], "23:00-07:00");
+    assert_eq!(created["campaign"]["flow"], Value::Null);
     assert_eq!(created["counts"]["queued"], 2);
 
     // refusals name what to fix
@@ -67,12 +68,18 @@ async fn a_campaign_is_created_fed_started_paused_resumed_cancelled_reported_and
     whatsapp["recipients"] = json!([]);
     let mut neither = body.clone();
     neither["recipients"] = json!([{"variables": {"name": "X", "code": "Y"}}]);
+    let mut ghost_flow = body.clone();
+    ghost_flow["flow"] = json!("ghost");
+    let mut bad_flow = body.clone();
+    bad_flow["flow"] = json!("Not A Name");
     for (bad, why) in [
         (missing, "recipient 1: no value for {{code}}"),
         (quiet, "quiet_hours"),
         (unknown, "colour"),
         (whatsapp, "template"),
         (neither, "recipients[0]"),
+        (ghost_flow, "flow: no flow \"ghost\""),
+        (bad_flow, "flow"),
     ] {
         let (status, error) = app.send(Method::POST, "/api/v1/campaigns", Some(bad)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {error}");

@@ -9,3 +9,7 @@
 -- A run may start at a chosen node instead of its flow's start: the re-entry of a conversation
 -- an agent closed (an account's `settings.reentry`, {"flow", "node"}). NULL: the flow's start.
 ALTER TABLE bot_runs ADD COLUMN start_node text;
+
+-- The flow a campaign's recipient continues in when answering: the reply's interaction (opened
+-- or waiting in its queue) goes to state 'bot' with a run of the flow's newest version.
+ALTER TABLE campaigns ADD COLUMN flow text CHECK (flow ~ '^[a-z0-9][a-z0-9_.-]{0,63}$');

@@ -73,6 +73,9 @@ pub struct Campaign {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The bot flow a recipient who answers continues in (docs/bots.md).
+    #[schema(example = "after-sale")]
+    pub flow: Option<String>,
 }
 
 fn hhmm(minutes: i16) -> String {
@@ -97,6 +100,7 @@ impl From<store::Campaign> for Campaign {
             created_at: c.created_at,
             started_at: c.started_at,
             finished_at: c.finished_at,
+            flow: c.flow,
         }
     }
 }
@@ -200,6 +204,10 @@ pub struct NewCampaign {
     pub quiet_hours: Option<String>,
     /// The recipients' UTC offset in minutes when a recipient gives none; 0 when absent.
     pub utc_offset_min: Option<i16>,
+    /// A bot flow (it must exist) the recipients who answer continue in: the reply's
+    /// interaction starts a run of the flow's newest version instead of waiting in its queue.
+    #[schema(example = "after-sale")]
+    pub flow: Option<String>,
     #[serde(default)]
     pub recipients: Vec<Recipient>,
 }
@@ -237,6 +245,9 @@ impl Validate for NewCampaign {
             parse_quiet(q)?;
         }
         offset_ok("utc_offset_min", self.utc_offset_min)?;
+        if let Some(flow) = &self.flow {
+            store::check_flow_name(flow).map_err(|e| InputError::new("flow", e))?;
+        }
         if self.recipients.len() > MAX_RECIPIENTS_PER_CALL {
             return Err(InputError::new("recipients", format!("at most {MAX_RECIPIENTS_PER_CALL} per call")));
         }
@@ -400,6 +411,7 @@ pub async fn create(
         quiet,
         utc_offset_min: input.utc_offset_min.unwrap_or(0),
         created_by: principal.actor.clone(),
+        flow: input.flow,
     };
     let mut tx = state.pool.begin().await?;
     let campaign = store::create_campaign(&mut tx, &new).await?;

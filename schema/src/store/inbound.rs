@@ -285,10 +285,14 @@ async fn learn_campaigns(
         .map(|(m, i)| super::InboundSeen { chat_id: &m.chat_id, text: m.text.as_deref(), interaction_id: i.id })
         .collect();
     let learnt = super::on_inbound(conn, account_id, &seen).await?;
-    for (interaction_id, campaign, name) in learnt {
-        for (_, interaction) in messages.iter_mut().filter(|(_, i)| i.id == interaction_id) {
-            interaction.fields.insert("campaign_id".into(), serde_json::json!(campaign.to_string()));
-            interaction.fields.insert("campaign".into(), serde_json::json!(name));
+    for l in learnt {
+        for (_, interaction) in messages.iter_mut().filter(|(_, i)| i.id == l.interaction_id) {
+            interaction.fields.insert("campaign_id".into(), serde_json::json!(l.campaign_id.to_string()));
+            interaction.fields.insert("campaign".into(), serde_json::json!(l.name));
+            if l.flow_started {
+                // the connector rings the bots' doorbell for it
+                interaction.state = InteractionState::Bot;
+            }
         }
     }
     Ok(())
