@@ -452,6 +452,7 @@ pub async fn change_campaign(conn: &mut PgConnection, id: Uuid, action: Campaign
     match (campaign.state, target) {
         (S::Draft, S::Running) => {
             enqueue_recipients(conn, &campaign).await?;
+            append_campaign_event(conn, id, "campaign.started").await?;
             finish_if_done(conn, id).await?;
         }
         (_, S::Cancelled) if campaign.state != S::Cancelled => {
@@ -486,7 +487,37 @@ pub(crate) async fn finish_if_done(conn: &mut PgConnection, id: Uuid) -> Result<
     .execute(&mut *conn)
     .await?
     .rows_affected();
+    if done > 0 {
+        append_campaign_event(conn, id, "campaign.finished").await?;
+    }
     Ok(done > 0)
+}
+
+/// Appends `kind` (`campaign.started`, `campaign.finished`) to the campaign's event log, with the
+/// campaign and its recipients per state (`counts`, `total`) as they are in this transaction;
+/// a trigger (migration 0021) queues its webhook deliveries in the same transaction. Returns
+/// its `seq`.
+pub(crate) async fn append_campaign_event(conn: &mut PgConnection, id: Uuid, kind: &str) -> Result<i64> {
+    let report = campaign_report(conn, id).await?;
+    let c = &report.campaign;
+    let data = serde_json::json!({
+        "campaign": {
+            "id": c.id, "account_id": c.account_id, "name": c.name, "state": c.state.as_str(),
+            "started_at": c.started_at, "finished_at": c.finished_at, "flow": c.flow,
+        },
+        "counts": report.counts,
+        "total": report.total,
+    });
+    Ok(sqlx::query_scalar(
+        "INSERT INTO campaign_events (campaign_id, seq, kind, data)
+         SELECT $1, COALESCE(max(seq), 0) + 1, $2, $3 FROM campaign_events WHERE campaign_id = $1
+         RETURNING seq",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(&data)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// A campaign's progress: recipients per state, the recent rate and the time left at that rate.
