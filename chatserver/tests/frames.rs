@@ -1075,10 +1075,24 @@ fn the_docs_and_the_schema_name_every_command_event_error_and_close_code() {
     for event in &events {
         need(doc.contains(&format!("### `{event}`")), format!("docs/agent-api.md has no `### `{event}`` section"));
     }
-    // every event the store writes is described: to agents (x-events) or in history only
+    // every event the store writes is described: to agents (x-events) or in history only; a
+    // campaign's own events (`campaign_events`, webhooks only, never in an agent's stream or a
+    // customer's history) with the webhooks, in docs/interaction-loader.md
     let history_only = schema.keys("x-history-kinds");
+    let loader_doc = read(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/interaction-loader.md"));
     let store_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/src/store");
     for name in event_literals(store_dir) {
+        if name.starts_with("campaign.") {
+            need(
+                !events.contains(&name) && !history_only.contains(&name),
+                format!("{name:?} is a campaign's event, not an agent's or the history's"),
+            );
+            need(
+                loader_doc.contains(&format!("`{name}`")),
+                format!("docs/interaction-loader.md never mentions the campaign event `{name}`"),
+            );
+            continue;
+        }
         need(
             events.contains(&name) || history_only.contains(&name),
             format!("the store writes {name:?}, which x-events / x-history-kinds do not describe"),
