@@ -85,6 +85,7 @@ async fn killing_the_leader_mid_campaign_loses_no_recipient_and_repeats_only_the
             quiet: None,
             utc_offset_min: 0,
             created_by: "test".into(),
+            flow: None,
         },
     )
     .await

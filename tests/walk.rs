@@ -556,6 +556,7 @@ async fn every_route_and_command_refuses_bad_strings_with_bad_request() {
         ("history.get", json!({"interaction_id": id, "limit": 10}), &[]),
         ("history.get", json!({"customer_id": id, "before": 5}), &[]),
         ("video.start", json!({"interaction_id": id, "mode": "two_way", "quality": "720p"}), &[]),
+        ("bot.handoff", json!({"interaction_id": id, "queue": "support", "fields": {"order": "7731"}}), &[]),
     ];
     for (cmd, args, empty_lists) in &commands {
         let baseline = agent.call(cmd, args).await;

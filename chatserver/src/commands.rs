@@ -47,6 +47,7 @@ pub const COMMANDS: &[&str] = &[
     "history.get",
     "supervisor.overview",
     "video.start",
+    "bot.handoff",
 ];
 
 /// Decodes a command's `args`, held to the input rules (`ops::input`): every string in them to
@@ -72,7 +73,7 @@ pub async fn dispatch(
     }
     let me = claims.sub.as_str();
     match cmd {
-        "hello" => hello(state, me, session, args(raw)?).await,
+        "hello" => hello(state, claims, session, args(raw)?).await,
         "agent.set_status" => set_status(state, me, args(raw)?).await,
         "interaction.accept" => {
             let a: InteractionArgs = args(raw)?;
@@ -156,11 +157,11 @@ pub async fn dispatch(
         "message.send" => send(state, claims, args(raw)?).await,
         "message.edit" => {
             let a: EditArgs = args(raw)?;
-            edit_or_delete(state, me, a.message_id, Some(a.text)).await
+            edit_or_delete(state, claims, a.message_id, Some(a.text)).await
         }
         "message.delete" => {
             let a: MessageArgs = args(raw)?;
-            edit_or_delete(state, me, a.message_id, None).await.map(|_| json!({}))
+            edit_or_delete(state, claims, a.message_id, None).await.map(|_| json!({}))
         }
         "message.read" => crate::receipts::read(state, claims, args(raw)?).await,
         "interaction.typing" => crate::receipts::typing(state, claims, args(raw)?).await,
@@ -179,6 +180,7 @@ pub async fn dispatch(
             Ok(data)
         }
         "video.start" => start_video(state, claims, args(raw)?).await,
+        "bot.handoff" => bot_handoff(state, claims, args(raw)?).await,
         other => Err(ApiError::new(
             code::UNKNOWN_COMMAND,
             format!("unknown command {other:?}; known: {}", COMMANDS.join(", ")),
@@ -243,7 +245,8 @@ struct HelloArgs {
     resume_from: Option<i64>,
 }
 
-async fn hello(state: &AppState, me: &str, session: &mut SessionState, a: HelloArgs) -> Result<Value, ApiError> {
+async fn hello(state: &AppState, claims: &Claims, session: &mut SessionState, a: HelloArgs) -> Result<Value, ApiError> {
+    let me = claims.sub.as_str();
     if session.cursor.is_some() {
         return Err(ApiError::bad_request(
             "hello was already said on this socket; to resume from another seq, reconnect",
@@ -259,7 +262,11 @@ async fn hello(state: &AppState, me: &str, session: &mut SessionState, a: HelloA
         Some(seq) => seq,
         None => last_seq,
     };
-    let interactions = store::open_interactions_of(&mut conn, me).await?;
+    let mut interactions = store::open_interactions_of(&mut conn, me).await?;
+    if claims.has_role("bot") {
+        // an external bot's: the conversations in state `bot` of its queues that no flow runs
+        interactions.extend(store::bot_interactions_of(&mut conn, me).await?);
+    }
     session.cursor = Some(cursor);
     Ok(json!({ "agent": agent, "last_seq": last_seq, "interactions": interactions }))
 }
@@ -716,6 +723,70 @@ pub(crate) async fn may_write(
     Ok(store::load_interaction(conn, interaction_id).await?.channel)
 }
 
+/// Checks that the external bot `me` owns the interaction now ([`store::bot_access`], which
+/// locks it), and returns its channel. Once a person has it (taken, handed off, closed) the
+/// refusal is `bot_fenced`.
+async fn bot_may_write(conn: &mut sqlx::PgConnection, interaction_id: Uuid, me: &str) -> Result<Channel, ApiError> {
+    match store::bot_access(conn, interaction_id, me).await? {
+        store::BotAccess::Owned => Ok(store::load_interaction(conn, interaction_id).await?.channel),
+        store::BotAccess::Fenced(why) => {
+            Err(ApiError::new(code::BOT_FENCED, format!("{why}; the bot may no longer write")))
+        }
+        store::BotAccess::NotYours => Err(ApiError::new(
+            code::INTERACTION_NOT_FOUND,
+            format!("no interaction {interaction_id} of the queues you serve as a bot"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BotHandoffArgs {
+    interaction_id: Uuid,
+    queue: String,
+    /// Shown to the agent as the interaction's fields (what the bot collected).
+    #[serde(default)]
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+/// At most this many fields in a hand-off.
+const MAX_HANDOFF_FIELDS: usize = 50;
+
+impl Validate for BotHandoffArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check("queue", Kind::Key, &self.queue)?;
+        if self.fields.len() > MAX_HANDOFF_FIELDS {
+            return Err(InputError::new("fields", format!("has more than {MAX_HANDOFF_FIELDS} entries")));
+        }
+        for (name, value) in &self.fields {
+            check("fields", Kind::Key, name)?;
+            check(&format!("fields.{name}"), Kind::Note, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// `bot.handoff` (role `bot`): the external bot hands the conversation it owns to a queue, what
+/// it collected as the interaction's fields; routing offers it to an agent of that queue.
+async fn bot_handoff(state: &AppState, claims: &Claims, a: BotHandoffArgs) -> Result<Value, ApiError> {
+    if !claims.has_role("bot") {
+        return Err(ApiError::forbidden("bot.handoff needs the bot role"));
+    }
+    let mut tx = state.pool.begin().await?;
+    bot_may_write(&mut tx, a.interaction_id, &claims.sub).await?;
+    match store::get_queue(&mut tx, &a.queue).await {
+        Ok(_) => {}
+        Err(store::StoreError::NotFound { .. }) => {
+            return Err(ApiError::new(code::NOT_FOUND, format!("queue {:?} not found", a.queue)));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let interaction = store::bot_handoff(&mut tx, a.interaction_id, &a.queue, &a.fields, None).await?;
+    tx.commit().await?;
+    state.coord.notify(topics::ROUTING);
+    Ok(serde_json::to_value(&interaction).expect("interaction serializes"))
+}
+
 async fn send(state: &AppState, claims: &Claims, a: SendArgs) -> Result<Value, ApiError> {
     let me = claims.sub.as_str();
     let mut tx = state.pool.begin().await?;
@@ -729,7 +800,14 @@ async fn send(state: &AppState, claims: &Claims, a: SendArgs) -> Result<Value, A
         }
         return Ok(serde_json::to_value(&first).expect("message serializes"));
     }
-    let channel = may_write(&mut tx, a.interaction_id, me).await?;
+    // an external bot writes into the conversations it owns, and only while it owns them: the
+    // interaction stays locked from this check to the commit
+    let bot = claims.has_role("bot");
+    let channel = if bot {
+        bot_may_write(&mut tx, a.interaction_id, me).await?
+    } else {
+        may_write(&mut tx, a.interaction_id, me).await?
+    };
     let (needs, content) = checked_outbound(&mut tx, channel, a.interaction_id, &a).await?;
     refuse_unsupported(channel, &needs)?;
     let (text, template) = match &a.template {
@@ -755,6 +833,7 @@ async fn send(state: &AppState, claims: &Claims, a: SendArgs) -> Result<Value, A
         sticker: content.sticker,
         forward_of: content.forward_of,
         template,
+        bot,
     };
     let enqueued = store::enqueue_outbound(&mut tx, &out).await?;
     tx.commit().await?;
@@ -865,8 +944,25 @@ struct MessageArgs {
     message_id: Uuid,
 }
 
-async fn edit_or_delete(state: &AppState, me: &str, message_id: Uuid, text: Option<String>) -> Result<Value, ApiError> {
+async fn edit_or_delete(
+    state: &AppState,
+    claims: &Claims,
+    message_id: Uuid,
+    text: Option<String>,
+) -> Result<Value, ApiError> {
+    let me = claims.sub.as_str();
     let mut tx = state.pool.begin().await?;
+    if claims.has_role("bot") {
+        // an external bot changes its messages only while it owns the conversation
+        let interaction_id = match store::load_message(&mut tx, message_id).await {
+            Ok(message) => message.interaction_id,
+            Err(store::StoreError::NotFound { .. }) => {
+                return Err(ApiError::new(code::MESSAGE_NOT_FOUND, format!("no message {message_id} of yours")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        bot_may_write(&mut tx, interaction_id, me).await?;
+    }
     let channel: Channel = store::outbound_channel(&mut tx, message_id, me)
         .await?
         .parse()

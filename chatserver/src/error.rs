@@ -20,6 +20,9 @@ pub mod code {
     /// (only a template may go out then); refused before anything is queued.
     pub const OUTSIDE_SERVICE_WINDOW: &str = "outside_service_window";
     pub const VIDEO_UNAVAILABLE: &str = "video_unavailable";
+    /// An external bot writing into a conversation it no longer owns: a person took it, it was
+    /// handed off or closed (docs/bots.md, the fence).
+    pub const BOT_FENCED: &str = "bot_fenced";
     pub const INTERNAL: &str = "internal";
 }
 

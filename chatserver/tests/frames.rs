@@ -945,6 +945,35 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
     caller.close().await;
     drop(video_node);
 
+    // an external bot (role `bot`, docs/bots.md): the account's new conversations open in state
+    // `bot` for the bots of their queue; it writes, hands off, and is fenced out afterwards
+    sqlx::query("UPDATE accounts SET settings = settings || '{\"external_bot\": true}' WHERE id = $1")
+        .bind(telegram)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.agent("robo", &["support"], 0, &["bot"]).await;
+    let mut robo = Session::connect(&app, "robo", &["bot"], &check).await;
+    ingest(&app, text_message(telegram, "c9", "c9:1", "is anyone there?")).await;
+    let heard = robo.event("message.new").await;
+    let b1 = heard["data"]["message"]["interaction_id"].as_str().unwrap().to_owned();
+    let said = robo
+        .ok("message.send", json!({"interaction_id": b1, "client_msg_id": "robo-1", "text": "Hi! Your order number?"}))
+        .await;
+    assert_eq!(said["author"]["kind"], "bot", "{said}");
+    robo.event("message.new").await;
+    alice.refused("bot.handoff", json!({"interaction_id": b1, "queue": "vip"}), "forbidden").await;
+    let handed =
+        robo.ok("bot.handoff", json!({"interaction_id": b1, "queue": "vip", "fields": {"order": "7731"}})).await;
+    assert_eq!((handed["state"].as_str(), handed["fields"]["order"].as_str()), (Some("queued"), Some("7731")));
+    robo.refused(
+        "message.send",
+        json!({"interaction_id": b1, "client_msg_id": "robo-2", "text": "still me"}),
+        "bot_fenced",
+    )
+    .await;
+    robo.close().await;
+
     // bad input: the error reply, and the socket stays usable
     let r = alice.raw(WsMessage::Text("this is not json".into())).await;
     assert_eq!((r["re"].clone(), r["error"]["code"].clone()), (Value::Null, json!("bad_request")), "{r}");
@@ -1077,10 +1106,24 @@ fn the_docs_and_the_schema_name_every_command_event_error_and_close_code() {
     for event in &events {
         need(doc.contains(&format!("### `{event}`")), format!("docs/agent-api.md has no `### `{event}`` section"));
     }
-    // every event the store writes is described: to agents (x-events) or in history only
+    // every event the store writes is described: to agents (x-events) or in history only; a
+    // campaign's own events (`campaign_events`, webhooks only, never in an agent's stream or a
+    // customer's history) with the webhooks, in docs/interaction-loader.md
     let history_only = schema.keys("x-history-kinds");
+    let loader_doc = read(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/interaction-loader.md"));
     let store_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/src/store");
     for name in event_literals(store_dir) {
+        if name.starts_with("campaign.") {
+            need(
+                !events.contains(&name) && !history_only.contains(&name),
+                format!("{name:?} is a campaign's event, not an agent's or the history's"),
+            );
+            need(
+                loader_doc.contains(&format!("`{name}`")),
+                format!("docs/interaction-loader.md never mentions the campaign event `{name}`"),
+            );
+            continue;
+        }
         need(
             events.contains(&name) || history_only.contains(&name),
             format!("the store writes {name:?}, which x-events / x-history-kinds do not describe"),

@@ -206,7 +206,9 @@ async fn turn(
 ) -> Result<(), StoreError> {
     let now = now();
     let mut tx = config.pool.begin().await?;
-    let Some(BotTurn { flow, run, inputs, wake_at, flow_name, .. }) = store::lock_bot_run(&mut tx, id).await? else {
+    let Some(BotTurn { flow, run, inputs, wake_at, flow_name, start_node, .. }) =
+        store::lock_bot_run(&mut tx, id).await?
+    else {
         return Ok(());
     };
     let mut effects = Vec::new();
@@ -215,7 +217,12 @@ async fn turn(
         None => {
             // the message(s) that opened the conversation start the run, not answer it
             let first = inputs.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n");
-            let mut run = Run::new(&flow, now, BTreeMap::from([("first_message".to_owned(), first)]));
+            let vars = BTreeMap::from([("first_message".to_owned(), first)]);
+            let mut run = match &start_node {
+                // a re-entry: the node the account chose (checked to exist when the run started)
+                Some(node) => Run::at(node, now, vars),
+                None => Run::new(&flow, now, vars),
+            };
             effects.extend(flow::step(&flow, &config.limits, &mut run, now, Input::Begin));
             run
         }

@@ -339,3 +339,198 @@ async fn a_new_leader_resumes_a_run_from_postgresql() {
     .unwrap();
     assert!(tokens.len() == 2 && tokens[1] > tokens[0], "the nudge went out under the second leader: {tokens:?}");
 }
+
+#[tokio::test]
+async fn after_an_agent_closes_the_customers_next_message_re_enters_the_chosen_node() {
+    let hub = spawn_hub(json!({})).await;
+    let flow: Flow = serde_json::from_value(json!({
+        "start": "hello",
+        "fallback_queue": "support",
+        "nodes": {
+            "hello": {"kind": "send", "text": "Hi! (the greeting)", "next": "ask"},
+            "ask": {"kind": "wait", "var": "question", "timeout_s": 600, "next": "human", "on_timeout": "back"},
+            "back": {"kind": "send", "text": "Welcome back! Was your question answered?", "buttons": ["Yes", "No"],
+                     "next": "answered"},
+            "answered": {"kind": "wait", "var": "answered", "timeout_s": 600, "next": "route", "on_timeout": "human"},
+            "route": {"kind": "branch", "var": "answered", "cases": [{"equals": "yes", "next": "bye"}],
+                      "default": "human"},
+            "bye": {"kind": "end"},
+            "human": {"kind": "handoff", "queue": "support"}
+        }
+    }))
+    .unwrap();
+    store::save_flow(&mut hub.pool.acquire().await.unwrap(), "after", &flow, "admin").await.unwrap();
+    // no greeting flow: the first conversation goes straight to the queue
+    sqlx::query(
+        "UPDATE accounts SET settings = settings || '{\"reentry\": {\"flow\": \"after\", \"node\": \"back\"}}'
+         WHERE id = $1",
+    )
+    .bind(hub.account_id)
+    .execute(&hub.pool)
+    .await
+    .unwrap();
+    let mut alice = hub.ready_agent("alice").await;
+    let _connector = hub.start_connector(connectors::Config::default()).await;
+    let customer = TgUser::new(91, "Olga");
+    let chat = "91";
+
+    hub.fake.text(&customer, "Where is my parcel?");
+    let offer = alice.event("interaction.offered").await;
+    assert_eq!(offer["data"]["interaction"]["state"], "offered", "{offer}");
+    let id = offer["data"]["interaction"]["id"].as_str().unwrap().to_owned();
+    let accepted = alice.call("interaction.accept", json!({"interaction_id": id})).await;
+    assert_eq!(accepted["data"]["state"], "assigned", "{accepted}");
+    let reply =
+        alice.call("message.send", json!({"interaction_id": id, "client_msg_id": "a1", "text": "It left today"})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    until_sent(&hub, &mut alice, chat, "It left today").await;
+    let closed = alice.call("interaction.close", json!({"interaction_id": id, "reason": "resolved"})).await;
+    assert_eq!(closed["data"]["state"], "closed", "{closed}");
+
+    // the customer writes again: the conversation re-enters the chosen node, not the queue (and
+    // not the flow's start)
+    hub.fake.text(&customer, "One more thing");
+    let back = until_sent(&hub, &mut alice, chat, "Welcome back! Was your question answered?").await;
+    assert_eq!(back.param("reply_markup")["keyboard"][1][0]["text"], "No");
+    let (state, reopened): (String, Value) = sqlx::query_as(
+        "SELECT i.state, e.data FROM interactions i
+         JOIN interaction_events e ON e.interaction_id = i.id AND e.kind = 'interaction.reopened'
+         WHERE i.id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&hub.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "bot");
+    assert_eq!(reopened["reentry"], json!({"flow": "after", "version": 1, "node": "back"}), "{reopened}");
+    // the bot has it: nothing is offered while it asks
+    alice.settle(Duration::from_millis(500)).await;
+    assert!(!alice.events().iter().any(|e| e["event"] == "interaction.offered"), "routed while the bot asks");
+
+    // "No": the flow hands the conversation back to the queue, the answers as fields
+    hub.fake.text(&customer, "No");
+    let offer = alice.event("interaction.offered").await;
+    let interaction = &offer["data"]["interaction"];
+    assert_eq!(interaction["id"], id.as_str());
+    assert_eq!(interaction["fields"]["answered"], "No", "{offer}");
+    assert_eq!(interaction["fields"]["first_message"], "One more thing");
+    assert_eq!(
+        texts_to(&hub.fake.calls_of("sendMessage"), chat),
+        vec!["It left today", "Welcome back! Was your question answered?"],
+        "the flow's start never ran"
+    );
+    let run: (bool, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT active, outcome, start_node FROM bot_runs WHERE interaction_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&hub.pool)
+            .await
+            .unwrap();
+    assert_eq!(run, (false, Some("handed off to support".into()), Some("back".into())));
+}
+
+#[tokio::test]
+async fn a_reply_to_a_campaign_with_a_flow_continues_in_that_flow_knowing_its_campaign() {
+    let hub = spawn_hub(json!({})).await;
+    let flow: Flow = serde_json::from_value(json!({
+        "start": "ask",
+        "fallback_queue": "support",
+        "nodes": {
+            "ask": {"kind": "send", "text": "Thanks for answering! How did we do?", "buttons": ["Good", "Bad"],
+                    "next": "rate"},
+            "rate": {"kind": "wait", "var": "rating", "timeout_s": 600, "next": "human", "on_timeout": "human"},
+            "human": {"kind": "handoff", "queue": "support"}
+        }
+    }))
+    .unwrap();
+    let customer_id = uuid::Uuid::now_v7();
+    {
+        let mut conn = hub.pool.acquire().await.unwrap();
+        store::save_flow(&mut conn, "after-sale", &flow, "admin").await.unwrap();
+        // a customer the account knows (a campaign reaches known customers only)
+        sqlx::query("INSERT INTO customers (id, name) VALUES ($1, 'Pavel')")
+            .bind(customer_id)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO customer_identities (account_id, external_id, customer_id, display_name)
+             VALUES ($1, '95', $2, 'Pavel')",
+        )
+        .bind(hub.account_id)
+        .bind(customer_id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    hub.fake.know([95]);
+    let new = |flow: Option<&str>| store::NewCampaign {
+        account_id: hub.account_id,
+        name: "spring".into(),
+        text: "Spring sale: code {{code}}".into(),
+        template: None,
+        rate_per_s: None,
+        starts_at: None,
+        ends_at: None,
+        quiet: None,
+        utc_offset_min: 0,
+        created_by: "test".into(),
+        flow: flow.map(str::to_owned),
+    };
+    let mut tx = hub.pool.begin().await.unwrap();
+    // a flow that does not exist is refused, naming the field
+    match store::create_campaign(&mut tx, &new(Some("ghost"))).await {
+        Err(store::StoreError::Invalid(message)) => assert_eq!(message, "flow: no flow \"ghost\""),
+        other => panic!("a campaign with a missing flow: {other:?}"),
+    }
+    let campaign = store::create_campaign(&mut tx, &new(Some("after-sale"))).await.unwrap();
+    assert_eq!(campaign.flow.as_deref(), Some("after-sale"));
+    let recipient = store::RecipientInput {
+        customer_id: Some(customer_id),
+        variables: std::collections::BTreeMap::from([("code".into(), "S1".into())]),
+        ..Default::default()
+    };
+    assert_eq!(store::add_recipients(&mut tx, campaign.id, &[recipient], 0).await.unwrap().added, 1);
+    store::change_campaign(&mut tx, campaign.id, store::CampaignAction::Start).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut alice = hub.ready_agent("alice").await;
+    let _connector = hub.start_connector(connectors::Config::default()).await;
+    let chat = "95";
+    until_sent(&hub, &mut alice, chat, "Spring sale: code S1").await;
+
+    // the recipient answers: the interaction knows its campaign and continues in its flow
+    let customer = TgUser::new(95, "Pavel");
+    hub.fake.text(&customer, "Tell me more");
+    until_sent(&hub, &mut alice, chat, "Thanks for answering! How did we do?").await;
+    let (id, state, campaign_of): (String, String, Option<uuid::Uuid>) = sqlx::query_as(
+        "SELECT id::text, state, campaign_id FROM interactions WHERE chat_id = '95' AND state <> 'closed'",
+    )
+    .fetch_one(&hub.pool)
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), campaign_of), ("bot", Some(campaign.id)));
+    let run: (String, bool) = sqlx::query_as("SELECT flow_name, active FROM bot_runs WHERE interaction_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&hub.pool)
+        .await
+        .unwrap();
+    assert_eq!(run, ("after-sale".to_owned(), true));
+    alice.settle(Duration::from_millis(300)).await;
+    assert!(!alice.events().iter().any(|e| e["event"] == "interaction.offered"), "routed while the flow runs");
+
+    // the flow hands off: the agent's offer carries the campaign and the answers
+    hub.fake.text(&customer, "Good");
+    let offer = alice.event("interaction.offered").await;
+    let interaction = &offer["data"]["interaction"];
+    assert_eq!(interaction["id"], id.as_str());
+    assert_eq!(interaction["fields"]["campaign"], "spring", "{offer}");
+    assert_eq!(interaction["fields"]["campaign_id"], campaign.id.to_string());
+    assert_eq!(interaction["fields"]["rating"], "Good");
+    assert_eq!(interaction["fields"]["first_message"], "Tell me more");
+    let recipient: String = sqlx::query_scalar("SELECT state FROM campaign_recipients WHERE campaign_id = $1")
+        .bind(campaign.id)
+        .fetch_one(&hub.pool)
+        .await
+        .unwrap();
+    assert_eq!(recipient, "replied");
+}

@@ -152,6 +152,7 @@ async fn two_thousand_recipients_at_the_limit_once_each_with_pause_opt_outs_and_
                 quiet: None,
                 utc_offset_min: 0,
                 created_by: "test".into(),
+                flow: None,
             },
         )
         .await
@@ -200,6 +201,7 @@ async fn two_thousand_recipients_at_the_limit_once_each_with_pause_opt_outs_and_
                 quiet: None,
                 utc_offset_min: 0,
                 created_by: "test".into(),
+                flow: None,
             },
         )
         .await

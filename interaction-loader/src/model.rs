@@ -828,7 +828,12 @@ pub struct Delivery {
     /// The event's id, as in the `Switchboard-Event-Id` header.
     pub event_id: String,
     pub event_type: String,
-    pub interaction_id: Uuid,
+    /// The interaction whose event it is; absent for a campaign's event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interaction_id: Option<Uuid>,
+    /// The campaign whose event it is (`campaign.started`, `campaign.finished`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<Uuid>,
     #[schema(example = "pending")]
     pub state: String,
     /// Attempts made so far.
@@ -850,9 +855,10 @@ impl From<store::Delivery> for Delivery {
         Delivery {
             id: d.id,
             webhook_id: d.subscription_id,
-            event_id: crate::webhooks::event_id(d.interaction_id, d.seq),
+            event_id: crate::webhooks::event_id(d.interaction_id.or(d.campaign_id).unwrap_or_default(), d.seq),
             event_type: d.event_type,
             interaction_id: d.interaction_id,
+            campaign_id: d.campaign_id,
             state: d.state,
             attempts: d.attempts,
             next_attempt_at: d.next_attempt_at,
@@ -923,7 +929,8 @@ pub struct WebhookEvent {
     /// `interaction.transferred`, `interaction.joined`, `interaction.closed`,
     /// `interaction.rated` (the customer answered the post-call survey), `interaction.handoff`
     /// (a bot flow handed the conversation to a queue), `message.new`, `message.edited`,
-    /// `message.deleted`, `video.room`, `video.sms`.
+    /// `message.deleted`, `video.room`, `video.sms`. A campaign's events have their own body,
+    /// `WebhookCampaignEvent`.
     #[schema(example = "interaction.closed")]
     #[serde(rename = "type")]
     pub event_type: String,
@@ -934,6 +941,28 @@ pub struct WebhookEvent {
     pub actor: Option<String>,
     pub created_at: DateTime<Utc>,
     /// As in the interaction's event log (`GET /api/v1/interactions/{id}/events`).
+    pub data: serde_json::Value,
+}
+
+/// The body of a campaign's webhook delivery: `campaign.started` (the campaign went from draft to
+/// running; its recipients queued) or `campaign.finished` (its last message was sent or settled),
+/// signed like every delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebhookCampaignEvent {
+    /// `<campaign id>:<seq>`: unique per event.
+    #[schema(example = "0190b8c1-7c4e-7a1e-9d7a-3f2b1c0d9e8f:2")]
+    pub id: String,
+    /// `campaign.started` or `campaign.finished`.
+    #[schema(example = "campaign.finished")]
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub campaign_id: Uuid,
+    /// Position in the campaign's event log.
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+    /// `campaign` (`id`, `account_id`, `name`, `state`, `started_at`, `finished_at`, `flow`),
+    /// `counts` (recipients per state: `queued`, `sent`, `delivered`, `read`, `replied`,
+    /// `failed`, `skipped`) and `total`, as they were when the event was written.
     pub data: serde_json::Value,
 }
 

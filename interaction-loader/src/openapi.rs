@@ -22,7 +22,8 @@ use crate::model;
                        (`sk_...`, with scopes) or a sign-on JWT with the `admin` role. Missing or \
                        bad credentials get 401, a credential without the operation's scope 403. \
                        Errors have the body `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`.\n\n\
-                       Webhook deliveries are `POST`ed as `WebhookEvent` bodies, signed in the \
+                       Webhook deliveries are `POST`ed as `WebhookEvent` bodies (a campaign's \
+                       events as `WebhookCampaignEvent`), signed in the \
                        `Switchboard-Signature` header (see that schema).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
@@ -87,7 +88,7 @@ use crate::model;
         api::calls::get_queue_video,
         api::calls::put_queue_video,
     ),
-    components(schemas(ErrorBody, ErrorDetail, model::WebhookEvent, crate::auth::Scope)),
+    components(schemas(ErrorBody, ErrorDetail, model::WebhookEvent, model::WebhookCampaignEvent, crate::auth::Scope)),
     modifiers(&Bearer),
     tags(
         (name = "interactions", description = "Interactions by period, one interaction, its messages and events"),

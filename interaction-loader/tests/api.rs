@@ -946,4 +946,27 @@ async fn flows_are_saved_as_versions_refused_naming_the_node_and_greet_a_queue()
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert_eq!(actions.iter().filter(|a| **a == "flow.save").count(), 2, "{actions:?}");
     assert!(actions.contains(&"queue.greeting_flow"), "{actions:?}");
+
+    // an account's bot settings (docs/bots.md): re-entry names a flow and one of its nodes,
+    // external_bot is a boolean; a refusal says what is wrong and changes nothing
+    let account = format!("/api/v1/accounts/{}", app.telegram);
+    for (settings, expected) in [
+        (json!({"reentry": {"flow": "missing", "node": "hello"}}), "settings.reentry.flow names no flow (\"missing\")"),
+        (json!({"reentry": {"flow": "greet", "node": "nowhere"}}), "has no node \"nowhere\""),
+        (json!({"reentry": {"flow": "greet"}}), "settings.reentry must be"),
+        (json!({"reentry": "greet/hello"}), "settings.reentry must be"),
+        (json!({"reentry": {"flow": "greet", "node": "hello", "x": 1}}), "settings.reentry must be"),
+        (json!({"external_bot": "yes"}), "settings.external_bot must be true, false or null"),
+    ] {
+        let (status, body) = call(Method::PATCH, &account, Some(json!({ "settings": settings })), &admin).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{settings}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(expected), "{settings}: {body}");
+    }
+    let (_, before) = call(Method::GET, &account, None, &admin).await;
+    assert!(before["settings"].get("reentry").is_none(), "{before}");
+    let good = json!({"settings": {"reentry": {"flow": "greet", "node": "topic"}, "external_bot": true}});
+    let (status, body) = call(Method::PATCH, &account, Some(good), &admin).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["settings"]["reentry"], json!({"flow": "greet", "node": "topic"}), "{body}");
+    assert_eq!(body["settings"]["external_bot"], true, "{body}");
 }

@@ -53,6 +53,7 @@ async fn a_campaign_is_created_fed_started_paused_resumed_cancelled_reported_and
     let id = created["campaign"]["id"].as_str().unwrap().to_owned();
     assert_eq!(created["campaign"]["state"], "draft");
     assert_eq!(created["campaign"]["quiet_hours"], "23:00-07:00");
+    assert_eq!(created["campaign"]["flow"], Value::Null);
     assert_eq!(created["counts"]["queued"], 2);
 
     // refusals name what to fix
@@ -67,12 +68,18 @@ async fn a_campaign_is_created_fed_started_paused_resumed_cancelled_reported_and
     whatsapp["recipients"] = json!([]);
     let mut neither = body.clone();
     neither["recipients"] = json!([{"variables": {"name": "X", "code": "Y"}}]);
+    let mut ghost_flow = body.clone();
+    ghost_flow["flow"] = json!("ghost");
+    let mut bad_flow = body.clone();
+    bad_flow["flow"] = json!("Not A Name");
     for (bad, why) in [
         (missing, "recipient 1: no value for {{code}}"),
         (quiet, "quiet_hours"),
         (unknown, "colour"),
         (whatsapp, "template"),
         (neither, "recipients[0]"),
+        (ghost_flow, "flow: no flow \"ghost\""),
+        (bad_flow, "flow"),
     ] {
         let (status, error) = app.send(Method::POST, "/api/v1/campaigns", Some(bad)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {error}");
@@ -212,4 +219,118 @@ async fn a_campaign_is_created_fed_started_paused_resumed_cancelled_reported_and
     ] {
         assert!(actions.contains(&action), "{action} in {actions:?}");
     }
+}
+
+#[tokio::test]
+async fn recipients_come_from_an_excel_upload_with_the_csvs_rules_and_named_rows() {
+    const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+    let app = spawn_app().await;
+    app.inbound_with(app.telegram, "xl-anna", "hi", None, Vec::new()).await;
+    app.inbound_with(app.telegram, "xl-boris", "hi", Some("+79001112299"), Vec::new()).await;
+    let anna = customer_of(&app, "xl-anna").await;
+    let body = json!({"account_id": app.telegram, "name": "Excel", "text": "Hi {{name}}, order {{order}}"});
+    let (status, created) = app.send(Method::POST, "/api/v1/campaigns", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["campaign"]["id"].as_str().unwrap().to_owned();
+    let upload = |body: Vec<u8>, content_type: &'static str| {
+        app.http
+            .post(app.url(&format!("/api/v1/campaigns/{id}/recipients")))
+            .bearer_auth(&app.key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    // a sheet as people make them: the order a number, a blank row, a phone by itself
+    let sheet = |rows: &[[&str; 3]]| {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        for (r, row) in rows.iter().enumerate() {
+            for (c, value) in row.iter().enumerate() {
+                match value.parse::<f64>() {
+                    _ if value.is_empty() => {}
+                    Ok(n) if r > 0 && c == 2 => {
+                        sheet.write_number(r as u32, c as u16, n).unwrap();
+                    }
+                    _ => {
+                        sheet.write_string(r as u32, c as u16, *value).unwrap();
+                    }
+                }
+            }
+        }
+        book.save_to_buffer().unwrap()
+    };
+    let anna_id = anna.to_string();
+    let good = sheet(&[
+        ["customer_id", "phone", "order"],
+        [anna_id.as_str(), "", "7731"],
+        ["", "", ""],
+        ["", "+79001112299", "7732"],
+    ]);
+    // the variables must fill the text: `name` is missing, so each row is refused by its number
+    let response = upload(good, XLSX).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("{{name}}"), "{error}");
+
+    let named = |order_a: &str| {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let s = book.add_worksheet();
+        for (c, h) in ["customer_id", "phone", "name", "order"].iter().enumerate() {
+            s.write_string(0, c as u16, *h).unwrap();
+        }
+        s.write_string(1, 0, anna_id.as_str()).unwrap();
+        s.write_string(1, 2, "Anna").unwrap();
+        match order_a.parse::<f64>() {
+            Ok(n) => s.write_number(1, 3, n).unwrap(),
+            Err(_) => s.write_string(1, 3, order_a).unwrap(),
+        };
+        s.write_string(3, 1, "+79001112299").unwrap();
+        s.write_string(3, 2, "Boris").unwrap();
+        s.write_number(3, 3, 7732.0).unwrap();
+        s.write_string(4, 0, "not-a-uuid").unwrap();
+        s.write_string(4, 2, "Nobody").unwrap();
+        s.write_string(4, 3, "1").unwrap();
+        book.save_to_buffer().unwrap()
+    };
+    // a bad row is named (the sheet's row number); nothing of the upload is stored
+    let response = upload(named("7731"), XLSX).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["message"], "`xlsx row 5: customer_id` \"not-a-uuid\" is not a UUID", "{error}");
+    let (_, report) = app.get(&format!("/api/v1/campaigns/{id}")).await;
+    assert_eq!(report["total"], 0, "{report}");
+
+    // without the bad row: both added, the number read as written
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let s = book.add_worksheet();
+    for (c, h) in ["customer_id", "phone", "name", "order"].iter().enumerate() {
+        s.write_string(0, c as u16, *h).unwrap();
+    }
+    s.write_string(1, 0, anna_id.as_str()).unwrap();
+    s.write_string(1, 2, "Anna").unwrap();
+    s.write_number(1, 3, 7731.0).unwrap();
+    s.write_string(3, 1, "+79001112299").unwrap();
+    s.write_string(3, 2, "Boris").unwrap();
+    s.write_string(3, 3, "7732").unwrap();
+    let response = upload(book.save_to_buffer().unwrap(), XLSX).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let added: Value = response.json().await.unwrap();
+    assert_eq!(added, json!({"added": 2, "duplicates": 0, "unresolved": 0}));
+    let texts: Vec<String> =
+        sqlx::query_scalar("SELECT text FROM campaign_recipients WHERE campaign_id = $1::uuid ORDER BY id")
+            .bind(&id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(texts, vec!["Hi Anna, order 7731", "Hi Boris, order 7732"]);
+
+    // not a workbook, and a type the upload does not take
+    let response = upload(b"customer_id\nx\n".to_vec(), XLSX).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("not a readable Excel workbook"), "{error}");
+    let response = upload(b"x".to_vec(), "application/vnd.ms-excel").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains(XLSX), "{error}");
 }

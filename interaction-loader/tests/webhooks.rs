@@ -423,3 +423,97 @@ async fn the_allow_list_lets_a_configured_internal_receiver_through() {
     assert_eq!(received.requests.len(), 1);
     assert!(received.requests[0].2, "signed");
 }
+
+#[tokio::test]
+async fn a_campaign_reports_started_and_finished_with_its_counts_signed() {
+    let app = spawn_app().await;
+    let (addr, receiver) = start_receiver(0).await;
+    let webhook = subscribe(&app, &receiver, addr, json!(["campaign.started", "campaign.finished"])).await;
+    // a subscription to other events gets none of the campaign's
+    let (other_addr, other) = start_receiver(0).await;
+    let other_hook = subscribe(&app, &other, other_addr, json!(["message.new"])).await;
+    app.inbound(app.telegram, "camp-ann", "hi").await;
+    app.inbound(app.telegram, "camp-bob", "hi").await;
+    let customer = |user: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, uuid::Uuid>("SELECT customer_id FROM customer_identities WHERE external_id = $1")
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let body = json!({
+        "account_id": app.telegram,
+        "name": "Autumn",
+        "text": "Autumn sale, {{name}}",
+        "recipients": [
+            {"customer_id": customer("camp-ann").await, "variables": {"name": "Ann"}},
+            {"customer_id": customer("camp-bob").await, "variables": {"name": "Bob"}},
+        ],
+    });
+    let (status, created) = app.send(Method::POST, "/api/v1/campaigns", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["campaign"]["id"].as_str().unwrap().to_owned();
+    let campaign: uuid::Uuid = id.parse().unwrap();
+    let (status, started) = app.send(Method::POST, &format!("/api/v1/campaigns/{id}/start"), None).await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    // both opt out once it runs: the bulk lane will skip them, and the campaign ends
+    for chat in ["camp-ann", "camp-bob"] {
+        schema::store::opt_out(&mut app.pool.acquire().await.unwrap(), app.telegram, chat, "stop word STOP")
+            .await
+            .unwrap();
+    }
+
+    let page = settled(&app, &webhook, 1).await;
+    assert_eq!(page["items"][0]["event_type"], "campaign.started", "{page}");
+    assert_eq!(page["items"][0]["campaign_id"], id.as_str(), "{page}");
+    assert!(page["items"][0].get("interaction_id").is_none(), "{page}");
+    {
+        let received = receiver.received.lock().unwrap();
+        let body = &received.bodies[&format!("{id}:1")];
+        assert_eq!(body["type"], "campaign.started");
+        assert_eq!(body["campaign_id"], id.as_str());
+        assert_eq!(body["seq"], 1);
+        assert_eq!(body["data"]["campaign"]["name"], "Autumn");
+        assert_eq!(body["data"]["campaign"]["state"], "running");
+        assert_eq!((body["data"]["counts"]["queued"].as_i64(), body["data"]["total"].as_i64()), (Some(2), Some(2)));
+    }
+
+    // what the connector's bulk lane does: both rows are claimed, both skipped (opted out); the
+    // last one settled finishes the campaign
+    let mut tx = app.pool.begin().await.unwrap();
+    let items = schema::store::pending_bulk_outbox(&mut tx, app.telegram, &[], 10).await.unwrap();
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    assert_eq!(ids.len(), 2);
+    let claims = schema::store::claim_bulk_outbox(&mut tx, app.telegram, 1, &ids, chrono::Utc::now()).await.unwrap();
+    assert!(claims.iter().all(|(_, c)| matches!(c, schema::store::BulkClaim::Skipped(_))), "{claims:?}");
+    tx.commit().await.unwrap();
+
+    let page = settled(&app, &webhook, 2).await;
+    assert!(page["items"].as_array().unwrap().iter().all(|d| d["state"] == "delivered"), "{page}");
+    {
+        let received = receiver.received.lock().unwrap();
+        assert_eq!(received.requests.len(), 2, "each event once");
+        assert!(received.requests.iter().all(|(_, _, valid)| *valid), "signed like every delivery");
+        let body = &received.bodies[&format!("{id}:2")];
+        assert_eq!(body["type"], "campaign.finished");
+        assert_eq!(body["data"]["campaign"]["state"], "finished");
+        assert!(body["data"]["campaign"]["finished_at"].is_string(), "{body}");
+        assert_eq!(body["data"]["counts"]["skipped"], 2, "{body}");
+        assert_eq!(body["data"]["counts"]["queued"], 0, "{body}");
+        assert_eq!(body["data"]["total"], 2);
+    }
+    let finished: String = sqlx::query_scalar("SELECT state FROM campaigns WHERE id = $1")
+        .bind(campaign)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(finished, "finished");
+    let (_, others) = app.get(&format!("/api/v1/webhooks/{other_hook}/deliveries")).await;
+    assert!(
+        others["items"].as_array().unwrap().iter().all(|d| d["event_type"] == "message.new"),
+        "a campaign event reached a subscription without it: {others}"
+    );
+}

@@ -261,6 +261,12 @@ impl Run {
         Run { position: Position::At { node: flow.start.clone() }, vars, started: now, visits: BTreeMap::new() }
     }
 
+    /// A run started at `now` at the node `node` instead of the flow's start (a re-entry); a
+    /// node the flow does not have hands off to the fallback queue at the first step.
+    pub fn at(node: &str, now: Duration, vars: BTreeMap<String, String>) -> Run {
+        Run { position: Position::At { node: node.to_owned() }, vars, started: now, visits: BTreeMap::new() }
+    }
+
     pub fn is_over(&self) -> bool {
         self.position == Position::Over
     }

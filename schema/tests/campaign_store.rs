@@ -82,6 +82,7 @@ async fn campaign(pool: &PgPool, account_id: Uuid, users: &[&str], quiet: Option
             quiet,
             utc_offset_min: 0,
             created_by: "test".into(),
+            flow: None,
         },
     )
     .await
@@ -205,6 +206,7 @@ async fn a_web_chat_account_runs_no_campaign() {
             quiet: None,
             utc_offset_min: 0,
             created_by: "test".into(),
+            flow: None,
         },
     )
     .await

@@ -5,7 +5,7 @@ import { get, put } from "./api.js";
 import { h, field, checks, table, attempt, status, badge, pageHead } from "./ui.js";
 import { CHANNELS, channelLabel } from "./channels.js";
 
-const ROLES = ["agent", "supervisor", "admin"];
+const ROLES = ["agent", "supervisor", "admin", "bot"];
 const CAPACITY_CHANNELS = ["telegram", "whatsapp", "viber", "vk", "ok", "webchat", "video"];
 
 export async function agents(root, ctx) {

@@ -23,7 +23,7 @@ use crate::model::{
 use ops::input::{InputError, Kind, Validate, check_opt};
 
 /// Roles an agent may have.
-pub const ROLES: [&str; 3] = ["agent", "supervisor", "admin"];
+pub const ROLES: [&str; 4] = ["agent", "supervisor", "admin", "bot"];
 
 async fn record(
     conn: &mut sqlx::PgConnection,
@@ -108,6 +108,7 @@ pub async fn create_account(
         return Err(ApiError::bad_request("name must not be empty"));
     }
     let mut tx = state.pool.begin().await?;
+    check_bot_settings(&mut tx, &new.settings).await?;
     let credentials = serde_json::Value::Object(new.credentials);
     let created = store::create_account(
         &mut tx,
@@ -128,6 +129,19 @@ pub async fn create_account(
     let view = store::account_view_of(&mut tx, created.id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// The bot settings of an account (docs/bots.md): `external_bot` a boolean, `reentry` null or
+/// `{"flow", "node"}` naming a flow that exists and a node of its newest version.
+async fn check_bot_settings(
+    conn: &mut sqlx::PgConnection,
+    settings: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ApiError> {
+    if settings.get("external_bot").is_some_and(|v| !v.is_boolean() && !v.is_null()) {
+        return Err(ApiError::bad_request("settings.external_bot must be true, false or null"));
+    }
+    store::check_reentry(conn, settings.get("reentry")).await?;
+    Ok(())
 }
 
 /// Changes a channel account: rename, enable or disable, default queue, replace credentials or
@@ -159,6 +173,9 @@ pub async fn update_account(
         return Err(ApiError::bad_request("name must not be empty"));
     }
     let mut tx = state.pool.begin().await?;
+    if let Some(settings) = &patch.settings {
+        check_bot_settings(&mut tx, settings).await?;
+    }
     let before = store::account_view_of(&mut tx, id).await?;
     let credentials = patch.credentials.map(serde_json::Value::Object);
     let after = store::update_account(

@@ -73,6 +73,9 @@ pub struct Campaign {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The bot flow a recipient who answers continues in (docs/bots.md).
+    #[schema(example = "after-sale")]
+    pub flow: Option<String>,
 }
 
 fn hhmm(minutes: i16) -> String {
@@ -97,6 +100,7 @@ impl From<store::Campaign> for Campaign {
             created_at: c.created_at,
             started_at: c.started_at,
             finished_at: c.finished_at,
+            flow: c.flow,
         }
     }
 }
@@ -200,6 +204,10 @@ pub struct NewCampaign {
     pub quiet_hours: Option<String>,
     /// The recipients' UTC offset in minutes when a recipient gives none; 0 when absent.
     pub utc_offset_min: Option<i16>,
+    /// A bot flow (it must exist) the recipients who answer continue in: the reply's
+    /// interaction starts a run of the flow's newest version instead of waiting in its queue.
+    #[schema(example = "after-sale")]
+    pub flow: Option<String>,
     #[serde(default)]
     pub recipients: Vec<Recipient>,
 }
@@ -237,6 +245,9 @@ impl Validate for NewCampaign {
             parse_quiet(q)?;
         }
         offset_ok("utc_offset_min", self.utc_offset_min)?;
+        if let Some(flow) = &self.flow {
+            store::check_flow_name(flow).map_err(|e| InputError::new("flow", e))?;
+        }
         if self.recipients.len() > MAX_RECIPIENTS_PER_CALL {
             return Err(InputError::new("recipients", format!("at most {MAX_RECIPIENTS_PER_CALL} per call")));
         }
@@ -281,45 +292,120 @@ pub struct AddedRecipients {
 /// `utc_offset_min`; every other column is a variable of the message. Errors name the line.
 pub fn parse_csv(body: &[u8]) -> Result<Vec<Recipient>, InputError> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).trim(csv::Trim::All).from_reader(body);
-    let headers = reader.headers().map_err(|e| InputError::new("csv", format!("header row: {e}")))?.clone();
-    if !headers.iter().any(|h| h == "customer_id" || h == "phone") {
-        return Err(InputError::new("csv", "the header row names neither customer_id nor phone"));
-    }
-    for h in headers.iter() {
-        check("csv header", Kind::Key, h)?;
-    }
-    let mut out = Vec::new();
-    for (n, record) in reader.records().enumerate() {
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| InputError::new("csv", format!("header row: {e}")))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let rows = reader.records().enumerate().map(|(n, record)| {
         let line = n + 2;
         let record = record.map_err(|e| InputError::new(format!("csv line {line}"), e.to_string()))?;
+        Ok((line, record.iter().map(str::to_owned).collect()))
+    });
+    recipients_from_rows("csv", "csv line", &headers, rows)
+}
+
+/// The media type of an Excel workbook (`.xlsx`).
+pub const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// Reads an Excel (`.xlsx`) upload: its first sheet, laid out like a CSV upload (a header row
+/// naming `customer_id` and/or `phone`, optionally `utc_offset_min`, every other column a
+/// variable). Numbers are taken as written (`79001234567`, `180`; a whole number without a
+/// decimal point), blank rows are skipped; a date, a formula error or a cell that is not a
+/// plain value is refused naming its row and column. Errors name the sheet's row.
+pub fn parse_xlsx(body: &[u8]) -> Result<Vec<Recipient>, InputError> {
+    use calamine::{Data, Reader};
+    let mut book = calamine::Xlsx::new(std::io::Cursor::new(body))
+        .map_err(|e| InputError::new("xlsx", format!("not a readable Excel workbook (.xlsx): {e}")))?;
+    let range = book
+        .worksheet_range_at(0)
+        .ok_or_else(|| InputError::new("xlsx", "the workbook has no sheet"))?
+        .map_err(|e| InputError::new("xlsx", format!("its first sheet cannot be read: {e}")))?;
+    let (first_row, first_col) = range.start().unwrap_or((0, 0));
+    let column = |c: usize| {
+        // A, B, ..., Z, AA, ...
+        let mut n = c + first_col as usize + 1;
+        let mut name = String::new();
+        while n > 0 {
+            name.insert(0, char::from(b'A' + ((n - 1) % 26) as u8));
+            n = (n - 1) / 26;
+        }
+        name
+    };
+    let text = |row: usize, c: usize, cell: &Data| -> Result<String, InputError> {
+        let at = || format!("xlsx row {row}, column {}", column(c));
+        match cell {
+            Data::Empty => Ok(String::new()),
+            Data::String(s) => Ok(s.trim().to_owned()),
+            Data::Int(i) => Ok(i.to_string()),
+            Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Ok(format!("{f:.0}")),
+            Data::Float(f) => Ok(f.to_string()),
+            Data::Bool(b) => Ok(b.to_string()),
+            Data::DateTime(_) | Data::DateTimeIso(_) | Data::DurationIso(_) => {
+                Err(InputError::new(at(), "is a date or time; write it as text"))
+            }
+            Data::Error(e) => Err(InputError::new(at(), format!("holds the error {e}"))),
+        }
+    };
+    let mut rows = range.rows().enumerate().map(|(n, cells)| (n + first_row as usize + 1, cells));
+    let Some((header_row, header)) = rows.next() else {
+        return Err(InputError::new("xlsx", "the first sheet is empty"));
+    };
+    let headers =
+        header.iter().enumerate().map(|(c, cell)| text(header_row, c, cell)).collect::<Result<Vec<_>, _>>()?;
+    let rows = rows.filter(|(_, cells)| cells.iter().any(|c| !matches!(c, Data::Empty))).map(|(row, cells)| {
+        let values = cells.iter().enumerate().map(|(c, cell)| text(row, c, cell)).collect::<Result<Vec<_>, _>>()?;
+        Ok((row, values))
+    });
+    recipients_from_rows("xlsx", "xlsx row", &headers, rows)
+}
+
+/// The recipients of an upload's rows (CSV or Excel): `source` names the upload in errors about
+/// the whole of it, `place` and each row's number name a row.
+fn recipients_from_rows(
+    source: &str,
+    place: &str,
+    headers: &[String],
+    rows: impl Iterator<Item = Result<(usize, Vec<String>), InputError>>,
+) -> Result<Vec<Recipient>, InputError> {
+    if !headers.iter().any(|h| h == "customer_id" || h == "phone") {
+        return Err(InputError::new(source, "the header row names neither customer_id nor phone"));
+    }
+    for h in headers {
+        check(&format!("{source} header"), Kind::Key, h)?;
+    }
+    let mut out = Vec::new();
+    for row in rows {
+        let (line, record) = row?;
         let mut r = Recipient { customer_id: None, phone: None, variables: BTreeMap::new(), utc_offset_min: None };
-        for (h, value) in headers.iter().zip(record.iter()) {
-            match h {
+        for (h, value) in headers.iter().zip(record) {
+            match h.as_str() {
                 "customer_id" if !value.is_empty() => {
                     r.customer_id = Some(value.parse().map_err(|_| {
-                        InputError::new(format!("csv line {line}: customer_id"), format!("{value:?} is not a UUID"))
+                        InputError::new(format!("{place} {line}: customer_id"), format!("{value:?} is not a UUID"))
                     })?);
                 }
-                "phone" if !value.is_empty() => r.phone = Some(value.to_owned()),
+                "phone" if !value.is_empty() => r.phone = Some(value),
                 "utc_offset_min" if !value.is_empty() => {
                     r.utc_offset_min = Some(value.parse().map_err(|_| {
-                        InputError::new(format!("csv line {line}: utc_offset_min"), "is not a whole number of minutes")
+                        InputError::new(format!("{place} {line}: utc_offset_min"), "is not a whole number of minutes")
                     })?);
                 }
                 "customer_id" | "phone" | "utc_offset_min" => {}
                 name => {
-                    r.variables.insert(name.to_owned(), value.to_owned());
+                    r.variables.insert(name.to_owned(), value);
                 }
             }
         }
-        r.check(line).map_err(|e| InputError::new(format!("csv line {line}"), e.to_string()))?;
+        r.check(line).map_err(|e| InputError::new(format!("{place} {line}"), e.to_string()))?;
         out.push(r);
         if out.len() > MAX_RECIPIENTS_PER_CALL {
-            return Err(InputError::new("csv", format!("at most {MAX_RECIPIENTS_PER_CALL} recipients per upload")));
+            return Err(InputError::new(source, format!("at most {MAX_RECIPIENTS_PER_CALL} recipients per upload")));
         }
     }
     if out.is_empty() {
-        return Err(InputError::new("csv", "no recipient rows"));
+        return Err(InputError::new(source, "no recipient rows"));
     }
     Ok(out)
 }
@@ -400,6 +486,7 @@ pub async fn create(
         quiet,
         utc_offset_min: input.utc_offset_min.unwrap_or(0),
         created_by: principal.actor.clone(),
+        flow: input.flow,
     };
     let mut tx = state.pool.begin().await?;
     let campaign = store::create_campaign(&mut tx, &new).await?;
@@ -451,9 +538,10 @@ pub async fn get_one(
     Ok(Json(store::campaign_report(&mut conn, id).await?.into()))
 }
 
-/// Adds recipients (audited): `application/json` (`{"recipients": [...]}`) or `text/csv` (a
+/// Adds recipients (audited): `application/json` (`{"recipients": [...]}`), `text/csv` (a
 /// header row naming `customer_id` and/or `phone`, optionally `utc_offset_min`; the other
-/// columns are the message's variables). Recipients added to a running campaign are queued at
+/// columns are the message's variables) or an Excel workbook (`.xlsx`, its first sheet laid out
+/// like the CSV; errors name the sheet's row and column). Recipients added to a running campaign are queued at
 /// once; a chat already in the campaign is a duplicate and ignored.
 #[utoipa::path(
     post,
@@ -463,10 +551,11 @@ pub async fn get_one(
     request_body(content(
         (RecipientList = "application/json"),
         (String = "text/csv", example = "phone,name,order\n+79001234567,Anna,7731\n"),
+        (crate::model::XlsxFile = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
     )),
     responses(
         (status = 200, description = "Added", body = AddedRecipients),
-        (status = 400, description = "A bad recipient or CSV line (named)", body = ErrorBody),
+        (status = 400, description = "A bad recipient, CSV line or sheet row (named)", body = ErrorBody),
         (status = 401, description = "No or bad credentials", body = ErrorBody),
         (status = 403, description = "Lacks `admin:write`", body = ErrorBody),
         (status = 404, description = "No such campaign", body = ErrorBody),
@@ -498,13 +587,15 @@ pub async fn add_recipients(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let recipients = if content_type.starts_with("text/csv") {
         parse_csv(&body)?
+    } else if content_type.starts_with(XLSX) {
+        parse_xlsx(&body)?
     } else if content_type.starts_with("application/json") {
         let list: RecipientList =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
         list.validate()?;
         list.recipients
     } else {
-        return Err(ApiError::bad_request("Content-Type must be application/json or text/csv"));
+        return Err(ApiError::bad_request(format!("Content-Type must be application/json, text/csv or {XLSX}")));
     };
     let inputs: Vec<RecipientInput> = recipients.into_iter().map(Recipient::into_input).collect();
     let mut tx = state.pool.begin().await?;
@@ -836,6 +927,70 @@ mod tests {
         let err = parse_csv(b"phone,name\n,Anna\n").unwrap_err();
         assert!(err.to_string().contains("csv line 2"), "{err}");
         assert!(parse_csv(b"phone\n").is_err(), "no rows");
+    }
+
+    /// A workbook of `rows` (a cell per value: numbers as numbers, the rest as text), built
+    /// with the writer the exports use.
+    fn workbook(rows: &[&[&str]]) -> Vec<u8> {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        for (r, row) in rows.iter().enumerate() {
+            for (c, value) in row.iter().enumerate() {
+                if value.is_empty() {
+                    continue;
+                }
+                match value.parse::<f64>() {
+                    Ok(n) if !value.starts_with('+') => sheet.write_number(r as u32, c as u16, n).unwrap(),
+                    _ => sheet.write_string(r as u32, c as u16, *value).unwrap(),
+                };
+            }
+        }
+        book.save_to_buffer().unwrap()
+    }
+
+    #[test]
+    fn an_xlsx_upload_reads_like_the_csv_and_names_its_bad_row_and_column() {
+        let body = workbook(&[
+            &["phone", "name", "order", "utc_offset_min"],
+            &["79001234567", "Anna", "7731", "180"],
+            &[],
+            &["+79007654321", "Boris", "7732.5", ""],
+        ]);
+        let ok = parse_xlsx(&body).unwrap();
+        assert_eq!(ok.len(), 2, "the blank row is skipped");
+        assert_eq!(ok[0].phone.as_deref(), Some("79001234567"), "a whole number without a decimal point");
+        assert_eq!(ok[0].utc_offset_min, Some(180));
+        assert_eq!(ok[0].variables.get("order").map(String::as_str), Some("7731"));
+        assert_eq!(ok[1].phone.as_deref(), Some("+79007654321"));
+        assert_eq!(ok[1].variables.get("order").map(String::as_str), Some("7732.5"));
+        assert_eq!(ok[1].utc_offset_min, None);
+
+        let bad = workbook(&[&["customer_id", "name"], &["0190b8c1-7c4e-7a1e-9d7a-3f2b1c0d9e8f", "A"], &["nope", "B"]]);
+        assert_eq!(parse_xlsx(&bad).unwrap_err().to_string(), "`xlsx row 3: customer_id` \"nope\" is not a UUID");
+        let bad = workbook(&[&["phone", "name"], &["+79001234567", "Anna"], &["", "Nobody"]]);
+        assert!(parse_xlsx(&bad).unwrap_err().to_string().contains("xlsx row 3"), "a row with neither id");
+        let bad = workbook(&[&["phone", "utc_offset_min"], &["+79001234567", "soon"]]);
+        assert_eq!(
+            parse_xlsx(&bad).unwrap_err().to_string(),
+            "`xlsx row 2: utc_offset_min` is not a whole number of minutes"
+        );
+        let err = parse_xlsx(&workbook(&[&["name"], &["Anna"]])).unwrap_err();
+        assert!(err.to_string().contains("neither customer_id nor phone"), "{err}");
+        assert!(parse_xlsx(&workbook(&[&["phone"]])).unwrap_err().to_string().contains("no recipient rows"));
+        let err = parse_xlsx(b"phone\n+79001234567\n").unwrap_err();
+        assert!(err.to_string().contains("not a readable Excel workbook"), "{err}");
+
+        // a date is refused naming its cell
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        sheet.write_string(0, 0, "phone").unwrap();
+        sheet.write_string(0, 1, "due").unwrap();
+        sheet.write_string(1, 0, "+79001234567").unwrap();
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 7).unwrap().and_hms_opt(9, 0, 0).unwrap();
+        let format = rust_xlsxwriter::Format::new().set_num_format("yyyy-mm-dd");
+        sheet.write_datetime_with_format(1, 1, date, &format).unwrap();
+        let err = parse_xlsx(&book.save_to_buffer().unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "`xlsx row 2, column B` is a date or time; write it as text");
     }
 
     #[test]

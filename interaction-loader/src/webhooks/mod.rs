@@ -32,6 +32,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "message.deleted",
     "video.room",
     "video.sms",
+    "campaign.started",
+    "campaign.finished",
 ];
 
 /// Header with the event id (the same on every retry).

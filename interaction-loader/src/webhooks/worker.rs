@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::target::{TargetError, Targets};
 use super::{Backoff, EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, event_id, sign};
-use crate::model::WebhookEvent;
+use crate::model::{WebhookCampaignEvent, WebhookEvent};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -99,6 +99,17 @@ pub async fn run(pool: PgPool, config: WorkerConfig, targets: Targets, shutdown:
 /// The body of a delivery: the event, as [`WebhookEvent`] documents it.
 pub fn payload(delivery: &DueDelivery) -> Vec<u8> {
     let e = &delivery.event;
+    if let Some(campaign_id) = delivery.campaign_id {
+        let event = WebhookCampaignEvent {
+            id: event_id(campaign_id, e.seq),
+            event_type: e.kind.clone(),
+            campaign_id,
+            seq: e.seq,
+            created_at: e.created_at,
+            data: e.data.clone(),
+        };
+        return serde_json::to_vec(&event).expect("events serialize");
+    }
     let event = WebhookEvent {
         id: event_id(e.interaction_id, e.seq),
         event_type: e.kind.clone(),

@@ -82,6 +82,8 @@ pub struct NewCampaign {
     pub quiet: Option<(i16, i16)>,
     pub utc_offset_min: i16,
     pub created_by: String,
+    /// The flow a recipient who answers continues in (it must exist).
+    pub flow: Option<String>,
 }
 
 /// A campaign as stored.
@@ -103,10 +105,12 @@ pub struct Campaign {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The flow a recipient who answers continues in.
+    pub flow: Option<String>,
 }
 
 const CAMPAIGN_COLUMNS: &str = "id, account_id, name, state, text, template, rate_per_s, starts_at, ends_at, \
-     quiet_from, quiet_to, utc_offset_min, created_by, created_at, started_at, finished_at";
+     quiet_from, quiet_to, utc_offset_min, created_by, created_at, started_at, finished_at, flow";
 
 fn campaign_from_row(row: &sqlx::postgres::PgRow) -> Result<Campaign> {
     let template: Option<serde_json::Value> = row.try_get("template")?;
@@ -130,6 +134,7 @@ fn campaign_from_row(row: &sqlx::postgres::PgRow) -> Result<Campaign> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        flow: row.try_get("flow")?,
     })
 }
 
@@ -160,11 +165,18 @@ pub async fn create_campaign(conn: &mut PgConnection, new: &NewCampaign) -> Resu
                 .into(),
         ));
     }
+    if let Some(flow) = &new.flow {
+        match super::get_flow(conn, flow, None).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) => return Err(StoreError::Invalid(format!("flow: no flow {flow:?}"))),
+            Err(e) => return Err(e),
+        }
+    }
     let id = Uuid::now_v7();
     const SQL: &str = concatcp!(
         "INSERT INTO campaigns (id, account_id, name, text, template, rate_per_s, starts_at, ends_at, quiet_from,
-             quiet_to, utc_offset_min, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING ",
+             quiet_to, utc_offset_min, created_by, flow)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ",
         CAMPAIGN_COLUMNS
     );
     let row = sqlx::query(SQL)
@@ -180,6 +192,7 @@ pub async fn create_campaign(conn: &mut PgConnection, new: &NewCampaign) -> Resu
         .bind(new.quiet.map(|q| q.1))
         .bind(new.utc_offset_min)
         .bind(&new.created_by)
+        .bind(&new.flow)
         .fetch_one(&mut *conn)
         .await?;
     campaign_from_row(&row)
@@ -439,6 +452,7 @@ pub async fn change_campaign(conn: &mut PgConnection, id: Uuid, action: Campaign
     match (campaign.state, target) {
         (S::Draft, S::Running) => {
             enqueue_recipients(conn, &campaign).await?;
+            append_campaign_event(conn, id, "campaign.started").await?;
             finish_if_done(conn, id).await?;
         }
         (_, S::Cancelled) if campaign.state != S::Cancelled => {
@@ -473,7 +487,37 @@ pub(crate) async fn finish_if_done(conn: &mut PgConnection, id: Uuid) -> Result<
     .execute(&mut *conn)
     .await?
     .rows_affected();
+    if done > 0 {
+        append_campaign_event(conn, id, "campaign.finished").await?;
+    }
     Ok(done > 0)
+}
+
+/// Appends `kind` (`campaign.started`, `campaign.finished`) to the campaign's event log, with the
+/// campaign and its recipients per state (`counts`, `total`) as they are in this transaction;
+/// a trigger (migration 0021) queues its webhook deliveries in the same transaction. Returns
+/// its `seq`.
+pub(crate) async fn append_campaign_event(conn: &mut PgConnection, id: Uuid, kind: &str) -> Result<i64> {
+    let report = campaign_report(conn, id).await?;
+    let c = &report.campaign;
+    let data = serde_json::json!({
+        "campaign": {
+            "id": c.id, "account_id": c.account_id, "name": c.name, "state": c.state.as_str(),
+            "started_at": c.started_at, "finished_at": c.finished_at, "flow": c.flow,
+        },
+        "counts": report.counts,
+        "total": report.total,
+    });
+    Ok(sqlx::query_scalar(
+        "INSERT INTO campaign_events (campaign_id, seq, kind, data)
+         SELECT $1, COALESCE(max(seq), 0) + 1, $2, $3 FROM campaign_events WHERE campaign_id = $1
+         RETURNING seq",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(&data)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// A campaign's progress: recipients per state, the recent rate and the time left at that rate.
@@ -622,12 +666,16 @@ pub struct InboundSeen<'a> {
 /// never blocked), and a message within [`REPLY_WINDOW`] of the chat's last campaign message is
 /// that recipient's reply: the recipient becomes `replied` with the interaction, and the
 /// interaction learns its campaign (`campaign_id`, and the fields `campaign_id` / `campaign`
-/// its agents see). Returns the interactions that learnt a campaign, with it and its name.
+/// its agents see). A campaign with a `flow` continues there: the interaction, when it waits in
+/// its queue or is with a bot (not when a person has it), goes to state `bot` with a run of the
+/// flow's newest version (in place of a greeting's run), so the reply is the run's
+/// `first_message`. Returns the interactions that learnt a campaign, with it, its name and
+/// whether its flow started.
 pub async fn on_inbound(
     conn: &mut PgConnection,
     account_id: Uuid,
     seen: &[InboundSeen<'_>],
-) -> Result<Vec<(Uuid, Uuid, String)>> {
+) -> Result<Vec<CampaignLearnt>> {
     if seen.is_empty() {
         return Ok(Vec::new());
     }
@@ -673,13 +721,55 @@ pub async fn on_inbound(
     let ids: Option<Vec<Uuid>> = row.try_get("interactions")?;
     let campaigns: Option<Vec<Uuid>> = row.try_get("campaigns")?;
     let names: Option<Vec<String>> = row.try_get("names")?;
-    Ok(ids
-        .unwrap_or_default()
-        .into_iter()
-        .zip(campaigns.unwrap_or_default())
-        .zip(names.unwrap_or_default())
-        .map(|((i, c), n)| (i, c, n))
-        .collect())
+    let mut learnt = Vec::new();
+    for ((interaction_id, campaign_id), name) in
+        ids.unwrap_or_default().into_iter().zip(campaigns.unwrap_or_default()).zip(names.unwrap_or_default())
+    {
+        let flow_started = continue_in_flow(conn, account_id, interaction_id, campaign_id).await?;
+        learnt.push(CampaignLearnt { interaction_id, campaign_id, name, flow_started });
+    }
+    Ok(learnt)
+}
+
+/// An interaction that learnt its campaign, from [`on_inbound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignLearnt {
+    pub interaction_id: Uuid,
+    pub campaign_id: Uuid,
+    /// The campaign's name.
+    pub name: String,
+    /// The campaign's flow started: the interaction is in state `bot` now.
+    pub flow_started: bool,
+}
+
+/// Starts the campaign's flow for the reply's interaction, if the campaign has one and no
+/// person has the interaction (it waits in its queue, or a bot has it). Whether it started.
+async fn continue_in_flow(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    interaction_id: Uuid,
+    campaign_id: Uuid,
+) -> Result<bool> {
+    let flow: Option<(String, i32)> = sqlx::query_as(
+        "SELECT f.name, max(f.version) FROM campaigns c JOIN flows f ON f.name = c.flow
+         WHERE c.id = $1 GROUP BY f.name",
+    )
+    .bind(campaign_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(flow) = flow else { return Ok(false) };
+    // the interaction is locked already (the ingest found or opened it)
+    let moved = sqlx::query(
+        "UPDATE interactions SET state = 'bot', updated_at = now() WHERE id = $1 AND state IN ('queued', 'bot')",
+    )
+    .bind(interaction_id)
+    .execute(&mut *conn)
+    .await?;
+    if moved.rows_affected() == 0 {
+        return Ok(false);
+    }
+    super::flows::start_bot_run(conn, interaction_id, account_id, &flow, None).await?;
+    Ok(true)
 }
 
 // ---------------------------------------------------------------- the connector's bulk lane --

@@ -5,6 +5,7 @@
 //! in the caller's transaction, so concurrent writers queue on the lock and a rolled-back
 //! transaction gives its number back.
 
+use const_format::concatcp;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -138,14 +139,25 @@ pub(crate) async fn append_interaction_events_many(
     Ok(())
 }
 
-/// Who sees an interaction's events: its assigned agent and every joined participant.
+/// The external bots (agents with the role `bot`) serving the queue of interaction `$1` while it
+/// is in state `bot` with no flow running it ([`super::bot_access`]): they own it and see its
+/// events. One `SELECT` of logins, for a `UNION`.
+const EXTERNAL_BOTS: &str = "SELECT a.login FROM interactions i
+     JOIN agents a ON i.queue = ANY(a.queues) AND 'bot' = ANY(a.roles)
+     WHERE i.id = $1 AND i.state = 'bot'
+       AND NOT EXISTS (SELECT 1 FROM bot_runs r WHERE r.interaction_id = i.id AND r.active)";
+
+/// Who sees an interaction's events: its assigned agent, every joined participant, and the
+/// external bots that own it while it is in state `bot` ([`EXTERNAL_BOTS`]).
 pub async fn interaction_audience(conn: &mut PgConnection, interaction_id: Uuid) -> Result<Vec<String>> {
-    let agents: Vec<String> = sqlx::query_scalar(
+    let agents: Vec<String> = sqlx::query_scalar(concatcp!(
         "SELECT agent FROM interactions WHERE id = $1 AND agent IS NOT NULL
-         UNION
-         SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
-         ORDER BY 1",
-    )
+             UNION
+             SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
+             UNION ",
+        EXTERNAL_BOTS,
+        " ORDER BY 1"
+    ))
     .bind(interaction_id)
     .fetch_all(&mut *conn)
     .await?;
@@ -165,13 +177,15 @@ pub async fn fan_out(
     event: &str,
     data: &serde_json::Value,
 ) -> Result<Vec<String>> {
-    let audience: Vec<String> = sqlx::query_scalar(
+    let audience: Vec<String> = sqlx::query_scalar(concatcp!(
         "SELECT login FROM agents WHERE login IN (
-             SELECT agent FROM interactions WHERE id = $1 AND agent IS NOT NULL
-             UNION
-             SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
-         ) ORDER BY login FOR NO KEY UPDATE",
-    )
+                 SELECT agent FROM interactions WHERE id = $1 AND agent IS NOT NULL
+                 UNION
+                 SELECT agent_login FROM interaction_participants WHERE interaction_id = $1
+                 UNION ",
+        EXTERNAL_BOTS,
+        ") ORDER BY login FOR NO KEY UPDATE"
+    ))
     .bind(interaction_id)
     .fetch_all(&mut *conn)
     .await?;
@@ -194,7 +208,8 @@ pub async fn fan_out(
     Ok(audience)
 }
 
-/// Who sees each of these interactions: its assigned agent and every joined participant, sorted.
+/// Who sees each of these interactions: its assigned agent, every joined participant and its
+/// external bots ([`EXTERNAL_BOTS`]), sorted.
 /// Interactions nobody sees are absent.
 pub(crate) async fn audiences(
     conn: &mut PgConnection,
@@ -204,6 +219,10 @@ pub(crate) async fn audiences(
         "SELECT id, agent FROM interactions WHERE id = ANY($1) AND agent IS NOT NULL
          UNION
          SELECT interaction_id, agent_login FROM interaction_participants WHERE interaction_id = ANY($1)
+         UNION
+         SELECT i.id, a.login FROM interactions i JOIN agents a ON i.queue = ANY(a.queues) AND 'bot' = ANY(a.roles)
+         WHERE i.id = ANY($1) AND i.state = 'bot'
+           AND NOT EXISTS (SELECT 1 FROM bot_runs r WHERE r.interaction_id = i.id AND r.active)
          ORDER BY 1, 2",
     )
     .bind(interactions)

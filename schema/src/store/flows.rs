@@ -234,24 +234,157 @@ pub(crate) async fn greeting_for(
     Ok(found)
 }
 
-/// Starts a run of the greeting flow for a new interaction (opened in state `bot`).
+/// Whether the account's new interactions that no greeting flow answers open in state `bot` for
+/// its external bots (`settings.external_bot`: the bots serving the interaction's queue on the
+/// agent WebSocket).
+pub(crate) async fn opens_for_external_bot(conn: &mut PgConnection, account_id: Uuid) -> Result<bool> {
+    let on: Option<bool> = sqlx::query_scalar(
+        "SELECT COALESCE(settings->'external_bot' = 'true'::jsonb, false) FROM accounts WHERE id = $1",
+    )
+    .bind(account_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(on.unwrap_or(false))
+}
+
+/// Where a conversation an agent closed re-enters when the customer writes again within the
+/// reopen window: the account's `settings.reentry` (`{"flow", "node"}`), the flow's newest
+/// version, when that version has the node. `None`: it goes to its queue as before.
+pub(crate) async fn reentry_for(conn: &mut PgConnection, account_id: Uuid) -> Result<Option<(String, i32, String)>> {
+    let found: Option<(String, i32, String)> = sqlx::query_as(
+        "SELECT f.name, f.version, s.node FROM accounts a
+         CROSS JOIN LATERAL (SELECT a.settings->'reentry'->>'flow' AS flow, a.settings->'reentry'->>'node' AS node) s
+         JOIN flows f ON f.name = s.flow
+         WHERE a.id = $1 AND f.definition->'nodes' ? s.node
+           AND f.version = (SELECT max(version) FROM flows WHERE name = s.flow)",
+    )
+    .bind(account_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found)
+}
+
+/// Checks an account's `settings.reentry` before it is saved: absent or null, or
+/// `{"flow": <a flow that exists>, "node": <a node of its newest version>}`. The error says
+/// what is wrong.
+pub async fn check_reentry(conn: &mut PgConnection, reentry: Option<&serde_json::Value>) -> Result<()> {
+    let Some(value) = reentry.filter(|v| !v.is_null()) else { return Ok(()) };
+    let shape =
+        || StoreError::Invalid("settings.reentry must be {\"flow\": <flow name>, \"node\": <node id>} or null".into());
+    let object = value.as_object().ok_or_else(shape)?;
+    if object.keys().any(|k| k != "flow" && k != "node") {
+        return Err(shape());
+    }
+    let flow = object.get("flow").and_then(|v| v.as_str()).ok_or_else(shape)?;
+    let node = object.get("node").and_then(|v| v.as_str()).ok_or_else(shape)?;
+    let stored = match get_flow(conn, flow, None).await {
+        Ok(stored) => stored,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(StoreError::Invalid(format!("settings.reentry.flow names no flow ({flow:?})")));
+        }
+        Err(e) => return Err(e),
+    };
+    if !stored.flow.nodes.contains_key(node) {
+        return Err(StoreError::Invalid(format!(
+            "settings.reentry.node: flow {flow:?} (version {}) has no node {node:?}",
+            stored.version
+        )));
+    }
+    Ok(())
+}
+
+/// Starts a run of `flow` (name, version) for an interaction in state `bot`: at the flow's
+/// start, or at `start_node` (re-entry). An interaction that had a run before (a greeting flow,
+/// an earlier re-entry) gets a fresh one in its place.
 pub(crate) async fn start_bot_run(
     conn: &mut PgConnection,
     interaction_id: Uuid,
     account_id: Uuid,
     flow: &(String, i32),
+    start_node: Option<&str>,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO bot_runs (interaction_id, account_id, flow_name, flow_version, wake_at)
-         VALUES ($1, $2, $3, $4, now())",
+        "INSERT INTO bot_runs (interaction_id, account_id, flow_name, flow_version, wake_at, start_node)
+         VALUES ($1, $2, $3, $4, now(), $5)
+         ON CONFLICT (interaction_id) DO UPDATE SET flow_name = EXCLUDED.flow_name,
+             flow_version = EXCLUDED.flow_version, run = NULL, wake_at = now(), active = true, outcome = NULL,
+             start_node = EXCLUDED.start_node, created_at = now(), updated_at = now()",
     )
     .bind(interaction_id)
     .bind(account_id)
     .bind(&flow.0)
     .bind(flow.1)
+    .bind(start_node)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Whether an external bot may write into an interaction, decided under the interaction's row
+/// lock (taken here, first, in the caller's transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BotAccess {
+    /// In state `bot`, no flow runs it, and the bot serves its queue.
+    Owned,
+    /// The bot serves its queue, but a person or a flow has it now (why, for the error).
+    Fenced(String),
+    /// Neither an interaction of the bot's queues nor one it wrote into (or the login is no bot).
+    NotYours,
+}
+
+/// Locks the interaction and answers whether the external bot `bot` owns it ([`BotAccess`]).
+pub async fn bot_access(conn: &mut PgConnection, interaction_id: Uuid, bot: &str) -> Result<BotAccess> {
+    let row = sqlx::query(
+        "SELECT i.state, i.agent,
+                EXISTS (SELECT 1 FROM bot_runs r WHERE r.interaction_id = i.id AND r.active) AS flow_runs,
+                EXISTS (SELECT 1 FROM agents a WHERE a.login = $2 AND 'bot' = ANY(a.roles)
+                        AND i.queue = ANY(a.queues)) AS serves_queue,
+                EXISTS (SELECT 1 FROM messages m WHERE m.interaction_id = i.id AND m.author_kind = 'bot'
+                        AND m.agent_login = $2) AS wrote
+         FROM interactions i WHERE i.id = $1 FOR NO KEY UPDATE OF i",
+    )
+    .bind(interaction_id)
+    .bind(bot)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("interaction", interaction_id))?;
+    let serves_queue: bool = row.try_get("serves_queue")?;
+    if !serves_queue && !row.try_get::<bool, _>("wrote")? {
+        return Ok(BotAccess::NotYours);
+    }
+    let state: String = row.try_get("state")?;
+    let agent: Option<String> = row.try_get("agent")?;
+    Ok(match (state.as_str(), row.try_get::<bool, _>("flow_runs")?) {
+        // (a conversation the bot wrote into, since handed to a queue it does not serve, is fenced)
+        ("bot", false) if serves_queue => BotAccess::Owned,
+        ("bot", false) => BotAccess::NotYours,
+        ("bot", true) => {
+            BotAccess::Fenced(format!("interaction {interaction_id} is with a bot flow, not with an external bot"))
+        }
+        (state, _) => BotAccess::Fenced(match agent {
+            Some(agent) => format!("interaction {interaction_id} is {state} (agent {agent}): a person has it now"),
+            None => format!("interaction {interaction_id} is {state}: it was handed off"),
+        }),
+    })
+}
+
+/// The open interactions an external bot owns now (state `bot`, no flow running, of a queue it
+/// serves), oldest first.
+pub async fn bot_interactions_of(conn: &mut PgConnection, bot: &str) -> Result<Vec<crate::domain::Interaction>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT i.id FROM interactions i JOIN agents a ON a.login = $1 AND 'bot' = ANY(a.roles)
+         WHERE i.state = 'bot' AND i.queue = ANY(a.queues)
+           AND NOT EXISTS (SELECT 1 FROM bot_runs r WHERE r.interaction_id = i.id AND r.active)
+         ORDER BY i.created_at, i.id LIMIT 500",
+    )
+    .bind(bot)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(super::load_interaction(conn, id).await?);
+    }
+    Ok(out)
 }
 
 /// The interactions of the account whose runs have something to do now: not begun, a timer
@@ -291,6 +424,8 @@ pub struct BotTurn {
     pub wake_at: Option<DateTime<Utc>>,
     /// The customer's unread messages, oldest first: (input id, text).
     pub inputs: Vec<(i64, String)>,
+    /// Where a run not begun yet starts (re-entry); `None`: the flow's start.
+    pub start_node: Option<String>,
 }
 
 /// Locks the interaction (first, the lock order) and its run for one turn; `None` when the run
@@ -304,7 +439,7 @@ pub async fn lock_bot_run(conn: &mut PgConnection, interaction_id: Uuid) -> Resu
         return Ok(None);
     }
     let row = sqlx::query(
-        "SELECT r.account_id, i.channel, r.flow_name, r.run, r.wake_at, f.definition
+        "SELECT r.account_id, i.channel, r.flow_name, r.run, r.wake_at, r.start_node, f.definition
          FROM bot_runs r JOIN interactions i ON i.id = r.interaction_id
          JOIN flows f ON f.name = r.flow_name AND f.version = r.flow_version
          WHERE r.interaction_id = $1 AND r.active FOR NO KEY UPDATE OF r",
@@ -335,6 +470,7 @@ pub async fn lock_bot_run(conn: &mut PgConnection, interaction_id: Uuid) -> Resu
         run,
         wake_at: row.try_get("wake_at")?,
         inputs,
+        start_node: row.try_get("start_node")?,
     }))
 }
 

@@ -285,10 +285,14 @@ async fn learn_campaigns(
         .map(|(m, i)| super::InboundSeen { chat_id: &m.chat_id, text: m.text.as_deref(), interaction_id: i.id })
         .collect();
     let learnt = super::on_inbound(conn, account_id, &seen).await?;
-    for (interaction_id, campaign, name) in learnt {
-        for (_, interaction) in messages.iter_mut().filter(|(_, i)| i.id == interaction_id) {
-            interaction.fields.insert("campaign_id".into(), serde_json::json!(campaign.to_string()));
-            interaction.fields.insert("campaign".into(), serde_json::json!(name));
+    for l in learnt {
+        for (_, interaction) in messages.iter_mut().filter(|(_, i)| i.id == l.interaction_id) {
+            interaction.fields.insert("campaign_id".into(), serde_json::json!(l.campaign_id.to_string()));
+            interaction.fields.insert("campaign".into(), serde_json::json!(l.name));
+            if l.flow_started {
+                // the connector rings the bots' doorbell for it
+                interaction.state = InteractionState::Bot;
+            }
         }
     }
     Ok(())
@@ -426,32 +430,44 @@ async fn open_interaction(
             return Ok((interaction_from_row(&row)?, false));
         }
         let window_ms = i64::try_from(reopen_window.as_millis()).unwrap_or(i64::MAX);
-        let reopened: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE interactions SET state = 'queued', agent = NULL, closed_at = NULL, close_reason = NULL,
+        // the account's re-entry: a conversation an agent closed goes back to a chosen node of a
+        // flow (state `bot`) instead of its queue; one the bot ended goes to its queue as before
+        let reentry = super::flows::reentry_for(conn, msg.account_id).await?;
+        let reopened: Option<(Uuid, String)> = sqlx::query_as(
+            "UPDATE interactions SET agent = NULL, closed_at = NULL, close_reason = NULL,
+                 state = CASE WHEN $5 AND close_reason IS DISTINCT FROM 'bot_ended' THEN 'bot' ELSE 'queued' END,
                  queue = COALESCE(queue, $3), updated_at = now()
              WHERE id = (SELECT id FROM interactions
                          WHERE account_id = $1 AND customer_id = $2 AND state = 'closed'
                            AND closed_at > now() - make_interval(secs => $4::float8 / 1000)
                          ORDER BY closed_at DESC LIMIT 1 FOR NO KEY UPDATE)
-             RETURNING id",
+             RETURNING id, state",
         )
         .bind(msg.account_id)
         .bind(customer_id)
         .bind(default_queue)
         .bind(window_ms as f64)
+        .bind(reentry.is_some())
         .fetch_optional(&mut *conn)
         .await?;
         // (a concurrent first message that opened a new interaction meanwhile makes this a unique
         // violation; the transaction fails and the connector's retry finds that interaction)
-        if let Some(id) = reopened {
-            let data = serde_json::json!({ "interaction_id": id, "reason": "customer_returned" });
+        if let Some((id, state)) = reopened {
+            let mut data = serde_json::json!({ "interaction_id": id, "reason": "customer_returned" });
+            if let Some((flow, version, node)) = reentry.as_ref().filter(|_| state == "bot") {
+                super::flows::start_bot_run(conn, id, msg.account_id, &(flow.clone(), *version), Some(node)).await?;
+                data["state"] = serde_json::json!("bot");
+                data["reentry"] = serde_json::json!({ "flow": flow, "version": version, "node": node });
+            }
             super::append_interaction_event(conn, id, "interaction.reopened", Some("customer"), &data).await?;
             return Ok((super::load_interaction(conn, id).await?, true));
         }
         let id = Uuid::now_v7();
         // a greeting flow of the account or its default queue: the bot has the conversation first
         let greeting = super::flows::greeting_for(conn, msg.account_id, default_queue).await?;
-        let state = if greeting.is_some() { InteractionState::Bot } else { InteractionState::Queued };
+        // else the account's external bots, on the agent WebSocket, may have it first
+        let external = greeting.is_none() && super::flows::opens_for_external_bot(conn, msg.account_id).await?;
+        let state = if greeting.is_some() || external { InteractionState::Bot } else { InteractionState::Queued };
         let created = sqlx::query(
             "INSERT INTO interactions (id, account_id, customer_id, external_id, channel, chat_id, state, queue)
              VALUES ($1, $2, $3, $4, $5, $6, $8, $7)
@@ -469,7 +485,7 @@ async fn open_interaction(
         .await?;
         if created.rows_affected() == 1 {
             if let Some(flow) = &greeting {
-                super::flows::start_bot_run(conn, id, msg.account_id, flow).await?;
+                super::flows::start_bot_run(conn, id, msg.account_id, flow, None).await?;
             }
             let data = serde_json::json!({ "interaction_id": id, "state": state, "queue": default_queue });
             super::append_interaction_event(conn, id, "interaction.created", Some("customer"), &data).await?;

@@ -29,6 +29,10 @@ pub struct OutboundMessage {
     pub forward_of: Option<Uuid>,
     /// An approved template (WhatsApp); `text` is its body with the parameters filled in.
     pub template: Option<Template>,
+    /// Written by an external bot (`agent_login` is the bot's): the message's author is `bot`,
+    /// so the fence (migration 0017) cancels it while unsent when a person takes over. The caller
+    /// checks [`super::bot_access`] in the same transaction.
+    pub bot: bool,
 }
 
 impl OutboundMessage {
@@ -112,7 +116,7 @@ pub async fn enqueue_outbound(conn: &mut PgConnection, out: &OutboundMessage) ->
         "INSERT INTO messages (id, interaction_id, account_id, direction, author_kind, author_id, author_name,
              kind, text, reply_to, keyboard, status, client_msg_id, agent_login, contact, location, sticker_id,
              forward_of, template)
-         VALUES ($1, $2, $3, 'out', 'agent', $4, $5, $6, $7, $8, $9, 'queued', $10, $4, $11, $12, $13, $14, $15)
+         VALUES ($1, $2, $3, 'out', $16, $4, $5, $6, $7, $8, $9, 'queued', $10, $4, $11, $12, $13, $14, $15)
          ON CONFLICT (agent_login, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING",
     )
     .bind(id)
@@ -130,6 +134,7 @@ pub async fn enqueue_outbound(conn: &mut PgConnection, out: &OutboundMessage) ->
     .bind(&out.sticker_id)
     .bind(out.forward_of)
     .bind(out.template.as_ref().map(|t| serde_json::to_value(t).expect("template serializes")))
+    .bind(if out.bot { "bot" } else { "agent" })
     .execute(&mut *conn)
     .await
     .map_err(|e| match e {

@@ -154,6 +154,9 @@ pub struct DueDelivery {
     pub retry_from: DateTime<Utc>,
     pub url: String,
     pub secret: String,
+    /// Set for a campaign's event (`campaign.started`, `campaign.finished`): `event` is then that
+    /// event, its `interaction_id` the campaign's id and `actor` none.
+    pub campaign_id: Option<Uuid>,
     pub event: InteractionEvent,
 }
 
@@ -174,13 +177,16 @@ pub async fn claim_deliveries(
              UPDATE webhook_deliveries d
              SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2::float8)
              FROM due WHERE d.id = due.id
-             RETURNING d.id, d.subscription_id, d.attempts, d.retry_from, d.interaction_id, d.seq
+             RETURNING d.id, d.subscription_id, d.attempts, d.retry_from, d.interaction_id, d.campaign_id, d.seq
          )
-         SELECT c.id AS delivery_id, c.subscription_id, c.attempts, c.retry_from,
-                s.url, s.secret, e.interaction_id, e.seq, e.kind, e.actor, e.data, e.created_at
+         SELECT c.id AS delivery_id, c.subscription_id, c.attempts, c.retry_from, s.url, s.secret, c.campaign_id,
+                COALESCE(e.interaction_id, ce.campaign_id) AS interaction_id, c.seq,
+                COALESCE(e.kind, ce.kind) AS kind, e.actor, COALESCE(e.data, ce.data) AS data,
+                COALESCE(e.created_at, ce.created_at) AS created_at
          FROM claimed c
          JOIN webhook_subscriptions s ON s.id = c.subscription_id
-         JOIN interaction_events e ON e.interaction_id = c.interaction_id AND e.seq = c.seq
+         LEFT JOIN interaction_events e ON e.interaction_id = c.interaction_id AND e.seq = c.seq
+         LEFT JOIN campaign_events ce ON ce.campaign_id = c.campaign_id AND ce.seq = c.seq
          ORDER BY c.id",
     )
     .bind(limit)
@@ -196,6 +202,7 @@ pub async fn claim_deliveries(
                 retry_from: row.try_get("retry_from")?,
                 url: row.try_get("url")?,
                 secret: row.try_get("secret")?,
+                campaign_id: row.try_get("campaign_id")?,
                 event: event_from_row(row)?,
             })
         })
@@ -267,7 +274,10 @@ pub async fn record_attempt(
 pub struct Delivery {
     pub id: i64,
     pub subscription_id: Uuid,
-    pub interaction_id: Uuid,
+    /// The interaction whose event it is; `None` for a campaign's event.
+    pub interaction_id: Option<Uuid>,
+    /// The campaign whose event it is (`campaign.started`, `campaign.finished`).
+    pub campaign_id: Option<Uuid>,
     pub seq: i64,
     pub event_type: String,
     pub state: String,
@@ -279,7 +289,7 @@ pub struct Delivery {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-const DELIVERY_COLUMNS: &str = "id, subscription_id, interaction_id, seq, event_type, state, attempts,
+const DELIVERY_COLUMNS: &str = "id, subscription_id, interaction_id, campaign_id, seq, event_type, state, attempts,
      CASE WHEN state = 'pending' THEN next_attempt_at END AS next_attempt_at, last_status, last_error,
      created_at, delivered_at";
 
@@ -288,6 +298,7 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
         id: row.try_get("id")?,
         subscription_id: row.try_get("subscription_id")?,
         interaction_id: row.try_get("interaction_id")?,
+        campaign_id: row.try_get("campaign_id")?,
         seq: row.try_get("seq")?,
         event_type: row.try_get("event_type")?,
         state: row.try_get("state")?,
