@@ -19,6 +19,8 @@
 //! - **drain with no platform limit**: `BENCH_OUT_MESSAGES` (20,000) replies queued in the
 //!   outbox in one transaction while the connector runs; messages/s from the first request to
 //!   the last, and CPU per message of the hub, PostgreSQL and ZooKeeper;
+//! - **campaign**: a started campaign of `BENCH_CAMPAIGN` (10,000) recipients on the account
+//!   with no platform limit: recipients/s at the fake and CPU per recipient;
 //! - **pacing**: `BENCH_PACED_MESSAGES` (1,800) replies to a second account limited to
 //!   `BENCH_PACED_RATE` (30) messages/s: the observed rate and the busiest 1-second window.
 
@@ -324,6 +326,30 @@ async fn main() {
     );
     stop(hub).await;
 
+    // campaigns: a started campaign's recipients, drained by a fresh hub with no platform limit
+    let campaign_total = env("BENCH_CAMPAIGN", 10_000) as usize;
+    let earlier = fake.calls_of("sendMessage").iter().filter(|c| c.ok()).count();
+    start_campaign(&pool, &fake, "bench", campaign_total).await;
+    let hub = start_hub();
+    let before = sample(hub.pid(), pg_pid, zk_pid);
+    let sends = sent(&fake, earlier + campaign_total).await;
+    let after = sample(hub.pid(), pg_pid, zk_pid);
+    let sends = &sends[earlier..];
+    let span = (*sends.last().unwrap() - sends[0]).as_secs_f64();
+    let per_recipient = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / TICKS * 1000.0 / campaign_total as f64;
+    println!(
+        "  campaign, no platform limit: {campaign_total} recipients sent in {span:.2} s at the fake = {:.0} recipients/s; \
+         CPU per recipient (hub start included): hub {:.3} ms, PostgreSQL {}",
+        (campaign_total - 1) as f64 / span,
+        per_recipient(before.hub, after.hub),
+        if pg_pid.is_some() {
+            format!("{:.3} ms", per_recipient(before.postgres, after.postgres))
+        } else {
+            "n/a".into()
+        },
+    );
+    stop(hub).await;
+
     // pacing: a full outbox of the account limited to `paced_rate`, measured at its fake
     let paced_total = env("BENCH_PACED_MESSAGES", 1_800) as usize;
     enqueue(&pool, "paced", paced_total, "p").await;
@@ -340,6 +366,69 @@ async fn main() {
         percentile(&gaps, 0.5)
     );
     stop(hub).await;
+}
+
+/// A campaign of `total` recipients on account `name` (customers who wrote to the bot earlier,
+/// known to its fake), created and started while no hub runs: its outbox rows wait.
+async fn start_campaign(pool: &sqlx::PgPool, fake: &FakeTelegram, name: &str, total: usize) {
+    const FIRST_CHAT: i64 = 7_000_000;
+    let account: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM accounts WHERE name = $1").bind(name).fetch_one(pool).await.unwrap();
+    let customers: Vec<uuid::Uuid> = (0..total).map(|_| uuid::Uuid::now_v7()).collect();
+    let names: Vec<String> = (0..total).map(|n| format!("Recipient {n}")).collect();
+    let chats: Vec<String> = (0..total).map(|n| (FIRST_CHAT + n as i64).to_string()).collect();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO customers (id, name) SELECT * FROM unnest($1::uuid[], $2::text[])")
+        .bind(&customers)
+        .bind(&names)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO customer_identities (account_id, external_id, customer_id, display_name)
+         SELECT $1, chat, id, name FROM unnest($2::text[], $3::uuid[], $4::text[]) AS t(chat, id, name)",
+    )
+    .bind(account)
+    .bind(&chats)
+    .bind(&customers)
+    .bind(&names)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    fake.know((0..total).map(|n| FIRST_CHAT + n as i64));
+    let campaign = store::create_campaign(
+        &mut tx,
+        &store::NewCampaign {
+            account_id: account,
+            name: "bench".into(),
+            text: "Новая коллекция, {{name}}: скидка по коду {{code}}".into(),
+            template: None,
+            rate_per_s: None,
+            starts_at: None,
+            ends_at: None,
+            quiet: None,
+            utc_offset_min: 0,
+            created_by: "bench".into(),
+            flow: None,
+        },
+    )
+    .await
+    .unwrap();
+    let recipients: Vec<store::RecipientInput> = customers
+        .iter()
+        .enumerate()
+        .map(|(n, id)| store::RecipientInput {
+            customer_id: Some(*id),
+            variables: std::collections::BTreeMap::from([
+                ("name".into(), format!("Recipient {n}")),
+                ("code".into(), format!("B{n}")),
+            ]),
+            ..store::RecipientInput::default()
+        })
+        .collect();
+    store::add_recipients(&mut tx, campaign.id, &recipients, 0).await.unwrap();
+    store::change_campaign(&mut tx, campaign.id, store::CampaignAction::Start).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// Stops the hub as an operator does (SIGTERM: it hands its leaderships back), then for good.
