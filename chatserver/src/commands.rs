@@ -117,7 +117,12 @@ pub async fn dispatch(
             let a: CloseArgs = args(raw)?;
             let mut tx = state.pool.begin().await?;
             let done = store::close(&mut tx, a.interaction_id, me, a.reason.as_deref()).await?;
+            // the survey after a closed chat, when its account asks for one
+            let surveyed = store::start_chat_survey(&mut tx, a.interaction_id).await?;
             let closed = finish(state, tx, done, true).await;
+            if let (Ok(_), Some(account)) = (&closed, surveyed) {
+                state.coord.notify(&topics::account(account));
+            }
             if closed.is_ok() && !state.config.video_url.is_empty() {
                 // a call of the interaction ended with it: the video nodes close its sockets
                 state.coord.notify(topics::VIDEO_ROOMS);

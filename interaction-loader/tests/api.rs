@@ -947,3 +947,53 @@ async fn flows_are_saved_as_versions_refused_naming_the_node_and_greet_a_queue()
     assert_eq!(actions.iter().filter(|a| **a == "flow.save").count(), 2, "{actions:?}");
     assert!(actions.contains(&"queue.greeting_flow"), "{actions:?}");
 }
+
+/// `settings.chat_survey` (the survey after a closed chat) is checked before an account is
+/// created or changed: a 400 naming the key, and a good one saved as given.
+#[tokio::test]
+async fn an_accounts_chat_survey_is_checked_before_it_is_saved() {
+    let app = spawn_app().await;
+    let admin = jwt("root", &["admin"], 300);
+    let as_admin = |method: Method, path: &str, body: Value| {
+        let request = app.http.request(method, app.url(path)).bearer_auth(&admin).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, account) = as_admin(
+        Method::POST,
+        "/api/v1/accounts",
+        json!({ "channel": "webchat", "name": "site", "default_queue": "vip",
+                "settings": { "chat_survey": { "queues": { "vip": { "rating_text": "Оцените" } } } } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let path = format!("/api/v1/accounts/{}", account["id"].as_str().unwrap());
+    for (bad, key) in [
+        (json!({ "enabled": "yes" }), "chat_survey: "),
+        (json!({ "enabled": true, "colour": "red" }), "chat_survey: "),
+        (json!({ "enabled": true, "rating_text": "" }), "chat_survey.rating_text"),
+        (json!({ "enabled": true, "window_minutes": 0 }), "chat_survey.window_minutes"),
+        (json!({ "enabled": true, "window_minutes": 1441 }), "chat_survey.window_minutes"),
+        (json!({ "enabled": true, "questions": [{ "id": "a b", "text": "?" }] }), "chat_survey.questions"),
+        (json!({ "queues": { "vip": { "rating_text": " " } } }), "chat_survey.queues.vip.rating_text"),
+    ] {
+        let (status, body) = as_admin(Method::PATCH, &path, json!({ "settings": { "chat_survey": bad } })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+        assert!(body["error"]["message"].as_str().unwrap().starts_with(key), "{key}: {body}");
+        let (status, body) = as_admin(
+            Method::POST,
+            "/api/v1/accounts",
+            json!({ "channel": "webchat", "name": "other", "default_queue": "vip", "settings": { "chat_survey": bad } }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let survey = json!({ "enabled": true, "window_minutes": 60, "rating_text": "Оцените", "questions": [{ "id": "c", "text": "?" }] });
+    let (status, body) = as_admin(Method::PATCH, &path, json!({ "settings": { "chat_survey": survey } })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["settings"]["chat_survey"], survey);
+}

@@ -7,6 +7,8 @@
 //! - [`campaign`]: the pure decisions of outbound campaigns (placeholders, stop words, quiet
 //!   hours, whether a recipient's row may go now).
 //! - [`channels`]: the capability matrix (what each channel does) and the limits per channel.
+//! - [`survey`]: the customer survey (post-call and after a closed chat): the checks of an
+//!   answer and the sans-IO steps of the chat survey.
 //! - [`wire`]: the frames of the agent WebSocket API.
 //! - [`store`]: the PostgreSQL store. Functions take a connection or transaction so the caller
 //!   owns the commit; queries are runtime-checked and covered by this crate's tests.
@@ -18,6 +20,7 @@ pub mod channels;
 pub mod domain;
 pub mod flow;
 pub mod store;
+pub mod survey;
 pub mod topics;
 pub mod wire;
 

@@ -107,6 +107,8 @@ pub async fn create_account(
     if new.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
     }
+    let settings = serde_json::Value::Object(new.settings);
+    check_account_settings(&settings)?;
     let mut tx = state.pool.begin().await?;
     let credentials = serde_json::Value::Object(new.credentials);
     let created = store::create_account(
@@ -116,7 +118,7 @@ pub async fn create_account(
             name: new.name.trim().to_owned(),
             default_queue: new.default_queue.clone(),
             credentials: credentials.clone(),
-            settings: serde_json::Value::Object(new.settings),
+            settings,
         },
     )
     .await?;
@@ -128,6 +130,12 @@ pub async fn create_account(
     let view = store::account_view_of(&mut tx, created.id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// The account settings the hub reads itself, checked before they are saved: `chat_survey`
+/// (the survey after a closed chat) must parse and follow the survey's rules.
+fn check_account_settings(settings: &serde_json::Value) -> Result<(), ApiError> {
+    schema::survey::ChatSurveySettings::from_account(settings).map(drop).map_err(ApiError::bad_request)
 }
 
 /// Changes a channel account: rename, enable or disable, default queue, replace credentials or
@@ -158,6 +166,10 @@ pub async fn update_account(
     if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(ApiError::bad_request("name must not be empty"));
     }
+    let settings = patch.settings.map(serde_json::Value::Object);
+    if let Some(settings) = &settings {
+        check_account_settings(settings)?;
+    }
     let mut tx = state.pool.begin().await?;
     let before = store::account_view_of(&mut tx, id).await?;
     let credentials = patch.credentials.map(serde_json::Value::Object);
@@ -169,7 +181,7 @@ pub async fn update_account(
             enabled: patch.enabled,
             default_queue: patch.default_queue,
             credentials: credentials.clone(),
-            settings: patch.settings.map(serde_json::Value::Object),
+            settings,
         },
     )
     .await?;
