@@ -47,6 +47,7 @@ pub const COMMANDS: &[&str] = &[
     "history.get",
     "supervisor.overview",
     "video.start",
+    "interaction.set_field",
 ];
 
 /// Decodes a command's `args`, held to the input rules (`ops::input`): every string in them to
@@ -184,6 +185,26 @@ pub async fn dispatch(
             Ok(data)
         }
         "video.start" => start_video(state, claims, args(raw)?).await,
+        "interaction.set_field" => {
+            let a: SetFieldArgs = args(raw)?;
+            if !schema::fields::good_key(&a.key) {
+                return Err(ApiError::bad_request("`args.key`: a-z first, then a-z, 0-9 or _, at most 64 bytes"));
+            }
+            let mut tx = state.pool.begin().await?;
+            let interaction =
+                match store::set_interaction_field(&mut tx, a.interaction_id, me, &a.key, &a.value).await? {
+                    store::FieldSet::Done(interaction) => interaction,
+                    store::FieldSet::UnknownField => {
+                        return Err(ApiError::new(
+                            code::UNKNOWN_FIELD,
+                            format!("no interaction field is defined as {:?}", a.key),
+                        ));
+                    }
+                    store::FieldSet::Invalid(e) => return Err(ApiError::new(code::INVALID_FIELD_VALUE, e.to_string())),
+                };
+            tx.commit().await?;
+            Ok(serde_json::to_value(&*interaction).expect("an interaction serializes"))
+        }
         other => Err(ApiError::new(
             code::UNKNOWN_COMMAND,
             format!("unknown command {other:?}; known: {}", COMMANDS.join(", ")),
@@ -326,6 +347,21 @@ struct CloseArgs {
 impl Validate for CloseArgs {
     fn validate(&self) -> Result<(), InputError> {
         check_opt("reason", Kind::Note, self.reason.as_deref())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetFieldArgs {
+    interaction_id: Uuid,
+    key: String,
+    /// The value (its type per the field's definition); `null` clears the field.
+    value: Value,
+}
+
+impl Validate for SetFieldArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check("key", Kind::Key, &self.key)
     }
 }
 

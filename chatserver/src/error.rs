@@ -20,6 +20,10 @@ pub mod code {
     /// (only a template may go out then); refused before anything is queued.
     pub const OUTSIDE_SERVICE_WINDOW: &str = "outside_service_window";
     pub const VIDEO_UNAVAILABLE: &str = "video_unavailable";
+    /// `interaction.set_field` named a key no field definition has.
+    pub const UNKNOWN_FIELD: &str = "unknown_field";
+    /// `interaction.set_field` gave a value its field's definition refuses.
+    pub const INVALID_FIELD_VALUE: &str = "invalid_field_value";
     pub const INTERNAL: &str = "internal";
 }
 

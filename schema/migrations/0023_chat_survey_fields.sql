@@ -20,3 +20,14 @@ CREATE TABLE chat_surveys (
     created_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX chat_surveys_customer ON chat_surveys (account_id, customer_id);
+
+-- Interaction fields the admin defines (schema/src/fields.rs): agents set their values on the
+-- interactions they own (`interaction.set_field`); the values live in `interactions.fields`.
+CREATE TABLE interaction_field_defs (
+    key        text PRIMARY KEY CHECK (key ~ '^[a-z][a-z0-9_]{0,63}$'),
+    label      text NOT NULL,
+    type       text NOT NULL CHECK (type IN ('text', 'number', 'choice', 'bool')),
+    choices    jsonb NOT NULL DEFAULT '[]',
+    required   boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);

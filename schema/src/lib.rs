@@ -2,6 +2,7 @@
 //!
 //! - [`flow`]: bot flows: the graph, its validation (errors naming the node) and the sans-IO
 //!   interpreter fed `(now, run, input)`.
+//! - [`fields`]: admin-defined interaction fields: definitions and the checks of a value.
 //! - [`domain`]: the objects every crate talks about (interactions, messages, agents...), with
 //!   the serde shape the agent API and the REST API expose.
 //! - [`campaign`]: the pure decisions of outbound campaigns (placeholders, stop words, quiet
@@ -18,6 +19,7 @@
 pub mod campaign;
 pub mod channels;
 pub mod domain;
+pub mod fields;
 pub mod flow;
 pub mod store;
 pub mod survey;
