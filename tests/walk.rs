@@ -329,6 +329,11 @@ async fn every_route_and_command_refuses_bad_strings_with_bad_request() {
             .param("id", &whatsapp)
             .param("name", "order_update")
             .param("language", "en"),
+        Route::new(Method::GET, "/api/v1/interaction-fields"),
+        Route::new(Method::PUT, "/api/v1/interaction-fields/{key}")
+            .param("key", "topic")
+            .body(json!({"label": "Тема", "type": "choice", "choices": ["Заказ", "Возврат"], "required": true}), &[&["choices"]]),
+        Route::new(Method::DELETE, "/api/v1/interaction-fields/{key}").param("key", "topic"),
         Route::new(Method::PATCH, "/api/v1/accounts/{id}")
             .param("id", &account)
             .body(json!({"name": "Acme", "default_queue": "support", "settings": {"title": "Acme"}}), &[]),

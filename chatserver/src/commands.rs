@@ -48,6 +48,7 @@ pub const COMMANDS: &[&str] = &[
     "supervisor.overview",
     "video.start",
     "bot.handoff",
+    "interaction.set_field",
 ];
 
 /// Decodes a command's `args`, held to the input rules (`ops::input`): every string in them to
@@ -118,7 +119,12 @@ pub async fn dispatch(
             let a: CloseArgs = args(raw)?;
             let mut tx = state.pool.begin().await?;
             let done = store::close(&mut tx, a.interaction_id, me, a.reason.as_deref()).await?;
+            // the survey after a closed chat, when its account asks for one
+            let surveyed = store::start_chat_survey(&mut tx, a.interaction_id).await?;
             let closed = finish(state, tx, done, true).await;
+            if let (Ok(_), Some(account)) = (&closed, surveyed) {
+                state.coord.notify(&topics::account(account));
+            }
             if closed.is_ok() && !state.config.video_url.is_empty() {
                 // a call of the interaction ended with it: the video nodes close its sockets
                 state.coord.notify(topics::VIDEO_ROOMS);
@@ -181,6 +187,26 @@ pub async fn dispatch(
         }
         "video.start" => start_video(state, claims, args(raw)?).await,
         "bot.handoff" => bot_handoff(state, claims, args(raw)?).await,
+        "interaction.set_field" => {
+            let a: SetFieldArgs = args(raw)?;
+            if !schema::fields::good_key(&a.key) {
+                return Err(ApiError::bad_request("`args.key`: a-z first, then a-z, 0-9 or _, at most 64 bytes"));
+            }
+            let mut tx = state.pool.begin().await?;
+            let interaction =
+                match store::set_interaction_field(&mut tx, a.interaction_id, me, &a.key, &a.value).await? {
+                    store::FieldSet::Done(interaction) => interaction,
+                    store::FieldSet::UnknownField => {
+                        return Err(ApiError::new(
+                            code::UNKNOWN_FIELD,
+                            format!("no interaction field is defined as {:?}", a.key),
+                        ));
+                    }
+                    store::FieldSet::Invalid(e) => return Err(ApiError::new(code::INVALID_FIELD_VALUE, e.to_string())),
+                };
+            tx.commit().await?;
+            Ok(serde_json::to_value(&*interaction).expect("an interaction serializes"))
+        }
         other => Err(ApiError::new(
             code::UNKNOWN_COMMAND,
             format!("unknown command {other:?}; known: {}", COMMANDS.join(", ")),
@@ -328,6 +354,21 @@ struct CloseArgs {
 impl Validate for CloseArgs {
     fn validate(&self) -> Result<(), InputError> {
         check_opt("reason", Kind::Note, self.reason.as_deref())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetFieldArgs {
+    interaction_id: Uuid,
+    key: String,
+    /// The value (its type per the field's definition); `null` clears the field.
+    value: Value,
+}
+
+impl Validate for SetFieldArgs {
+    fn validate(&self) -> Result<(), InputError> {
+        check("key", Kind::Key, &self.key)
     }
 }
 

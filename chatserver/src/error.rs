@@ -23,6 +23,10 @@ pub mod code {
     /// An external bot writing into a conversation it no longer owns: a person took it, it was
     /// handed off or closed (docs/bots.md, the fence).
     pub const BOT_FENCED: &str = "bot_fenced";
+    /// `interaction.set_field` named a key no field definition has.
+    pub const UNKNOWN_FIELD: &str = "unknown_field";
+    /// `interaction.set_field` gave a value its field's definition refuses.
+    pub const INVALID_FIELD_VALUE: &str = "invalid_field_value";
     pub const INTERNAL: &str = "internal";
 }
 

@@ -769,6 +769,22 @@ async fn every_frame_of_a_realistic_session_matches_the_published_schema() {
     assert_eq!(all["ok"], true, "{all}");
     alice.ok("interaction.take", json!({"interaction_id": c1})).await;
     alice.event("interaction.assigned").await;
+    // an admin-defined field, set on the interaction alice owns
+    let topic = schema::fields::FieldDef {
+        key: "topic".into(),
+        label: "Тема".into(),
+        kind: schema::fields::FieldType::Choice,
+        choices: vec!["Заказ".into(), "Возврат".into()],
+        required: false,
+    };
+    store::put_field_def(&mut app.pool.acquire().await.unwrap(), &topic).await.unwrap();
+    let fielded =
+        alice.ok("interaction.set_field", json!({"interaction_id": c1, "key": "topic", "value": "Возврат"})).await;
+    assert_eq!(fielded["fields"]["topic"], "Возврат", "{fielded}");
+    let bad = json!({"interaction_id": c1, "key": "topic", "value": "Жалоба"});
+    alice.refused("interaction.set_field", bad, "invalid_field_value").await;
+    let unknown = json!({"interaction_id": c1, "key": "colour", "value": "red"});
+    alice.refused("interaction.set_field", unknown, "unknown_field").await;
     let closed = alice.ok("interaction.close", json!({"interaction_id": c1, "reason": "resolved"})).await;
     assert_eq!(closed["state"], "closed");
     alice.event("interaction.closed").await;

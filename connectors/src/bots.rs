@@ -21,8 +21,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, Utc};
 use coord::Coordinator;
 use schema::campaign::render;
+#[cfg(test)]
 use schema::channels::Feature;
-use schema::domain::{Channel, Keyboard, ReplyButton};
+pub use schema::channels::buttons_for;
+use schema::domain::Channel;
+#[cfg(test)]
+use schema::domain::Keyboard;
 use schema::flow::{self, Effect, Input, Limits, Node, Position, Run};
 use schema::store::{self, BotTurn, StoreError};
 use schema::topics;
@@ -172,27 +176,6 @@ fn wake_of(run: &Run, effects: &[Effect], previous: Option<DateTime<Utc>>, now: 
             .rev()
             .find_map(|e| if let Effect::WakeAt(at) = e { Some(to_time(*at)) } else { None })
             .or(previous),
-    }
-}
-
-/// The buttons of a send as the channel can show them: a reply keyboard (a press comes back
-/// as the customer's text), else inline buttons whose data is the text, else numbered lines
-/// under the text.
-pub fn buttons_for(channel: Channel, text: &str, buttons: &[String]) -> (String, Option<Keyboard>) {
-    if buttons.is_empty() {
-        return (text.to_owned(), None);
-    }
-    let caps = channel.capabilities();
-    if caps.has(Feature::ReplyKeyboard) {
-        let rows = buttons.iter().map(|b| vec![ReplyButton { text: b.clone(), request_phone: false }]).collect();
-        (text.to_owned(), Some(Keyboard::Reply { rows }))
-    } else if caps.has(Feature::InlineButtons) {
-        let rows =
-            buttons.iter().map(|b| vec![schema::domain::InlineButton { text: b.clone(), data: b.clone() }]).collect();
-        (text.to_owned(), Some(Keyboard::Inline { rows }))
-    } else {
-        let lines: Vec<String> = buttons.iter().map(|b| format!("• {b}")).collect();
-        (format!("{text}\n\n{}", lines.join("\n")), None)
     }
 }
 

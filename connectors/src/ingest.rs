@@ -372,11 +372,13 @@ impl Store {
         }
     }
 
-    /// After the commit: each agent's doorbell once, routing's if anything opened, the counters.
+    /// After the commit: each agent's doorbell once, routing's if anything opened, the bots' and
+    /// the outbox's (a survey's next question) when they got work, the counters.
     fn announce(&self, stored: &[Ingested]) {
         let mut agents: Vec<&String> = Vec::new();
         let mut opened = false;
         let mut bot = false;
+        let mut survey = false;
         let (mut new, mut repeats) = (0u64, 0u64);
         for ingested in stored {
             match ingested {
@@ -384,6 +386,9 @@ impl Store {
                     agents.extend(audience);
                     opened |= *o;
                     bot |= interaction.state == schema::domain::InteractionState::Bot;
+                    // only a survey's answer is stored into a closed chat: its next question
+                    // may be in the outbox
+                    survey |= interaction.state == schema::domain::InteractionState::Closed;
                     new += 1;
                 }
                 Ingested::Duplicate { .. } => repeats += 1,
@@ -400,6 +405,9 @@ impl Store {
         if bot {
             // the bot's conversations got a message: the account's runner reads it
             self.coord.notify(&topics::bots(self.account_id));
+        }
+        if survey {
+            self.coord.notify(&topics::account(self.account_id));
         }
         let account = self.account_id.to_string();
         if new > 0 {

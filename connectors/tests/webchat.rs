@@ -513,3 +513,34 @@ async fn a_greeting_flow_asks_with_buttons_and_hands_off_to_the_agent() {
     .unwrap();
     assert_eq!(bot_messages, vec!["Hi! Is it about an order?", "How urgent is it?"]);
 }
+
+/// The survey after a closed chat in the web chat: the rating comes with its 1-5 buttons, the
+/// press is stored as the chat's rating (`interaction.rated`), and the chat stays closed.
+#[tokio::test]
+async fn the_survey_after_a_closed_chat_is_asked_and_answered_in_the_widget() {
+    let chat = webchat(json!({"chat_survey": {"enabled": true, "rating_text": "Как мы справились?"}})).await;
+    let mut alice = chat.hub.ready_agent("alice").await;
+    let mut customer = chat.customer(None).await;
+    customer.say("c1", "здравствуйте").await;
+    let id = chat.hub.accept_next(&mut alice).await;
+    let closed = alice.call("interaction.close", json!({"interaction_id": id})).await;
+    assert_eq!(closed["ok"], true, "{closed}");
+
+    let asked = customer.shown("Как мы справились?").await;
+    assert_eq!(asked["author"]["kind"], "bot");
+    let rows = asked["keyboard"]["rows"].as_array().expect("the rating has buttons").clone();
+    let buttons: Vec<&str> = rows.iter().map(|r| r[0]["text"].as_str().unwrap()).collect();
+    assert_eq!(buttons, ["1", "2", "3", "4", "5"], "{asked}");
+    customer.say("c2", "2").await;
+    let rated = alice.event("interaction.rated").await;
+    assert_eq!((rated["data"]["source"].as_str(), rated["data"]["rating"].as_i64()), (Some("chat"), Some(2)));
+    let (state, rating): (String, i16) = sqlx::query_as(
+        "SELECT i.state, s.rating FROM interactions i JOIN call_surveys s ON s.interaction_id = i.id
+         WHERE i.id = $1::uuid AND s.source = 'chat'",
+    )
+    .bind(&id)
+    .fetch_one(&chat.hub.pool)
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), rating), ("closed", 2));
+}

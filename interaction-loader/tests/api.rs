@@ -746,7 +746,7 @@ fn openapi_document_validates() {
     }
     // every route of the router is documented
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 45, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 47, "{:?}", paths.keys().collect::<Vec<_>>());
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             assert!(op["responses"].get("401").is_some(), "{method} {path} documents no 401");
@@ -969,4 +969,160 @@ async fn flows_are_saved_as_versions_refused_naming_the_node_and_greet_a_queue()
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["settings"]["reentry"], json!({"flow": "greet", "node": "topic"}), "{body}");
     assert_eq!(body["settings"]["external_bot"], true, "{body}");
+}
+
+/// `settings.chat_survey` (the survey after a closed chat) is checked before an account is
+/// created or changed: a 400 naming the key, and a good one saved as given.
+#[tokio::test]
+async fn an_accounts_chat_survey_is_checked_before_it_is_saved() {
+    let app = spawn_app().await;
+    let admin = jwt("root", &["admin"], 300);
+    let as_admin = |method: Method, path: &str, body: Value| {
+        let request = app.http.request(method, app.url(path)).bearer_auth(&admin).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, account) = as_admin(
+        Method::POST,
+        "/api/v1/accounts",
+        json!({ "channel": "webchat", "name": "site", "default_queue": "vip",
+                "settings": { "chat_survey": { "queues": { "vip": { "rating_text": "Оцените" } } } } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let path = format!("/api/v1/accounts/{}", account["id"].as_str().unwrap());
+    for (bad, key) in [
+        (json!({ "enabled": "yes" }), "chat_survey: "),
+        (json!({ "enabled": true, "colour": "red" }), "chat_survey: "),
+        (json!({ "enabled": true, "rating_text": "" }), "chat_survey.rating_text"),
+        (json!({ "enabled": true, "window_minutes": 0 }), "chat_survey.window_minutes"),
+        (json!({ "enabled": true, "window_minutes": 1441 }), "chat_survey.window_minutes"),
+        (json!({ "enabled": true, "questions": [{ "id": "a b", "text": "?" }] }), "chat_survey.questions"),
+        (json!({ "queues": { "vip": { "rating_text": " " } } }), "chat_survey.queues.vip.rating_text"),
+    ] {
+        let (status, body) = as_admin(Method::PATCH, &path, json!({ "settings": { "chat_survey": bad } })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+        assert!(body["error"]["message"].as_str().unwrap().starts_with(key), "{key}: {body}");
+        let (status, body) = as_admin(
+            Method::POST,
+            "/api/v1/accounts",
+            json!({ "channel": "webchat", "name": "other", "default_queue": "vip", "settings": { "chat_survey": bad } }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let survey = json!({ "enabled": true, "window_minutes": 60, "rating_text": "Оцените", "questions": [{ "id": "c", "text": "?" }] });
+    let (status, body) = as_admin(Method::PATCH, &path, json!({ "settings": { "chat_survey": survey } })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["settings"]["chat_survey"], survey);
+}
+
+/// The admin defines interaction fields (checked, audited); a value an agent set is in the
+/// interaction's REST view and the exports' `fields` column.
+#[tokio::test]
+async fn interaction_fields_are_defined_checked_and_exported() {
+    let app = spawn_app().await;
+    let admin = jwt("root", &["admin"], 300);
+    let as_admin = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = app.http.request(method, app.url(path)).bearer_auth(&admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let topic = json!({ "label": "Тема", "type": "choice", "choices": ["Заказ", "Возврат"], "required": true });
+    let (status, body) = as_admin(Method::PUT, "/api/v1/interaction-fields/topic", Some(topic.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["type"], "choice");
+    let (status, _) = as_admin(Method::PUT, "/api/v1/interaction-fields/topic", Some(topic)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) =
+        as_admin(Method::PUT, "/api/v1/interaction-fields/vip", Some(json!({ "label": "VIP", "type": "bool" }))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for (key, body, why) in [
+        ("Topic", json!({ "label": "x", "type": "text" }), "key"),
+        ("campaign", json!({ "label": "x", "type": "text" }), "key"),
+        ("note", json!({ "label": "x", "type": "date" }), "type must be"),
+        ("note", json!({ "label": " ", "type": "text" }), "label"),
+        ("note", json!({ "label": "x", "type": "choice" }), "choices"),
+        ("note", json!({ "label": "x", "type": "text", "choices": ["a"] }), "choices"),
+        ("note", json!({ "label": "x", "type": "choice", "choices": ["a", "a"] }), "choices"),
+    ] {
+        let (status, got) = as_admin(Method::PUT, &format!("/api/v1/interaction-fields/{key}"), Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{got}");
+        assert!(got["error"]["message"].as_str().unwrap().starts_with(why), "{why}: {got}");
+    }
+    let (status, got) = as_admin(
+        Method::PUT,
+        "/api/v1/interaction-fields/note",
+        Some(json!({ "label": "x", "type": "text", "colour": 1 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{got}");
+    let (_, list) = as_admin(Method::GET, "/api/v1/interaction-fields", None).await;
+    let keys: Vec<&str> = list["items"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["topic", "vip"]);
+    assert_eq!(list["items"][0]["choices"], json!(["Заказ", "Возврат"]));
+    let reader = jwt("sue", &["supervisor"], 60);
+    let response = app
+        .http
+        .put(app.url("/api/v1/interaction-fields/x"))
+        .bearer_auth(&reader)
+        .json(&json!({ "label": "X", "type": "text" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    // an agent's value, in the REST view and the export
+    let (interaction, _) = app.inbound(app.telegram, "fields-1", "hello").await;
+    app.assign(interaction, "alice").await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let set =
+        schema::store::set_interaction_field(&mut tx, interaction, "alice", "topic", &json!("Возврат")).await.unwrap();
+    assert!(matches!(set, schema::store::FieldSet::Done(_)), "{set:?}");
+    tx.commit().await.unwrap();
+    let (status, view) = app.get(&format!("/api/v1/interactions/{interaction}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["fields"], json!({ "topic": "Возврат" }), "{view}");
+    let now = chrono::Utc::now();
+    let p = period(now - chrono::Duration::hours(1), now + chrono::Duration::hours(1));
+    let text = app
+        .http
+        .get(app.url(&format!("/api/v1/exports/interactions.csv?{p}")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(reader.headers().unwrap().iter().next_back(), Some("fields"));
+    let row = reader.records().map(Result::unwrap).find(|r| r[0] == interaction.to_string()).expect("exported");
+    assert_eq!(serde_json::from_str::<Value>(&row[17]).unwrap(), json!({ "topic": "Возврат" }));
+
+    let (status, _) = as_admin(Method::DELETE, "/api/v1/interaction-fields/vip", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, got) = as_admin(Method::DELETE, "/api/v1/interaction-fields/vip", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{got}");
+    let (_, audit) = as_admin(Method::GET, "/api/v1/audit?target_kind=interaction_field", None).await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "interaction_field.delete",
+            "interaction_field.create",
+            "interaction_field.update",
+            "interaction_field.create"
+        ]
+    );
 }

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Channel;
+use crate::domain::{Channel, Keyboard};
 
 /// A mebibyte: the "MB" of the platforms' file limits.
 pub const MB: u64 = 1 << 20;
@@ -742,6 +742,30 @@ pub fn channels_markdown(built: &[Channel]) -> String {
         }
     }
     out
+}
+
+/// The buttons of a send as the channel can show them: a reply keyboard (a press comes back
+/// as the customer's text), else inline buttons whose data is the text, else numbered lines
+/// under the text.
+pub fn buttons_for(channel: Channel, text: &str, buttons: &[String]) -> (String, Option<Keyboard>) {
+    if buttons.is_empty() {
+        return (text.to_owned(), None);
+    }
+    let caps = channel.capabilities();
+    if caps.has(Feature::ReplyKeyboard) {
+        let rows = buttons
+            .iter()
+            .map(|b| vec![crate::domain::ReplyButton { text: b.clone(), request_phone: false }])
+            .collect();
+        (text.to_owned(), Some(Keyboard::Reply { rows }))
+    } else if caps.has(Feature::InlineButtons) {
+        let rows =
+            buttons.iter().map(|b| vec![crate::domain::InlineButton { text: b.clone(), data: b.clone() }]).collect();
+        (text.to_owned(), Some(Keyboard::Inline { rows }))
+    } else {
+        let lines: Vec<String> = buttons.iter().map(|b| format!("• {b}")).collect();
+        (format!("{text}\n\n{}", lines.join("\n")), None)
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,13 @@
 //! The post-call survey: what the customer is asked after a call (`[video.survey]`, the default
-//! and per queue) and the checks of an answer, without I/O. The endpoint is in `api`; the
+//! and per queue); the survey itself and the checks of an answer are `schema::survey`, shared with
+//! the survey after a closed chat. The endpoint is in `api`; the
 //! answers are stored by `schema::store::insert_call_survey`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use ops::config::Problem;
-use schema::store::SurveyAnswer;
+pub use schema::survey::{MAX_QUESTIONS, MAX_TEXT_CHARS, Question, Survey, SurveyError, check_answer};
 use serde::{Deserialize, Serialize};
-
-/// The longest question text and the longest answer, in characters.
-pub const MAX_TEXT_CHARS: usize = 1000;
-/// The most questions a survey has besides its rating.
-pub const MAX_QUESTIONS: usize = 10;
-/// The longest question id, in bytes.
-const MAX_ID_BYTES: usize = 64;
 
 /// `[video.survey]`: the survey of calls whose queue has none of its own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,30 +32,6 @@ impl Default for Config {
             queues: BTreeMap::new(),
         }
     }
-}
-
-/// One survey: the rating and the questions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Survey {
-    #[serde(default = "enabled")]
-    pub enabled: bool,
-    pub rating_text: String,
-    #[serde(default)]
-    pub questions: Vec<Question>,
-}
-
-fn enabled() -> bool {
-    true
-}
-
-/// A free-text question; its answer is optional.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Question {
-    /// Stable id of the question (letters, digits, `_`, `-`): the key of its answer.
-    pub id: String,
-    pub text: String,
 }
 
 impl Config {
@@ -93,80 +63,10 @@ impl Config {
 }
 
 fn survey_problems(key: &str, rating_text: &str, questions: &[Question]) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    if rating_text.trim().is_empty() || rating_text.chars().count() > MAX_TEXT_CHARS {
-        problems.push(Problem::new(format!("{key}.rating_text"), format!("must be 1 to {MAX_TEXT_CHARS} characters")));
-    }
-    if questions.len() > MAX_QUESTIONS {
-        problems.push(Problem::new(format!("{key}.questions"), format!("at most {MAX_QUESTIONS} questions")));
-    }
-    let mut seen = HashSet::new();
-    for q in questions {
-        let good_id = !q.id.is_empty()
-            && q.id.len() <= MAX_ID_BYTES
-            && q.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !good_id {
-            problems.push(Problem::new(
-                format!("{key}.questions"),
-                format!("{:?} is not a question id (1 to {MAX_ID_BYTES} letters, digits, _ or -)", q.id),
-            ));
-        } else if !seen.insert(q.id.as_str()) {
-            problems.push(Problem::new(format!("{key}.questions"), format!("question id {:?} is used twice", q.id)));
-        }
-        if q.text.trim().is_empty() || q.text.chars().count() > MAX_TEXT_CHARS {
-            problems.push(Problem::new(
-                format!("{key}.questions"),
-                format!("question {:?}: its text must be 1 to {MAX_TEXT_CHARS} characters", q.id),
-            ));
-        }
-    }
-    problems
-}
-
-/// Why an answer to a survey is refused (a 400 `bad_request` at the edge).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SurveyError {
-    #[error("the rating must be a whole number from 1 to 5, not {0}")]
-    Rating(i64),
-    #[error("the survey has no question {0:?}")]
-    UnknownQuestion(String),
-    #[error("the answer to {0:?} is longer than {MAX_TEXT_CHARS} characters")]
-    TooLong(String),
-    #[error("the answer to {0:?} contains control characters")]
-    ControlCharacters(String),
-}
-
-/// Checks an answer to `survey`: the rating 1 to 5; answers only to its questions, each at most
-/// [`MAX_TEXT_CHARS`] characters of text (line breaks and tabs allowed, no other control
-/// character, NUL included). Blank answers are left out (the questions are optional). Returns
-/// the answers in the survey's order, each with its question's text.
-pub fn check_answer(
-    survey: &Survey,
-    rating: i64,
-    answers: &BTreeMap<String, String>,
-) -> Result<(i16, Vec<SurveyAnswer>), SurveyError> {
-    if !(1..=5).contains(&rating) {
-        return Err(SurveyError::Rating(rating));
-    }
-    let shown = |id: &str| id.chars().take(MAX_ID_BYTES).collect::<String>();
-    if let Some(unknown) = answers.keys().find(|id| !survey.questions.iter().any(|q| &q.id == *id)) {
-        return Err(SurveyError::UnknownQuestion(shown(unknown)));
-    }
-    let mut out = Vec::new();
-    for q in &survey.questions {
-        let Some(answer) = answers.get(&q.id) else { continue };
-        if answer.chars().count() > MAX_TEXT_CHARS {
-            return Err(SurveyError::TooLong(q.id.clone()));
-        }
-        if answer.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
-            return Err(SurveyError::ControlCharacters(q.id.clone()));
-        }
-        let answer = answer.trim();
-        if !answer.is_empty() {
-            out.push(SurveyAnswer { id: q.id.clone(), question: q.text.clone(), answer: answer.to_owned() });
-        }
-    }
-    Ok((rating as i16, out))
+    schema::survey::survey_problems(key, rating_text, questions)
+        .into_iter()
+        .map(|(key, why)| Problem::new(key, why))
+        .collect()
 }
 
 #[cfg(test)]
@@ -181,53 +81,6 @@ mod tests {
                 Question { id: "solved".into(), text: "Was your question solved?".into() },
                 Question { id: "comment".into(), text: "Anything else?".into() },
             ],
-        }
-    }
-
-    fn answers(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn a_good_answer_keeps_the_surveys_order_and_drops_blanks() {
-        let (rating, out) =
-            check_answer(&survey(), 4, &answers(&[("comment", " thanks\nbye "), ("solved", "  ")])).unwrap();
-        assert_eq!(rating, 4);
-        assert_eq!(
-            out,
-            vec![SurveyAnswer {
-                id: "comment".into(),
-                question: "Anything else?".into(),
-                answer: "thanks\nbye".into()
-            }]
-        );
-        assert_eq!(check_answer(&survey(), 1, &answers(&[])).unwrap(), (1, vec![]));
-        assert_eq!(check_answer(&survey(), 5, &answers(&[])).unwrap().0, 5);
-    }
-
-    #[test]
-    fn bad_answers_are_refused_with_their_reason() {
-        let s = survey();
-        assert_eq!(check_answer(&s, 0, &answers(&[])), Err(SurveyError::Rating(0)));
-        assert_eq!(check_answer(&s, 6, &answers(&[])), Err(SurveyError::Rating(6)));
-        assert_eq!(check_answer(&s, -1, &answers(&[])), Err(SurveyError::Rating(-1)));
-        assert_eq!(check_answer(&s, 3, &answers(&[("nope", "x")])), Err(SurveyError::UnknownQuestion("nope".into())));
-        let long = "é".repeat(MAX_TEXT_CHARS + 1);
-        assert_eq!(check_answer(&s, 3, &answers(&[("comment", &long)])), Err(SurveyError::TooLong("comment".into())));
-        assert!(check_answer(&s, 3, &answers(&[("comment", &"é".repeat(MAX_TEXT_CHARS))])).is_ok());
-        assert_eq!(
-            check_answer(&s, 3, &answers(&[("comment", "a\0b")])),
-            Err(SurveyError::ControlCharacters("comment".into()))
-        );
-        assert_eq!(
-            check_answer(&s, 3, &answers(&[("solved", "\u{1b}[31m")])),
-            Err(SurveyError::ControlCharacters("solved".into()))
-        );
-        // an unknown id is shown cut short
-        let id = "x".repeat(10_000);
-        match check_answer(&s, 3, &answers(&[(&id, "a")])) {
-            Err(SurveyError::UnknownQuestion(shown)) => assert_eq!(shown.len(), MAX_ID_BYTES),
-            other => panic!("{other:?}"),
         }
     }
 

@@ -107,8 +107,10 @@ pub async fn create_account(
     if new.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
     }
+    let settings = serde_json::Value::Object(new.settings);
+    check_account_settings(&settings)?;
     let mut tx = state.pool.begin().await?;
-    check_bot_settings(&mut tx, &new.settings).await?;
+    check_bot_settings(&mut tx, settings.as_object().expect("built from a map")).await?;
     let credentials = serde_json::Value::Object(new.credentials);
     let created = store::create_account(
         &mut tx,
@@ -117,7 +119,7 @@ pub async fn create_account(
             name: new.name.trim().to_owned(),
             default_queue: new.default_queue.clone(),
             credentials: credentials.clone(),
-            settings: serde_json::Value::Object(new.settings),
+            settings,
         },
     )
     .await?;
@@ -142,6 +144,12 @@ async fn check_bot_settings(
     }
     store::check_reentry(conn, settings.get("reentry")).await?;
     Ok(())
+}
+
+/// The account settings the hub reads itself, checked before they are saved: `chat_survey`
+/// (the survey after a closed chat) must parse and follow the survey's rules.
+fn check_account_settings(settings: &serde_json::Value) -> Result<(), ApiError> {
+    schema::survey::ChatSurveySettings::from_account(settings).map(drop).map_err(ApiError::bad_request)
 }
 
 /// Changes a channel account: rename, enable or disable, default queue, replace credentials or
@@ -172,8 +180,12 @@ pub async fn update_account(
     if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(ApiError::bad_request("name must not be empty"));
     }
+    let settings = patch.settings.map(serde_json::Value::Object);
+    if let Some(settings) = &settings {
+        check_account_settings(settings)?;
+    }
     let mut tx = state.pool.begin().await?;
-    if let Some(settings) = &patch.settings {
+    if let Some(settings) = settings.as_ref().and_then(|s| s.as_object()) {
         check_bot_settings(&mut tx, settings).await?;
     }
     let before = store::account_view_of(&mut tx, id).await?;
@@ -186,7 +198,7 @@ pub async fn update_account(
             enabled: patch.enabled,
             default_queue: patch.default_queue,
             credentials: credentials.clone(),
-            settings: patch.settings.map(serde_json::Value::Object),
+            settings,
         },
     )
     .await?;

@@ -28,7 +28,7 @@ use crate::auth::{Principal, Scope};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
 
 /// The columns of both exports.
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 18] = [
     "interaction_id",
     "channel",
     "account_id",
@@ -46,6 +46,7 @@ pub const COLUMNS: [&str; 17] = [
     "first_customer_message_at",
     "last_customer_message_at",
     "rating",
+    "fields",
 ];
 
 /// Excel's row limit, header included.
@@ -56,7 +57,7 @@ enum Cell {
     Time(Option<DateTime<Utc>>),
 }
 
-fn cells(row: &PeriodRow) -> [Cell; 17] {
+fn cells(row: &PeriodRow) -> [Cell; 18] {
     let i = &row.interaction;
     let text = |s: &str| Cell::Text(s.to_owned());
     let opt = |s: &Option<String>| Cell::Text(s.clone().unwrap_or_default());
@@ -78,6 +79,13 @@ fn cells(row: &PeriodRow) -> [Cell; 17] {
         Cell::Time(Some(row.first_customer_message_at)),
         Cell::Time(row.last_customer_message_at),
         Cell::Text(row.rating.map(|r| r.to_string()).unwrap_or_default()),
+        // the interaction's fields (the admin-defined ones, the bot's, the campaign's) as one
+        // JSON object; empty when none
+        Cell::Text(if i.fields.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&i.fields).expect("fields serialize")
+        }),
     ]
 }
 

@@ -11,6 +11,7 @@ pub mod campaigns;
 pub mod customers;
 pub mod dead_letters;
 pub mod exports;
+pub mod fields;
 pub mod flows;
 pub mod interactions;
 pub mod stats;
@@ -48,6 +49,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/audit", get(admin::audit_log))
         .route("/api/v1/accounts/{id}/dead-letters", get(dead_letters::list))
         .route("/api/v1/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route("/api/v1/interaction-fields", get(fields::list))
+        .route("/api/v1/interaction-fields/{key}", put(fields::put).delete(fields::delete))
         .route("/api/v1/accounts/{id}/templates", get(templates::list))
         .route("/api/v1/accounts/{id}/templates/{name}/{language}", put(templates::put).delete(templates::delete))
         .route("/api/v1/campaigns", get(campaigns::list).post(campaigns::create))

@@ -533,6 +533,21 @@ pub async fn bot_send(
         )));
     }
     let (account_id, chat_id): (Uuid, String) = (row.try_get("account_id")?, row.try_get("chat_id")?);
+    send_automated(conn, interaction_id, account_id, &chat_id, bot_name, text, keyboard).await
+}
+
+/// Sends an automated message (a bot's, the chat survey's) into an interaction whose row the
+/// caller has locked: the message as the bot `name` wrote it, `message.new` in the log, the
+/// history entry and the outbox row (the account's connector sends it once rung).
+pub(super) async fn send_automated(
+    conn: &mut PgConnection,
+    interaction_id: Uuid,
+    account_id: Uuid,
+    chat_id: &str,
+    bot_name: &str,
+    text: &str,
+    keyboard: Option<&Keyboard>,
+) -> Result<Message> {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO messages (id, interaction_id, account_id, direction, author_kind, author_id, author_name,
@@ -555,7 +570,7 @@ pub async fn bot_send(
     sqlx::query("INSERT INTO outbox (message_id, account_id, chat_id, action) VALUES ($1, $2, $3, 'send')")
         .bind(id)
         .bind(account_id)
-        .bind(&chat_id)
+        .bind(chat_id)
         .execute(&mut *conn)
         .await?;
     Ok(message)

@@ -429,6 +429,11 @@ async fn open_interaction(
         if let Some(row) = open {
             return Ok((interaction_from_row(&row)?, false));
         }
+        // the answer to the survey after the customer's last chat stays in that chat, closed
+        let text = if msg.kind == MessageKind::Text { msg.text.as_deref() } else { None };
+        if let Some(id) = super::chat_survey_answer(conn, msg.account_id, customer_id, text).await? {
+            return Ok((super::load_interaction(conn, id).await?, false));
+        }
         let window_ms = i64::try_from(reopen_window.as_millis()).unwrap_or(i64::MAX);
         // the account's re-entry: a conversation an agent closed goes back to a chosen node of a
         // flow (state `bot`) instead of its queue; one the bot ended goes to its queue as before
