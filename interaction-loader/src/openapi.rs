@@ -72,6 +72,7 @@ use crate::model;
         api::campaigns::act,
         api::campaigns::recipients,
         api::campaigns::export_csv,
+        api::campaigns::export_xlsx,
         api::campaigns::put_opt_out_words,
         api::webhooks::list,
         api::webhooks::create,

@@ -746,7 +746,7 @@ fn openapi_document_validates() {
     }
     // every route of the router is documented
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 47, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 48, "{:?}", paths.keys().collect::<Vec<_>>());
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             assert!(op["responses"].get("401").is_some(), "{method} {path} documents no 401");

@@ -195,6 +195,35 @@ async fn a_campaign_is_created_fed_started_paused_resumed_cancelled_reported_and
     assert_eq!(lines.len(), 5, "{csv}");
     assert!(lines[0].starts_with("recipient_id,chat_id,customer_id,phone,state,reason"), "{csv}");
     assert!(lines[1].contains("cust-anna") && lines[1].contains("skipped"), "{csv}");
+    // the same rows as an Excel workbook
+    let response = app
+        .http
+        .get(app.url(&format!("/api/v1/exports/campaigns/{id}/recipients.xlsx")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/vnd.openxmlformats"));
+    let bytes = response.bytes().await.unwrap();
+    {
+        use calamine::Reader;
+        let mut workbook: calamine::Xlsx<_> =
+            calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).unwrap();
+        let sheet = workbook.worksheet_range("recipients").unwrap();
+        let rows: Vec<Vec<String>> = sheet.rows().map(|r| r.iter().map(|c| c.to_string()).collect()).collect();
+        assert_eq!(rows.len(), 5, "{rows:?}");
+        assert_eq!(rows[0][..6], ["recipient_id", "chat_id", "customer_id", "phone", "state", "reason"]);
+        assert!(rows[1].iter().any(|c| c == "cust-anna") && rows[1].iter().any(|c| c == "skipped"), "{rows:?}");
+    }
+    let missing = app
+        .http
+        .get(app.url(&format!("/api/v1/exports/campaigns/{}/recipients.xlsx", Uuid::new_v4())))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
     let (_, list) = app.get(&format!("/api/v1/campaigns?account_id={}", app.telegram)).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);

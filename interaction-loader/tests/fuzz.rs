@@ -109,6 +109,7 @@ const ROUTES: &[Route] = &[
     Route { method: Method::GET, path: "/api/v1/campaigns/{id}/recipients", query: &["after", "limit"], body: &[] },
     Route { method: Method::POST, path: "/api/v1/campaigns/{id}/{id}", query: &[], body: &[] },
     Route { method: Method::GET, path: "/api/v1/exports/campaigns/{id}/recipients.csv", query: &[], body: &[] },
+    Route { method: Method::GET, path: "/api/v1/exports/campaigns/{id}/recipients.xlsx", query: &[], body: &[] },
     Route { method: Method::PUT, path: "/api/v1/accounts/{id}/opt-out-words", query: &[], body: &["words"] },
 ];
 

@@ -63,6 +63,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/v1/campaigns/{id}/{action}", post(campaigns::act))
         .route("/api/v1/exports/campaigns/{id}/recipients.csv", get(campaigns::export_csv))
+        .route("/api/v1/exports/campaigns/{id}/recipients.xlsx", get(campaigns::export_xlsx))
         .route("/api/v1/accounts/{id}/opt-out-words", put(campaigns::put_opt_out_words))
         .route("/api/v1/flows", get(flows::list))
         .route("/api/v1/flows/{name}", get(flows::get_one).put(flows::put))
