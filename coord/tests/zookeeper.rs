@@ -368,3 +368,45 @@ async fn the_last_notification_of_every_topic_arrives_under_interleaved_load() {
         .await;
     }
 }
+
+/// Subscribes to `topics` and waits until each subscription has taken the wakes it starts with
+/// (one at once, one when its watch is first armed), so any later wake is a notification.
+async fn quiet_subscriptions(coordinator: &ZkCoordinator, topics: &[String]) -> Vec<coord::Subscription> {
+    let mut subs = Vec::new();
+    for topic in topics {
+        subs.push(coordinator.subscribe(topic).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for sub in &mut subs {
+        while tokio::time::timeout(Duration::from_millis(50), sub.wake()).await.is_ok() {}
+    }
+    subs
+}
+
+/// The lost wake-up of the delivery benchmark: a writer commits, rings its readers' doorbells
+/// and goes away at once (its last coordinator handle dropped, as a process ends). The rings
+/// were queued for the background writer, which stopped with the coordinator and dropped them,
+/// so the readers slept until a safety net woke them. Every ring sent before the end must reach
+/// ZooKeeper before the session closes.
+#[tokio::test]
+async fn doorbells_rung_just_before_the_notifier_goes_away_still_ring() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let subscriber = coordinator(&zk, &root).await;
+    let topics: Vec<String> = (0..50).map(|t| format!("agent/last{t}")).collect();
+    let mut subs = quiet_subscriptions(&subscriber, &topics).await;
+    let notifier = coordinator(&zk, &root).await;
+    for topic in &topics {
+        notifier.notify(topic);
+    }
+    drop(notifier);
+    // well under any safety net: the ring itself must arrive
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut silent = Vec::new();
+    for (topic, sub) in topics.iter().zip(&mut subs) {
+        if tokio::time::timeout_at(deadline, sub.wake()).await.is_err() {
+            silent.push(topic.clone());
+        }
+    }
+    assert!(silent.is_empty(), "{} of {} doorbells never rang: {silent:?}", silent.len(), topics.len());
+}
