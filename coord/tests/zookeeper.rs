@@ -68,7 +68,7 @@ async fn one_leader_of_three_and_a_successor_with_a_larger_token_when_it_goes() 
     let (old, old_token) = elected[0];
 
     // the leader's process goes away: its session closes and its election node with it
-    nodes[old].take().unwrap().shutdown();
+    nodes[old].take().unwrap().shutdown().await;
     eventually(SESSION * 2, "a successor is elected", || async {
         leaders(&campaigns).await.iter().any(|(i, _)| *i != old)
     })
@@ -142,7 +142,7 @@ async fn membership_and_presence_follow_the_handles() {
     drop(m);
     eventually(SESSION, "member gone", || async { b.members("chatserver").await.unwrap().is_empty() }).await;
     assert_eq!(b.presence("alice").await.unwrap()[0].name, "node-a");
-    a.shutdown();
+    a.shutdown().await;
     eventually(SESSION, "presence ends with the session", || async { b.presence("alice").await.unwrap().is_empty() })
         .await;
 }
@@ -409,4 +409,23 @@ async fn doorbells_rung_just_before_the_notifier_goes_away_still_ring() {
         }
     }
     assert!(silent.is_empty(), "{} of {} doorbells never rang: {silent:?}", silent.len(), topics.len());
+}
+
+/// A process stopping on SIGTERM: by the time `shutdown` returns, every doorbell it rang before
+/// is written.
+#[tokio::test]
+async fn shutdown_returns_after_the_doorbells_rung_before_it_are_written() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let notifier = coordinator(&zk, &root).await;
+    let topics: Vec<String> = (0..50).map(|t| format!("agent/stop{t}")).collect();
+    for topic in &topics {
+        notifier.notify(topic);
+    }
+    notifier.shutdown().await;
+    let inspector = zookeeper_client::Client::connect(&zk).await.unwrap();
+    for topic in &topics {
+        let written = inspector.get_data(&format!("{root}/notify/{topic}")).await;
+        assert!(matches!(written, Ok((_, ref stat)) if stat.version >= 1), "{topic} not rung: {written:?}");
+    }
 }
