@@ -752,3 +752,52 @@ async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle_ctx() -> (watch::Sender<Option<Session>>, Ctx) {
+        let (tx, sessions) = watch::channel(None);
+        (tx, Ctx { sessions, stop: CancellationToken::new() })
+    }
+
+    #[tokio::test]
+    async fn a_ring_during_a_write_costs_one_more_write_and_a_failed_write_is_retried() {
+        let (_tx, ctx) = idle_ctx();
+        let mut bells = Doorbells::new(&ctx, "/r");
+        bells.ring("agent/a".into());
+        bells.ring("agent/a".into());
+        bells.ring("agent/a".into());
+        assert_eq!(bells.writes.len(), 1, "one write in flight per topic");
+        assert!(bells.dirty.contains("agent/a"), "the rings meanwhile are remembered");
+        bells.written("agent/a".into(), Ok(()));
+        assert_eq!(bells.writes.len(), 2, "exactly one more write for them");
+        assert!(bells.dirty.is_empty() && !bells.is_idle());
+        bells.written("agent/a".into(), Err(zookeeper_client::Error::ConnectionLoss));
+        assert!(bells.dirty.contains("agent/a") && bells.in_flight.is_empty(), "a failed write is kept");
+        bells.retry();
+        assert_eq!(bells.writes.len(), 3);
+        bells.written("agent/a".into(), Ok(()));
+        assert!(bells.is_idle());
+    }
+
+    #[tokio::test]
+    async fn a_notifier_stopped_between_sessions_does_not_hold_the_shutdown() {
+        // rings queued, then the stop, and no session will come back to write them with: the
+        // notifier reports them lost at once instead of retrying until the deadline
+        let (tx, ctx) = idle_ctx();
+        let (notifications, rx) = mpsc::unbounded_channel();
+        let flushed = CancellationToken::new();
+        for t in 0..3 {
+            notifications.send(format!("agent/{t}")).unwrap();
+        }
+        ctx.stop.cancel();
+        drop(notifications);
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(FLUSH_DEADLINE * 2, notifier(ctx, "/r".into(), rx, flushed.clone())).await.unwrap();
+        assert!(flushed.is_cancelled());
+        assert!(started.elapsed() < FLUSH_DEADLINE, "no session to wait for: it gives up at once");
+        drop(tx);
+    }
+}
