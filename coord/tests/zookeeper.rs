@@ -329,6 +329,8 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     Guard(Some(f))
 }
 
+/// A watch event lost between a fire and the next arm would leave its topic silent for good:
+/// nothing re-reads the doorbell by the clock, so this fails instead of arriving late.
 #[tokio::test]
 async fn the_last_notification_of_every_topic_arrives_under_interleaved_load() {
     let zk = testenv::zookeeper();
