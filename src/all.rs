@@ -242,7 +242,8 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
 
     // In order: the connectors finish what they have in flight and commit its outcome while the
     // coordinator's session (their leadership and fence) and the pool still stand; then the
-    // session closes (a backup leads at once) and the pool closes.
+    // coordinator writes the doorbells those last commits rang and closes its session (a backup
+    // leads at once), and the pool closes.
     if let Some(connectors) = connectors {
         match tokio::time::timeout(CONNECTORS_STOP_DEADLINE, connectors).await {
             Ok(_) => tracing::info!("connectors stopped"),
@@ -257,7 +258,7 @@ async fn serve(started: Started, shutdown: CancellationToken) -> anyhow::Result<
         tracing::warn!("the video channel's background work still running after {CONNECTORS_STOP_DEADLINE:?}");
     }
     if let Some(zk) = zookeeper {
-        zk.shutdown();
+        zk.shutdown().await;
     }
     let AppState { db, .. } = state;
     if tokio::time::timeout(POOL_CLOSE_DEADLINE, db.close()).await.is_err() {

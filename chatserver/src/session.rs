@@ -135,8 +135,9 @@ pub async fn run(mut socket: WebSocket, state: AppState, claims: Claims) {
                 if tokio::time::timeout(state.config.send_timeout(), socket.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
                     break End::Close(CLOSE_SLOW_CLIENT, "ping could not be sent");
                 }
-                // A safety net under the doorbell: a wake-up that never came (see ARCHITECTURE.md)
-                // delays an event by at most one heartbeat instead of until the next one.
+                // A safety net under the doorbell: a writer that died between its commit and its
+                // ring (see ARCHITECTURE.md) delays an event by at most one heartbeat instead of
+                // until the next ring.
                 if session.cursor.is_some() {
                     match drain(&mut socket, &state, &login, &mut session).await {
                         Ok(complete) => retry_at = (!complete).then(|| tokio::time::Instant::now() + RETRY),

@@ -20,8 +20,9 @@
 //! - **notifications**: [`Coordinator::notify`] rings a topic's doorbell and
 //!   [`Coordinator::subscribe`] wakes on it. A wake carries no payload: it means "read
 //!   PostgreSQL from your cursor". Notifications coalesce (one ZooKeeper write in flight per
-//!   topic and process, however many `notify` calls), the first wake comes at once and another
-//!   after every session change, so a subscriber that re-reads on each wake never misses one.
+//!   topic and process, however many `notify` calls; a stopping coordinator writes what was
+//!   rung before it closes its session), the first wake comes at once and another after every
+//!   session change, so a subscriber that re-reads on each wake never misses one.
 #![forbid(unsafe_code)]
 
 mod leader;
@@ -109,7 +110,8 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn remove(&self, key: &str, version: i32) -> Result<bool>;
 
     /// Rings `topic`'s doorbell. Returns at once; the write is coalesced and retried in the
-    /// background. Call it after the commit of whatever the subscribers must read.
+    /// background, and still made when the coordinator stops right after. Call it after the
+    /// commit of whatever the subscribers must read.
     fn notify(&self, topic: &str);
 
     /// Wakes whenever `topic` is notified, at once on subscription, and after every session

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -45,8 +46,9 @@ const PERSISTENT: CreateOptions<'static> = CreateMode::Persistent.with_acls(Acls
 const EPHEMERAL: CreateOptions<'static> = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
 const EPHEMERAL_SEQUENTIAL: CreateOptions<'static> = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
-/// How often a subscription reads its doorbell's version without waiting for a watch event.
-const DOORBELL_RECHECK: Duration = Duration::from_secs(5);
+/// How long a stopping coordinator keeps its session open to write the doorbells rung before
+/// the stop (one round trip when ZooKeeper is reachable).
+const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 struct Session {
@@ -100,6 +102,8 @@ pub struct ZkCoordinator {
 struct Inner {
     root: String,
     ctx: Ctx,
+    /// Cancelled once the supervisor has closed the session, after the last doorbells.
+    closed: CancellationToken,
     notifications: mpsc::UnboundedSender<String>,
     // A std mutex: short map lookups, never held across an await.
     bells: Mutex<HashMap<String, watch::Sender<u64>>>,
@@ -122,13 +126,15 @@ impl ZkCoordinator {
         let (tx, sessions) = watch::channel(None);
         let stop = CancellationToken::new();
         let ctx = Ctx { sessions, stop: stop.clone() };
-        tokio::spawn(supervise(config.clone(), tx, stop.clone()));
+        let (flushed, closed) = (CancellationToken::new(), CancellationToken::new());
+        tokio::spawn(supervise(config.clone(), tx, stop.clone(), flushed.clone(), closed.clone()));
         let (notifications, rx) = mpsc::unbounded_channel();
-        tokio::spawn(notifier(ctx.clone(), config.root.clone(), rx));
+        tokio::spawn(notifier(ctx.clone(), config.root.clone(), rx, flushed));
         let coordinator = ZkCoordinator {
             inner: Arc::new(Inner {
                 root: config.root.clone(),
                 ctx,
+                closed,
                 notifications,
                 bells: Mutex::default(),
                 campaigns: Arc::default(),
@@ -143,9 +149,12 @@ impl ZkCoordinator {
         Ok(coordinator)
     }
 
-    /// Closes the session and stops every registration of this coordinator.
-    pub fn shutdown(&self) {
+    /// Stops every registration of this coordinator, writes the doorbells rung before (for up
+    /// to [`FLUSH_DEADLINE`]) and closes the session. Returns once the session is closed.
+    /// Dropping the last handle does the same in the background.
+    pub async fn shutdown(&self) {
         self.inner.ctx.stop.cancel();
+        self.inner.closed.cancelled().await;
     }
 
     /// The current ZooKeeper session id, for logs and tests.
@@ -177,8 +186,17 @@ fn unavailable(e: zookeeper_client::Error) -> CoordError {
     CoordError::Unavailable(e.to_string())
 }
 
-/// Owns the session: connect, publish, and start over when it ends.
-async fn supervise(config: ZkConfig, tx: watch::Sender<Option<Session>>, stop: CancellationToken) {
+/// Owns the session: connect, publish, and start over when it ends. Once stopped, it keeps the
+/// live session until the notifier has written what was rung before the stop (`flushed`, or
+/// [`FLUSH_DEADLINE`]), then closes it and cancels `closed`.
+async fn supervise(
+    config: ZkConfig,
+    tx: watch::Sender<Option<Session>>,
+    stop: CancellationToken,
+    flushed: CancellationToken,
+    closed: CancellationToken,
+) {
+    let _closed = closed.drop_guard();
     let mut generation = 0;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -214,6 +232,8 @@ async fn supervise(config: ZkConfig, tx: watch::Sender<Option<Session>>, stop: C
         loop {
             let state = tokio::select! {
                 _ = stop.cancelled() => {
+                    // the notifier gives up at the same deadline; this one only bounds a stuck one
+                    let _ = tokio::time::timeout(FLUSH_DEADLINE * 2, flushed.cancelled()).await;
                     tx.send_replace(None);
                     return;
                 }
@@ -239,49 +259,113 @@ async fn supervise(config: ZkConfig, tx: watch::Sender<Option<Session>>, stop: C
 /// Writes doorbells: at most one write in flight per topic; notifications arriving meanwhile
 /// mark the topic dirty and cost one more write when it completes. Failed writes are retried
 /// until they land, so a notification sent during an outage still arrives after it.
-async fn notifier(ctx: Ctx, root: String, mut rx: mpsc::UnboundedReceiver<String>) {
-    let mut dirty: HashSet<String> = HashSet::new();
-    let mut in_flight: HashSet<String> = HashSet::new();
-    let mut writes = FuturesUnordered::new();
+///
+/// A ring is a promise to readers in other processes, so stopping does not drop any: once the
+/// coordinator stops (or its last handle is dropped), what is still queued, dirty or in flight
+/// is written, for up to [`FLUSH_DEADLINE`], before `flushed` lets the supervisor close the
+/// session. Dropping them was the lost wake-up the delivery benchmark saw: a writer that
+/// commits, rings and ends lost its last rings, and its readers slept until a safety net.
+async fn notifier(ctx: Ctx, root: String, mut rx: mpsc::UnboundedReceiver<String>, flushed: CancellationToken) {
+    let _flushed = flushed.drop_guard();
+    let mut doorbells = Doorbells::new(&ctx, &root);
     let mut retry = tokio::time::interval(Duration::from_millis(100));
-    let ring = |topic: String, in_flight: &mut HashSet<String>| {
-        in_flight.insert(topic.clone());
-        let session = ctx.sessions.borrow().clone();
-        let path = format!("{root}/notify/{topic}");
-        async move {
+    loop {
+        tokio::select! {
+            _ = ctx.stop.cancelled() => break,
+            topic = rx.recv() => match topic {
+                None => break,
+                Some(topic) => doorbells.ring(topic),
+            },
+            Some((topic, result)) = doorbells.writes.next() => doorbells.written(topic, result),
+            _ = retry.tick(), if !doorbells.dirty.is_empty() => doorbells.retry(),
+        }
+    }
+    // stopping: what was rung before the stop is still written
+    while let Ok(topic) = rx.try_recv() {
+        doorbells.ring(topic);
+    }
+    let deadline = tokio::time::sleep(FLUSH_DEADLINE);
+    tokio::pin!(deadline);
+    let mut sessions = ctx.sessions.clone();
+    while !doorbells.is_idle() {
+        tokio::select! {
+            // stopped while between sessions: none comes back to write with
+            _ = sessions.wait_for(Option::is_none) => {
+                warn!(topics = doorbells.dirty.len() + doorbells.in_flight.len(), "stopped without a ZooKeeper session: doorbells not written; their readers wait for their safety nets");
+                return;
+            }
+            _ = &mut deadline => {
+                warn!(topics = doorbells.dirty.len() + doorbells.in_flight.len(), "doorbells not written before the shutdown deadline; their readers wait for their safety nets");
+                return;
+            }
+            Some((topic, result)) = doorbells.writes.next() => doorbells.written(topic, result),
+            _ = retry.tick(), if !doorbells.dirty.is_empty() => doorbells.retry(),
+        }
+    }
+}
+
+/// The notifier's state: which topics have a write in flight and which need another one.
+struct Doorbells<'a> {
+    ctx: &'a Ctx,
+    root: &'a str,
+    dirty: HashSet<String>,
+    in_flight: HashSet<String>,
+    writes: FuturesUnordered<BoxFuture<'static, (String, Result<(), zookeeper_client::Error>)>>,
+}
+
+impl<'a> Doorbells<'a> {
+    fn new(ctx: &'a Ctx, root: &'a str) -> Self {
+        Doorbells { ctx, root, dirty: HashSet::new(), in_flight: HashSet::new(), writes: FuturesUnordered::new() }
+    }
+
+    /// A notification: write now, or once more after the write in flight.
+    fn ring(&mut self, topic: String) {
+        if self.in_flight.contains(&topic) {
+            self.dirty.insert(topic);
+        } else {
+            self.write(topic);
+        }
+    }
+
+    fn write(&mut self, topic: String) {
+        self.in_flight.insert(topic.clone());
+        let session = self.ctx.sessions.borrow().clone();
+        let path = format!("{}/notify/{topic}", self.root);
+        self.writes.push(Box::pin(async move {
             let result = match session {
                 Some(s) => ring_doorbell(&s.client, &path).await,
                 None => Err(zookeeper_client::Error::ConnectionLoss),
             };
             (topic, result)
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = ctx.stop.cancelled() => return,
-            topic = rx.recv() => match topic {
-                None => return,
-                Some(topic) if in_flight.contains(&topic) => { dirty.insert(topic); }
-                Some(topic) => writes.push(ring(topic, &mut in_flight)),
-            },
-            Some((topic, result)) = writes.next() => {
-                in_flight.remove(&topic);
-                match result {
-                    Ok(()) => if dirty.remove(&topic) { writes.push(ring(topic, &mut in_flight)) },
-                    Err(e) => {
-                        debug!(topic, error = %e, "notification not written yet; will retry");
-                        dirty.insert(topic);
-                    }
+        }));
+    }
+
+    fn written(&mut self, topic: String, result: Result<(), zookeeper_client::Error>) {
+        self.in_flight.remove(&topic);
+        match result {
+            Ok(()) => {
+                if self.dirty.remove(&topic) {
+                    self.write(topic);
                 }
             }
-            _ = retry.tick(), if !dirty.is_empty() => {
-                let ready: Vec<String> = dirty.iter().filter(|t| !in_flight.contains(*t)).cloned().collect();
-                for topic in ready {
-                    dirty.remove(&topic);
-                    writes.push(ring(topic, &mut in_flight));
-                }
+            Err(e) => {
+                debug!(topic, error = %e, "notification not written yet; will retry");
+                self.dirty.insert(topic);
             }
         }
+    }
+
+    /// Writes again the dirty topics that have no write in flight.
+    fn retry(&mut self) {
+        let ready: Vec<String> = self.dirty.iter().filter(|t| !self.in_flight.contains(*t)).cloned().collect();
+        for topic in ready {
+            self.dirty.remove(&topic);
+            self.write(topic);
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.dirty.is_empty() && self.in_flight.is_empty()
     }
 }
 
@@ -617,8 +701,6 @@ async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: 
         let client = &session.client;
         let mut zk_state = client.state_watcher();
         let mut last_version: Option<i32> = None;
-        let mut recheck = tokio::time::interval(DOORBELL_RECHECK);
-        recheck.tick().await;
         loop {
             let (stat, watcher) = match client.get_and_watch_data(&path).await {
                 Ok((_, stat, watcher)) => (stat, watcher),
@@ -642,23 +724,23 @@ async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: 
             }
             last_version = Some(stat.version);
             // The armed watch is kept until it fires: dropping an unfired watcher makes the client
-            // remove the server's watch, racing the next arm. Meanwhile a plain read of the version
-            // now and then (and after a reconnection) catches any change a watch event missed.
+            // remove the server's watch, racing the next arm. After a reconnection within the
+            // session the client re-arms its watches itself and the server fires those whose node
+            // moved meanwhile; a plain read of the version then is a cheap second look.
             let fired = watcher.changed();
             tokio::pin!(fired);
             loop {
-                let look = tokio::select! {
+                let reconnected = tokio::select! {
                     _ = &mut fired => break,
                     _ = stop.cancelled() => return,
                     _ = ctx.stop.cancelled() => return,
                     _ = ctx.session_ended(session.generation) => continue 'sessions,
                     s = zk_state.changed() => s == SessionState::SyncConnected,
-                    _ = recheck.tick() => true,
                 };
-                if look {
+                if reconnected {
                     match client.check_stat(&path).await {
                         Ok(Some(stat)) if Some(stat.version) != last_version => {
-                            debug!(path, "doorbell moved without a watch event; ringing");
+                            debug!(path, "doorbell moved while disconnected; ringing");
                             last_version = Some(stat.version);
                             ring();
                         }
@@ -668,5 +750,54 @@ async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle_ctx() -> (watch::Sender<Option<Session>>, Ctx) {
+        let (tx, sessions) = watch::channel(None);
+        (tx, Ctx { sessions, stop: CancellationToken::new() })
+    }
+
+    #[tokio::test]
+    async fn a_ring_during_a_write_costs_one_more_write_and_a_failed_write_is_retried() {
+        let (_tx, ctx) = idle_ctx();
+        let mut bells = Doorbells::new(&ctx, "/r");
+        bells.ring("agent/a".into());
+        bells.ring("agent/a".into());
+        bells.ring("agent/a".into());
+        assert_eq!(bells.writes.len(), 1, "one write in flight per topic");
+        assert!(bells.dirty.contains("agent/a"), "the rings meanwhile are remembered");
+        bells.written("agent/a".into(), Ok(()));
+        assert_eq!(bells.writes.len(), 2, "exactly one more write for them");
+        assert!(bells.dirty.is_empty() && !bells.is_idle());
+        bells.written("agent/a".into(), Err(zookeeper_client::Error::ConnectionLoss));
+        assert!(bells.dirty.contains("agent/a") && bells.in_flight.is_empty(), "a failed write is kept");
+        bells.retry();
+        assert_eq!(bells.writes.len(), 3);
+        bells.written("agent/a".into(), Ok(()));
+        assert!(bells.is_idle());
+    }
+
+    #[tokio::test]
+    async fn a_notifier_stopped_between_sessions_does_not_hold_the_shutdown() {
+        // rings queued, then the stop, and no session will come back to write them with: the
+        // notifier reports them lost at once instead of retrying until the deadline
+        let (tx, ctx) = idle_ctx();
+        let (notifications, rx) = mpsc::unbounded_channel();
+        let flushed = CancellationToken::new();
+        for t in 0..3 {
+            notifications.send(format!("agent/{t}")).unwrap();
+        }
+        ctx.stop.cancel();
+        drop(notifications);
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(FLUSH_DEADLINE * 2, notifier(ctx, "/r".into(), rx, flushed.clone())).await.unwrap();
+        assert!(flushed.is_cancelled());
+        assert!(started.elapsed() < FLUSH_DEADLINE, "no session to wait for: it gives up at once");
+        drop(tx);
     }
 }

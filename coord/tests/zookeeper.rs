@@ -68,7 +68,7 @@ async fn one_leader_of_three_and_a_successor_with_a_larger_token_when_it_goes() 
     let (old, old_token) = elected[0];
 
     // the leader's process goes away: its session closes and its election node with it
-    nodes[old].take().unwrap().shutdown();
+    nodes[old].take().unwrap().shutdown().await;
     eventually(SESSION * 2, "a successor is elected", || async {
         leaders(&campaigns).await.iter().any(|(i, _)| *i != old)
     })
@@ -142,7 +142,7 @@ async fn membership_and_presence_follow_the_handles() {
     drop(m);
     eventually(SESSION, "member gone", || async { b.members("chatserver").await.unwrap().is_empty() }).await;
     assert_eq!(b.presence("alice").await.unwrap()[0].name, "node-a");
-    a.shutdown();
+    a.shutdown().await;
     eventually(SESSION, "presence ends with the session", || async { b.presence("alice").await.unwrap().is_empty() })
         .await;
 }
@@ -329,6 +329,8 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     Guard(Some(f))
 }
 
+/// A watch event lost between a fire and the next arm would leave its topic silent for good:
+/// nothing re-reads the doorbell by the clock, so this fails instead of arriving late.
 #[tokio::test]
 async fn the_last_notification_of_every_topic_arrives_under_interleaved_load() {
     let zk = testenv::zookeeper();
@@ -366,5 +368,66 @@ async fn the_last_notification_of_every_topic_arrives_under_interleaved_load() {
             async move { s.load(Ordering::SeqCst) == last }
         })
         .await;
+    }
+}
+
+/// Subscribes to `topics` and waits until each subscription has taken the wakes it starts with
+/// (one at once, one when its watch is first armed), so any later wake is a notification.
+async fn quiet_subscriptions(coordinator: &ZkCoordinator, topics: &[String]) -> Vec<coord::Subscription> {
+    let mut subs = Vec::new();
+    for topic in topics {
+        subs.push(coordinator.subscribe(topic).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for sub in &mut subs {
+        while tokio::time::timeout(Duration::from_millis(50), sub.wake()).await.is_ok() {}
+    }
+    subs
+}
+
+/// The lost wake-up of the delivery benchmark: a writer commits, rings its readers' doorbells
+/// and goes away at once (its last coordinator handle dropped, as a process ends). The rings
+/// were queued for the background writer, which stopped with the coordinator and dropped them,
+/// so the readers slept until a safety net woke them. Every ring sent before the end must reach
+/// ZooKeeper before the session closes.
+#[tokio::test]
+async fn doorbells_rung_just_before_the_notifier_goes_away_still_ring() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let subscriber = coordinator(&zk, &root).await;
+    let topics: Vec<String> = (0..50).map(|t| format!("agent/last{t}")).collect();
+    let mut subs = quiet_subscriptions(&subscriber, &topics).await;
+    let notifier = coordinator(&zk, &root).await;
+    for topic in &topics {
+        notifier.notify(topic);
+    }
+    drop(notifier);
+    // well under any safety net: the ring itself must arrive
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut silent = Vec::new();
+    for (topic, sub) in topics.iter().zip(&mut subs) {
+        if tokio::time::timeout_at(deadline, sub.wake()).await.is_err() {
+            silent.push(topic.clone());
+        }
+    }
+    assert!(silent.is_empty(), "{} of {} doorbells never rang: {silent:?}", silent.len(), topics.len());
+}
+
+/// A process stopping on SIGTERM: by the time `shutdown` returns, every doorbell it rang before
+/// is written.
+#[tokio::test]
+async fn shutdown_returns_after_the_doorbells_rung_before_it_are_written() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let notifier = coordinator(&zk, &root).await;
+    let topics: Vec<String> = (0..50).map(|t| format!("agent/stop{t}")).collect();
+    for topic in &topics {
+        notifier.notify(topic);
+    }
+    notifier.shutdown().await;
+    let inspector = zookeeper_client::Client::connect(&zk).await.unwrap();
+    for topic in &topics {
+        let written = inspector.get_data(&format!("{root}/notify/{topic}")).await;
+        assert!(matches!(written, Ok((_, ref stat)) if stat.version >= 1), "{topic} not rung: {written:?}");
     }
 }
