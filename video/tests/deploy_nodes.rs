@@ -11,9 +11,10 @@
 //!    surviving node (what the entry point would reach), which pins the room again once the dead
 //!    node's ZooKeeper session is gone; media flows again, and the time it took is reported.
 //! 4. A recorded call whose node is killed (SIGKILL) goes on being recorded on the node it moves
-//!    to, as the recording's second part; the surviving node, which shares the spool directory,
-//!    claims the dead node's spool and finishes the first part; the dead node, started again,
-//!    does not finish it a second time. Two files, two `recording_ready` events (interaction
+//!    to, as the recording's second part. With a spool directory shared by the nodes, the
+//!    surviving node claims the dead node's spool and finishes the first part during the call,
+//!    and the dead node, started again, does not finish it a second time; with a spool per
+//!    node, the first part waits for its node, which finishes it when it starts again. Two files, two `recording_ready` events (interaction
 //!    log, agent stream, webhook), both parts with the call, each file read back with `ffprobe`
 //!    and `ffmpeg` (one VP8 track, one stereo Opus track, the customer left, the agent right).
 //!
@@ -298,6 +299,19 @@ async fn count(pool: &sqlx::PgPool, sql: &'static str, id: Uuid) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the switchboard binary: run by deploy/tests/video-nodes.sh, a step of deploy/test.sh"]
 async fn a_recorded_call_moved_off_a_dead_node_is_recorded_in_two_parts() {
+    recorded_failover(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the switchboard binary: run by deploy/tests/video-nodes.sh, a step of deploy/test.sh"]
+async fn without_a_shared_spool_the_dead_node_finishes_its_part_when_it_restarts() {
+    recorded_failover(false).await;
+}
+
+/// A recorded call on v1, v1 killed, the call on v2: two parts. With `shared_spool` the nodes
+/// share the spool directory and v2 finishes v1's part during the call (v1, restarted, does not
+/// again); without, v1's part waits for v1, which finishes it when it starts again.
+async fn recorded_failover(shared_spool: bool) {
     media::require_ffmpeg();
     media::vp8_pattern();
     let (db_url, pool) = testenv::database().await;
@@ -326,13 +340,19 @@ async fn a_recorded_call_moved_off_a_dead_node_is_recorded_in_two_parts() {
         ],
     );
     let fileserver_url = format!("http://{}", fileserver.addr);
-    let spool_dir = spool.to_str().unwrap().to_owned();
-    let recording_env = [
-        ("SWITCHBOARD_VIDEO__RECORDING__SPOOL_DIR", spool_dir.as_str()),
+    let spool_of = |node: &str| if shared_spool { spool.clone() } else { spool.join(node) };
+    let (spool_v1, spool_v2) = (spool_of("v1"), spool_of("v2"));
+    let (dir_v1, dir_v2) = (spool_v1.to_str().unwrap().to_owned(), spool_v2.to_str().unwrap().to_owned());
+    let v1_env = [
+        ("SWITCHBOARD_VIDEO__RECORDING__SPOOL_DIR", dir_v1.as_str()),
         ("SWITCHBOARD_VIDEO__RECORDING__FILESERVER_URL", fileserver_url.as_str()),
     ];
-    let mut v1 = Some(node_with(&db_url, &root, "v1", &recording_env));
-    let v2 = node_with(&db_url, &root, "v2", &recording_env);
+    let v2_env = [
+        ("SWITCHBOARD_VIDEO__RECORDING__SPOOL_DIR", dir_v2.as_str()),
+        ("SWITCHBOARD_VIDEO__RECORDING__FILESERVER_URL", fileserver_url.as_str()),
+    ];
+    let mut v1 = Some(node_with(&db_url, &root, "v1", &v1_env));
+    let v2 = node_with(&db_url, &root, "v2", &v2_env);
     let (v1_ws, v2_ws) = (signalling(v1.as_ref().unwrap()), signalling(&v2));
 
     // the recorded call on v1: the customer consents, a 440 Hz voice and the test pattern; the
@@ -363,18 +383,27 @@ async fn a_recorded_call_moved_off_a_dead_node_is_recorded_in_two_parts() {
     );
     assert_eq!((agent_at.as_str(), customer_at.as_str()), (v2_ws.as_str(), v2_ws.as_str()), "the room moved to v2");
     media_flows(&mut agent, &mut customer, "on v2 after v1 died").await;
-    // the part v1 left is taken over by v2 while the call goes on there
+    // with a shared spool the part v1 left is taken over by v2 while the call goes on there;
+    // without, it waits for v1
     let mut conn = pool.acquire().await.unwrap();
     let deadline = Instant::now() + LIMIT;
     let now = loop {
         let now = store::recordings_of_room(&mut conn, room).await.unwrap();
-        if now.first().is_some_and(|p| matches!(p.state, RecordingState::Ready | RecordingState::Failed)) {
+        if !shared_spool || now.first().is_some_and(|p| matches!(p.state, RecordingState::Ready | RecordingState::Failed)) {
             break now;
         }
         assert!(Instant::now() < deadline, "v2 did not finish the part v1 left: {now:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!((now[0].part, now[0].state), (1, RecordingState::Ready), "v2 finished what v1 spooled: {now:#?}");
+    if shared_spool {
+        assert_eq!((now[0].part, now[0].state), (1, RecordingState::Ready), "v2 finished what v1 spooled: {now:#?}");
+    } else {
+        assert_eq!(
+            (now[0].part, now[0].state, now[0].processor.as_deref()),
+            (1, RecordingState::Recording, None),
+            "v2 does not see v1's spool: {now:#?}"
+        );
+    }
     assert_eq!(now.len(), 2, "{now:#?}");
     assert_eq!((now[1].part, now[1].state, now[1].node.as_str()), (2, RecordingState::Recording, "v2"));
     assert!(
@@ -385,13 +414,30 @@ async fn a_recorded_call_moved_off_a_dead_node_is_recorded_in_two_parts() {
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
     send(&mut agent.ws, json!({"type": "end"})).await;
+    let restarted = if shared_spool {
+        None
+    } else {
+        // part 2 is finished by v2; part 1 is left to v1, which starts again
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = store::recordings_of_room(&mut conn, room).await.unwrap();
+            if now.get(1).is_some_and(|p| matches!(p.state, RecordingState::Ready | RecordingState::Failed)) {
+                assert_eq!(now[0].state, RecordingState::Recording, "{now:#?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "v2 did not finish its part: {now:#?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Some(node_with(&db_url, &root, "v1", &v1_env))
+    };
     let parts = finished_parts(&pool, room, 2, Duration::from_secs(60)).await;
     let back = killed_at.elapsed();
+    let finisher = if shared_spool { "v2" } else { "v1" };
 
     // two parts, each a file, one after the other in time
     assert_eq!(parts.len(), 2, "{parts:#?}");
     let (p1, p2) = (&parts[0], &parts[1]);
-    assert_eq!((p1.part, p1.node.as_str(), p1.processor.as_deref(), p1.claims), (1, "v1", Some("v2"), 1), "{p1:#?}");
+    assert_eq!((p1.part, p1.node.as_str(), p1.processor.as_deref(), p1.claims), (1, "v1", Some(finisher), 1), "{p1:#?}");
     assert_eq!((p2.part, p2.node.as_str(), p2.processor.as_deref(), p2.claims), (2, "v2", Some("v2"), 1), "{p2:#?}");
     assert!(p1.state == RecordingState::Ready && p2.state == RecordingState::Ready, "{parts:#?}");
     let (end1, end2) = (p1.ended_at.unwrap(), p2.ended_at.unwrap());
@@ -409,10 +455,12 @@ async fn a_recorded_call_moved_off_a_dead_node_is_recorded_in_two_parts() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    let announced: Vec<(i64, String)> = ready
+    // in the order the parts were finished (without a shared spool, part 2 comes first)
+    let mut announced: Vec<(i64, String)> = ready
         .iter()
         .map(|d| (d["recording"]["part"].as_i64().unwrap(), d["recording"]["file"]["id"].as_str().unwrap().to_owned()))
         .collect();
+    announced.sort();
     let files_of = |p: &store::Recording| p.file.as_ref().unwrap().id.to_string();
     assert_eq!(announced, vec![(1, files_of(p1)), (2, files_of(p2))], "one recording_ready per part");
     assert_eq!(
@@ -460,21 +508,25 @@ async fn a_recorded_call_moved_off_a_dead_node_is_recorded_in_two_parts() {
         assert!(agent_db.1 - agent_db.0 >= 20.0, "part {}: agent {agent_db:?}", p.part);
     }
 
-    // v1 comes back on the same spool: what v2 finished is not finished again
-    let v1 = node_with(&db_url, &root, "v1", &recording_env);
+    // v1 comes back (or is back): what was finished is not finished again
+    let v1 = restarted.unwrap_or_else(|| node_with(&db_url, &root, "v1", &v1_env));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let again = store::recordings_of_room(&mut conn, room).await.unwrap();
     assert_eq!(
         again.iter().map(|r| (r.id, r.state, r.claims)).collect::<Vec<_>>(),
         parts.iter().map(|r| (r.id, r.state, r.claims)).collect::<Vec<_>>(),
-        "untouched by v1's start"
+        "finished once"
     );
     let recording_files: i64 =
         sqlx::query_scalar("SELECT count(*) FROM files WHERE kind = 'recording'").fetch_one(&pool).await.unwrap();
     assert_eq!(recording_files, 2, "two files, nothing recorded twice");
-    assert!(!spool.join(p1.id.to_string()).exists() && !spool.join(p2.id.to_string()).exists(), "the spools are cleared");
+    assert!(
+        !spool_v1.join(p1.id.to_string()).exists() && !spool_v2.join(p2.id.to_string()).exists(),
+        "the spools are cleared"
+    );
     println!(
-        "recorded failover: part 1 ({:.1} s) spooled by v1, finished by v2 after v1 was killed; part 2 ({:.1} s) recorded by v2; both ready {:.1} s after the kill; v1 restarted finished nothing again",
+        "recorded failover ({}): part 1 ({:.1} s) spooled by v1, finished by {finisher}; part 2 ({:.1} s) recorded by v2; both ready {:.1} s after the kill; nothing finished twice",
+        if shared_spool { "shared spool" } else { "a spool per node" },
         (end1 - p1.started_at).num_milliseconds() as f64 / 1000.0,
         (end2 - p2.started_at).num_milliseconds() as f64 / 1000.0,
         back.as_secs_f64()
