@@ -127,7 +127,10 @@ async fn calls_are_listed_with_their_recording_and_exported() {
     assert_eq!((customer["quality"]["samples"].as_i64(), customer["quality"]["poor"].as_i64()), (Some(2), Some(1)));
     assert_eq!(c["chat_messages"], 1);
     assert_eq!(c["recordings"].as_array().unwrap().len(), 1, "one part");
-    assert_eq!((c["recording"]["part"].as_i64(), c["recordings"][0]["id"].clone()), (Some(1), c["recording"]["id"].clone()));
+    assert_eq!(
+        (c["recording"]["part"].as_i64(), c["recordings"][0]["id"].clone()),
+        (Some(1), c["recording"]["id"].clone())
+    );
 
     // the call moved to another node while recorded: that node recorded the rest as part 2
     let part2_file = {
@@ -148,8 +151,13 @@ async fn calls_are_listed_with_their_recording_and_exported() {
         };
         store::insert_file(&mut tx, &file).await.unwrap();
         store::recording_processing(&mut tx, part.id, Utc::now()).await.unwrap();
-        let done =
-            RecordingDone { file_id: id, size: 1024, duration_ms: 20_000, video_codec: Some("vp8".into()), processing_ms: 90 };
+        let done = RecordingDone {
+            file_id: id,
+            size: 1024,
+            duration_ms: 20_000,
+            video_codec: Some("vp8".into()),
+            processing_ms: 90,
+        };
         store::recording_ready(&mut tx, part.id, &done).await.unwrap();
         tx.commit().await.unwrap();
         id

@@ -213,10 +213,10 @@ async fn a_call_that_moves_is_recorded_in_parts_each_finished_by_one_claim() {
     .unwrap();
     assert_eq!(parts, vec![1, 2]);
     let record = store::call_record(&mut conn, room_id).await.unwrap();
-    assert_eq!(record.recordings.iter().map(|r| (r.part, r.state)).collect::<Vec<_>>(), vec![
-        (1, RecordingState::Ready),
-        (2, RecordingState::Ready)
-    ]);
+    assert_eq!(
+        record.recordings.iter().map(|r| (r.part, r.state)).collect::<Vec<_>>(),
+        vec![(1, RecordingState::Ready), (2, RecordingState::Ready)]
+    );
     assert_eq!(record.recording.map(|r| r.id), Some(first.id));
     assert!(store::all_unfinished_recordings(&mut conn).await.unwrap().is_empty());
     let second = store::recordings_of_room(&mut conn, room_id).await.unwrap().remove(1);

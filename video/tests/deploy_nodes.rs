@@ -26,9 +26,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::{Value, json};
 use schema::domain::RecordingState;
 use schema::store;
+use serde_json::{Value, json};
 use support::media::{self, decode_stereo, ffprobe, tone_db};
 use support::{Publish, SECRET, TestPeer, agent_join, customer_join, customer_join_consenting, send, token};
 use tokio_tungstenite::tungstenite::Message;
@@ -316,7 +316,8 @@ async fn recorded_failover(shared_spool: bool) {
     media::vp8_pattern();
     let (db_url, pool) = testenv::database().await;
     let account = testenv::fixtures::webchat_account(&pool, &[("alice", "agent")]).await;
-    let interaction = testenv::fixtures::assigned_interaction(&pool, account, "wc-rec", "Vera", "a call?", "alice").await;
+    let interaction =
+        testenv::fixtures::assigned_interaction(&pool, account, "wc-rec", "Vera", "a call?", "alice").await;
     sqlx::query(
         "INSERT INTO webhook_subscriptions (id, url, events, secret, created_by) VALUES ($1, 'https://crm.example/hook', '{video.room}', 'whsec', 'admin')",
     )
@@ -389,7 +390,9 @@ async fn recorded_failover(shared_spool: bool) {
     let deadline = Instant::now() + LIMIT;
     let now = loop {
         let now = store::recordings_of_room(&mut conn, room).await.unwrap();
-        if !shared_spool || now.first().is_some_and(|p| matches!(p.state, RecordingState::Ready | RecordingState::Failed)) {
+        if !shared_spool
+            || now.first().is_some_and(|p| matches!(p.state, RecordingState::Ready | RecordingState::Failed))
+        {
             break now;
         }
         assert!(Instant::now() < deadline, "v2 did not finish the part v1 left: {now:#?}");
@@ -437,7 +440,11 @@ async fn recorded_failover(shared_spool: bool) {
     // two parts, each a file, one after the other in time
     assert_eq!(parts.len(), 2, "{parts:#?}");
     let (p1, p2) = (&parts[0], &parts[1]);
-    assert_eq!((p1.part, p1.node.as_str(), p1.processor.as_deref(), p1.claims), (1, "v1", Some(finisher), 1), "{p1:#?}");
+    assert_eq!(
+        (p1.part, p1.node.as_str(), p1.processor.as_deref(), p1.claims),
+        (1, "v1", Some(finisher), 1),
+        "{p1:#?}"
+    );
     assert_eq!((p2.part, p2.node.as_str(), p2.processor.as_deref(), p2.claims), (2, "v2", Some("v2"), 1), "{p2:#?}");
     assert!(p1.state == RecordingState::Ready && p2.state == RecordingState::Ready, "{parts:#?}");
     let (end1, end2) = (p1.ended_at.unwrap(), p2.ended_at.unwrap());
@@ -497,10 +504,15 @@ async fn recorded_failover(shared_spool: bool) {
         let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
         let range = (p.ended_at.unwrap() - p.started_at).num_milliseconds() as f64 / 1000.0;
         let (left, right) = decode_stereo(&path);
-        let (customer_db, agent_db) = ((tone_db(&left, 440.0), tone_db(&right, 440.0)), (tone_db(&left, 1000.0), tone_db(&right, 1000.0)));
+        let (customer_db, agent_db) =
+            ((tone_db(&left, 440.0), tone_db(&right, 440.0)), (tone_db(&left, 1000.0), tone_db(&right, 1000.0)));
         println!(
             "part {}: {} on {}, finished by {}: {:.3} s of file for {range:.3} s of call; customer {customer_db:.1?} dB, agent {agent_db:.1?} dB (left, right)",
-            p.part, file.name, p.node, p.processor.as_deref().unwrap_or("?"), duration
+            p.part,
+            file.name,
+            p.node,
+            p.processor.as_deref().unwrap_or("?"),
+            duration
         );
         assert!((duration - range).abs() <= 0.2, "part {}: the file lasts {duration} s, its range {range} s", p.part);
         assert!(range >= 3.0, "part {} holds seconds of the call: {range} s", p.part);

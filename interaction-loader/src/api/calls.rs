@@ -665,11 +665,7 @@ fn cells(c: &Call) -> Vec<Cell> {
         Cell::Text(c.location.as_ref().and_then(|l| l.address.clone()).unwrap_or_default()),
         Cell::Number(Some(c.recordings.len() as f64)),
         Cell::Text(
-            c.recordings
-                .iter()
-                .filter_map(|r| r.file.as_ref().map(|f| f.id.to_string()))
-                .collect::<Vec<_>>()
-                .join(" "),
+            c.recordings.iter().filter_map(|r| r.file.as_ref().map(|f| f.id.to_string())).collect::<Vec<_>>().join(" "),
         ),
     ]
 }

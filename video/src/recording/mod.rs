@@ -299,7 +299,14 @@ impl Recorder {
     /// Claims a stopped part (its claims were `seen`; it ended at `ended_at`, `end_us` after
     /// its start), then processes, uploads and records it; nothing when another node claimed
     /// it first (that node finishes it).
-    async fn complete(&self, id: Uuid, seen: i32, dir: PathBuf, end_us: i64, ended_at: DateTime<Utc>) -> Option<Finished> {
+    async fn complete(
+        &self,
+        id: Uuid,
+        seen: i32,
+        dir: PathBuf,
+        end_us: i64,
+        ended_at: DateTime<Utc>,
+    ) -> Option<Finished> {
         if !self.claim(id, seen, &dir, ended_at).await {
             return None;
         }
@@ -315,6 +322,7 @@ impl Recorder {
         match claimed {
             Ok(true) => true,
             Ok(false) => {
+                metrics::counter!("switchboard_video_recording_claims_lost_total").increment(1);
                 tracing::warn!(recording = %id, spool = %dir.display(),
                     "the recording was claimed first by another node (or run); the claimant finishes it");
                 false
@@ -622,4 +630,67 @@ fn last_arrival_us(dir: &Path) -> i64 {
         }
     }
     last as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(state: RecordingState, node: &str, processor: Option<&str>) -> store::Recording {
+        store::Recording {
+            id: Uuid::new_v4(),
+            room_id: Uuid::new_v4(),
+            interaction_id: Uuid::new_v4(),
+            part: 1,
+            state,
+            node: node.into(),
+            processor: processor.map(str::to_owned),
+            claims: 0,
+            started_at: Utc::now(),
+            ended_at: None,
+            duration_ms: None,
+            file: None,
+            video_codec: None,
+            error: None,
+            processing_ms: None,
+            ready_at: None,
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn only_the_unfinished_parts_of_dead_nodes_are_taken_over() {
+        let live = vec!["b".to_owned(), "c".to_owned()];
+        // spooled by a, which is gone: b takes it
+        assert_eq!(orphan_owner(&part(RecordingState::Recording, "a", None), "b", &live), Some("a"));
+        // spooled by c, alive: not taken (its recording may be running)
+        assert_eq!(orphan_owner(&part(RecordingState::Recording, "c", None), "b", &live), None);
+        // this node's own parts are its start's to finish, not taken over
+        assert_eq!(orphan_owner(&part(RecordingState::Recording, "b", None), "b", &live), None);
+        // spooled by c (alive) but processed by a, which died while processing it
+        assert_eq!(orphan_owner(&part(RecordingState::Processing, "c", Some("a")), "b", &live), Some("a"));
+        // processed by a live node, or by this one
+        assert_eq!(orphan_owner(&part(RecordingState::Processing, "a", Some("c")), "b", &live), None);
+        assert_eq!(orphan_owner(&part(RecordingState::Processing, "a", Some("b")), "b", &live), None);
+        // finished parts are nobody's business
+        for done in [RecordingState::Ready, RecordingState::Failed, RecordingState::Deleted] {
+            assert_eq!(orphan_owner(&part(done, "a", Some("a")), "b", &live), None);
+        }
+    }
+
+    #[test]
+    fn a_spool_is_recognised_by_its_recording_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        assert!(!spool_of(dir.path(), id), "no recording.json: not shared here");
+        let meta =
+            Meta { recording: id, room: Uuid::new_v4(), interaction: Uuid::new_v4(), started_unix_us: 0, part: 2 };
+        std::fs::write(dir.path().join("recording.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert!(spool_of(dir.path(), id));
+        assert!(!spool_of(dir.path(), Uuid::new_v4()), "another recording's spool");
+        // a spool written before parts existed is part 1
+        let old = serde_json::json!({"recording": id, "room": id, "interaction": id, "started_unix_us": 5});
+        let read: Meta = serde_json::from_value(old).unwrap();
+        assert_eq!(read.part, 1);
+    }
 }
