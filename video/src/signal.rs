@@ -429,7 +429,7 @@ async fn session(state: Arc<State>, socket: WebSocket, user_agent: Option<String
                 state.rooms.broadcast(room.id, json!({"type": "recording", "state": "started"}), None);
                 // the part a dead node left is finished by whoever shares its spool
                 let taking = state.clone();
-                tokio::spawn(async move { crate::api::take_over_recordings(&taking).await });
+                state.tasks.spawn(async move { crate::api::take_over_recordings(&taking).await });
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot start the call's recording"),
