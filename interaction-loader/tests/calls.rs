@@ -126,6 +126,54 @@ async fn calls_are_listed_with_their_recording_and_exported() {
     assert_eq!(customer["recording_consent"], true);
     assert_eq!((customer["quality"]["samples"].as_i64(), customer["quality"]["poor"].as_i64()), (Some(2), Some(1)));
     assert_eq!(c["chat_messages"], 1);
+    assert_eq!(c["recordings"].as_array().unwrap().len(), 1, "one part");
+    assert_eq!(
+        (c["recording"]["part"].as_i64(), c["recordings"][0]["id"].clone()),
+        (Some(1), c["recording"]["id"].clone())
+    );
+
+    // the call moved to another node while recorded: that node recorded the rest as part 2
+    let part2_file = {
+        let mut tx = app.pool.begin().await.unwrap();
+        let loaded = store::load_room(&mut tx, room).await.unwrap();
+        let part = store::start_recording_part(&mut tx, &loaded, "video-2", Utc::now()).await.unwrap().unwrap();
+        let id = Uuid::new_v4();
+        let file = NewFile {
+            id,
+            name: "call-part2.webm".into(),
+            mime: "video/webm".into(),
+            size: 1024,
+            sha256: "ab".repeat(32),
+            storage_key: id.to_string(),
+            account_id: None,
+            uploaded_by: Some("video:node".into()),
+            kind: FileKind::Recording,
+        };
+        store::insert_file(&mut tx, &file).await.unwrap();
+        store::recording_processing(&mut tx, part.id, Utc::now()).await.unwrap();
+        let done = RecordingDone {
+            file_id: id,
+            size: 1024,
+            duration_ms: 20_000,
+            video_codec: Some("vp8".into()),
+            processing_ms: 90,
+        };
+        store::recording_ready(&mut tx, part.id, &done).await.unwrap();
+        tx.commit().await.unwrap();
+        id
+    };
+    let (_, list) = app.get(&format!("/api/v1/interactions/{interaction}/calls")).await;
+    let c = &list["items"][0];
+    let parts: Vec<(i64, &str, i64)> = c["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["part"].as_i64().unwrap(), r["state"].as_str().unwrap(), r["duration_ms"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(parts, vec![(1, "ready", 61_500), (2, "ready", 20_000)], "{c}");
+    assert_eq!(c["recordings"][1]["file"]["id"], part2_file.to_string());
+    assert!(c["recordings"][1]["started_at"].is_string() && c["recordings"][1]["ended_at"].is_string());
+    assert_eq!(c["recording"]["part"], 1, "`recording` stays the first part");
     let (_, none) = app.get(&format!("/api/v1/interactions/{}/calls", Uuid::new_v4())).await;
     assert_eq!(none, json!({"items": []}));
 
@@ -173,6 +221,10 @@ async fn calls_are_listed_with_their_recording_and_exported() {
     assert_eq!(&rows[0][col("recording_state")], "ready");
     assert_eq!(&rows[0][col("recording_duration_s")], "61.5");
     assert_eq!(&rows[0][col("recording_consent")], "true");
+    assert_eq!(&rows[0][col("recording_parts")], "2");
+    let ids = rows[0][col("recording_file_ids")].to_owned();
+    assert!(ids.split(' ').count() == 2 && ids.ends_with(&part2_file.to_string()), "{ids}");
+    assert_eq!(&rows[1][col("recording_parts")], "1");
 
     // Excel: the same rows
     let xlsx = app

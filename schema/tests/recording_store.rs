@@ -132,6 +132,102 @@ async fn a_recording_goes_from_spooling_to_ready_with_its_event_and_access() {
 }
 
 #[tokio::test]
+async fn a_call_that_moves_is_recorded_in_parts_each_finished_by_one_claim() {
+    let (_url, pool) = testenv::database().await;
+    let (_, interaction) = setup(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let started = store::start_room(&mut conn, &room(interaction, Some(true))).await.unwrap();
+    let room_id = started.room.id;
+    // the consent is the call's: the customer's latest answer
+    assert_eq!(store::latest_consent(&mut conn, room_id).await.unwrap(), None);
+    let customer = |consent: bool| NewParticipant {
+        id: Uuid::new_v4(),
+        room_id,
+        role: "customer".into(),
+        login: None,
+        name: "Rita".into(),
+        user_agent: None,
+        browser: None,
+        os: None,
+        device: None,
+        camera: None,
+        microphone: None,
+        recording_consent: Some(consent),
+        consent_text: Some("recorded".into()),
+    };
+    store::insert_participant(&mut conn, &customer(true)).await.unwrap();
+    assert_eq!(store::latest_consent(&mut conn, room_id).await.unwrap(), Some(true));
+
+    // part 1 on node a; a dies, the call moves to b: part 2
+    let at = Utc::now();
+    let first = store::start_recording_part(&mut conn, &started.room, "a", at).await.unwrap().unwrap();
+    let second =
+        store::start_recording_part(&mut conn, &started.room, "b", at + Duration::seconds(20)).await.unwrap().unwrap();
+    assert_eq!((first.part, second.part), (1, 2));
+    assert_eq!((first.claims, first.processor.as_deref()), (0, None));
+    let parts = store::recordings_of_room(&mut conn, room_id).await.unwrap();
+    assert_eq!(parts.iter().map(|r| r.id).collect::<Vec<_>>(), vec![first.id, second.id]);
+    assert_eq!(store::recording_of_room(&mut conn, room_id).await.unwrap().unwrap().id, first.id, "the first part");
+    assert_eq!(store::all_unfinished_recordings(&mut conn).await.unwrap().len(), 2);
+
+    // b (taking over) and a (started again) race for a's spool: one claim wins
+    let end = at + Duration::seconds(15);
+    assert!(store::claim_recording(&mut conn, first.id, 0, "b", end).await.unwrap());
+    assert!(!store::claim_recording(&mut conn, first.id, 0, "a", Utc::now()).await.unwrap(), "a lost the race");
+    let claimed = store::recordings_of_room(&mut conn, room_id).await.unwrap().remove(0);
+    assert_eq!(
+        (claimed.state, claimed.processor.as_deref(), claimed.claims, claimed.ended_at.map(|t| t.timestamp_millis())),
+        (RecordingState::Processing, Some("b"), 1, Some(end.timestamp_millis()))
+    );
+    assert!(store::holds_claim(&mut conn, first.id, 1).await.unwrap());
+    assert!(!store::holds_claim(&mut conn, first.id, 0).await.unwrap(), "an older claim holds nothing");
+    assert!(store::unfinished_recordings(&mut conn, "a").await.unwrap().is_empty(), "a has nothing left to finish");
+    let of_b: Vec<(i32, RecordingState)> =
+        store::unfinished_recordings(&mut conn, "b").await.unwrap().iter().map(|r| (r.part, r.state)).collect();
+    assert_eq!(of_b, vec![(1, RecordingState::Processing), (2, RecordingState::Recording)]);
+
+    // both ready: each its own event with its part, both listed with the call
+    for (part, size) in [(&first, 1000), (&second, 2000)] {
+        let stored = store::insert_file(&mut conn, &file(size, FileKind::Recording)).await.unwrap();
+        if part.id == second.id {
+            store::recording_processing(&mut conn, part.id, at + Duration::seconds(40)).await.unwrap();
+        }
+        let done = RecordingDone {
+            file_id: stored.id,
+            size,
+            duration_ms: 15_000,
+            video_codec: Some("vp8".into()),
+            processing_ms: 10,
+        };
+        let mut tx = pool.begin().await.unwrap();
+        store::recording_ready(&mut tx, part.id, &done).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let parts: Vec<i64> = sqlx::query_scalar(
+        "SELECT (data->'recording'->>'part')::bigint FROM interaction_events
+         WHERE interaction_id = $1 AND data->>'state' = 'recording_ready' ORDER BY seq",
+    )
+    .bind(interaction)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(parts, vec![1, 2]);
+    let record = store::call_record(&mut conn, room_id).await.unwrap();
+    assert_eq!(
+        record.recordings.iter().map(|r| (r.part, r.state)).collect::<Vec<_>>(),
+        vec![(1, RecordingState::Ready), (2, RecordingState::Ready)]
+    );
+    assert_eq!(record.recording.map(|r| r.id), Some(first.id));
+    assert!(store::all_unfinished_recordings(&mut conn).await.unwrap().is_empty());
+    let second = store::recordings_of_room(&mut conn, room_id).await.unwrap().remove(1);
+    assert_eq!((second.processor.as_deref(), second.claims), (Some("b"), 1), "its own node finished it");
+
+    // a customer who answers no on a rejoin: the call is not recorded further
+    store::insert_participant(&mut conn, &customer(false)).await.unwrap();
+    assert_eq!(store::latest_consent(&mut conn, room_id).await.unwrap(), Some(false));
+}
+
+#[tokio::test]
 async fn call_records_hold_participants_quality_chat_and_durations() {
     let (_url, pool) = testenv::database().await;
     let (_, interaction) = setup(&pool).await;

@@ -492,8 +492,21 @@ async fn reconcile_live_rooms(state: &State) {
     }
 }
 
+/// The recordings dead nodes left unfinished whose spool this node shares are claimed and
+/// finished here (docs/video.md, "A call that moves"); returns how many this node claimed.
+pub(crate) async fn take_over_recordings(state: &State) -> usize {
+    match state.nodes.live().await {
+        Ok(live) => state.recorder.take_over(&live).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the live video nodes; not taking over recordings now");
+            0
+        }
+    }
+}
+
 /// Rooms that ended elsewhere are closed here when the `video/rooms` doorbell rings (and every
-/// 30 s, in case a ring was missed); every 30 s, open rooms whose link expired and that nobody
+/// 30 s, in case a ring was missed); every 30 s, the recordings dead nodes left are taken over
+/// when their spool is shared, and open rooms whose link expired and that nobody
 /// is in on this node are ended (`expired`). A call in progress goes on past its link's expiry.
 pub(crate) async fn expire_rooms(state: Arc<State>) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -517,6 +530,7 @@ pub(crate) async fn expire_rooms(state: Arc<State>) {
             _ = tick.tick() => {}
         }
         reconcile_live_rooms(&state).await;
+        take_over_recordings(&state).await;
         let expired = match state.pool.acquire().await {
             Ok(mut conn) => store::open_rooms_expired(&mut conn, Utc::now(), 100).await,
             Err(e) => Err(e.into()),

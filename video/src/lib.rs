@@ -325,6 +325,7 @@ impl Video {
         state.tasks.close();
         tokio::spawn(publish_metrics(state.clone()));
         recorder.recover().await;
+        api::take_over_recordings(&state).await;
         let stop = shutdown.clone();
         tokio::spawn(async move {
             stop.cancelled().await;

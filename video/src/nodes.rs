@@ -111,6 +111,11 @@ impl Nodes {
         Err(CoordError::Unavailable(format!("the pin of video room {room} keeps changing")))
     }
 
+    /// The names of the live video nodes (this one among them).
+    pub async fn live(&self) -> Result<Vec<String>, CoordError> {
+        Ok(self.coord.members(GROUP).await?.into_iter().map(|m| m.name).collect())
+    }
+
     /// Forgets the pin of an ended room.
     pub async fn unpin(&self, room: Uuid) {
         let key = room_key(room);

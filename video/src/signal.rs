@@ -419,13 +419,22 @@ async fn session(state: Arc<State>, socket: WebSocket, user_agent: Option<String
     if let Err(e) = written {
         tracing::warn!(error = %e, "cannot write the participant to the call records");
     }
-    if consented {
-        match state.recorder.start(&room).await {
-            Ok(true) => state.rooms.broadcast(room.id, json!({"type": "recording", "state": "started"}), None),
+    // a consenting customer starts the recording; any join of a call whose customer consented
+    // earlier (the call moved here from another node, or this node restarted) records the rest
+    // of it as the recording's next part; a customer who refuses now stops it going on elsewhere
+    let refused = asked && consent == Some(false);
+    if room.record && !refused && !state.recorder.is_recording(room.id) {
+        match state.recorder.start(&room, consented).await {
+            Ok(true) => {
+                state.rooms.broadcast(room.id, json!({"type": "recording", "state": "started"}), None);
+                // the part a dead node left is finished by whoever shares its spool
+                let taking = state.clone();
+                state.tasks.spawn(async move { crate::api::take_over_recordings(&taking).await });
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot start the call's recording"),
         }
-    } else if asked {
+    } else if refused {
         tracing::info!("the customer joined without consenting to the recording: the call is not recorded");
     }
     metrics::counter!("switchboard_video_joins_total", "role" => participant.role.as_str()).increment(1);

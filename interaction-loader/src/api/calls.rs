@@ -79,6 +79,10 @@ pub struct CallParticipant {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Recording {
     pub id: Uuid,
+    /// The part of the call's recording: 1, then 2 for what the node the call moved to
+    /// recorded (a node died or the call was pinned again), ...
+    #[serde(default = "first_part")]
+    pub part: i32,
     /// `recording` (the call runs), `processing`, `ready`, `failed` (see `error`), `deleted`
     /// (by retention).
     pub state: String,
@@ -91,6 +95,10 @@ pub struct Recording {
     pub error: Option<String>,
     pub ready_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+}
+
+fn first_part() -> i32 {
+    1
 }
 
 /// One video call.
@@ -120,7 +128,12 @@ pub struct Call {
     pub talking_ms: i64,
     pub participants: Vec<CallParticipant>,
     pub chat_messages: i64,
+    /// The recording's first part (the whole recording unless the call moved between nodes).
     pub recording: Option<Recording>,
+    /// Every part of the recording in order, each its own file with its time range (one part
+    /// unless the call moved to another node while it was recorded).
+    #[serde(default)]
+    pub recordings: Vec<Recording>,
     /// The customer's answers to the post-call survey (also sent as `interaction.rated`).
     pub survey: Option<CallSurvey>,
     /// The latest position the customer shared in the call.
@@ -289,6 +302,7 @@ impl From<store::Recording> for Recording {
     fn from(r: store::Recording) -> Self {
         Recording {
             id: r.id,
+            part: r.part,
             state: r.state.as_str().to_owned(),
             started_at: r.started_at,
             ended_at: r.ended_at,
@@ -357,6 +371,7 @@ impl From<store::CallRecord> for Call {
                 .collect(),
             chat_messages: c.chat_messages,
             recording: c.recording.map(Into::into),
+            recordings: c.recordings.into_iter().map(Into::into).collect(),
             survey: c.survey.map(Into::into),
             location: c.location.map(|l| CallLocation {
                 lat: l.lat,
@@ -556,7 +571,7 @@ pub async fn get_one(
 // ---------------------------------------------------------------- exports --
 
 /// The columns of the call exports.
-pub const COLUMNS: [&str; 36] = [
+pub const COLUMNS: [&str; 38] = [
     "room_id",
     "interaction_id",
     "agent",
@@ -593,6 +608,8 @@ pub const COLUMNS: [&str; 36] = [
     "customer_lat",
     "customer_lon",
     "customer_address",
+    "recording_parts",
+    "recording_file_ids",
 ];
 
 enum Cell {
@@ -646,6 +663,10 @@ fn cells(c: &Call) -> Vec<Cell> {
         Cell::Text(c.location.as_ref().map(|l| format!("{:.6}", l.lat)).unwrap_or_default()),
         Cell::Text(c.location.as_ref().map(|l| format!("{:.6}", l.lon)).unwrap_or_default()),
         Cell::Text(c.location.as_ref().and_then(|l| l.address.clone()).unwrap_or_default()),
+        Cell::Number(Some(c.recordings.len() as f64)),
+        Cell::Text(
+            c.recordings.iter().filter_map(|r| r.file.as_ref().map(|f| f.id.to_string())).collect::<Vec<_>>().join(" "),
+        ),
     ]
 }
 
@@ -980,6 +1001,7 @@ mod tests {
             participants: vec![],
             chat_messages: 0,
             recording: None,
+            recordings: Vec::new(),
             survey: None,
             location: None,
             files: vec![],

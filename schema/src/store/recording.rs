@@ -211,8 +211,15 @@ pub struct Recording {
     pub id: Uuid,
     pub room_id: Uuid,
     pub interaction_id: Uuid,
+    /// The part of the call's recording (1, then 2 on the node the call moved to, ...).
+    pub part: i32,
     pub state: RecordingState,
+    /// The video node that spooled it.
     pub node: String,
+    /// The node that finishes it (processes and uploads it); none while it records.
+    pub processor: Option<String>,
+    /// Bumped by every claim of the part (compared and set: one node finishes it).
+    pub claims: i32,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
@@ -225,7 +232,7 @@ pub struct Recording {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-const RECORDING_COLUMNS: &str = "r.id, r.room_id, r.interaction_id, r.state, r.node, r.started_at, r.ended_at, \
+const RECORDING_COLUMNS: &str = "r.id, r.room_id, r.interaction_id, r.part, r.state, r.node, r.processor, r.claims, r.started_at, r.ended_at, \
      r.duration_ms, r.video_codec, r.error, r.processing_ms, r.ready_at, r.deleted_at, \
      f.id AS file_id, f.name AS file_name, f.mime AS file_mime, f.size AS file_size";
 
@@ -244,8 +251,11 @@ fn recording_from_row(r: &PgRow) -> Result<Recording> {
         id: r.try_get("id")?,
         room_id: r.try_get("room_id")?,
         interaction_id: r.try_get("interaction_id")?,
+        part: r.try_get("part")?,
         state: r.try_get::<&str, _>("state")?.parse()?,
         node: r.try_get("node")?,
+        processor: r.try_get("processor")?,
+        claims: r.try_get("claims")?,
         started_at: r.try_get("started_at")?,
         ended_at: r.try_get("ended_at")?,
         duration_ms: r.try_get("duration_ms")?,
@@ -271,17 +281,44 @@ async fn load_recording(conn: &mut PgConnection, id: Uuid) -> Result<Recording> 
     recording_from_row(&row)
 }
 
-/// The recording of a room, if it has one.
+/// The recording of a room, if it has one: its first part (a call that moved to another node
+/// has more: [`recordings_of_room`]).
 pub async fn recording_of_room(conn: &mut PgConnection, room: Uuid) -> Result<Option<Recording>> {
     let row = sqlx::query(concatcp!(
         "SELECT ",
         RECORDING_COLUMNS,
-        " FROM video_recordings r LEFT JOIN files f ON f.id = r.file_id WHERE r.room_id = $1"
+        " FROM video_recordings r LEFT JOIN files f ON f.id = r.file_id WHERE r.room_id = $1 ORDER BY r.part LIMIT 1"
     ))
     .bind(room)
     .fetch_optional(&mut *conn)
     .await?;
     row.as_ref().map(recording_from_row).transpose()
+}
+
+/// The customer's latest answer to the recording notice in a room (`None`: never asked).
+pub async fn latest_consent(conn: &mut PgConnection, room: Uuid) -> Result<Option<bool>> {
+    let answer: Option<bool> = sqlx::query_scalar(
+        "SELECT recording_consent FROM video_participants
+         WHERE room_id = $1 AND role = 'customer' AND recording_consent IS NOT NULL
+         ORDER BY joined_at DESC LIMIT 1",
+    )
+    .bind(room)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(answer)
+}
+
+/// Every part of a room's recording, in order.
+pub async fn recordings_of_room(conn: &mut PgConnection, room: Uuid) -> Result<Vec<Recording>> {
+    let rows = sqlx::query(concatcp!(
+        "SELECT ",
+        RECORDING_COLUMNS,
+        " FROM video_recordings r LEFT JOIN files f ON f.id = r.file_id WHERE r.room_id = $1 ORDER BY r.part"
+    ))
+    .bind(room)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(recording_from_row).collect()
 }
 
 /// Starts the room's recording on `node` (once: a second call returns the first, and whether
@@ -295,7 +332,7 @@ pub async fn start_recording(
     let id = Uuid::now_v7();
     let created = sqlx::query(
         "INSERT INTO video_recordings (id, room_id, interaction_id, node, started_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (room_id) DO NOTHING",
+         ON CONFLICT (room_id, part) DO NOTHING",
     )
     .bind(id)
     .bind(room.id)
@@ -311,16 +348,85 @@ pub async fn start_recording(
     Ok((recording, created))
 }
 
-/// The call ended: the recording is being processed.
+/// Starts the next part of the room's recording on `node` (the first, or the rest of a call
+/// that moved here); `None` when another start took that part number at the same time.
+pub async fn start_recording_part(
+    conn: &mut PgConnection,
+    room: &VideoRoom,
+    node: &str,
+    started_at: DateTime<Utc>,
+) -> Result<Option<Recording>> {
+    let id = Uuid::now_v7();
+    let created = sqlx::query(
+        "INSERT INTO video_recordings (id, room_id, interaction_id, part, node, started_at)
+         SELECT $1, $2, $3, coalesce(max(part), 0) + 1, $4, $5 FROM video_recordings WHERE room_id = $2
+         ON CONFLICT (room_id, part) DO NOTHING",
+    )
+    .bind(id)
+    .bind(room.id)
+    .bind(room.interaction_id)
+    .bind(node)
+    .bind(started_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !created {
+        return Ok(None);
+    }
+    load_recording(conn, id).await.map(Some)
+}
+
+/// The call ended (or its node died and `node` takes what it spooled): the part is being
+/// processed by `node`, if nobody claimed it since its claims were `seen`. Whether `node` won
+/// the claim; the winner alone finishes the part.
+pub async fn claim_recording(
+    conn: &mut PgConnection,
+    id: Uuid,
+    seen: i32,
+    node: &str,
+    ended_at: DateTime<Utc>,
+) -> Result<bool> {
+    let claimed = sqlx::query(
+        "UPDATE video_recordings SET state = 'processing', processor = $3, claims = claims + 1,
+             ended_at = COALESCE(ended_at, $4)
+         WHERE id = $1 AND claims = $2 AND state IN ('recording', 'processing')",
+    )
+    .bind(id)
+    .bind(seen)
+    .bind(node)
+    .bind(ended_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(claimed)
+}
+
+/// The call ended: the recording is being processed (by the node that spooled it).
 pub async fn recording_processing(conn: &mut PgConnection, id: Uuid, ended_at: DateTime<Utc>) -> Result<()> {
     sqlx::query(
-        "UPDATE video_recordings SET state = 'processing', ended_at = $2 WHERE id = $1 AND state = 'recording'",
+        "UPDATE video_recordings SET state = 'processing', processor = node, claims = claims + 1, ended_at = $2
+         WHERE id = $1 AND state = 'recording'",
     )
     .bind(id)
     .bind(ended_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Whether the part is still being processed under the claim numbered `claims` (locks its
+/// row until the transaction ends, so its outcome is written once).
+pub async fn holds_claim(conn: &mut PgConnection, id: Uuid, claims: i32) -> Result<bool> {
+    let held: Option<bool> = sqlx::query_scalar(
+        "SELECT claims = $2 AND state = 'processing' FROM video_recordings WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(id)
+    .bind(claims)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(held == Some(true))
 }
 
 /// What processing produced.
@@ -414,6 +520,7 @@ async fn recording_event(conn: &mut PgConnection, recording: &Recording, state: 
 pub fn recording_json(r: &Recording) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
+        "part": r.part,
         "state": r.state,
         "started_at": r.started_at,
         "ended_at": r.ended_at,
@@ -423,15 +530,30 @@ pub fn recording_json(r: &Recording) -> serde_json::Value {
     })
 }
 
-/// Recordings of `node` not finished (a restart finds the spools it left).
+/// Recordings of `node` not finished: the parts it spools (or spooled) and the parts it
+/// processes (a restart finds the spools it left).
 pub async fn unfinished_recordings(conn: &mut PgConnection, node: &str) -> Result<Vec<Recording>> {
     let rows = sqlx::query(concatcp!(
         "SELECT ",
         RECORDING_COLUMNS,
         " FROM video_recordings r LEFT JOIN files f ON f.id = r.file_id
-         WHERE r.node = $1 AND r.state IN ('recording', 'processing') ORDER BY r.started_at"
+         WHERE (r.state = 'recording' AND r.node = $1) OR (r.state = 'processing' AND r.processor = $1)
+         ORDER BY r.started_at"
     ))
     .bind(node)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(recording_from_row).collect()
+}
+
+/// Every recording not finished, of every node (a live node takes over what a dead one left).
+pub async fn all_unfinished_recordings(conn: &mut PgConnection) -> Result<Vec<Recording>> {
+    let rows = sqlx::query(concatcp!(
+        "SELECT ",
+        RECORDING_COLUMNS,
+        " FROM video_recordings r LEFT JOIN files f ON f.id = r.file_id
+         WHERE r.state IN ('recording', 'processing') ORDER BY r.started_at"
+    ))
     .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(recording_from_row).collect()
@@ -490,7 +612,11 @@ pub struct CallRecord {
     pub talking_ms: i64,
     pub participants: Vec<CallParticipant>,
     pub chat_messages: i64,
+    /// The recording's first part (as before parts existed).
     pub recording: Option<Recording>,
+    /// Every part of the recording, in order (more than one when the call moved to another
+    /// node while it was recorded).
+    pub recordings: Vec<Recording>,
     /// The customer's answers to the post-call survey.
     pub survey: Option<super::CallSurvey>,
     /// The latest position the customer shared in the call.
@@ -599,15 +725,15 @@ async fn records_of(conn: &mut PgConnection, rooms: Vec<VideoRoom>) -> Result<Ve
         "SELECT ",
         RECORDING_COLUMNS,
         " FROM video_recordings r LEFT JOIN files f ON f.id = r.file_id
-         WHERE r.room_id = ANY($1)"
+         WHERE r.room_id = ANY($1) ORDER BY r.room_id, r.part"
     ))
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    let mut recordings: std::collections::HashMap<Uuid, Recording> = Default::default();
+    let mut recordings: std::collections::HashMap<Uuid, Vec<Recording>> = Default::default();
     for r in &rows {
         let rec = recording_from_row(r)?;
-        recordings.insert(rec.room_id, rec);
+        recordings.entry(rec.room_id).or_default().push(rec);
     }
     let mut surveys: std::collections::HashMap<Uuid, super::CallSurvey> =
         super::surveys_of_rooms(conn, &ids).await?.into_iter().map(|s| (s.room_id, s)).collect();
@@ -629,12 +755,14 @@ async fn records_of(conn: &mut PgConnection, rooms: Vec<VideoRoom>) -> Result<Ve
             };
             let first_join = people.iter().map(|p| p.joined_at).min();
             let customer_join = people.iter().filter(|p| p.role == "customer").map(|p| p.joined_at).min();
+            let parts = recordings.remove(&room.id).unwrap_or_default();
             CallRecord {
                 call_ms: first_join.map(|j| (end - j).num_milliseconds().max(0)),
                 waiting_ms: customer_join.map(|j| (j - room.created_at).num_milliseconds().max(0)),
                 talking_ms: overlap_ms(&spans("agent"), &spans("customer")),
                 chat_messages: chats.iter().find(|(r, _)| *r == room.id).map_or(0, |c| c.1),
-                recording: recordings.remove(&room.id),
+                recording: parts.first().cloned(),
+                recordings: parts,
                 survey: surveys.remove(&room.id),
                 location: locations.remove(&room.id),
                 files: files.iter().filter(|f| f.room_id == room.id).cloned().collect(),

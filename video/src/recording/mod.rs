@@ -12,6 +12,11 @@
 //!   retention apply), and records it `ready` (the `video.room` event `recording_ready` reaches
 //!   the agents and the webhooks) or `failed` with the reason. At start it finishes what a
 //!   previous run of the node left in its spool.
+//! - A call that moves to another node (its node died, or it was pinned again) goes on being
+//!   recorded there as the next **part** of the room's recording (the consent is the call's);
+//!   the part the dead node spooled is finished once, by whichever node claims it first in
+//!   PostgreSQL: that node at its next start, or any live node that sees the same spool
+//!   directory (a shared `spool_dir`), see [`Recorder::take_over`].
 
 pub mod mkv;
 pub mod process;
@@ -104,6 +109,8 @@ struct Active {
     id: Uuid,
     dir: PathBuf,
     t0: Instant,
+    /// The part's claims when it started (the claim that ends it compares them).
+    claims: i32,
 }
 
 /// Why a recording failed, for its row and its event.
@@ -132,6 +139,10 @@ pub struct Recorder {
     fileserver: String,
     http: reqwest::Client,
     active: Mutex<HashMap<Uuid, Active>>,
+    /// One start at a time (two joins of a room must not start two parts).
+    starting: tokio::sync::Mutex<()>,
+    /// One pass of [`Recorder::take_over`] at a time.
+    taking: tokio::sync::Mutex<()>,
     workers: Arc<Semaphore>,
     /// Who to wake after a recording is ready or failed.
     wake: Wake,
@@ -171,6 +182,8 @@ impl Recorder {
             fileserver: fileserver.trim_end_matches('/').to_owned(),
             http,
             active: Mutex::new(HashMap::new()),
+            starting: tokio::sync::Mutex::new(()),
+            taking: tokio::sync::Mutex::new(()),
             workers,
             wake,
         }))
@@ -198,21 +211,30 @@ impl Recorder {
         self.active.lock().expect("recorder lock").len()
     }
 
-    /// Starts recording `room` (a consenting customer joined a room that is to be recorded);
-    /// nothing when it already records here. Returns whether it records.
-    pub async fn start(&self, room: &VideoRoom) -> Result<bool, store::StoreError> {
+    /// Starts recording `room` when it is to be recorded and its customer consented: by this
+    /// join (`consented`), or earlier in the call (the call moved here from another node, or
+    /// this node restarted: the rest of the call is the next part of its recording). Nothing
+    /// when it already records here. Returns whether it records.
+    pub async fn start(&self, room: &VideoRoom, consented: bool) -> Result<bool, store::StoreError> {
+        let _one = self.starting.lock().await;
         if self.is_recording(room.id) {
             return Ok(true);
         }
-        let started_at = Utc::now();
-        let mut conn = self.pool.acquire().await?;
-        let (recording, created) = store::start_recording(&mut conn, room, &self.node, started_at).await?;
-        if !created {
-            // a recording of this room started before on another run of this node (or
-            // another node): what it spooled is finished at that node's start; not resumed
-            tracing::warn!(room = %room.id, recording = %recording.id, state = %recording.state,
-                "the room already has a recording from an earlier run; the rest of the call is not recorded");
+        if !room.record {
             return Ok(false);
+        }
+        let mut conn = self.pool.acquire().await?;
+        if !consented && store::latest_consent(&mut conn, room.id).await? != Some(true) {
+            return Ok(false);
+        }
+        let started_at = Utc::now();
+        let Some(recording) = store::start_recording_part(&mut conn, room, &self.node, started_at).await? else {
+            tracing::warn!(room = %room.id, "another start took the recording's next part at the same time");
+            return Ok(false);
+        };
+        if recording.part > 1 {
+            tracing::info!(room = %room.id, recording = %recording.id, part = recording.part,
+                "the call is recorded here from now on (it moved, or its node restarted): the next part of its recording");
         }
         let dir = self.config.spool_dir.join(recording.id.to_string());
         let meta = Meta {
@@ -220,6 +242,7 @@ impl Recorder {
             room: room.id,
             interaction: room.interaction_id,
             started_unix_us: started_at.timestamp_micros(),
+            part: recording.part,
         };
         let written = std::fs::create_dir_all(&dir)
             .and_then(|_| std::fs::write(dir.join("recording.json"), serde_json::to_vec(&meta).unwrap_or_default()));
@@ -231,7 +254,8 @@ impl Recorder {
         }
         let t0 = Instant::now();
         self.spool.start_recording(recording.id, dir.clone(), t0);
-        self.active.lock().expect("recorder lock").insert(room.id, Active { id: recording.id, dir, t0 });
+        let claims = recording.claims;
+        self.active.lock().expect("recorder lock").insert(room.id, Active { id: recording.id, dir, t0, claims });
         let tap = RecordTap {
             recording: recording.id,
             spool: self.spool.clone(),
@@ -243,7 +267,7 @@ impl Recorder {
         }
         metrics::counter!("switchboard_video_recordings_started_total").increment(1);
         metrics::gauge!("switchboard_video_recordings_active").increment(1.0);
-        tracing::info!(room = %room.id, recording = %recording.id, "recording started");
+        tracing::info!(room = %room.id, recording = %recording.id, part = recording.part, "recording started");
         Ok(true)
     }
 
@@ -259,7 +283,7 @@ impl Recorder {
                 tracing::warn!(recording = %active.id, error = %e, "the spool did not flush cleanly");
             }
             metrics::gauge!("switchboard_video_recordings_active").decrement(1.0);
-            this.complete(active.id, active.dir, end_us).await
+            this.complete(active.id, active.claims, active.dir, end_us, Utc::now()).await
         }))
     }
 
@@ -272,14 +296,46 @@ impl Recorder {
         }
     }
 
-    /// Processes, uploads and records a stopped recording.
-    async fn complete(&self, id: Uuid, dir: PathBuf, end_us: i64) -> Option<Finished> {
-        let ended_at = Utc::now();
-        if let Ok(mut conn) = self.pool.acquire().await
-            && let Err(e) = store::recording_processing(&mut conn, id, ended_at).await
-        {
-            tracing::warn!(recording = %id, error = %e, "cannot mark the recording as processing");
+    /// Claims a stopped part (its claims were `seen`; it ended at `ended_at`, `end_us` after
+    /// its start), then processes, uploads and records it; nothing when another node claimed
+    /// it first (that node finishes it).
+    async fn complete(
+        &self,
+        id: Uuid,
+        seen: i32,
+        dir: PathBuf,
+        end_us: i64,
+        ended_at: DateTime<Utc>,
+    ) -> Option<Finished> {
+        if !self.claim(id, seen, &dir, ended_at).await {
+            return None;
         }
+        self.process_claimed(id, seen + 1, dir, end_us).await
+    }
+
+    /// Claims a stopped part for this node; whether it won.
+    async fn claim(&self, id: Uuid, seen: i32, dir: &Path, ended_at: DateTime<Utc>) -> bool {
+        let claimed = match self.pool.acquire().await {
+            Ok(mut conn) => store::claim_recording(&mut conn, id, seen, &self.node, ended_at).await,
+            Err(e) => Err(e.into()),
+        };
+        match claimed {
+            Ok(true) => true,
+            Ok(false) => {
+                metrics::counter!("switchboard_video_recording_claims_lost_total").increment(1);
+                tracing::warn!(recording = %id, spool = %dir.display(),
+                    "the recording was claimed first by another node (or run); the claimant finishes it");
+                false
+            }
+            Err(e) => {
+                tracing::error!(recording = %id, error = %e, "cannot claim the recording; left for a later start");
+                false
+            }
+        }
+    }
+
+    /// Processes, uploads and records a part this node claimed (`claims`: its claims since).
+    async fn process_claimed(&self, id: Uuid, claims: i32, dir: PathBuf, end_us: i64) -> Option<Finished> {
         let _permit = self.workers.clone().acquire_owned().await.ok()?;
         let started = Instant::now();
         let result = self.produce(id, &dir, end_us).await;
@@ -287,6 +343,9 @@ impl Recorder {
         let finished = async {
             let mut conn = self.pool.acquire().await?;
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            if !store::holds_claim(&mut tx, id, claims).await? {
+                return Ok(None);
+            }
             let (recording, audience, outcome) = match result {
                 Ok((done, outcome)) => {
                     let (r, a) = store::recording_ready(&mut tx, id, &done).await?;
@@ -298,11 +357,18 @@ impl Recorder {
                 }
             };
             tx.commit().await?;
-            Ok::<_, store::StoreError>((recording, audience, outcome))
+            Ok::<_, store::StoreError>(Some((recording, audience, outcome)))
         }
         .await;
         match finished {
-            Ok((recording, audience, outcome)) => {
+            Ok(None) => {
+                // the node was taken for dead while it processed (its coordination session
+                // expired) and another one claimed the part: that one records its outcome
+                tracing::error!(recording = %id, "lost the claim of the recording while processing it; its outcome is the claimant's");
+                metrics::counter!("switchboard_video_recording_claims_lost_total").increment(1);
+                None
+            }
+            Ok(Some((recording, audience, outcome))) => {
                 (self.wake)(&audience);
                 let outcome_label = if recording.state == RecordingState::Ready { "ready" } else { "failed" };
                 metrics::counter!("switchboard_video_recordings_total", "outcome" => outcome_label).increment(1);
@@ -358,10 +424,14 @@ impl Recorder {
         }
         let (ext, mime) = if outcome.doc_type == "webm" { ("webm", "video/webm") } else { ("mkv", "video/x-matroska") };
         let when = meta
+            .as_ref()
             .and_then(|m| DateTime::<Utc>::from_timestamp_micros(m.started_unix_us))
             .unwrap_or_else(Utc::now)
             .format("%Y%m%d-%H%M%S");
-        let name = format!("call-{when}.{ext}");
+        let name = match meta.as_ref().map_or(1, |m| m.part) {
+            1 => format!("call-{when}.{ext}"),
+            part => format!("call-{when}-part{part}.{ext}"),
+        };
         let file_id = self.upload(&out, &name, mime).await?;
         let size = std::fs::metadata(&out).map(|m| m.len() as i64).unwrap_or(0);
         let done = RecordingDone {
@@ -446,7 +516,8 @@ impl Recorder {
     }
 
     /// At start: the recordings a previous run of this node left unfinished are finished from
-    /// their spool (up to their last packet), or failed when nothing is left of them.
+    /// their spool (up to their last packet), or failed when nothing is left of them; each is
+    /// claimed first, so a live node that took one over meanwhile keeps it.
     pub async fn recover(self: &Arc<Self>) {
         let unfinished = match self.pool.acquire().await {
             Ok(mut conn) => store::unfinished_recordings(&mut conn, &self.node).await,
@@ -461,12 +532,88 @@ impl Recorder {
         };
         for recording in unfinished {
             let dir = self.config.spool_dir.join(recording.id.to_string());
-            let end_us = last_arrival_us(&dir);
-            tracing::info!(recording = %recording.id, spool = %dir.display(), end_us, "finishing a recording left by an earlier run");
+            tracing::info!(recording = %recording.id, part = recording.part, spool = %dir.display(),
+                "finishing a recording left by an earlier run");
             let this = self.clone();
-            tokio::spawn(async move { this.complete(recording.id, dir, end_us).await });
+            tokio::spawn(async move { this.finish_left(recording, dir).await });
         }
     }
+
+    /// Takes over the parts that nodes no longer `live` left unfinished (spooling, or being
+    /// processed, when they died) and whose spool this node sees (a `spool_dir` shared between
+    /// the nodes): each is claimed in PostgreSQL (once, whoever races for it) and finished here.
+    /// A part whose spool is not here waits for its node's next start. Returns how many parts
+    /// this node claimed.
+    pub async fn take_over(self: &Arc<Self>, live: &[String]) -> usize {
+        let _one = self.taking.lock().await;
+        let unfinished = match self.pool.acquire().await {
+            Ok(mut conn) => store::all_unfinished_recordings(&mut conn).await,
+            Err(e) => Err(e.into()),
+        };
+        let unfinished = match unfinished {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for recordings left by dead nodes");
+                return 0;
+            }
+        };
+        let mut taken = 0;
+        for recording in unfinished {
+            let owner = orphan_owner(&recording, &self.node, live);
+            let Some(owner) = owner else { continue };
+            let dir = self.config.spool_dir.join(recording.id.to_string());
+            if !spool_of(&dir, recording.id) {
+                continue;
+            }
+            tracing::info!(recording = %recording.id, room = %recording.room_id, part = recording.part, dead = %owner,
+                spool = %dir.display(), "taking over a recording its dead node left unfinished");
+            let (end_us, ended_at) = left_end(&recording, &dir).await;
+            if !self.claim(recording.id, recording.claims, &dir, ended_at).await {
+                continue;
+            }
+            metrics::counter!("switchboard_video_recordings_taken_over_total").increment(1);
+            taken += 1;
+            let this = self.clone();
+            let claims = recording.claims + 1;
+            tokio::spawn(async move { this.process_claimed(recording.id, claims, dir, end_us).await });
+        }
+        taken
+    }
+
+    /// Finishes a part a run of a node left (its spool up to the last packet written).
+    async fn finish_left(&self, recording: store::Recording, dir: PathBuf) -> Option<Finished> {
+        let (end_us, ended_at) = left_end(&recording, &dir).await;
+        self.complete(recording.id, recording.claims, dir, end_us, ended_at).await
+    }
+}
+
+/// Where a part a node left ends: its last packet's arrival (µs after its start), and when
+/// that was (a part already being processed keeps the end it was given).
+async fn left_end(recording: &store::Recording, dir: &Path) -> (i64, DateTime<Utc>) {
+    let spool_dir = dir.to_owned();
+    let end_us = tokio::task::spawn_blocking(move || last_arrival_us(&spool_dir)).await.unwrap_or(0);
+    let ended_at = recording.ended_at.unwrap_or(recording.started_at + chrono::Duration::microseconds(end_us));
+    (end_us, ended_at)
+}
+
+/// The node that left `recording` unfinished when it is neither `me` nor a live node: the one
+/// that spooled it (still recording) or the one processing it.
+fn orphan_owner<'a>(recording: &'a store::Recording, me: &str, live: &[String]) -> Option<&'a str> {
+    let owner = match recording.state {
+        RecordingState::Recording => recording.node.as_str(),
+        RecordingState::Processing => recording.processor.as_deref().unwrap_or(recording.node.as_str()),
+        _ => return None,
+    };
+    (owner != me && !live.iter().any(|n| n == owner)).then_some(owner)
+}
+
+/// Whether `dir` is the spool of `recording` (the node that wrote it shares the spool
+/// directory with this one).
+fn spool_of(dir: &Path, recording: Uuid) -> bool {
+    std::fs::read(dir.join("recording.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+        .is_some_and(|m| m.recording == recording)
 }
 
 /// The arrival time of the last packet in a spool (µs), 0 when it has none.
@@ -483,4 +630,67 @@ fn last_arrival_us(dir: &Path) -> i64 {
         }
     }
     last as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(state: RecordingState, node: &str, processor: Option<&str>) -> store::Recording {
+        store::Recording {
+            id: Uuid::new_v4(),
+            room_id: Uuid::new_v4(),
+            interaction_id: Uuid::new_v4(),
+            part: 1,
+            state,
+            node: node.into(),
+            processor: processor.map(str::to_owned),
+            claims: 0,
+            started_at: Utc::now(),
+            ended_at: None,
+            duration_ms: None,
+            file: None,
+            video_codec: None,
+            error: None,
+            processing_ms: None,
+            ready_at: None,
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn only_the_unfinished_parts_of_dead_nodes_are_taken_over() {
+        let live = vec!["b".to_owned(), "c".to_owned()];
+        // spooled by a, which is gone: b takes it
+        assert_eq!(orphan_owner(&part(RecordingState::Recording, "a", None), "b", &live), Some("a"));
+        // spooled by c, alive: not taken (its recording may be running)
+        assert_eq!(orphan_owner(&part(RecordingState::Recording, "c", None), "b", &live), None);
+        // this node's own parts are its start's to finish, not taken over
+        assert_eq!(orphan_owner(&part(RecordingState::Recording, "b", None), "b", &live), None);
+        // spooled by c (alive) but processed by a, which died while processing it
+        assert_eq!(orphan_owner(&part(RecordingState::Processing, "c", Some("a")), "b", &live), Some("a"));
+        // processed by a live node, or by this one
+        assert_eq!(orphan_owner(&part(RecordingState::Processing, "a", Some("c")), "b", &live), None);
+        assert_eq!(orphan_owner(&part(RecordingState::Processing, "a", Some("b")), "b", &live), None);
+        // finished parts are nobody's business
+        for done in [RecordingState::Ready, RecordingState::Failed, RecordingState::Deleted] {
+            assert_eq!(orphan_owner(&part(done, "a", Some("a")), "b", &live), None);
+        }
+    }
+
+    #[test]
+    fn a_spool_is_recognised_by_its_recording_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        assert!(!spool_of(dir.path(), id), "no recording.json: not shared here");
+        let meta =
+            Meta { recording: id, room: Uuid::new_v4(), interaction: Uuid::new_v4(), started_unix_us: 0, part: 2 };
+        std::fs::write(dir.path().join("recording.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert!(spool_of(dir.path(), id));
+        assert!(!spool_of(dir.path(), Uuid::new_v4()), "another recording's spool");
+        // a spool written before parts existed is part 1
+        let old = serde_json::json!({"recording": id, "room": id, "interaction": id, "started_unix_us": 5});
+        let read: Meta = serde_json::from_value(old).unwrap();
+        assert_eq!(read.part, 1);
+    }
 }

@@ -38,6 +38,10 @@ const WRITE_BUFFER: usize = 32 * 1024;
 /// How long the writer lets the queue fill between two passes (a recording's stop waits at
 /// most this much longer).
 const PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often every stream's buffer is written out to its file at the latest, so a node that
+/// dies (kill -9) leaves its spool complete but for about the last second (a live node or its
+/// next start finishes it from there).
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whose track a stream is: the recording's channels follow the role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -277,7 +281,17 @@ fn micros(t0: Instant, at: Instant) -> u64 {
 fn writer(rx: Receiver<Input>, counters: Arc<SpoolCounters>) {
     let mut open: HashMap<Uuid, Open> = HashMap::new();
     let mut record = Vec::with_capacity(2048);
-    while let Ok(first) = rx.recv() {
+    let mut flushed = Instant::now();
+    loop {
+        if flushed.elapsed() >= FLUSH_EVERY {
+            flush_all(&mut open, &counters);
+            flushed = Instant::now();
+        }
+        let first = match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(first) => first,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         handle(first, &mut open, &mut record, &counters);
         // everything queued meanwhile, then a pause while the queue fills: a sender finds no
         // reader asleep on the channel to wake, so the SFU pays no wake-up per packet (at a few
@@ -290,6 +304,22 @@ fn writer(rx: Receiver<Input>, counters: Arc<SpoolCounters>) {
         }
         if drained < QUEUE / 4 {
             std::thread::sleep(PAUSE);
+        }
+    }
+}
+
+/// Writes every stream's buffered records to its file (the page cache: a killed process
+/// loses nothing of them).
+fn flush_all(open: &mut HashMap<Uuid, Open>, counters: &SpoolCounters) {
+    for rec in open.values_mut() {
+        for stream in rec.streams.values_mut() {
+            if let Some(out) = stream.out.as_mut()
+                && let Err(e) = out.flush()
+            {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot write a recording stream's buffer; its later packets are dropped");
+                stream.out = None;
+            }
         }
     }
 }
@@ -372,6 +402,13 @@ pub struct Meta {
     pub interaction: Uuid,
     /// Wall-clock time of the recording's start (what arrival 0 is), in µs since the epoch.
     pub started_unix_us: i64,
+    /// The part of the call's recording (1 unless the call moved between nodes).
+    #[serde(default = "first_part")]
+    pub part: i32,
+}
+
+fn first_part() -> i32 {
+    1
 }
 
 /// A stream file of a recording, as named by the writer.
