@@ -320,17 +320,17 @@ impl Video {
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
         });
-        tokio::spawn(api::expire_rooms(state.clone()));
+        state.tasks.spawn(api::expire_rooms(state.clone()));
         state.tasks.spawn(schedule::run(state.clone()));
-        state.tasks.close();
-        tokio::spawn(publish_metrics(state.clone()));
+        state.tasks.spawn(publish_metrics(state.clone()));
         recorder.recover().await;
         api::take_over_recordings(&state).await;
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        state.tasks.spawn(async move {
             stop.cancelled().await;
             recorder.shutdown().await;
         });
+        state.tasks.close();
         Ok(Video { state })
     }
 
@@ -362,8 +362,9 @@ impl Video {
         &self.state.recorder
     }
 
-    /// Waits, after shutdown, until the background work tracked in `tasks` (the reminder worker)
-    /// has finished what it was doing.
+    /// Waits, after shutdown, until the background work tracked in `tasks` (the reminder worker,
+    /// the rooms' expiry, the metrics, the recordings being flushed and finished) has finished
+    /// what it was doing.
     pub async fn stopped(&self) {
         self.state.tasks.wait().await;
     }

@@ -146,6 +146,8 @@ pub struct Recorder {
     workers: Arc<Semaphore>,
     /// Who to wake after a recording is ready or failed.
     wake: Wake,
+    /// The parts being stopped, finished, recovered or taken over in the background.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// What finishing a recording gave (for tests and benchmarks).
@@ -186,6 +188,7 @@ impl Recorder {
             taking: tokio::sync::Mutex::new(()),
             workers,
             wake,
+            tasks: tokio_util::task::TaskTracker::new(),
         }))
     }
 
@@ -276,7 +279,7 @@ impl Recorder {
     pub fn finish(self: &Arc<Self>, room: Uuid) -> Option<tokio::task::JoinHandle<Option<Finished>>> {
         let active = self.active.lock().expect("recorder lock").remove(&room)?;
         let this = self.clone();
-        Some(tokio::spawn(async move {
+        Some(self.tasks.spawn(async move {
             let _ = this.sfu.record(room, None).await;
             let end_us = active.t0.elapsed().as_micros() as i64;
             if let Err(e) = this.spool.stop_recording(active.id).await {
@@ -288,12 +291,16 @@ impl Recorder {
     }
 
     /// Flushes every recording spooling here (the process stops: what was spooled is finished
-    /// at the next start).
+    /// at the next start), then waits for the parts being finished in the background. One the
+    /// process stops before it is ready keeps its state in PostgreSQL and is finished again at
+    /// the next start (or by a live node sharing the spool).
     pub async fn shutdown(&self) {
         let active: Vec<Active> = self.active.lock().expect("recorder lock").drain().map(|(_, a)| a).collect();
         for a in active {
             let _ = self.spool.stop_recording(a.id).await;
         }
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Claims a stopped part (its claims were `seen`; it ended at `ended_at`, `end_us` after
@@ -535,7 +542,7 @@ impl Recorder {
             tracing::info!(recording = %recording.id, part = recording.part, spool = %dir.display(),
                 "finishing a recording left by an earlier run");
             let this = self.clone();
-            tokio::spawn(async move { this.finish_left(recording, dir).await });
+            self.tasks.spawn(async move { this.finish_left(recording, dir).await });
         }
     }
 
@@ -575,7 +582,7 @@ impl Recorder {
             taken += 1;
             let this = self.clone();
             let claims = recording.claims + 1;
-            tokio::spawn(async move { this.process_claimed(recording.id, claims, dir, end_us).await });
+            self.tasks.spawn(async move { this.process_claimed(recording.id, claims, dir, end_us).await });
         }
         taken
     }
