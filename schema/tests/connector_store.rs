@@ -125,7 +125,11 @@ async fn claim_then_done_marks_sent_with_platform_ids_and_tells_the_agent() {
     let after_first = store::pending_outbox(&mut conn, account, pending[0].id, 100).await.unwrap();
     assert_eq!(after_first.len(), 1);
     let behind = store::pending_outbox_behind(&mut conn, account, pending[1].id, &[pending[0].id], 100).await.unwrap();
-    assert_eq!(behind.iter().map(|i| i.id).collect::<Vec<_>>(), vec![pending[1].id], "the rows not held, up to the cursor");
+    assert_eq!(
+        behind.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![pending[1].id],
+        "the rows not held, up to the cursor"
+    );
     let none = store::pending_outbox_behind(&mut conn, account, pending[0].id, &[], 100).await.unwrap();
     assert_eq!(none.len(), 1, "nothing after the cursor");
     drop(conn);
@@ -216,10 +220,13 @@ async fn a_set_claim_shares_the_fence_with_its_leader_and_a_newer_leader_waits_f
     assert_eq!(claimed, ids[1..].to_vec(), "the set, in one statement");
     let mut outcome = pool.begin().await.unwrap();
     let done = OutboxOutcome::Done { external_ids: vec!["77:1".into()] };
-    tokio::time::timeout(Duration::from_secs(5), store::finish_outbox_many(&mut outcome, account, 5, &[(ids[0], done)]))
-        .await
-        .expect("the leader's own transactions share the fence")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        store::finish_outbox_many(&mut outcome, account, 5, &[(ids[0], done)]),
+    )
+    .await
+    .expect("the leader's own transactions share the fence")
+    .unwrap();
 
     // a newer leader's claim waits until both of leader 5's transactions have ended
     let newer = tokio::spawn({
