@@ -152,6 +152,11 @@ impl<T> Backlog<T> {
         self.entries.iter().filter(|(_, e)| e.lane != Lane::Live).map(|(id, _)| *id).collect()
     }
 
+    /// The ids of the live rows held, which a look for rows behind the cursor skips.
+    pub fn live_ids(&self) -> Vec<i64> {
+        self.entries.iter().filter(|(_, e)| e.lane == Lane::Live).map(|(id, _)| *id).collect()
+    }
+
     /// The highest row id seen.
     pub fn cursor(&self) -> i64 {
         self.cursor
@@ -439,6 +444,49 @@ mod tests {
         b.finish(15, Finished::Removed);
         assert_eq!(b.next(ms(50), &mut p, 3), Step::Start(16), "the slow campaign's head still waits for its cap");
         assert_eq!(b.next(ms(100), &mut p, 3), Step::Start(2), "its token came");
+    }
+
+    /// What the worker claims in one transaction: every row that may start at the same `now`
+    /// (asked until the answer is not `Start`), bounded by the free slots and one row per chat;
+    /// the rows the set's outcomes free start as the next set.
+    #[test]
+    fn rows_start_in_sets_bounded_by_the_free_slots_and_one_per_chat() {
+        let mut b = Backlog::new();
+        // no platform limit to speak of: a burst lets every free slot start at the same `now`
+        let mut p = Pacer::new(PacerConfig {
+            rate: Rate::per_second(100_000),
+            burst: 1_000,
+            rate_per_chat: Rate::per_second(100_000),
+            burst_per_chat: 1,
+        });
+        for id in 1..=300 {
+            b.push(id, &format!("c{}", id % 100), ms(0), ());
+        }
+        let set = |b: &mut Backlog<()>, p: &mut Pacer, now| {
+            let mut ids = Vec::new();
+            while let Step::Start(id) = b.next(now, p, 64) {
+                ids.push(id);
+            }
+            ids
+        };
+        let first = set(&mut b, &mut p, ms(0));
+        assert_eq!(first, (1..=64).collect::<Vec<_>>(), "the 64 oldest heads, one claim");
+        assert!(set(&mut b, &mut p, ms(1)).is_empty(), "no slot is free");
+        for id in &first[..10] {
+            b.finish(*id, Finished::Removed);
+        }
+        let second = set(&mut b, &mut p, ms(2));
+        assert_eq!(second, (65..=74).collect::<Vec<_>>(), "ten slots freed: the next ten heads together");
+        for id in first[10..].iter().chain(&second) {
+            b.finish(*id, Finished::Removed);
+        }
+        let third = set(&mut b, &mut p, ms(3));
+        assert_eq!(third.len(), 64);
+        assert_eq!(third[..26], (75..=100).collect::<Vec<_>>()[..], "the chats not yet served first");
+        assert_eq!(third[26..], (101..=138).collect::<Vec<_>>()[..], "then each chat's next row");
+        let mut live = b.live_ids();
+        live.sort_unstable();
+        assert_eq!(live, (75..=300).collect::<Vec<_>>(), "held: in flight and waiting");
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Default for Config {
             fileserver_url: String::new(),
             node_id: String::new(),
             reopen_window_s: 3600,
-            max_in_flight: 8,
+            max_in_flight: 64,
             public_url: String::new(),
             bots_allow_internal: Vec::new(),
         }

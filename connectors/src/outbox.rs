@@ -56,6 +56,9 @@ const BULK_WINDOW: i64 = 2000;
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// How often the backlog gauge is refreshed at most (it is also refreshed on every rescan).
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// How often the pacing buckets of idle chats are forgotten (memory stays bounded by the chats
+/// sent to within a window of their rate).
+const FORGET_EVERY: Duration = Duration::from_secs(1);
 /// How long storing an outcome is retried before the row is left in doubt.
 const RECORD_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a stopping worker waits for requests in flight.
@@ -296,6 +299,7 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
     let mut read_bulk = true;
     let mut rescan_at = Instant::now();
     let mut gauge_at = Instant::now();
+    let mut forget_at = Instant::now();
     let result = loop {
         if read_new || read_bulk || Instant::now() >= rescan_at {
             let rescan = Instant::now() >= rescan_at;
@@ -324,12 +328,18 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
 
         // start what may start
         let mut started = Vec::new();
+        if Instant::now() >= forget_at {
+            // a walk over every chat's bucket: once in a while, not for every row started (a
+            // drain to thousands of chats would walk thousands of buckets per row)
+            let now = ctx.now();
+            ctx.pacer.lock().unwrap_or_else(|e| e.into_inner()).forget_idle(now);
+            ctx.guard.lock().unwrap_or_else(|e| e.into_inner()).forget_idle(now);
+            forget_at = Instant::now() + FORGET_EVERY;
+        }
         let wait = loop {
             let now = ctx.now();
             let step = {
                 let mut pacer = ctx.pacer.lock().unwrap_or_else(|e| e.into_inner());
-                pacer.forget_idle(now);
-                ctx.guard.lock().unwrap_or_else(|e| e.into_inner()).forget_idle(now);
                 backlog.next(now, &mut pacer, ctx.config.max_in_flight)
             };
             match step {
@@ -466,8 +476,11 @@ async fn refill(
     let mut more = false;
     let mut found: Vec<OutboxItem> = Vec::new();
     if rescan && backlog.cursor() > 0 {
-        let behind = store::pending_outbox(&mut conn, account, 0, WINDOW).await?;
-        found.extend(behind.into_iter().filter(|i| i.id <= backlog.cursor() && !backlog.contains(i.id)));
+        // only the rows not held are loaded: a long drain holds up to WINDOW rows, which a read
+        // of every pending row behind the cursor would load again every RESCAN_EVERY
+        let held = backlog.live_ids();
+        let behind = store::pending_outbox_behind(&mut conn, account, backlog.cursor(), &held, WINDOW).await?;
+        found.extend(behind.into_iter().filter(|i| !backlog.contains(i.id)));
     }
     if room > 0 {
         let after = store::pending_outbox(&mut conn, account, backlog.cursor(), room).await?;

@@ -124,6 +124,14 @@ async fn claim_then_done_marks_sent_with_platform_ids_and_tells_the_agent() {
     assert_eq!(pending[0].attempts, 0);
     let after_first = store::pending_outbox(&mut conn, account, pending[0].id, 100).await.unwrap();
     assert_eq!(after_first.len(), 1);
+    let behind = store::pending_outbox_behind(&mut conn, account, pending[1].id, &[pending[0].id], 100).await.unwrap();
+    assert_eq!(
+        behind.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![pending[1].id],
+        "the rows not held, up to the cursor"
+    );
+    let none = store::pending_outbox_behind(&mut conn, account, pending[0].id, &[], 100).await.unwrap();
+    assert_eq!(none.len(), 1, "nothing after the cursor");
     drop(conn);
 
     let mut tx = pool.begin().await.unwrap();
@@ -188,6 +196,76 @@ async fn a_deposed_leader_cannot_claim_or_finish() {
     let mut conn = pool.acquire().await.unwrap();
     let again = store::pending_outbox(&mut conn, account, 0, 10).await.unwrap().remove(0);
     assert_eq!((again.attempts, again.fencing_token), (2, Some(9)), "attempted by two leaders, the last one 9");
+}
+
+#[tokio::test]
+async fn a_set_claim_shares_the_fence_with_its_leader_and_a_newer_leader_waits_for_it() {
+    let (_url, pool) = testenv::database().await;
+    let (account, interaction) = setup(&pool).await;
+    for n in 1..=6 {
+        send(&pool, interaction, n).await;
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    let ids: Vec<i64> = store::pending_outbox(&mut conn, account, 0, 10).await.unwrap().iter().map(|i| i.id).collect();
+    drop(conn);
+    // leader 5's first write takes the fence; the first row is done
+    let mut tx = pool.begin().await.unwrap();
+    assert_eq!(store::claim_outbox(&mut tx, account, 5, &ids[..1]).await.unwrap(), ids[..1].to_vec());
+    tx.commit().await.unwrap();
+
+    // one transaction claims a set of rows and stays open (the requests would go after its
+    // commit); the same leader's outcome batch passes the fence meanwhile, without waiting
+    let mut claim = pool.begin().await.unwrap();
+    let claimed = store::claim_outbox(&mut claim, account, 5, &ids[1..]).await.unwrap();
+    assert_eq!(claimed, ids[1..].to_vec(), "the set, in one statement");
+    let mut outcome = pool.begin().await.unwrap();
+    let done = OutboxOutcome::Done { external_ids: vec!["77:1".into()] };
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        store::finish_outbox_many(&mut outcome, account, 5, &[(ids[0], done)]),
+    )
+    .await
+    .expect("the leader's own transactions share the fence")
+    .unwrap();
+
+    // a newer leader's claim waits until both of leader 5's transactions have ended
+    let newer = tokio::spawn({
+        let pool = pool.clone();
+        let ids = ids.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let claimed = store::claim_outbox(&mut tx, account, 9, &ids).await;
+            tx.commit().await.unwrap();
+            claimed
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!newer.is_finished(), "the newer leader waits for the open claim");
+    outcome.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!newer.is_finished(), "and for the open outcome batch");
+    claim.commit().await.unwrap();
+    let taken = tokio::time::timeout(Duration::from_secs(5), newer).await.unwrap().unwrap().unwrap();
+    assert_eq!(taken, ids[1..].to_vec(), "the newer leader claims what is still pending");
+
+    // from now on the deposed leader can neither claim nor record
+    let mut tx = pool.begin().await.unwrap();
+    let err = store::claim_outbox(&mut tx, account, 5, &ids[1..]).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleFence { token: 5, current: 9, .. }), "{err}");
+    drop(tx);
+    let mut tx = pool.begin().await.unwrap();
+    let done = OutboxOutcome::Done { external_ids: vec!["77:2".into()] };
+    let err = store::finish_outbox_many(&mut tx, account, 5, &[(ids[1], done)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleFence { .. }), "{err}");
+    drop(tx);
+    let rows: Vec<(i32, Option<i64>, String)> =
+        sqlx::query_as("SELECT attempts, fencing_token, state FROM outbox WHERE id = ANY($1) ORDER BY id")
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows[0], (1, Some(5), "done".to_string()), "finished by leader 5 before it was deposed");
+    assert!(rows[1..].iter().all(|r| *r == (2, Some(9), "pending".to_string())), "{rows:?}: in doubt, now leader 9's");
 }
 
 #[tokio::test]

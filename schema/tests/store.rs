@@ -256,6 +256,40 @@ async fn a_write_with_an_older_fencing_token_is_refused() {
 }
 
 #[tokio::test]
+async fn the_same_leaders_writes_pass_the_fence_together_and_a_newer_leader_waits_for_them() {
+    let (_url, pool) = testenv::database().await;
+    let mut first = pool.begin().await.unwrap();
+    store::check_fence(&mut first, "connector/a", 5).await.unwrap();
+    first.commit().await.unwrap();
+    let mut one = pool.begin().await.unwrap();
+    let mut two = pool.begin().await.unwrap();
+    store::check_fence(&mut one, "connector/a", 5).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), store::check_fence(&mut two, "connector/a", 5))
+        .await
+        .expect("a second transaction of the same leader does not wait for the first")
+        .unwrap();
+    let newer = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            store::check_fence(&mut tx, "connector/a", 9).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!newer.is_finished(), "a newer leader waits for the open transactions of the older one");
+    one.commit().await.unwrap();
+    two.rollback().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), newer).await.unwrap().unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(matches!(
+        store::check_fence(&mut conn, "connector/a", 5).await,
+        Err(StoreError::StaleFence { token: 5, current: 9, .. })
+    ));
+    store::check_fence(&mut conn, "connector/a", 9).await.expect("the newer leader writes again");
+}
+
+#[tokio::test]
 async fn a_returning_customer_reopens_within_the_window_and_history_pages_backwards() {
     let (_url, pool) = testenv::database().await;
     let account_id = account(&pool).await;

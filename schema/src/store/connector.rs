@@ -71,11 +71,42 @@ pub async fn pending_outbox(
           ORDER BY o.id LIMIT $3"
     );
     let rows = sqlx::query(SQL).bind(account_id).bind(after).bind(limit).fetch_all(&mut *conn).await?;
+    outbox_items(conn, &rows).await
+}
+
+/// Pending live outbox rows of the account with `id <= upto` other than `held`, oldest first, at
+/// most `limit`: the rows a reader at cursor `upto` has not seen because their transaction
+/// committed after a later row's. Only those rows are loaded (the held ones are skipped by the
+/// index scan), so looking again costs little however many rows the reader holds.
+pub async fn pending_outbox_behind(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    upto: i64,
+    held: &[i64],
+    limit: i64,
+) -> Result<Vec<OutboxItem>> {
+    const SQL: &str = concatcp!(
+        "SELECT ",
+        OUTBOX_COLUMNS,
+        " FROM outbox o JOIN messages m ON m.id = o.message_id
+          LEFT JOIN messages r ON r.id = m.reply_to
+          LEFT JOIN messages f ON f.id = m.forward_of
+          LEFT JOIN agents a ON a.login = m.agent_login
+          WHERE o.account_id = $1 AND o.state = 'pending' AND o.message_id IS NOT NULL AND o.id <= $2
+            AND o.id <> ALL($3)
+          ORDER BY o.id LIMIT $4"
+    );
+    let rows = sqlx::query(SQL).bind(account_id).bind(upto).bind(held).bind(limit).fetch_all(&mut *conn).await?;
+    outbox_items(conn, &rows).await
+}
+
+/// The [`OutboxItem`]s of rows selected with [`OUTBOX_COLUMNS`], their messages loaded together.
+async fn outbox_items(conn: &mut PgConnection, rows: &[sqlx::postgres::PgRow]) -> Result<Vec<OutboxItem>> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.try_get("message_id")).collect::<Result<_, sqlx::Error>>()?;
     let messages = super::load_messages(conn, &ids).await?;
     let mut by_id: std::collections::HashMap<Uuid, Message> = messages.into_iter().map(|m| (m.id, m)).collect();
     let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let message_id: Uuid = row.try_get("message_id")?;
         let message = match by_id.get(&message_id) {
             Some(m) => m.clone(),
