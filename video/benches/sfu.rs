@@ -49,11 +49,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 const VIDEO_PPS: u32 = 110;
 const AUDIO_PPS: u32 = 50;
 const WARMUP: Duration = Duration::from_secs(3);
-/// Rooms of ours joining at once. A participant waits at most 10 s for its `joined` frame
-/// (`TestPeer::join`); on a saturated machine the hub answers joins slowly while it forwards
-/// the rooms already up, and with 8 rooms (24 joins) queued at once the last ones timed out
-/// (runs 5 and 6 of docs/benchmarks.md). Fewer at once keeps each wait short; the window
-/// starts once everyone is connected either way.
+/// Rooms of ours joining at once (each participant waits at most 10 s for its `joined` frame,
+/// `TestPeer::join`). Two keeps few joins queued at the hub while the rooms already up
+/// forward; on a saturated machine it was not enough (run 6 of docs/benchmarks.md).
 const JOINING_ROOMS: usize = 2;
 
 fn env_list(name: &str, default: &str) -> Vec<String> {

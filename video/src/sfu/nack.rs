@@ -169,14 +169,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackInterceptor {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        match &msg.message.packet {
-            Packet::Rtp(packet) => self.rtp(msg.now, packet),
-            Packet::Rtcp(packets) => {
-                if for_the_application(packets) {
-                    msg.message.add(Attribute::DeliverToApplication);
-                }
+        let deliver = match &msg.message.packet {
+            Packet::Rtp(packet) => {
+                self.rtp(msg.now, packet);
+                false
             }
-            _ => {}
+            Packet::Rtcp(packets) => for_the_application(packets),
+            _ => false,
+        };
+        if deliver {
+            msg.message.add(Attribute::DeliverToApplication);
         }
         self.read.push_back(msg);
         Ok(())
