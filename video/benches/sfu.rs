@@ -49,6 +49,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 const VIDEO_PPS: u32 = 110;
 const AUDIO_PPS: u32 = 50;
 const WARMUP: Duration = Duration::from_secs(3);
+/// Rooms of ours joining at once (each participant waits at most 10 s for its `joined` frame,
+/// `TestPeer::join`). Two keeps few joins queued at the hub while the rooms already up
+/// forward; on a saturated machine it was not enough (run 6 of docs/benchmarks.md).
+const JOINING_ROOMS: usize = 2;
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_owned()).collect()
@@ -460,7 +464,7 @@ async fn ours(size: usize, n: usize, window: Duration, record: bool) -> anyhow::
         })
     });
     let mut peers: Vec<TestPeer> = Vec::new();
-    let mut joined = futures::stream::iter(joins).buffer_unordered(8);
+    let mut joined = futures::stream::iter(joins).buffer_unordered(JOINING_ROOMS);
     let mut failure = None;
     while let Some(room) = joined.next().await {
         match room.map_err(|e| anyhow!("joining panicked: {e}")).and_then(|r| r) {

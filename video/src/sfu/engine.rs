@@ -8,10 +8,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use rtc::data_channel::RTCDataChannelId;
-use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot, StreamInfo,
-    TaggedPacket,
-};
+use rtc::interceptor::{NackResponderBuilder, Registry, Slot};
 use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -38,6 +35,7 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use super::nack::FeedbackInterceptor;
 use super::router::{SEND_SLOTS, Source};
 
 /// What can go wrong inside the engine; the message is for the participant (`bad_sdp`, ...).
@@ -209,19 +207,15 @@ impl RtcEngine {
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .build();
         let mut media = media_engine()?;
-        // the chain ends inbound RTCP before the application unless a packet is marked: ours
-        // marks keyframe requests, which the SFU relays to the publisher
-        // NACKs bounded: the defaults re-ask for a lost packet every 100 ms without end, which
-        // under loss adds load that causes more loss; 256 packets of send history per stream
-        // (about a second of video) instead of 1,024
+        // the chain ends inbound RTCP before the application unless a packet is marked, and the
+        // crate's NACK generator re-asks for a lost packet every 100 ms without end: both are
+        // replaced by one interceptor of ours (sfu/nack.rs) that marks the RTCP the SFU acts on
+        // (keyframe requests, reports) and asks for a lost packet at most 3 times; 256 packets
+        // of send history per stream (about a second of video) instead of 1,024
         let registry = register_default_interceptors(Registry::new(), &mut media)
             .map_err(internal)?
-            .with(
-                Slot::NackGenerator,
-                NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build(),
-            )
-            .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
-            .with(Slot::Custom(KEYFRAME_RELAY_SLOT), KeyframeRequestsToApplication::default());
+            .with(Slot::NackGenerator, FeedbackInterceptor::new(NACK_INTERVAL, MAX_NACKS_PER_PACKET))
+            .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build());
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -317,7 +311,12 @@ impl RtcEngine {
         None
     }
 
-    fn drain_engine(&mut self) {
+    /// Takes what the peer connection has for the application. `pumped`: the pipeline has just
+    /// been run by `handle_read`, so every message it produced already waits at its end and is
+    /// taken without running the pipeline again (`poll_read` runs all its handlers on every
+    /// call, the last one finding nothing); data-channel messages are the exception, as taking
+    /// them lets SCTP release more.
+    fn drain_engine(&mut self, pumped: bool) {
         while let Some(event) = self.pc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
@@ -346,66 +345,79 @@ impl RtcEngine {
                 _ => {}
             }
         }
-        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
-            match message {
-                RTCMessage::RtpPacket(track_id, packet) => {
-                    if let Some((_, source, ssrc)) = self.receivers.iter_mut().find(|(t, ..)| *t == track_id) {
-                        *ssrc = packet.header.ssrc;
-                        self.pending.push_back(EngineEvent::Media { source: *source, packet });
-                    } else {
-                        tracing::debug!(track = %track_id, ssrc = packet.header.ssrc, "RTP on a track not opened");
-                    }
-                }
-                // A compound packet is tagged with the track of its first packet's first
-                // destination (often a report block about another stream), so each PLI and
-                // FIR is matched to a send slot by its own media SSRC.
-                RTCMessage::RtcpPacket(_, packets) => {
-                    for packet in &packets {
-                        let any = packet.as_any();
-                        if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                            let now = ntp_middle_now();
-                            let rtts: Vec<f64> = rr
-                                .reports
-                                .iter()
-                                .filter(|r| self.senders.iter().any(|(_, _, ssrc)| *ssrc == r.ssrc))
-                                .filter_map(|r| rtt_from_report(now, r.last_sender_report, r.delay))
-                                .collect();
-                            if !rtts.is_empty() {
-                                self.rtt_ms = Some(rtts.iter().sum::<f64>() / rtts.len() as f64);
-                            }
-                            continue;
-                        }
-                        if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                            if let Some((_, source, _)) = self.receivers.iter().find(|(_, _, ssrc)| *ssrc == sr.ssrc) {
-                                self.pending.push_back(EngineEvent::SenderReport {
-                                    source: *source,
-                                    ssrc: sr.ssrc,
-                                    ntp: sr.ntp_time,
-                                    rtp: sr.rtp_time,
-                                });
-                            }
-                            continue;
-                        }
-                        let mut ssrcs = Vec::new();
-                        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                            ssrcs.push(pli.media_ssrc);
-                        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                            ssrcs.extend(fir.fir.iter().map(|entry| entry.ssrc));
-                        }
-                        for ssrc in ssrcs {
-                            if let Some(slot) = self.senders.iter().position(|(_, _, s)| *s == ssrc) {
-                                self.pending.push_back(EngineEvent::KeyframeRequest { slot });
-                            }
-                        }
-                    }
-                }
-                RTCMessage::DataChannelMessage(_, message) => {
-                    if let Ok(text) = std::str::from_utf8(&message.data) {
-                        self.pending.push_back(EngineEvent::Data(text.to_owned()));
-                    }
-                }
-                _ => {}
+        if pumped {
+            while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_media_read() {
+                self.read(message);
             }
+            if self.pc.poll_data_read().map(|TaggedRTCMessage { message, .. }| self.read(message)).is_none() {
+                return;
+            }
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            self.read(message);
+        }
+    }
+
+    /// One message of the peer connection for the application.
+    fn read(&mut self, message: RTCMessage) {
+        match message {
+            RTCMessage::RtpPacket(track_id, packet) => {
+                if let Some((_, source, ssrc)) = self.receivers.iter_mut().find(|(t, ..)| *t == track_id) {
+                    *ssrc = packet.header.ssrc;
+                    self.pending.push_back(EngineEvent::Media { source: *source, packet });
+                } else {
+                    tracing::debug!(track = %track_id, ssrc = packet.header.ssrc, "RTP on a track not opened");
+                }
+            }
+            // A compound packet is tagged with the track of its first packet's first
+            // destination (often a report block about another stream), so each PLI and
+            // FIR is matched to a send slot by its own media SSRC.
+            RTCMessage::RtcpPacket(_, packets) => {
+                for packet in &packets {
+                    let any = packet.as_any();
+                    if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                        let now = ntp_middle_now();
+                        let rtts: Vec<f64> = rr
+                            .reports
+                            .iter()
+                            .filter(|r| self.senders.iter().any(|(_, _, ssrc)| *ssrc == r.ssrc))
+                            .filter_map(|r| rtt_from_report(now, r.last_sender_report, r.delay))
+                            .collect();
+                        if !rtts.is_empty() {
+                            self.rtt_ms = Some(rtts.iter().sum::<f64>() / rtts.len() as f64);
+                        }
+                        continue;
+                    }
+                    if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                        if let Some((_, source, _)) = self.receivers.iter().find(|(_, _, ssrc)| *ssrc == sr.ssrc) {
+                            self.pending.push_back(EngineEvent::SenderReport {
+                                source: *source,
+                                ssrc: sr.ssrc,
+                                ntp: sr.ntp_time,
+                                rtp: sr.rtp_time,
+                            });
+                        }
+                        continue;
+                    }
+                    let mut ssrcs = Vec::new();
+                    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                        ssrcs.push(pli.media_ssrc);
+                    } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                        ssrcs.extend(fir.fir.iter().map(|entry| entry.ssrc));
+                    }
+                    for ssrc in ssrcs {
+                        if let Some(slot) = self.senders.iter().position(|(_, _, s)| *s == ssrc) {
+                            self.pending.push_back(EngineEvent::KeyframeRequest { slot });
+                        }
+                    }
+                }
+            }
+            RTCMessage::DataChannelMessage(_, message) => {
+                if let Ok(text) = std::str::from_utf8(&message.data) {
+                    self.pending.push_back(EngineEvent::Data(text.to_owned()));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -428,14 +440,14 @@ impl Engine for RtcEngine {
             .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
             .map(str::to_owned)
             .ok_or_else(|| internal("the offer has no ICE ufrag"))?;
-        self.drain_engine();
+        self.drain_engine(false);
         Ok(local.sdp)
     }
 
     fn accept_answer(&mut self, now: Instant, sdp: String) -> Result<(), EngineError> {
         let answer = RTCSessionDescription::answer(sdp).map_err(|e| EngineError::BadSdp(e.to_string()))?;
         self.pc.set_remote_description(now, answer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
-        self.drain_engine();
+        self.drain_engine(false);
         Ok(())
     }
 
@@ -460,14 +472,14 @@ impl Engine for RtcEngine {
         if let Err(e) = self.pc.handle_read(packet) {
             tracing::debug!(error = %e, %from, "a datagram was refused by the peer connection");
         }
-        self.drain_engine();
+        self.drain_engine(true);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         if let Err(e) = self.pc.handle_timeout(now) {
             tracing::debug!(error = %e, "peer connection timeout handling failed");
         }
-        self.drain_engine();
+        self.drain_engine(false);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -533,73 +545,10 @@ impl Engine for RtcEngine {
 
 /// How many times a lost packet is asked for again.
 const MAX_NACKS_PER_PACKET: u16 = 3;
+/// How often lost packets are asked for, while some are missing.
+const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Packets of send history per stream for answering NACKs (a power of two).
 const NACK_HISTORY: u16 = 256;
-
-/// Application-most, after every interceptor of the defaults, before the chain's terminus.
-pub const KEYFRAME_RELAY_SLOT: usize = 20_000;
-
-/// Marks inbound RTCP that carries a PLI, a FIR, a sender or a receiver report for delivery to
-/// the application: the chain's terminus drops every other inbound RTCP packet, which is right
-/// for reports its interceptors act on, but an SFU must see its subscribers' keyframe requests
-/// to relay them, a recording its publishers' sender reports, and the quality indicator the
-/// round trips of receiver reports (the crate does not compute them).
-#[derive(Default)]
-pub struct KeyframeRequestsToApplication {
-    read: std::collections::VecDeque<TaggedPacket>,
-    write: std::collections::VecDeque<TaggedPacket>,
-}
-
-/// Keyframe requests (relayed to publishers), sender reports (recordings align streams with
-/// them) and receiver reports (the round trip of the quality indicator) go on to the
-/// application.
-fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
-    packets.iter().any(|p| {
-        let any = p.as_any();
-        any.downcast_ref::<PictureLossIndication>().is_some()
-            || any.downcast_ref::<FullIntraRequest>().is_some()
-            || any.downcast_ref::<SenderReport>().is_some()
-            || any.downcast_ref::<ReceiverReport>().is_some()
-    })
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApplication {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && asks_for_keyframe(packets)
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequestsToApplication {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
 
 #[cfg(test)]
 mod tests {

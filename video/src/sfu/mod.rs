@@ -7,6 +7,7 @@
 pub mod data;
 pub mod demux;
 pub mod engine;
+pub mod nack;
 pub mod quality;
 pub mod router;
 pub mod udp;
@@ -553,7 +554,7 @@ impl Task {
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
             match event {
-                EngineEvent::Media { source, packet } => {
+                EngineEvent::Media { source, mut packet } => {
                     let h = &packet.header;
                     let role = match self.peers.get_mut(&peer) {
                         Some(p) => {
@@ -576,6 +577,12 @@ impl Task {
                         tap.spool.packet(tap.recording, TrackKey { peer, role, source }, now, h, &packet.payload);
                     }
                     let forwards = self.router.route(peer, source, h.ssrc, h.sequence_number, h.timestamp);
+                    // the publisher's extension ids mean nothing on the subscribers' connections:
+                    // dropped once here, so each copy below is a header and a shared payload
+                    packet.header.extension = false;
+                    packet.header.extensions.clear();
+                    packet.header.extension_profile = 0;
+                    let mut forwarded = 0;
                     for forward in forwards.into_iter().flatten() {
                         if let Some(target) = self.peers.get_mut(&forward.peer)
                             && target.connected
@@ -585,9 +592,12 @@ impl Task {
                             copy.header.timestamp = forward.timestamp;
                             target.meters.bytes_out += (copy.payload.len() + 12) as u64;
                             target.engine.send_media(now, forward.slot, copy);
-                            self.counters.rtp_forwarded.fetch_add(1, Ordering::Relaxed);
+                            forwarded += 1;
                             self.dirty.push(forward.peer);
                         }
+                    }
+                    if forwarded > 0 {
+                        self.counters.rtp_forwarded.fetch_add(forwarded, Ordering::Relaxed);
                     }
                 }
                 EngineEvent::SenderReport { source, ssrc, ntp, rtp } => {

@@ -635,15 +635,16 @@ impl TestPeer {
 
 /// A webrtc-rs peer connection as a participant's browser would have: every default codec
 /// and interceptor, no mDNS, and keyframe requests delivered to the application (the chain
-/// would end them otherwise) so a test can count them.
+/// would end them otherwise) so a test can count them: the SFU's NACK generator and marker in
+/// place of the crate's generator, asking for a lost packet up to 10 times as Chromium does.
 pub fn client_peer_connection() -> RTCPeerConnection {
     let setting_engine =
         SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
     let mut media = MediaEngine::default();
     media.register_default_codecs().unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut media).unwrap().with(
-        rtc::interceptor::Slot::Custom(video::sfu::engine::KEYFRAME_RELAY_SLOT),
-        video::sfu::engine::KeyframeRequestsToApplication::default(),
+        rtc::interceptor::Slot::NackGenerator,
+        video::sfu::nack::FeedbackInterceptor::new(Duration::from_millis(100), 10),
     );
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
