@@ -3,8 +3,8 @@
 //! Each call is stored in **one transaction**, committed, and only then are the doorbells rung:
 //! the agent's (`agent/<login>`) for everyone in the interaction's audience and routing's when
 //! the message opened an interaction. Concurrent calls of one account are **batched**: a task per
-//! account takes every message waiting while the previous transactions ran (two batches may be
-//! in flight at once) and stores them together ([`store::ingest_batch`]: about ten statements for the batch instead of seven per
+//! account takes every message waiting while the previous transaction ran and stores them
+//! together ([`store::ingest_batch`]: about ten statements for the batch instead of seven per
 //! message), then answers each caller and rings each doorbell once for the batch. If the batch
 //! fails, its messages are stored one by one, so a bad message fails alone. Callers keep one
 //! chat's messages in order by awaiting each before sending the next, as they always did. The channel module acknowledges the platform after the call
@@ -51,8 +51,6 @@ struct Job {
 
 /// Messages stored together at most.
 pub const MAX_BATCH: usize = 256;
-/// Batches of one account stored at once (see `Store::batches`).
-const BATCHES_IN_FLIGHT: usize = 2;
 /// Messages that may wait for the batching task before callers wait to hand theirs over.
 const QUEUE: usize = 4 * MAX_BATCH;
 
@@ -304,62 +302,38 @@ struct Store {
 }
 
 impl Store {
-    /// Takes every job waiting (up to [`MAX_BATCH`]) after the first and stores them together,
+    /// Takes every job waiting (up to [`MAX_BATCH`]) after the first, stores them together,
     /// answers each caller, rings the doorbells once; until every `Ingest` clone is dropped.
-    /// Up to [`BATCHES_IN_FLIGHT`] batches run at once: what arrives while one is being
-    /// committed starts the next instead of waiting for that commit. Two batches never hold
-    /// messages of one chat (a caller sends a chat's next message only after the previous one
-    /// was answered), so each chat keeps its order; the batches' common rows (the agents'
-    /// streams) are locked in one order, and a batch that still fails is stored one by one.
     async fn batches(self, mut jobs: mpsc::Receiver<Job>) {
-        let store = Arc::new(self);
-        let mut running = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                biased;
-                Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Err(e) = done {
-                        // a panic in a batch: its callers got no answer and see the store closed
-                        tracing::error!(account = %store.account_id, error = %e, "an inbound batch task failed");
-                    }
-                }
-                first = jobs.recv(), if running.len() < BATCHES_IN_FLIGHT => {
-                    let Some(first) = first else { break };
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match jobs.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    running.spawn(store.clone().batch(batch));
+        while let Some(first) = jobs.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
                 }
             }
-        }
-        // the last callers still get their answers
-        while running.join_next().await.is_some() {}
-    }
-
-    async fn batch(self: Arc<Self>, batch: Vec<Job>) {
-        let (messages, replies): (Vec<InboundMessage>, Vec<_>) = batch.into_iter().map(|j| (j.msg, j.reply)).unzip();
-        let outcomes: Vec<Result<Ingested, StoreError>> = match self.together(&messages).await {
-            Ok(stored) => stored.into_iter().map(Ok).collect(),
-            Err(e) => {
-                if messages.len() > 1 {
-                    tracing::debug!(account = %self.account_id, error = %e, size = messages.len(), "a batch failed; storing its messages one by one");
+            let (messages, replies): (Vec<InboundMessage>, Vec<_>) =
+                batch.into_iter().map(|j| (j.msg, j.reply)).unzip();
+            let outcomes: Vec<Result<Ingested, StoreError>> = match self.together(&messages).await {
+                Ok(stored) => stored.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    if messages.len() > 1 {
+                        tracing::debug!(account = %self.account_id, error = %e, size = messages.len(), "a batch failed; storing its messages one by one");
+                    }
+                    let mut each = Vec::with_capacity(messages.len());
+                    for msg in &messages {
+                        each.push(self.alone(msg).await);
+                    }
+                    each
                 }
-                let mut each = Vec::with_capacity(messages.len());
-                for msg in &messages {
-                    each.push(self.alone(msg).await);
-                }
-                each
+            };
+            let stored: Vec<Ingested> = outcomes.iter().filter_map(|o| o.as_ref().ok().cloned()).collect();
+            self.announce(&stored);
+            metrics::histogram!("switchboard_connector_inbound_batch_size").record(messages.len() as f64);
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome);
             }
-        };
-        let stored: Vec<Ingested> = outcomes.iter().filter_map(|o| o.as_ref().ok().cloned()).collect();
-        self.announce(&stored);
-        metrics::histogram!("switchboard_connector_inbound_batch_size").record(messages.len() as f64);
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
         }
     }
 
