@@ -50,6 +50,13 @@ durable_start() {
     say "starting the durable PostgreSQL on 127.0.0.1:$PORT ${BENCH_PG_SETTINGS:+with $BENCH_PG_SETTINGS}"
     as_pg "$pg_bin/pg_ctl" -D "$BASE/data" -l "$BASE/server.log" -w -o "$opts" start >/dev/null ||
         die "the durable PostgreSQL did not start; see $BASE/server.log"
+    # every run makes a database of its own (t_<uuid>); earlier runs' are dropped so that each
+    # run finds the cluster as the first one did (autovacuum, caches, checkpoints)
+    local url="postgres://postgres@127.0.0.1:$PORT/postgres" db dropped=0
+    for db in $(psql "$url" -Atc "SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'"); do
+        psql -q "$url" -c "DROP DATABASE \"$db\"" >/dev/null && dropped=$((dropped + 1))
+    done
+    [ "$dropped" -eq 0 ] || say "dropped $dropped database(s) of earlier runs"
 }
 durable_stop() {
     as_pg "$pg_bin/pg_ctl" -D "$BASE/data" -m fast stop >/dev/null 2>&1 || true
