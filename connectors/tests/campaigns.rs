@@ -83,7 +83,8 @@ async fn two_thousand_recipients_at_the_limit_once_each_with_pause_opt_outs_and_
     let total = recipients();
     let mut alice = hub.ready_agent("alice").await;
     // 300 requests a second with each taking a claim, the request and the outcome's commit
-    // (tens of ms in a debug build on a busy machine) need more than the default 8 in flight
+    // (tens of ms in a debug build on a busy machine) need many requests in flight (8 were too
+    // few; the default is 64 since)
     let config = connectors::Config { max_in_flight: IN_FLIGHT, ..connectors::Config::default() };
     let _connector = hub.start_connector(config).await;
 
