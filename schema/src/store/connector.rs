@@ -50,6 +50,18 @@ const OUTBOX_COLUMNS: &str = "o.id, o.action, o.chat_id, o.attempts, o.not_befor
      o.message_id, m.external_message_id, m.external_parts, r.external_message_id AS reply_to_external_id, \
      f.external_message_id AS forward_of_external_id, a.avatar_url AS author_avatar";
 
+/// The account's (`$1`) pending live rows with what sending them needs, for a condition on
+/// `o.id` to follow.
+const PENDING_LIVE: &str = concatcp!(
+    "SELECT ",
+    OUTBOX_COLUMNS,
+    " FROM outbox o JOIN messages m ON m.id = o.message_id
+      LEFT JOIN messages r ON r.id = m.reply_to
+      LEFT JOIN messages f ON f.id = m.forward_of
+      LEFT JOIN agents a ON a.login = m.agent_login
+      WHERE o.account_id = $1 AND o.state = 'pending' AND o.message_id IS NOT NULL"
+);
+
 /// Pending live outbox rows (agents' messages, edits and deletions; campaigns' rows are read by
 /// [`super::pending_bulk_outbox`]) of the account with `id > after`, oldest first, at most
 /// `limit`, whether or not their retry time has come (the connector orders and paces them
@@ -61,13 +73,8 @@ pub async fn pending_outbox(
     limit: i64,
 ) -> Result<Vec<OutboxItem>> {
     const SQL: &str = concatcp!(
-        "SELECT ",
-        OUTBOX_COLUMNS,
-        " FROM outbox o JOIN messages m ON m.id = o.message_id
-          LEFT JOIN messages r ON r.id = m.reply_to
-          LEFT JOIN messages f ON f.id = m.forward_of
-          LEFT JOIN agents a ON a.login = m.agent_login
-          WHERE o.account_id = $1 AND o.state = 'pending' AND o.message_id IS NOT NULL AND o.id > $2
+        PENDING_LIVE,
+        " AND o.id > $2
           ORDER BY o.id LIMIT $3"
     );
     let rows = sqlx::query(SQL).bind(account_id).bind(after).bind(limit).fetch_all(&mut *conn).await?;
@@ -86,13 +93,8 @@ pub async fn pending_outbox_behind(
     limit: i64,
 ) -> Result<Vec<OutboxItem>> {
     const SQL: &str = concatcp!(
-        "SELECT ",
-        OUTBOX_COLUMNS,
-        " FROM outbox o JOIN messages m ON m.id = o.message_id
-          LEFT JOIN messages r ON r.id = m.reply_to
-          LEFT JOIN messages f ON f.id = m.forward_of
-          LEFT JOIN agents a ON a.login = m.agent_login
-          WHERE o.account_id = $1 AND o.state = 'pending' AND o.message_id IS NOT NULL AND o.id <= $2
+        PENDING_LIVE,
+        " AND o.id <= $2
             AND o.id <> ALL($3)
           ORDER BY o.id LIMIT $4"
     );
