@@ -28,6 +28,7 @@
 mod leader;
 mod local;
 mod names;
+mod own_rings;
 mod zk;
 
 use std::time::Duration;

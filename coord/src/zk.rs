@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
 use crate::names::{self, Tree};
+use crate::own_rings::OwnRings;
 use crate::{
     Campaign, Cas, CoordError, Coordinator, Leadership, Member, Membership, Owned, Result, Subscription,
     UNAVAILABLE_AFTER,
@@ -62,6 +63,8 @@ struct Session {
 struct Ctx {
     sessions: watch::Receiver<Option<Session>>,
     stop: CancellationToken,
+    /// The doorbell versions the notifier wrote, for the watches in this process.
+    own: Arc<Mutex<OwnRings>>,
 }
 
 impl Ctx {
@@ -80,6 +83,11 @@ impl Ctx {
     async fn session_ended(&self, generation: u64) {
         let mut sessions = self.sessions.clone();
         let _ = sessions.wait_for(|s| s.as_ref().map(|s| s.generation) != Some(generation)).await;
+    }
+
+    fn own(&self) -> std::sync::MutexGuard<'_, OwnRings> {
+        // a std mutex: short map updates, never held across an await
+        self.own.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn pause(&self, cancel: &CancellationToken) {
@@ -125,7 +133,7 @@ impl ZkCoordinator {
         }
         let (tx, sessions) = watch::channel(None);
         let stop = CancellationToken::new();
-        let ctx = Ctx { sessions, stop: stop.clone() };
+        let ctx = Ctx { sessions, stop: stop.clone(), own: Arc::default() };
         let (flushed, closed) = (CancellationToken::new(), CancellationToken::new());
         tokio::spawn(supervise(config.clone(), tx, stop.clone(), flushed.clone(), closed.clone()));
         let (notifications, rx) = mpsc::unbounded_channel();
@@ -310,7 +318,7 @@ struct Doorbells<'a> {
     root: &'a str,
     dirty: HashSet<String>,
     in_flight: HashSet<String>,
-    writes: FuturesUnordered<BoxFuture<'static, (String, Result<(), zookeeper_client::Error>)>>,
+    writes: FuturesUnordered<BoxFuture<'static, (String, Result<i32, zookeeper_client::Error>)>>,
 }
 
 impl<'a> Doorbells<'a> {
@@ -327,10 +335,14 @@ impl<'a> Doorbells<'a> {
         }
     }
 
+    fn path(&self, topic: &str) -> String {
+        format!("{}/notify/{topic}", self.root)
+    }
+
     fn write(&mut self, topic: String) {
         self.in_flight.insert(topic.clone());
         let session = self.ctx.sessions.borrow().clone();
-        let path = format!("{}/notify/{topic}", self.root);
+        let path = self.path(&topic);
         self.writes.push(Box::pin(async move {
             let result = match session {
                 Some(s) => ring_doorbell(&s.client, &path).await,
@@ -340,10 +352,12 @@ impl<'a> Doorbells<'a> {
         }));
     }
 
-    fn written(&mut self, topic: String, result: Result<(), zookeeper_client::Error>) {
+    /// A write came back: on success, with the doorbell's new version.
+    fn written(&mut self, topic: String, result: Result<i32, zookeeper_client::Error>) {
         self.in_flight.remove(&topic);
         match result {
-            Ok(()) => {
+            Ok(version) => {
+                self.ctx.own().wrote(&self.path(&topic), version);
                 if self.dirty.remove(&topic) {
                     self.write(topic);
                 }
@@ -369,14 +383,15 @@ impl<'a> Doorbells<'a> {
     }
 }
 
-async fn ring_doorbell(client: &Client, path: &str) -> Result<(), zookeeper_client::Error> {
+/// Writes `path`'s doorbell; returns its new version.
+async fn ring_doorbell(client: &Client, path: &str) -> Result<i32, zookeeper_client::Error> {
     match client.set_data(path, &[], None).await {
-        Ok(_) => Ok(()),
+        Ok(stat) => Ok(stat.version),
         Err(zookeeper_client::Error::NoNode) => {
             // a subscriber may create the node at the same moment (mkdir then succeeds without
             // a write): ring it once it exists, so the version moves past what they read
             ensure_node(client, path).await?;
-            client.set_data(path, &[], None).await.map(drop)
+            client.set_data(path, &[], None).await.map(|stat| stat.version)
         }
         Err(e) => Err(e),
     }
@@ -697,6 +712,8 @@ async fn enter_election(client: &Client, dir: &str, candidate: &[u8]) -> Result<
 /// session starts (the subscriber re-reads what it may have missed) and after a reconnection.
 async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: CancellationToken) {
     let ring = || bell.send_modify(|n| *n += 1);
+    ctx.own().watch(&path);
+    let _unwatch = Unwatch { ctx: &ctx, path: &path };
     'sessions: while let Some(session) = ctx.session(&stop).await {
         let client = &session.client;
         let mut zk_state = client.state_watcher();
@@ -719,7 +736,11 @@ async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: 
             };
             // the watch is armed before the wake, so a notification after this read triggers it
             // and one before it is seen by the subscriber's re-read
-            if last_version != Some(stat.version) {
+            // (a move made only by this process's own writes woke the subscribers already: see
+            // `own_rings`)
+            if last_version != Some(stat.version)
+                && !last_version.is_some_and(|seen| ctx.own().covers(&path, seen, stat.version))
+            {
                 ring();
             }
             last_version = Some(stat.version);
@@ -753,13 +774,25 @@ async fn watch_doorbell(ctx: Ctx, path: String, bell: watch::Sender<u64>, stop: 
     }
 }
 
+/// Ends a watch's share in [`OwnRings`] however the watch ends.
+struct Unwatch<'a> {
+    ctx: &'a Ctx,
+    path: &'a str,
+}
+
+impl Drop for Unwatch<'_> {
+    fn drop(&mut self) {
+        self.ctx.own().unwatch(self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn idle_ctx() -> (watch::Sender<Option<Session>>, Ctx) {
         let (tx, sessions) = watch::channel(None);
-        (tx, Ctx { sessions, stop: CancellationToken::new() })
+        (tx, Ctx { sessions, stop: CancellationToken::new(), own: Arc::default() })
     }
 
     #[tokio::test]
@@ -771,14 +804,14 @@ mod tests {
         bells.ring("agent/a".into());
         assert_eq!(bells.writes.len(), 1, "one write in flight per topic");
         assert!(bells.dirty.contains("agent/a"), "the rings meanwhile are remembered");
-        bells.written("agent/a".into(), Ok(()));
+        bells.written("agent/a".into(), Ok(1));
         assert_eq!(bells.writes.len(), 2, "exactly one more write for them");
         assert!(bells.dirty.is_empty() && !bells.is_idle());
         bells.written("agent/a".into(), Err(zookeeper_client::Error::ConnectionLoss));
         assert!(bells.dirty.contains("agent/a") && bells.in_flight.is_empty(), "a failed write is kept");
         bells.retry();
         assert_eq!(bells.writes.len(), 3);
-        bells.written("agent/a".into(), Ok(()));
+        bells.written("agent/a".into(), Ok(2));
         assert!(bells.is_idle());
     }
 

@@ -431,3 +431,33 @@ async fn shutdown_returns_after_the_doorbells_rung_before_it_are_written() {
         assert!(matches!(written, Ok((_, ref stat)) if stat.version >= 1), "{topic} not rung: {written:?}");
     }
 }
+
+/// A process's own ring wakes its own subscribers once: `notify` wakes them at once, and the
+/// watch on the same doorbell, which fires for that write too, does not wake them again (it
+/// did: every agent socket read its stream a second time, for nothing, after every batch). A
+/// ring from another process still wakes them, also between two of our own.
+#[tokio::test]
+async fn a_ring_wakes_the_subscribers_of_its_own_process_once() {
+    let zk = testenv::zookeeper();
+    let root = root();
+    let here = coordinator(&zk, &root).await;
+    let elsewhere = coordinator(&zk, &root).await;
+    let topic = "agent/once".to_string();
+    let mut sub = quiet_subscriptions(&here, std::slice::from_ref(&topic)).await.remove(0);
+    let quiet = Duration::from_millis(400); // many ZooKeeper round trips on loopback
+    for round in 0..5 {
+        here.notify(&topic);
+        tokio::time::timeout(Duration::from_secs(1), sub.wake()).await.expect("the ring wakes").unwrap();
+        assert!(
+            tokio::time::timeout(quiet, sub.wake()).await.is_err(),
+            "round {round}: woken a second time for the same ring, by its own doorbell's watch"
+        );
+    }
+    for round in 0..3 {
+        elsewhere.notify(&topic);
+        tokio::time::timeout(Duration::from_secs(3), sub.wake()).await.expect("another process's ring wakes").unwrap();
+        here.notify(&topic);
+        tokio::time::timeout(Duration::from_secs(1), sub.wake()).await.expect("our ring wakes").unwrap();
+        assert!(tokio::time::timeout(quiet, sub.wake()).await.is_err(), "round {round}: a second wake for our ring");
+    }
+}
