@@ -117,6 +117,61 @@ async fn agent(addr: &str, login: &str, seen: Seen, count: Arc<AtomicUsize>) {
     });
 }
 
+/// Where the latency phase's time went, from the fake's own record of the `getUpdates` calls:
+/// call `k` handed out the updates from its `offset` up to the next call's `offset` (which
+/// acknowledges them), at the later of its arrival and the first of them being queued (a
+/// long poll waits for it). Per message: the wait until the hub's `getUpdates` took it, and
+/// from there to the agent's socket (storing, committing, ringing, reading, sending); and the
+/// hub's polling cycle (arrival to arrival of `getUpdates`) and page sizes.
+fn latency_split(
+    polls: &[connectors::fake::telegram::Call],
+    queued: &[(u32, Duration, u64)],
+    received: impl Fn(usize) -> Option<u64>,
+) -> Option<String> {
+    let offset = |c: &connectors::fake::telegram::Call| c.params.get("offset").and_then(Value::as_i64);
+    let first = queued.first()?.0 as i64;
+    let last = queued.last()?.0 as i64;
+    let queued_at = |update: i64| queued.get(usize::try_from(update - first).ok()?).map(|q| q.1);
+    let (mut waits, mut onwards, mut cycles, mut pages) = (vec![], vec![], vec![], vec![]);
+    for pair in polls.windows(2) {
+        let (Some(from), Some(to)) = (offset(&pair[0]), offset(&pair[1])) else { continue };
+        let (from, to) = (from.max(first), to.min(last + 1));
+        if from >= to {
+            continue;
+        }
+        cycles.push((pair[1].at.saturating_sub(pair[0].at)).as_micros() as u64);
+        pages.push((to - from) as u64);
+        let handed_out = pair[0].at.max(queued_at(from)?);
+        for update in from..to {
+            let n = (update - first) as usize;
+            let (_, fake_at, epoch_at) = queued[n];
+            let waited = handed_out.saturating_sub(fake_at).as_micros() as u64;
+            waits.push(waited);
+            if let Some(got) = received(n) {
+                onwards.push(got.saturating_sub(epoch_at + waited));
+            }
+        }
+    }
+    if waits.is_empty() {
+        return None;
+    }
+    for v in [&mut waits, &mut onwards, &mut cycles, &mut pages] {
+        v.sort_unstable();
+    }
+    let pages_median = pages[pages.len() / 2];
+    Some(format!(
+        "    of which: waiting for the hub's getUpdates p50 {:.1} ms, p99 {:.1} ms; handed out -> agent's socket p50 {:.1} ms, \
+         p99 {:.1} ms; polling cycle p50 {:.1} ms, p99 {:.1} ms over {} polls, {pages_median} updates per page (median)",
+        percentile(&waits, 0.50),
+        percentile(&waits, 0.99),
+        percentile(&onwards, 0.50),
+        percentile(&onwards, 0.99),
+        percentile(&cycles, 0.50),
+        percentile(&cycles, 0.99),
+        cycles.len(),
+    ))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -261,13 +316,18 @@ async fn main() {
     seen.lock().await.clear();
     let n_latency = (rate * seconds) as usize;
     let mut sent_at: HashMap<String, u64> = HashMap::with_capacity(n_latency);
+    // for the breakdown: each message's update id and when the fake queued it, on its clock
+    let polls_before = fake.calls_of("getUpdates").len();
+    let mut queued: Vec<(u32, Duration, u64)> = Vec::with_capacity(n_latency);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = tokio::time::Instant::now();
     for n in 0..n_latency {
         tokio::time::sleep_until(start + interval * n as u32).await;
         let text = format!("l{n}");
-        sent_at.insert(text.clone(), now_micros());
+        let (at, fake_at) = (now_micros(), fake.elapsed());
+        sent_at.insert(text.clone(), at);
         fake.text(&users[n % users.len()], &text);
+        queued.push((fake.last_update_id(), fake_at, at));
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while count.load(Ordering::Relaxed) < n_latency && Instant::now() < deadline {
@@ -278,6 +338,9 @@ async fn main() {
         sent_at.iter().filter_map(|(text, at)| seen.get(text).map(|got| got.saturating_sub(*at))).collect();
     latencies.sort_unstable();
     let lost = n_latency - latencies.len();
+    let split = latency_split(&fake.calls_of("getUpdates")[polls_before.saturating_sub(1)..], &queued, |n| {
+        seen.get(&format!("l{n}")).copied()
+    });
 
     println!("inbound benchmark ({label}): {chats} chats, {agents} agent sockets, hub = switchboard all");
     println!("  sustained: {total} messages in {elapsed:.2} s = {sustained:.0} messages/s to the agents' sockets");
@@ -298,6 +361,9 @@ async fn main() {
         percentile(&latencies, 1.0),
         if lost > 0 { format!(" ({lost} not received within 2 minutes)") } else { String::new() }
     );
+    if let Some(split) = split {
+        println!("{split}");
+    }
 
     stop(hub).await;
 

@@ -96,9 +96,11 @@ async fn a_batch_stores_in_order_absorbs_repeats_and_fans_out() {
         text(account_id, "1", "1:3", "third"),
         text(account_id, "2", "2:1", "bad\u{0}byte"), // repeated inside the batch
         InboundMessage { reply_to_external_id: Some("1:2".into()), ..text(account_id, "1", "1:4", "re: second") },
+        InboundMessage { reply_to_external_id: Some("1:1".into()), ..text(account_id, "1", "1:5", "re: hello") },
+        InboundMessage { reply_to_external_id: Some("9:9".into()), ..text(account_id, "1", "1:6", "re: ?") },
     ];
     let out = batch(&pool, account_id, &msgs).await;
-    assert_eq!(out.len(), 6);
+    assert_eq!(out.len(), 8);
     let Ingested::Duplicate { message_id } = &out[0] else { panic!("{:?}", out[0]) };
     let Ingested::Stored { message: stored_first, .. } = &first[0] else { panic!() };
     assert_eq!(*message_id, stored_first.id);
@@ -118,6 +120,10 @@ async fn a_batch_stores_in_order_absorbs_repeats_and_fans_out() {
     assert!(!opened);
     assert_eq!(audience, &vec!["alice".to_owned(), "sue".to_owned()]);
     assert_eq!(message.reply_to, Some(ids[1]), "a reply to a message of the same batch");
+    let Ingested::Stored { message, .. } = &out[6] else { panic!() };
+    assert_eq!(message.reply_to, Some(stored_first.id), "a reply to a message stored before");
+    let Ingested::Stored { message, .. } = &out[7] else { panic!() };
+    assert_eq!(message.reply_to, None, "a reply to a message never stored");
 
     // the interaction's log: gap-free, in the batch's order
     let log: Vec<(i64, String)> = sqlx::query_as(
@@ -136,7 +142,7 @@ async fn a_batch_stores_in_order_absorbs_repeats_and_fans_out() {
             .unwrap();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gap-free");
     let texts: Vec<&str> = log.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(texts, ["hello", "second", "third", "re: second"]);
+    assert_eq!(texts, ["hello", "second", "third", "re: second", "re: hello", "re: ?"]);
     // each agent's stream: gap-free, in order
     for agent in ["alice", "sue"] {
         let stream: Vec<(i64, String)> = sqlx::query_as(
@@ -149,11 +155,11 @@ async fn a_batch_stores_in_order_absorbs_repeats_and_fans_out() {
         let seqs: Vec<i64> = stream.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{agent}: gap-free");
         let texts: Vec<&str> = stream.iter().map(|(_, t)| t.as_str()).collect();
-        assert_eq!(texts, ["second", "third", "re: second"], "{agent}");
+        assert_eq!(texts, ["second", "third", "re: second", "re: hello", "re: ?"], "{agent}");
     }
     let history: i64 =
         sqlx::query_scalar("SELECT count(*) FROM history WHERE entry = 'message'").fetch_one(&pool).await.unwrap();
-    assert_eq!(history, 5, "one history entry per stored message");
+    assert_eq!(history, 7, "one history entry per stored message");
     let phone: Option<String> = sqlx::query_scalar(
         "SELECT c.phone FROM customers c JOIN customer_identities ci ON ci.customer_id = c.id WHERE ci.external_id = '2'",
     )
@@ -166,7 +172,7 @@ async fn a_batch_stores_in_order_absorbs_repeats_and_fans_out() {
     let again = batch(&pool, account_id, &msgs).await;
     assert!(again.iter().all(|o| matches!(o, Ingested::Duplicate { .. })));
     let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&pool).await.unwrap();
-    assert_eq!(messages, 5);
+    assert_eq!(messages, 7);
 }
 
 #[tokio::test]

@@ -446,6 +446,11 @@ impl FakeTelegram {
         id
     }
 
+    /// The `update_id` of the last update queued (0: none yet).
+    pub fn last_update_id(&self) -> u32 {
+        self.state().next_update_id.saturating_sub(1)
+    }
+
     pub fn text(&self, user: &TgUser, text: &str) -> i32 {
         self.message(user, json!({ "text": text }))
     }

@@ -144,13 +144,30 @@ async fn outbox_items(conn: &mut PgConnection, rows: &[sqlx::postgres::PgRow]) -
 /// kept on the row), checking the fence. Returns the ids still pending, which the caller
 /// may now perform; the others were finished meanwhile.
 pub async fn claim_outbox(conn: &mut PgConnection, account_id: Uuid, token: i64, ids: &[i64]) -> Result<Vec<i64>> {
+    // One locked probe per id, in id order (as every writer of several outbox rows locks
+    // them), then the update by primary key. Written as `account_id = $1 AND id = ANY($2) AND
+    // state = 'pending'`, the planner, with the statistics of a young table (an outbox
+    // analysed while nearly empty, before a backlog or a campaign filled it), walked the
+    // account's whole pending index and filtered it through the list: 6-12 ms per claim at
+    // 20,000 rows waiting. `FOR UPDATE` re-checks a row that changed meanwhile (one cancelled
+    // since is not claimed) and holds it until the commit, so the update needs no condition
+    // but the id.
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
     let claimed: Vec<i64> = sqlx::query_scalar(
-        "UPDATE outbox SET attempts = attempts + 1, fencing_token = $3, updated_at = now()
-         WHERE account_id = $1 AND id = ANY($2) AND state = 'pending'
+        "WITH target AS (
+             SELECT o.id FROM unnest($2::int8[]) AS k(id)
+             CROSS JOIN LATERAL (
+                 SELECT id FROM outbox WHERE id = k.id AND account_id = $1 AND state = 'pending'
+                 LIMIT 1 FOR UPDATE
+             ) o
+         )
+         UPDATE outbox SET attempts = attempts + 1, fencing_token = $3, updated_at = now()
+         WHERE id = ANY(ARRAY(SELECT id FROM target))
          RETURNING id",
     )
     .bind(account_id)
-    .bind(ids)
+    .bind(&ids)
     .bind(token)
     .fetch_all(&mut *conn)
     .await?;
