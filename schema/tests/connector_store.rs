@@ -454,3 +454,74 @@ async fn receipts_only_move_a_message_forward_and_early_ones_wait_for_the_send()
             .unwrap();
     assert_eq!(history, 7, "each status change is in the customer's history");
 }
+
+/// Index entries of the outbox read so far by this transaction.
+async fn outbox_entries_read(tx: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)::int8 FROM pg_index WHERE indrelid = 'outbox'::regclass")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+}
+
+/// A young deployment's statistics: the outbox analysed while empty, then 20,000 replies
+/// waiting before autovacuum looked again (a backlog after an outage, a burst). Claiming a few
+/// rows and recording their outcomes must read about one index entry per row; both used to
+/// take the account's pending rows from the index and filter every one of them through the
+/// list, for every claim and every outcome.
+#[tokio::test]
+async fn a_claim_and_its_outcomes_look_up_their_rows_only_whatever_the_statistics() {
+    let (_url, pool) = testenv::database().await;
+    let (account, interaction) = setup(&pool).await;
+    send(&pool, interaction, 1).await;
+    send(&pool, interaction, 2).await;
+    sqlx::query("ALTER TABLE outbox SET (autovacuum_enabled = off)").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM outbox").execute(&pool).await.unwrap();
+    sqlx::query("ANALYZE outbox").execute(&pool).await.unwrap();
+    // each waiting row with its own reply, as agents' replies are
+    sqlx::query(
+        "WITH m AS (
+             INSERT INTO messages (id, interaction_id, account_id, direction, author_kind, author_id, author_name,
+                 kind, text, status, agent_login, created_at)
+             SELECT gen_random_uuid(), interaction_id, account_id, direction, author_kind, author_id, author_name,
+                 kind, text, status, agent_login, created_at
+             FROM messages, generate_series(1, 10000) WHERE direction = 'out'
+             RETURNING id
+         )
+         INSERT INTO outbox (message_id, account_id, chat_id) SELECT id, $1, '77' FROM m",
+    )
+    .bind(account)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM outbox ORDER BY id DESC LIMIT 3").fetch_all(&pool).await.unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    let before = outbox_entries_read(&mut tx).await;
+    let mut claimed = store::claim_outbox(&mut tx, account, 5, &ids).await.unwrap();
+    let claim_read = outbox_entries_read(&mut tx).await - before;
+    tx.commit().await.unwrap();
+    claimed.sort_unstable();
+    let mut expected = ids.clone();
+    expected.sort_unstable();
+    assert_eq!(claimed, expected);
+
+    let outcomes: Vec<(i64, OutboxOutcome)> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| (*id, OutboxOutcome::Done { external_ids: vec![format!("77:{}", 900 + n)] }))
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    let before = outbox_entries_read(&mut tx).await;
+    store::finish_outbox_many(&mut tx, account, 5, &outcomes).await.unwrap();
+    let finish_read = outbox_entries_read(&mut tx).await - before;
+    tx.commit().await.unwrap();
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE state = 'pending'").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 20_000 - 3);
+    assert!(claim_read < 100, "the claim of 3 rows read {claim_read} index entries of the outbox (20,000 waiting)");
+    assert!(
+        finish_read < 100,
+        "the outcomes of 3 rows read {finish_read} index entries of the outbox (20,000 waiting)"
+    );
+}

@@ -216,3 +216,56 @@ async fn concurrent_batches_keep_every_sequence_gap_free() {
     assert_eq!(seqs.len(), 8 * 10 * 20);
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
 }
+
+/// Index entries of `table` read so far by this transaction.
+async fn index_entries_read(tx: &mut sqlx::PgConnection, table: &str) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)::int8 FROM pg_index WHERE indrelid = $1::regclass")
+        .bind(table)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+}
+
+/// A young deployment's statistics: `messages` analysed while empty, then 20,000
+/// messages of the account stored before autovacuum looked again. The lookup of a batch's
+/// repeats (and of the messages it replies to) must read about one index entry per platform
+/// id; it used to take the account's part of the index and filter all 20,000 through the list,
+/// for every batch.
+#[tokio::test]
+async fn a_batch_looks_up_its_platform_ids_only_whatever_the_statistics() {
+    let (_url, pool) = testenv::database().await;
+    let account_id = account(&pool).await;
+    sqlx::query("ALTER TABLE messages SET (autovacuum_enabled = off)").execute(&pool).await.unwrap();
+    sqlx::query("ANALYZE messages").execute(&pool).await.unwrap();
+    let first =
+        batch(&pool, account_id, &[text(account_id, "1", "1:1", "hello"), text(account_id, "2", "2:1", "hi")]).await;
+    let Ingested::Stored { message, .. } = &first[0] else { panic!("{:?}", first[0]) };
+    sqlx::query(
+        "INSERT INTO messages (id, interaction_id, account_id, direction, author_kind, author_id, author_name, kind,
+             text, status, external_message_id, created_at)
+         SELECT gen_random_uuid(), interaction_id, account_id, direction, author_kind, author_id, author_name, kind,
+             text, status, '1:' || (n + 100), created_at
+         FROM messages, generate_series(1, 20000) AS n WHERE id = $1",
+    )
+    .bind(message.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let msgs: Vec<InboundMessage> = (0..10)
+        .map(|n| InboundMessage {
+            reply_to_external_id: Some("1:5000".into()),
+            ..text(account_id, &format!("{}", n % 3), &format!("new:{n}"), "again")
+        })
+        .chain([text(account_id, "1", "1:1", "hello")]) // a repeat
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    let before = index_entries_read(&mut tx, "messages").await;
+    let out = store::ingest_batch(&mut tx, account_id, &msgs, WINDOW).await.unwrap();
+    let read = index_entries_read(&mut tx, "messages").await - before;
+    tx.commit().await.unwrap();
+    assert!(matches!(out[10], Ingested::Duplicate { .. }));
+    let Ingested::Stored { message, .. } = &out[0] else { panic!("{:?}", out[0]) };
+    assert!(message.reply_to.is_some(), "the reply found the stored message");
+    assert!(read < 200, "{read} index entries of messages read for a batch of 11 (20,000 messages stored)");
+}

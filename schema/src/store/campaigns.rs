@@ -894,17 +894,23 @@ pub async fn claim_bulk_outbox(
     ids: &[i64],
     now: DateTime<Utc>,
 ) -> Result<Vec<(i64, BulkClaim)>> {
-    let rows = sqlx::query(
+    // the rows locked in id order by primary key (see OUTBOX_LOCKED: `o.id = ANY($2)` here
+    // walked every campaign row of the outbox with a young table's statistics)
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    let rows = sqlx::query(concatcp!(
         "SELECT o.id, o.state, o.campaign_id, o.recipient_id, c.state AS campaign_state, c.starts_at, c.ends_at,
                 c.quiet_from, c.quiet_to, coalesce(r.utc_offset_min, c.utc_offset_min) AS offset_min,
                 oo.reason AS opted_out
-         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id JOIN campaign_recipients r ON r.id = o.recipient_id
+         FROM ",
+        super::connector::OUTBOX_LOCKED,
+        " JOIN campaigns c ON c.id = o.campaign_id JOIN campaign_recipients r ON r.id = o.recipient_id
          LEFT JOIN campaign_opt_outs oo ON oo.account_id = o.account_id AND oo.chat_id = o.chat_id
-         WHERE o.account_id = $1 AND o.id = ANY($2)
-         ORDER BY o.id FOR UPDATE OF o",
-    )
+         WHERE o.account_id = $2
+         ORDER BY o.id"
+    ))
+    .bind(&ids)
     .bind(account_id)
-    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     let mut claims = Vec::with_capacity(rows.len());
