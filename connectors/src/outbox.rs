@@ -473,7 +473,7 @@ async fn refill(
     let account = ctx.config.account_id;
     let mut conn = ctx.config.pool.acquire().await?;
     let room = (WINDOW - (backlog.len() - backlog.bulk_len()) as i64).max(0);
-    let mut more = false;
+    let mut more = more_may_wait(room, 0);
     let mut found: Vec<OutboxItem> = Vec::new();
     if rescan && backlog.cursor() > 0 {
         // only the rows not held are loaded: a long drain holds up to WINDOW rows, which a read
@@ -484,7 +484,7 @@ async fn refill(
     }
     if room > 0 {
         let after = store::pending_outbox(&mut conn, account, backlog.cursor(), room).await?;
-        more = after.len() as i64 == room;
+        more = more_may_wait(room, after.len());
         found.extend(after);
     }
     let mut more_bulk = false;
@@ -527,6 +527,16 @@ async fn refill(
     }
     debug!(%account, held = backlog.len(), bulk = backlog.bulk_len(), more, more_bulk, "outbox read");
     Ok((more, more_bulk))
+}
+
+/// Whether live rows may still wait after the cursor, after a read that had room for `room`
+/// rows and found `found`. A read with no room (the window full: a doorbell rang while the
+/// backlog held `WINDOW` rows) looked at nothing, so whatever waited still does. It used to say
+/// "nothing more", and the drain of a backlog over `WINDOW` rows stopped after the window until
+/// the next rescan, 5 s later (seen at every hub start with a backlog: the subscription's first
+/// wake comes right after the first read).
+fn more_may_wait(room: i64, found: usize) -> bool {
+    room == 0 || found as i64 >= room
 }
 
 /// Rows started by the worker, to claim.
@@ -988,6 +998,14 @@ mod tests {
         assert_eq!(err, "file \"big.jpg\" is 11 MB, over the limit of 10 MB for images on telegram");
         let doc = message(None, vec![("big.zip", "application/zip", 11 * 1024 * 1024)]);
         assert!(plan_send(&doc, Channel::Telegram, &telegram()).is_ok(), "documents may be 50 MB");
+    }
+
+    #[test]
+    fn a_read_without_room_leaves_the_rows_behind_the_window_waiting() {
+        assert!(more_may_wait(0, 0), "the window was full: nothing was looked at");
+        assert!(more_may_wait(500, 500), "a full page: more may follow");
+        assert!(!more_may_wait(500, 499), "a short page: the store had no more");
+        assert!(!more_may_wait(500, 0));
     }
 
     #[test]
