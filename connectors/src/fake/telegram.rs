@@ -289,6 +289,12 @@ impl FakeTelegram {
         self.state().calls.iter().filter(|c| c.method.eq_ignore_ascii_case(method)).cloned().collect()
     }
 
+    /// How many calls of `method` were answered 200, without copying them (for a caller that
+    /// polls while thousands of calls come in).
+    pub fn ok_count_of(&self, method: &str) -> usize {
+        self.state().calls.iter().filter(|c| c.ok() && c.method.eq_ignore_ascii_case(method)).count()
+    }
+
     /// Messages the bot has sent to `chat`, oldest first.
     pub fn sent_to(&self, chat: i64) -> Vec<Sent> {
         let mut sent: Vec<Sent> = self.state().sent.values().filter(|s| s.chat == chat).cloned().collect();
