@@ -455,14 +455,6 @@ async fn receipts_only_move_a_message_forward_and_early_ones_wait_for_the_send()
     assert_eq!(history, 7, "each status change is in the customer's history");
 }
 
-/// Index entries of the outbox read so far by this transaction.
-async fn outbox_entries_read(tx: &mut sqlx::PgConnection) -> i64 {
-    sqlx::query_scalar("SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)::int8 FROM pg_index WHERE indrelid = 'outbox'::regclass")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap()
-}
-
 /// A young deployment's statistics: the outbox analysed while empty, then 20,000 replies
 /// waiting before autovacuum looked again (a backlog after an outage, a burst). Claiming a few
 /// rows and recording their outcomes must read about one index entry per row; both used to
@@ -497,9 +489,9 @@ async fn a_claim_and_its_outcomes_look_up_their_rows_only_whatever_the_statistic
         sqlx::query_scalar("SELECT id FROM outbox ORDER BY id DESC LIMIT 3").fetch_all(&pool).await.unwrap();
 
     let mut tx = pool.begin().await.unwrap();
-    let before = outbox_entries_read(&mut tx).await;
+    let before = testenv::index_entries_read(&mut tx, "outbox").await;
     let mut claimed = store::claim_outbox(&mut tx, account, 5, &ids).await.unwrap();
-    let claim_read = outbox_entries_read(&mut tx).await - before;
+    let claim_read = testenv::index_entries_read(&mut tx, "outbox").await - before;
     tx.commit().await.unwrap();
     claimed.sort_unstable();
     let mut expected = ids.clone();
@@ -512,9 +504,9 @@ async fn a_claim_and_its_outcomes_look_up_their_rows_only_whatever_the_statistic
         .map(|(n, id)| (*id, OutboxOutcome::Done { external_ids: vec![format!("77:{}", 900 + n)] }))
         .collect();
     let mut tx = pool.begin().await.unwrap();
-    let before = outbox_entries_read(&mut tx).await;
+    let before = testenv::index_entries_read(&mut tx, "outbox").await;
     store::finish_outbox_many(&mut tx, account, 5, &outcomes).await.unwrap();
-    let finish_read = outbox_entries_read(&mut tx).await - before;
+    let finish_read = testenv::index_entries_read(&mut tx, "outbox").await - before;
     tx.commit().await.unwrap();
     let left: i64 =
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE state = 'pending'").fetch_one(&pool).await.unwrap();

@@ -217,15 +217,6 @@ async fn concurrent_batches_keep_every_sequence_gap_free() {
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
 }
 
-/// Index entries of `table` read so far by this transaction.
-async fn index_entries_read(tx: &mut sqlx::PgConnection, table: &str) -> i64 {
-    sqlx::query_scalar("SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)::int8 FROM pg_index WHERE indrelid = $1::regclass")
-        .bind(table)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap()
-}
-
 /// A young deployment's statistics: `messages` analysed while empty, then 20,000
 /// messages of the account stored before autovacuum looked again. The lookup of a batch's
 /// repeats (and of the messages it replies to) must read about one index entry per platform
@@ -260,9 +251,9 @@ async fn a_batch_looks_up_its_platform_ids_only_whatever_the_statistics() {
         .chain([text(account_id, "1", "1:1", "hello")]) // a repeat
         .collect();
     let mut tx = pool.begin().await.unwrap();
-    let before = index_entries_read(&mut tx, "messages").await;
+    let before = testenv::index_entries_read(&mut tx, "messages").await;
     let out = store::ingest_batch(&mut tx, account_id, &msgs, WINDOW).await.unwrap();
-    let read = index_entries_read(&mut tx, "messages").await - before;
+    let read = testenv::index_entries_read(&mut tx, "messages").await - before;
     tx.commit().await.unwrap();
     assert!(matches!(out[10], Ingested::Duplicate { .. }));
     let Ingested::Stored { message, .. } = &out[0] else { panic!("{:?}", out[0]) };

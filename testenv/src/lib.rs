@@ -108,6 +108,19 @@ impl Drop for Switchboard {
     }
 }
 
+/// Index entries of `table` read so far by the transaction open on `conn`: how a test tells
+/// a lookup that probes its keys from one that walks an index.
+pub async fn index_entries_read(conn: &mut PgConnection, table: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)::int8
+         FROM pg_index WHERE indrelid = $1::regclass",
+    )
+    .bind(table)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("pg_stat_get_xact_tuples_returned")
+}
+
 /// A bearer token for `sub` with `roles`, signed with the HS256 `secret`, valid for a long time.
 pub fn token(secret: &str, sub: &str, roles: &[&str]) -> String {
     let claims = ops::auth::Claims {
