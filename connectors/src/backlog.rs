@@ -4,7 +4,11 @@
 //! row to start next, or until when to wait. Its rules:
 //!
 //! - **order per chat**: a chat's rows start in id order, one at a time; a row waiting for its
-//!   retry time holds back the rows behind it in the same chat (and no other chat);
+//!   retry time holds back the rows behind it in the same chat (and no other chat). A row is
+//!   done with its chat when the platform has answered it for good ([`Backlog::answered`]),
+//!   before its outcome is stored: the chat's next row goes meanwhile, except a row that needs
+//!   the stored outcomes of the rows before it (an edit or a deletion reads the platform ids
+//!   they got: [`Backlog::after_outcomes`]);
 //! - **fairness**: among chats that may send, the one whose next row is oldest goes first;
 //! - **pacing**: a row starts only when the [`Pacer`] gives a token for its chat;
 //! - **lanes**: live conversation rows ([`Lane::Live`]) are always considered before bulk rows
@@ -37,6 +41,10 @@ struct Entry<T> {
     chat: String,
     lane: Lane,
     not_before: Duration,
+    /// Starts only when no earlier row of its chat waits for its outcome to be stored.
+    after_outcomes: bool,
+    /// Answered by the platform; its outcome is being stored.
+    answered: bool,
     payload: T,
 }
 
@@ -54,6 +62,8 @@ pub struct Backlog<T> {
     in_flight: usize,
     bulk_in_flight: usize,
     bulk_held: usize,
+    /// Rows answered and not finished yet, per chat.
+    answered: HashMap<String, usize>,
 }
 
 /// What the worker should do next.
@@ -72,7 +82,9 @@ pub enum Step {
 pub enum Finished {
     /// Done or failed for good: the chat's next row may go.
     Removed,
-    /// To be tried again, not before this time; the chat waits for it.
+    /// To be tried again, not before this time; the chat waits for it. For a row already
+    /// answered (its chat has moved on) this forgets the row instead: a later read of the
+    /// store finds it again.
     RetryAt(Duration),
 }
 
@@ -87,6 +99,7 @@ impl<T> Default for Backlog<T> {
             in_flight: 0,
             bulk_in_flight: 0,
             bulk_held: 0,
+            answered: HashMap::new(),
         }
     }
 }
@@ -125,11 +138,20 @@ impl<T> Backlog<T> {
             self.bulk_held += 1;
         }
         let bulk = lane != Lane::Live;
-        self.entries.insert(id, Entry { chat: chat.to_owned(), lane, not_before, payload });
+        let entry = Entry { chat: chat.to_owned(), lane, not_before, after_outcomes: false, answered: false, payload };
+        self.entries.insert(id, entry);
         let queue = self.queues.entry(chat.to_owned()).or_default();
         queue.push_back(id);
         if queue.len() == 1 {
             self.heads_of(bulk).insert(id, chat.to_owned());
+        }
+    }
+
+    /// Row `id`, held and not started, starts only when no earlier row of its chat waits for
+    /// its outcome to be stored (see [`Backlog::answered`]).
+    pub fn after_outcomes(&mut self, id: i64) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.after_outcomes = true;
         }
     }
 
@@ -171,9 +193,14 @@ impl<T> Backlog<T> {
         self.entries.is_empty()
     }
 
-    /// Rows in flight.
+    /// Rows in flight (started, not answered yet).
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Rows started and not finished: in flight, or answered with their outcome being stored.
+    pub fn unfinished(&self) -> usize {
+        self.in_flight + self.answered.values().sum::<usize>()
     }
 
     pub fn get(&self, id: i64) -> Option<&T> {
@@ -209,6 +236,10 @@ impl<T> Backlog<T> {
             }
             for (&id, chat) in heads {
                 let entry = &self.entries[&id];
+                if entry.after_outcomes && self.answered.contains_key(chat) {
+                    // goes when the outcomes are stored ([`Backlog::finish`] of the last one)
+                    continue;
+                }
                 if entry.not_before > now {
                     wake = Some(wake.map_or(entry.not_before, |w| w.min(entry.not_before)));
                     continue;
@@ -251,11 +282,44 @@ impl<T> Backlog<T> {
         }
     }
 
+    /// Row `id`, in flight, was answered by the platform for good (sent, or refused for good)
+    /// and its outcome is being stored: its slot is free and its chat's next row may start.
+    /// The row stays held (a read of the store skips it) until [`Backlog::finish`].
+    pub fn answered(&mut self, id: i64) {
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        if entry.answered {
+            return;
+        }
+        entry.answered = true;
+        let chat = entry.chat.clone();
+        let bulk = entry.lane != Lane::Live;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if bulk {
+            self.bulk_in_flight = self.bulk_in_flight.saturating_sub(1);
+        }
+        *self.answered.entry(chat.clone()).or_default() += 1;
+        self.advance(id, chat);
+    }
+
     /// Row `id`, which was started, has ended.
     pub fn finish(&mut self, id: i64, how: Finished) -> Option<T> {
         let entry = self.entries.get(&id)?;
         let chat = entry.chat.clone();
         let bulk = entry.lane != Lane::Live;
+        if entry.answered {
+            // its chat moved on when it was answered: whatever `how` says, it leaves
+            let entry = self.entries.remove(&id)?;
+            if bulk {
+                self.bulk_held -= 1;
+            }
+            if let Some(left) = self.answered.get_mut(&chat) {
+                *left -= 1;
+                if *left == 0 {
+                    self.answered.remove(&chat);
+                }
+            }
+            return Some(entry.payload);
+        }
         self.in_flight = self.in_flight.saturating_sub(1);
         if bulk {
             self.bulk_in_flight = self.bulk_in_flight.saturating_sub(1);
@@ -273,18 +337,21 @@ impl<T> Backlog<T> {
                 if bulk {
                     self.bulk_held -= 1;
                 }
-                let queue = self.queues.get_mut(&chat)?;
-                debug_assert_eq!(queue.front(), Some(&id));
-                queue.pop_front();
-                match queue.front() {
-                    Some(&next) => {
-                        self.head(next, chat);
-                    }
-                    None => {
-                        self.queues.remove(&chat);
-                    }
-                }
+                self.advance(id, chat);
                 Some(entry.payload)
+            }
+        }
+    }
+
+    /// Takes row `id` off the front of its chat's queue; the next row becomes the chat's head.
+    fn advance(&mut self, id: i64, chat: String) {
+        let Some(queue) = self.queues.get_mut(&chat) else { return };
+        debug_assert_eq!(queue.front(), Some(&id));
+        queue.pop_front();
+        match queue.front() {
+            Some(&next) => self.head(next, chat),
+            None => {
+                self.queues.remove(&chat);
             }
         }
     }
@@ -487,6 +554,64 @@ mod tests {
         let mut live = b.live_ids();
         live.sort_unstable();
         assert_eq!(live, (75..=300).collect::<Vec<_>>(), "held: in flight and waiting");
+    }
+
+    /// A row answered by the platform frees its slot and its chat at once; it stays held
+    /// (reads of the store skip it) until its outcome is stored.
+    #[test]
+    fn an_answered_row_lets_its_chat_go_on_while_its_outcome_is_stored() {
+        let mut b = Backlog::new();
+        let mut p = fast();
+        b.push(1, "a", ms(0), ());
+        b.push(2, "a", ms(0), ());
+        assert_eq!(b.next(ms(0), &mut p, 1), Step::Start(1));
+        assert_eq!(b.next(ms(1), &mut p, 1), Step::Idle, "one slot, taken");
+        b.answered(1);
+        assert_eq!((b.in_flight(), b.unfinished()), (0, 1));
+        assert_eq!(b.next(ms(2), &mut p, 1), Step::Start(2), "the chat's next row, before 1 is stored");
+        assert!(b.contains(1), "still held: a read of the store must not take it again");
+        assert_eq!(b.live_ids().len(), 2);
+        b.answered(2);
+        b.finish(2, Finished::Removed);
+        b.finish(1, Finished::Removed);
+        assert!(b.is_empty());
+        assert_eq!((b.in_flight(), b.unfinished()), (0, 0));
+    }
+
+    /// An edit or a deletion reads the platform ids its message got: it waits until every
+    /// answered row of its chat has its outcome stored, and other chats go on meanwhile.
+    #[test]
+    fn a_row_after_outcomes_waits_for_its_chats_outcomes_only() {
+        let mut b = Backlog::new();
+        let mut p = fast();
+        b.push(1, "a", ms(0), ());
+        b.push(2, "a", ms(0), ());
+        b.after_outcomes(2);
+        b.push(3, "b", ms(0), ());
+        assert_eq!(b.next(ms(0), &mut p, 10), Step::Start(1));
+        b.answered(1);
+        assert_eq!(b.next(ms(1), &mut p, 10), Step::Start(3), "b goes; a's edit waits");
+        assert_eq!(b.next(ms(2), &mut p, 10), Step::Idle, "nothing to wake for but the outcome");
+        b.finish(1, Finished::Removed);
+        assert_eq!(b.next(ms(3), &mut p, 10), Step::Start(2));
+    }
+
+    /// An answered row whose outcome could not be stored is forgotten, not put back in front
+    /// of rows its chat already started: the next read of the store finds it again.
+    #[test]
+    fn an_answered_row_that_cannot_be_stored_is_forgotten() {
+        let mut b = Backlog::new();
+        let mut p = fast();
+        b.push_in(1, "a", bulk("c", 1000), ms(0), ());
+        b.push_in(2, "a", bulk("c", 1000), ms(0), ());
+        assert_eq!(b.next(ms(0), &mut p, 10), Step::Start(1));
+        b.answered(1);
+        assert_eq!(b.next(ms(1), &mut p, 10), Step::Start(2));
+        assert_eq!(b.finish(1, Finished::RetryAt(ms(500))), Some(()));
+        assert!(!b.contains(1));
+        assert_eq!((b.bulk_len(), b.in_flight(), b.unfinished()), (1, 1, 1));
+        b.finish(2, Finished::Removed);
+        assert!(b.is_empty());
     }
 
     #[test]

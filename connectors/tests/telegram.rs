@@ -294,3 +294,54 @@ async fn a_5xx_is_retried_with_backoff_and_sent_once() {
     let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM outbox").fetch_one(&hub.pool).await.unwrap();
     assert_eq!(attempts, 2);
 }
+
+/// A chat's next message goes while the outcome of the one before it is still being stored,
+/// but an edit or a deletion reads the platform id its message got: queued right behind their
+/// messages (read together by a connector that starts with them waiting), each edit and
+/// deletion reaches the message it names, and no row fails for want of that id.
+#[tokio::test]
+async fn edits_and_deletions_queued_right_behind_their_messages_reach_those_messages() {
+    // no per-chat limit to speak of (the fake does not enforce one): the rows go back to back
+    let hub = spawn_hub(json!({"limits": {"rate_per_chat": {"count": 1000, "per_ms": 1000}}})).await;
+    let mut alice = hub.ready_agent("alice").await;
+    let connector = hub.start_connector(connectors::Config::default()).await;
+    let user = olga();
+    hub.fake.text(&user, "Здравствуйте");
+    let interaction = hub.accept_next(&mut alice).await;
+    connector.stop().await;
+
+    const MESSAGES: usize = 20;
+    for n in 0..MESSAGES {
+        let sent = alice
+            .call(
+                "message.send",
+                json!({"interaction_id": interaction, "client_msg_id": format!("m{n}"), "text": format!("Черновик {n}")}),
+            )
+            .await;
+        let id = sent["data"]["id"].as_str().expect("the message is queued").to_owned();
+        let edited = alice.call("message.edit", json!({"message_id": id, "text": format!("Ответ {n}")})).await;
+        assert_eq!(edited["ok"], true, "{edited}");
+        if n % 5 == 4 {
+            let deleted = alice.call("message.delete", json!({"message_id": id})).await;
+            assert_eq!(deleted["ok"], true, "{deleted}");
+        }
+    }
+    let _connector = hub.start_connector(connectors::Config::default()).await;
+    eventually("every row done or failed", WAIT, || async {
+        hub.count("SELECT count(*) FROM outbox WHERE state = 'pending'").await == 0
+    })
+    .await;
+
+    let failed: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT action::text, last_error FROM outbox WHERE state <> 'done' ORDER BY id")
+            .fetch_all(&hub.pool)
+            .await
+            .unwrap();
+    assert!(failed.is_empty(), "rows that did not reach the platform: {failed:?}");
+    let sent = hub.fake.sent_to(user.id as i64);
+    assert_eq!(sent.len(), MESSAGES, "{sent:?}");
+    for (n, message) in sent.iter().enumerate() {
+        assert_eq!(message.text.as_deref(), Some(format!("Ответ {n}").as_str()), "message {n} was edited");
+        assert_eq!(message.deleted, n % 5 == 4, "message {n}");
+    }
+}
