@@ -226,8 +226,14 @@ async fn concurrent_batches_keep_every_sequence_gap_free() {
 async fn a_batch_looks_up_its_platform_ids_only_whatever_the_statistics() {
     let (_url, pool) = testenv::database().await;
     let account_id = account(&pool).await;
-    sqlx::query("ALTER TABLE messages SET (autovacuum_enabled = off)").execute(&pool).await.unwrap();
-    sqlx::query("ANALYZE messages").execute(&pool).await.unwrap();
+    for statement in [
+        "ALTER TABLE messages SET (autovacuum_enabled = off)",
+        "ALTER TABLE interactions SET (autovacuum_enabled = off)",
+        "ALTER TABLE customers SET (autovacuum_enabled = off)",
+        "ANALYZE messages, interactions, customers",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
     let first =
         batch(&pool, account_id, &[text(account_id, "1", "1:1", "hello"), text(account_id, "2", "2:1", "hi")]).await;
     let Ingested::Stored { message, .. } = &first[0] else { panic!("{:?}", first[0]) };
@@ -242,21 +248,47 @@ async fn a_batch_looks_up_its_platform_ids_only_whatever_the_statistics() {
     .execute(&pool)
     .await
     .unwrap();
+    // and 20,000 other customers' chats open on the account
+    sqlx::query(
+        "INSERT INTO customers (id, name) SELECT gen_random_uuid(), 'other ' || n FROM generate_series(1, 20000) AS n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO interactions (id, account_id, customer_id, external_id, channel, chat_id, state, queue)
+         SELECT gen_random_uuid(), $1, id, name, 'telegram', name, 'queued', 'support'
+         FROM customers WHERE name LIKE 'other %'",
+    )
+    .bind(account_id)
+    .execute(&pool)
+    .await
+    .unwrap();
 
-    let msgs: Vec<InboundMessage> = (0..10)
-        .map(|n| InboundMessage {
-            reply_to_external_id: Some("1:5000".into()),
-            ..text(account_id, &format!("{}", n % 3), &format!("new:{n}"), "again")
-        })
-        .chain([text(account_id, "1", "1:1", "hello")]) // a repeat
-        .collect();
-    let mut tx = pool.begin().await.unwrap();
-    let before = testenv::index_entries_read(&mut tx, "messages").await;
-    let out = store::ingest_batch(&mut tx, account_id, &msgs, WINDOW).await.unwrap();
-    let read = testenv::index_entries_read(&mut tx, "messages").await - before;
-    tx.commit().await.unwrap();
-    assert!(matches!(out[10], Ingested::Duplicate { .. }));
-    let Ingested::Stored { message, .. } = &out[0] else { panic!("{:?}", out[0]) };
-    assert!(message.reply_to.is_some(), "the reply found the stored message");
-    assert!(read < 200, "{read} index entries of messages read for a batch of 11 (20,000 messages stored)");
+    // whatever plan PostgreSQL picks for a connection's prepared statements: one made for the
+    // batch's values, or the generic one it may keep after five executions
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("SELECT set_config('plan_cache_mode', $1, false)").bind(mode).execute(&mut *conn).await.unwrap();
+        let msgs: Vec<InboundMessage> = (0..10)
+            .map(|n| InboundMessage {
+                reply_to_external_id: Some("1:5000".into()),
+                ..text(account_id, &format!("{}", n % 3), &format!("{mode}:{n}"), "again")
+            })
+            .chain([text(account_id, "1", "1:1", "hello")]) // a repeat
+            .collect();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        let before = testenv::index_entries_read(&mut tx, "messages").await;
+        let chats_before = testenv::index_entries_read(&mut tx, "interactions").await;
+        let out = store::ingest_batch(&mut tx, account_id, &msgs, WINDOW).await.unwrap();
+        let read = testenv::index_entries_read(&mut tx, "messages").await - before;
+        let chats_read = testenv::index_entries_read(&mut tx, "interactions").await - chats_before;
+        tx.commit().await.unwrap();
+        assert!(matches!(out[10], Ingested::Duplicate { .. }), "{mode}");
+        let Ingested::Stored { message, .. } = &out[0] else { panic!("{mode}: {:?}", out[0]) };
+        assert!(message.reply_to.is_some(), "{mode}: the reply found the stored message");
+        assert!(read < 200, "{mode}: {read} index entries of messages read for a batch of 11 (20,000 messages stored)");
+        assert!(chats_read < 200, "{mode}: {chats_read} index entries of interactions read (20,000 chats open)");
+        sqlx::query("RESET plan_cache_mode").execute(&mut *conn).await.unwrap();
+    }
 }

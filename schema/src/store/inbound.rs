@@ -544,15 +544,15 @@ pub async fn ingest_batch(
     let batch = cleaned.as_slice();
 
     // Every statement below joins the batch's arrays to tables that grow by the batch (messages,
-    // identities, interactions). A connection's cached generic plan is made once, from the
-    // statistics of that moment: on a young database (a new deployment, the benchmark) it
-    // was a scan of every message of the account per batch (an index walked end to end for
-    // each platform id), kept by the connection while the table grew, so the cost of a batch
-    // grew with the table (0.09 -> 1.2 ms of PostgreSQL per message over 20,000 messages).
-    // Plans made for each batch's own values cost about 0.03 ms per message and follow the
-    // statistics as they are now (which, for a table analysed while nearly empty, was still
-    // not enough for the repeats' lookup: see 1).
-    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *conn).await?;
+    // identities, interactions), and each finds its rows by key, one probe per key, so the
+    // plan does not depend on the statistics: a connection may keep PostgreSQL's generic plan
+    // (after five executions) as well as plan each batch. It once forced a plan per batch
+    // (`plan_cache_mode = force_custom_plan`), when the repeats' lookup was written
+    // `external_message_id = ANY($2)` and the generic plan, made from a young table's
+    // statistics, walked every message of the account for each batch; with the probes, that
+    // planning was about a tenth of PostgreSQL's CPU per message for nothing.
+    // `a_batch_looks_up_its_platform_ids_only_whatever_the_statistics` runs a batch under both
+    // plan modes.
 
     // 1. the account, and which of these platform ids are stored already: one probe of the
     // unique index per id. Written as `external_message_id = ANY($2)`, the planner, with the
