@@ -24,7 +24,9 @@
 //! - A chat's next row starts as soon as the platform has answered its previous row for good,
 //!   while that row's outcome is still being stored (the recorder stores outcomes in the order
 //!   they came, so a chat's statuses keep their order); an edit or a deletion, which reads the
-//!   platform ids stored with its message's outcome, waits until its chat's outcomes are stored.
+//!   platform ids stored with its message's outcome, waits until its chat's outcomes are stored,
+//!   and so does a reply to a message that was not on the platform when the row was read (it
+//!   looks for the id again when it is sent).
 //!   A chat waiting for each outcome's commit capped the drain at about 3,000 rows/s.
 //! - The window between a claim's commit and the outcome's commit is the in-doubt window: a
 //!   leader that dies inside it leaves the row pending with its token, and the next leader sends
@@ -528,9 +530,11 @@ async fn refill(
             None => Lane::Live,
             Some((group, rate)) => Lane::Bulk { group, rate },
         };
-        // an edit or a deletion reads the platform ids its message got, stored with the outcome
-        // of an earlier row of its chat
-        let after_outcomes = item.action != OutboxAction::Send;
+        // an edit or a deletion reads the platform ids its message got, and a reply to a message
+        // not on the platform when the row was read looks for its id again: stored with the
+        // outcome of an earlier row of its chat
+        let after_outcomes = item.action != OutboxAction::Send
+            || (item.message.reply_to.is_some() && item.reply_to_external_id.is_none());
         backlog.push_in(id, &chat, lane, now + wait, Held { item, progress: Vec::new() });
         if after_outcomes {
             backlog.after_outcomes(id);
@@ -790,6 +794,18 @@ async fn record_outcomes(config: OutboxConfig, token: i64, mut records: mpsc::Re
     }
 }
 
+/// The platform id of `message`'s first part, if it reached the platform: for a reply to a
+/// message whose id was not stored yet when the replying row was read (an agent's message sent
+/// just before).
+async fn first_external_id(ctx: &Ctx, message: Uuid) -> Result<Option<String>, StoreError> {
+    let mut conn = ctx.config.pool.acquire().await?;
+    match store::message_external_ids(&mut conn, message).await {
+        Ok(ids) => Ok(ids.into_iter().next()),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A file as the channel takes it: streamed from the file server, or a signed link.
 async fn out_file(ctx: &Ctx, meta: &FileRef) -> Result<OutFile, crate::files::FileError> {
     let body = match ctx.config.platform.file_delivery() {
@@ -821,6 +837,13 @@ async fn deliver(ctx: &Ctx, item: &OutboxItem, progress: &mut Vec<String>) -> Ou
     let first_request = progress.len();
     match item.action {
         OutboxAction::Send => {
+            let reply_to = match (&item.reply_to_external_id, item.message.reply_to) {
+                (None, Some(original)) => match first_external_id(ctx, original).await {
+                    Ok(id) => id,
+                    Err(e) => return on_error(SendError::Transient(e.to_string()), item.attempts),
+                },
+                (known, _) => known.clone(),
+            };
             let takes_caption = |mime: &str| platform.takes_caption(mime);
             let plan = match plan_send_with(&item.message, ctx.config.channel, limits, &takes_caption) {
                 Ok(plan) => plan,
@@ -862,7 +885,7 @@ async fn deliver(ctx: &Ctx, item: &OutboxItem, progress: &mut Vec<String>) -> Ou
                     forward_of: if planned.forward { item.forward_of_external_id.clone() } else { None },
                     template: planned.template,
                     keyboard: if planned.keyboard { item.message.keyboard.clone() } else { None },
-                    reply_to: if planned.reply { item.reply_to_external_id.clone() } else { None },
+                    reply_to: if planned.reply { reply_to.clone() } else { None },
                     sender: Some(sender.clone()),
                     idempotency_key: format!("{}:{i}", item.id),
                 };

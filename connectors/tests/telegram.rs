@@ -296,11 +296,11 @@ async fn a_5xx_is_retried_with_backoff_and_sent_once() {
 }
 
 /// A chat's next message goes while the outcome of the one before it is still being stored,
-/// but an edit or a deletion reads the platform id its message got: queued right behind their
-/// messages (read together by a connector that starts with them waiting), each edit and
-/// deletion reaches the message it names, and no row fails for want of that id.
+/// but an edit, a deletion or a reply reads the platform id its message got: queued right
+/// behind their messages (read together by a connector that starts with them waiting), each
+/// edit, deletion and reply reaches the message it names, and no row fails for want of that id.
 #[tokio::test]
-async fn edits_and_deletions_queued_right_behind_their_messages_reach_those_messages() {
+async fn edits_deletions_and_replies_queued_right_behind_their_messages_reach_those_messages() {
     // no per-chat limit to speak of (the fake does not enforce one): the rows go back to back
     let hub = spawn_hub(json!({"limits": {"rate_per_chat": {"count": 1000, "per_ms": 1000}}})).await;
     let mut alice = hub.ready_agent("alice").await;
@@ -311,14 +311,18 @@ async fn edits_and_deletions_queued_right_behind_their_messages_reach_those_mess
     connector.stop().await;
 
     const MESSAGES: usize = 20;
+    let mut previous: Option<String> = None;
     for n in 0..MESSAGES {
+        // each message replies to the one before it
         let sent = alice
             .call(
                 "message.send",
-                json!({"interaction_id": interaction, "client_msg_id": format!("m{n}"), "text": format!("Черновик {n}")}),
+                json!({"interaction_id": interaction, "client_msg_id": format!("m{n}"), "text": format!("Черновик {n}"),
+                       "reply_to": previous}),
             )
             .await;
         let id = sent["data"]["id"].as_str().expect("the message is queued").to_owned();
+        previous = Some(id.clone());
         let edited = alice.call("message.edit", json!({"message_id": id, "text": format!("Ответ {n}")})).await;
         assert_eq!(edited["ok"], true, "{edited}");
         if n % 5 == 4 {
@@ -343,5 +347,11 @@ async fn edits_and_deletions_queued_right_behind_their_messages_reach_those_mess
     for (n, message) in sent.iter().enumerate() {
         assert_eq!(message.text.as_deref(), Some(format!("Ответ {n}").as_str()), "message {n} was edited");
         assert_eq!(message.deleted, n % 5 == 4, "message {n}");
+    }
+    let calls = hub.fake.calls_of("sendMessage");
+    for n in 1..MESSAGES {
+        // sent as it is by then: the edit changed the stored text before the message went
+        let call = calls.iter().find(|c| c.param("text") == format!("Ответ {n}").as_str()).expect("sent");
+        assert_eq!(call.param("reply_parameters")["message_id"], sent[n - 1].message_id, "message {n} replies");
     }
 }
