@@ -7,8 +7,8 @@
 //!   retry time holds back the rows behind it in the same chat (and no other chat). A row is
 //!   done with its chat when the platform has answered it for good ([`Backlog::answered`]),
 //!   before its outcome is stored: the chat's next row goes meanwhile, except a row that needs
-//!   the stored outcomes of the rows before it (an edit or a deletion reads the platform ids
-//!   they got: [`Backlog::after_outcomes`]);
+//!   the stored outcomes of the rows before it (an edit, a deletion or a reply reads the
+//!   platform ids they got: [`Backlog::after_outcomes`]);
 //! - **fairness**: among chats that may send, the one whose next row is oldest goes first;
 //! - **pacing**: a row starts only when the [`Pacer`] gives a token for its chat;
 //! - **lanes**: live conversation rows ([`Lane::Live`]) are always considered before bulk rows
