@@ -293,10 +293,7 @@ impl<T> Backlog<T> {
         entry.answered = true;
         let chat = entry.chat.clone();
         let bulk = entry.lane != Lane::Live;
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if bulk {
-            self.bulk_in_flight = self.bulk_in_flight.saturating_sub(1);
-        }
+        self.free_slot(bulk);
         *self.answered.entry(chat.clone()).or_default() += 1;
         self.advance(id, chat);
     }
@@ -308,22 +305,16 @@ impl<T> Backlog<T> {
         let bulk = entry.lane != Lane::Live;
         if entry.answered {
             // its chat moved on when it was answered: whatever `how` says, it leaves
-            let entry = self.entries.remove(&id)?;
-            if bulk {
-                self.bulk_held -= 1;
-            }
+            let payload = self.drop_entry(id)?;
             if let Some(left) = self.answered.get_mut(&chat) {
                 *left -= 1;
                 if *left == 0 {
                     self.answered.remove(&chat);
                 }
             }
-            return Some(entry.payload);
+            return Some(payload);
         }
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if bulk {
-            self.bulk_in_flight = self.bulk_in_flight.saturating_sub(1);
-        }
+        self.free_slot(bulk);
         match how {
             Finished::RetryAt(at) => {
                 if let Some(entry) = self.entries.get_mut(&id) {
@@ -333,14 +324,28 @@ impl<T> Backlog<T> {
                 None
             }
             Finished::Removed => {
-                let entry = self.entries.remove(&id)?;
-                if bulk {
-                    self.bulk_held -= 1;
-                }
+                let payload = self.drop_entry(id)?;
                 self.advance(id, chat);
-                Some(entry.payload)
+                Some(payload)
             }
         }
+    }
+
+    /// A started row's in-flight slot is free again.
+    fn free_slot(&mut self, bulk: bool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if bulk {
+            self.bulk_in_flight = self.bulk_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Row `id` is held no more; its payload.
+    fn drop_entry(&mut self, id: i64) -> Option<T> {
+        let entry = self.entries.remove(&id)?;
+        if entry.lane != Lane::Live {
+            self.bulk_held -= 1;
+        }
+        Some(entry.payload)
     }
 
     /// Takes row `id` off the front of its chat's queue; the next row becomes the chat's head.
