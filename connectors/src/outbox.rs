@@ -413,7 +413,9 @@ pub async fn run(config: OutboxConfig, token: i64, stop: CancellationToken) -> R
                 while let Some(report) = next {
                     match report {
                         Report::Answered { id } => backlog.answered(id),
-                        Report::Ended { deposed: true, .. } => {
+                        Report::Ended { id, how, deposed: true, .. } => {
+                            // its attempt is over (the outcome refused): not waited for below
+                            backlog.finish(id, how);
                             deposed = true;
                             break;
                         }

@@ -355,3 +355,103 @@ async fn edits_deletions_and_replies_queued_right_behind_their_messages_reach_th
         assert_eq!(call.param("reply_parameters")["message_id"], sent[n - 1].message_id, "message {n} replies");
     }
 }
+
+/// A platform whose send is answered after another leader took the account over: it raises
+/// the account's fencing token past the worker's, then accepts the message.
+struct TakenOverWhileSending {
+    pool: sqlx::PgPool,
+    key: String,
+    newer_token: i64,
+    answered: std::sync::Mutex<Vec<std::time::Instant>>,
+}
+
+#[async_trait::async_trait]
+impl connectors::platform::Outbound for TakenOverWhileSending {
+    async fn send(
+        &self,
+        _chat_id: &str,
+        _part: connectors::platform::Part,
+    ) -> Result<String, connectors::platform::SendError> {
+        let mut conn = self.pool.acquire().await.unwrap();
+        schema::store::check_fence(&mut conn, &self.key, self.newer_token).await.unwrap();
+        self.answered.lock().unwrap().push(std::time::Instant::now());
+        Ok("9001".into())
+    }
+
+    async fn edit(&self, _: &str, _: &str, _: &str, _: bool) -> Result<(), connectors::platform::SendError> {
+        Err(connectors::platform::SendError::Permanent("not in this test".into()))
+    }
+
+    async fn delete(&self, _: &str, _: &str) -> Result<(), connectors::platform::SendError> {
+        Err(connectors::platform::SendError::Permanent("not in this test".into()))
+    }
+}
+
+/// An outbox worker deposed while a row was with the platform (the fence refuses the row's
+/// outcome) stops as soon as it hears of it: that row's attempt is over, so nothing is left in
+/// flight to wait for. It used to count the row as in flight and wait out its 5-s grace,
+/// holding the account's term (and its inbound side) open that long. The row stays pending,
+/// in doubt, for the new leader.
+#[tokio::test]
+async fn a_worker_deposed_while_a_row_is_sent_stops_without_waiting_for_that_row() {
+    let hub = spawn_hub(json!({})).await;
+    let mut alice = hub.ready_agent("alice").await;
+    let connector = hub.start_connector(connectors::Config::default()).await;
+    hub.fake.text(&olga(), "Здравствуйте");
+    let interaction = hub.accept_next(&mut alice).await;
+    connector.stop().await;
+    let sent = alice
+        .call("message.send", json!({"interaction_id": interaction, "client_msg_id": "m1", "text": "Добрый день"}))
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+
+    // the worker's term: a token newer than the stopped connector's
+    let key = schema::store::connector_key(hub.account_id);
+    let current: Option<i64> = sqlx::query_scalar("SELECT token FROM fencing_tokens WHERE key = $1")
+        .bind(&key)
+        .fetch_optional(&hub.pool)
+        .await
+        .unwrap();
+    let token = current.unwrap_or(0) + 1;
+    let platform = std::sync::Arc::new(TakenOverWhileSending {
+        pool: hub.pool.clone(),
+        key,
+        newer_token: token + 1,
+        answered: Default::default(),
+    });
+    let limits = schema::domain::Limits::for_account(schema::domain::Channel::Telegram, &json!({})).unwrap();
+    let files = connectors::files::FileServer::new(
+        format!("http://{}", hub.addr).parse().unwrap(),
+        Some(ops::config::Secret::new(harness::SECRET)),
+        None,
+        schema::domain::Channel::Telegram,
+        hub.account_id,
+    );
+    let config = connectors::outbox::OutboxConfig {
+        pool: hub.pool.clone(),
+        coord: hub.coord.clone(),
+        account_id: hub.account_id,
+        channel: schema::domain::Channel::Telegram,
+        limits,
+        platform: platform.clone(),
+        files,
+        pacer: connectors::pacing::PacerConfig::strict(limits.rate, limits.rate_per_chat),
+        max_in_flight: 8,
+    };
+    let ended =
+        tokio::time::timeout(WAIT, connectors::outbox::run(config, token, tokio_util::sync::CancellationToken::new()))
+            .await
+            .expect("the deposed worker stops");
+    let stopped = std::time::Instant::now();
+    assert!(matches!(ended, Err(connectors::outbox::WorkerError::Deposed(_))), "{ended:?}");
+    let answered = platform.answered.lock().unwrap().clone();
+    assert_eq!(answered.len(), 1, "the row went to the platform once");
+    // the worker's grace for requests in flight is 5 s; hearing of the refusal takes milliseconds
+    let waited = stopped - answered[0];
+    assert!(waited < Duration::from_secs(3), "the worker waited {waited:?} after it was deposed");
+    assert_eq!(
+        hub.count("SELECT count(*) FROM outbox WHERE state = 'pending'").await,
+        1,
+        "the row whose outcome was refused stays pending for the new leader"
+    );
+}
