@@ -637,9 +637,21 @@ impl TestPeer {
 /// and interceptor, no mDNS, and keyframe requests delivered to the application (the chain
 /// would end them otherwise) so a test can count them: the SFU's NACK generator and marker in
 /// place of the crate's generator, asking for a lost packet up to 10 times as Chromium does.
+/// Like Chromium it answers the SFU's `actpass` as the DTLS client (webrtc-rs would take the
+/// server's part when the offer is ICE-lite) and offers its SRTP profiles in Chromium's order
+/// (libwebrtc's `CryptoOptions::GetSupportedDtlsSrtpCryptoSuites`: AES_CM_128_HMAC_SHA1_80,
+/// then the GCM suites), so the SFU, the DTLS server, takes the profile a browser's call gets.
 pub fn client_peer_connection() -> RTCPeerConnection {
-    let setting_engine =
-        SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
+    use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+    let setting_engine = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Client)
+        .with_srtp_protection_profiles(vec![
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+        ])
+        .build();
     let mut media = MediaEngine::default();
     media.register_default_codecs().unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut media).unwrap().with(
