@@ -305,16 +305,10 @@ impl Store {
     /// Takes every job waiting (up to [`MAX_BATCH`]) after the first, stores them together,
     /// answers each caller, rings the doorbells once; until every `Ingest` clone is dropped.
     async fn batches(self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            let (messages, replies): (Vec<InboundMessage>, Vec<_>) =
-                batch.into_iter().map(|j| (j.msg, j.reply)).unzip();
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // the first job waited for, then every one already waiting (0: the senders are gone)
+        while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let (messages, replies): (Vec<InboundMessage>, Vec<_>) = batch.drain(..).map(|j| (j.msg, j.reply)).unzip();
             let outcomes: Vec<Result<Ingested, StoreError>> = match self.together(&messages).await {
                 Ok(stored) => stored.into_iter().map(Ok).collect(),
                 Err(e) => {

@@ -745,14 +745,9 @@ async fn perform(
 /// gone.
 async fn record_outcomes(config: OutboxConfig, token: i64, mut records: mpsc::Receiver<Record>) {
     let account = config.account_id;
-    while let Some(first) = records.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < RECORD_BATCH {
-            match records.try_recv() {
-                Ok(record) => batch.push(record),
-                Err(_) => break,
-            }
-        }
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    // the first record waited for, then every one already waiting (0: the senders are gone)
+    while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let outcomes: Vec<(i64, OutboxOutcome)> = batch.iter().map(|r| (r.id, r.outcome.clone())).collect();
         let together = async {
             let mut tx = config.pool.begin().await?;
@@ -791,7 +786,7 @@ async fn record_outcomes(config: OutboxConfig, token: i64, mut records: mpsc::Re
             config.coord.notify(&topics::agent(agent));
         }
         metrics::histogram!("switchboard_outbox_outcome_batch_size").record(batch.len() as f64);
-        for (record, result) in batch.into_iter().zip(results) {
+        for (record, result) in batch.drain(..).zip(results) {
             let _ = record.stored.send(result.map(drop));
         }
     }
