@@ -267,7 +267,7 @@ pub(crate) async fn deliver_sms(
         }
     };
     tracing::info!(room = %room.id, sms = %sms_id, provider = provider.name(), "SMS handed to the provider");
-    tokio::spawn(follow_sms(state.clone(), provider, room.clone(), sms_id, phone, provider_id.clone()));
+    state.tasks.spawn(follow_sms(state.clone(), provider, room.clone(), sms_id, phone, provider_id.clone()));
     Ok(provider_id)
 }
 
@@ -427,7 +427,7 @@ pub(crate) async fn end_room(
     state.nodes.unpin(id).await;
     state.recorder.finish(id);
     if ended.is_some() {
-        tokio::spawn(call_metrics(state.pool.clone(), id));
+        state.tasks.spawn(call_metrics(state.pool.clone(), id));
     }
     Ok(ended.map(|(room, audience)| {
         wake(state, &audience);
@@ -480,7 +480,7 @@ async fn reconcile_live_rooms(state: &State) {
                 state.rooms.end(id, reason);
                 state.nodes.unpin(id).await;
                 state.recorder.finish(id);
-                tokio::spawn(call_metrics(state.pool.clone(), id));
+                state.tasks.spawn(call_metrics(state.pool.clone(), id));
             }
             Ok(room) => {
                 if state.rooms.revoke_agent(id, &room.agent) {

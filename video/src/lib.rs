@@ -206,8 +206,10 @@ pub(crate) struct State {
     pub sms: Option<Arc<dyn sms::SmsProvider>>,
     pub geocoder: geo::Geocoder,
     pub shutdown: CancellationToken,
-    /// The background work that must finish its transaction before the process exits (the
-    /// reminders of scheduled calls); [`Video::stopped`] waits for it.
+    /// The background work that must finish before the process exits (the reminders of
+    /// scheduled calls, the rooms' expiry, the recordings, and the short tasks a call starts:
+    /// its writes to the call records, an SMS's delivery follow-up, a shared location's
+    /// address, an empty room's grace); [`Video::stopped`] waits for it.
     pub tasks: TaskTracker,
 }
 
@@ -363,8 +365,8 @@ impl Video {
     }
 
     /// Waits, after shutdown, until the background work tracked in `tasks` (the reminder worker,
-    /// the rooms' expiry, the metrics, the recordings being flushed and finished) has finished
-    /// what it was doing.
+    /// the rooms' expiry, the metrics, the recordings being flushed and finished, the writes to
+    /// the call records and the other short tasks of calls) has finished what it was doing.
     pub async fn stopped(&self) {
         self.state.tasks.wait().await;
     }

@@ -275,7 +275,7 @@ impl QualityLog {
 /// Writes to the call records in the background: a failure is logged, the call goes on.
 fn keep(state: &Arc<State>, what: &'static str, write: impl AsyncWrite) {
     let pool = state.pool.clone();
-    tokio::spawn(async move {
+    state.tasks.spawn(async move {
         let result = async {
             let mut conn = pool.acquire().await?;
             write.run(&mut conn).await
@@ -607,9 +607,10 @@ async fn session(state: Arc<State>, socket: WebSocket, user_agent: Option<String
         record(&state, &room, "left", &participant, None).await;
     }
     if left == Some(0) {
-        let state = state.clone();
+        let grace = state.clone();
         let room_id = room.id;
-        tokio::spawn(async move {
+        state.tasks.spawn(async move {
+            let state = grace;
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(state.config.empty_grace_s)) => {}
@@ -698,7 +699,7 @@ async fn handle(
             }
             crate::geo::check_position(lat, lon, accuracy).map_err(|e| VideoError::BadFrame(e.to_string()))?;
             // the address may take the geocoder's timeout: the socket goes on meanwhile
-            tokio::spawn(share_location(state.clone(), room.clone(), participant.clone(), lat, lon, accuracy));
+            state.tasks.spawn(share_location(state.clone(), room.clone(), participant.clone(), lat, lon, accuracy));
             Ok(Step::Continue(None))
         }
         ClientFrame::LocationDenied { reason } => {

@@ -254,3 +254,55 @@ impl SendText for tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTls
         self.send(tokio_tungstenite::tungstenite::Message::Text(text.to_owned().into())).await.unwrap();
     }
 }
+
+/// A participant's leave is written to the call records in the background; the process's stop
+/// (`Video::stopped`, which `switchboard` awaits before it exits) waits for that write, so a
+/// leave seen just before a stop is not lost with the process. The write is held back here by
+/// a lock on the participant's row until after the stop began.
+#[tokio::test]
+async fn a_leave_written_in_the_background_is_waited_for_when_the_process_stops() {
+    let hub = Hub::start().await;
+    let (_room, link) = hub.room().await;
+    let mut customer = hub.socket().await;
+    send(&mut customer, customer_join(&link)).await;
+    let joined = frame_of(&mut customer, "joined", &mut Vec::new()).await;
+    let id: uuid::Uuid = joined["participant"]["id"].as_str().unwrap().parse().unwrap();
+
+    let mut lock = hub.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM video_participants WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    send(&mut customer, json!({"type": "leave"})).await;
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE video_participants SET left_at%'",
+        )
+        .fetch_one(&hub.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the leave was never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    hub.shutdown.cancel();
+    let video = hub.video.clone();
+    let stopped = tokio::spawn(async move { video.stopped().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!stopped.is_finished(), "the process would have stopped with the leave not written");
+    lock.rollback().await.unwrap();
+    tokio::time::timeout(LIMIT, stopped).await.expect("stopped once the write went through").unwrap();
+    let left: (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
+        sqlx::query_as("SELECT left_at, left_reason FROM video_participants WHERE id = $1")
+            .bind(id)
+            .fetch_one(&hub.pool)
+            .await
+            .unwrap();
+    assert!(left.0.is_some(), "the leave is in the call records: {left:?}");
+}
