@@ -279,7 +279,8 @@ async fn a_leave_written_in_the_background_is_waited_for_when_the_process_stops(
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE video_participants SET left_at%'",
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE 'UPDATE video_participants SET left_at%'",
         )
         .fetch_one(&hub.pool)
         .await
