@@ -75,7 +75,7 @@ async fn call(app: &TestApp, interaction: Uuid) -> Uuid {
         at: Utc::now(),
     };
     store::insert_video_chat(&mut tx, room.id, &[line]).await.unwrap();
-    let (recording, _) = store::start_recording(&mut tx, &room, "video-1", Utc::now()).await.unwrap();
+    let recording = store::start_recording_part(&mut tx, &room, "video-1", Utc::now()).await.unwrap().unwrap();
     let id = Uuid::new_v4();
     let file = NewFile {
         id,

@@ -74,11 +74,8 @@ async fn a_recording_goes_from_spooling_to_ready_with_its_event_and_access() {
     let mut conn = pool.acquire().await.unwrap();
     let started = store::start_room(&mut conn, &room(interaction, Some(true))).await.unwrap();
     let at = Utc::now();
-    let (rec, created) = store::start_recording(&mut conn, &started.room, "video-1", at).await.unwrap();
-    assert!(created);
-    assert_eq!(rec.state, RecordingState::Recording);
-    let (again, created) = store::start_recording(&mut conn, &started.room, "video-1", at).await.unwrap();
-    assert!(!created && again.id == rec.id, "one recording per room");
+    let rec = store::start_recording_part(&mut conn, &started.room, "video-1", at).await.unwrap().unwrap();
+    assert_eq!((rec.part, rec.state), (1, RecordingState::Recording));
     assert_eq!(store::unfinished_recordings(&mut conn, "video-1").await.unwrap().len(), 1);
     assert!(store::unfinished_recordings(&mut conn, "video-2").await.unwrap().is_empty());
     store::recording_processing(&mut conn, rec.id, at + Duration::seconds(30)).await.unwrap();
@@ -124,7 +121,7 @@ async fn a_recording_goes_from_spooling_to_ready_with_its_event_and_access() {
     // another room's recording fails: its reason goes out too
     store::end_room(&mut conn, started.room.id, "ended_by_agent", None).await.unwrap();
     let other = store::start_room(&mut conn, &room(interaction, Some(true))).await.unwrap();
-    let (rec, _) = store::start_recording(&mut conn, &other.room, "video-1", at).await.unwrap();
+    let rec = store::start_recording_part(&mut conn, &other.room, "video-1", at).await.unwrap().unwrap();
     let (failed, _) =
         store::recording_failed(&mut conn, rec.id, "quota_exceeded: the recording quota is full").await.unwrap();
     assert_eq!(failed.state, RecordingState::Failed);

@@ -112,8 +112,10 @@ pub async fn video_room_with_recording(pool: &PgPool, account: Uuid, file: Uuid)
     new.record = Some(true);
     let mut tx = pool.begin().await.expect("a transaction");
     let started = store::start_room(&mut tx, &new).await.expect("the room");
-    let (recording, _) =
-        store::start_recording(&mut tx, &started.room, "video-test", chrono::Utc::now()).await.expect("the recording");
+    let recording = store::start_recording_part(&mut tx, &started.room, "video-test", chrono::Utc::now())
+        .await
+        .expect("the recording")
+        .expect("the room's first part");
     let size: i64 = sqlx::query_scalar("SELECT size FROM files WHERE id = $1")
         .bind(file)
         .fetch_one(&mut *tx)

@@ -321,33 +321,6 @@ pub async fn recordings_of_room(conn: &mut PgConnection, room: Uuid) -> Result<V
     rows.iter().map(recording_from_row).collect()
 }
 
-/// Starts the room's recording on `node` (once: a second call returns the first, and whether
-/// this call created it).
-pub async fn start_recording(
-    conn: &mut PgConnection,
-    room: &VideoRoom,
-    node: &str,
-    started_at: DateTime<Utc>,
-) -> Result<(Recording, bool)> {
-    let id = Uuid::now_v7();
-    let created = sqlx::query(
-        "INSERT INTO video_recordings (id, room_id, interaction_id, node, started_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (room_id, part) DO NOTHING",
-    )
-    .bind(id)
-    .bind(room.id)
-    .bind(room.interaction_id)
-    .bind(node)
-    .bind(started_at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    let recording =
-        recording_of_room(conn, room.id).await?.ok_or_else(|| StoreError::not_found("recording", room.id))?;
-    Ok((recording, created))
-}
-
 /// Starts the next part of the room's recording on `node` (the first, or the rest of a call
 /// that moved here); `None` when another start took that part number at the same time.
 pub async fn start_recording_part(
