@@ -792,12 +792,17 @@ async fn record_outcomes(config: OutboxConfig, token: i64, mut records: mpsc::Re
     }
 }
 
+/// The platform ids `message`'s parts got, as stored with its outcome.
+async fn external_ids(ctx: &Ctx, message: Uuid) -> Result<Vec<String>, StoreError> {
+    let mut conn = ctx.config.pool.acquire().await?;
+    store::message_external_ids(&mut conn, message).await
+}
+
 /// The platform id of `message`'s first part, if it reached the platform: for a reply to a
 /// message whose id was not stored yet when the replying row was read (an agent's message sent
 /// just before).
 async fn first_external_id(ctx: &Ctx, message: Uuid) -> Result<Option<String>, StoreError> {
-    let mut conn = ctx.config.pool.acquire().await?;
-    match store::message_external_ids(&mut conn, message).await {
+    match external_ids(ctx, message).await {
         Ok(ids) => Ok(ids.into_iter().next()),
         Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
@@ -896,15 +901,9 @@ async fn deliver(ctx: &Ctx, item: &OutboxItem, progress: &mut Vec<String>) -> Ou
             OutboxOutcome::Done { external_ids: progress.clone() }
         }
         OutboxAction::Edit | OutboxAction::Delete => {
-            let external = {
-                let ids = async {
-                    let mut conn = ctx.config.pool.acquire().await?;
-                    store::message_external_ids(&mut conn, item.message.id).await
-                };
-                match ids.await {
-                    Ok(ids) => ids,
-                    Err(e) => return on_error(SendError::Transient(e.to_string()), item.attempts),
-                }
+            let external = match external_ids(ctx, item.message.id).await {
+                Ok(ids) => ids,
+                Err(e) => return on_error(SendError::Transient(e.to_string()), item.attempts),
             };
             if item.action == OutboxAction::Delete {
                 for (i, id) in external.iter().enumerate() {
